@@ -1,0 +1,127 @@
+"""The ``correo`` command: one entry point for users, pods and CI.
+
+Each subcommand is a thin shell over a function elsewhere; heavy imports
+happen only when the subcommand runs, so ``correo --help`` stays quick.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+EPILOG = """\
+examples:
+  correo validate examples/              check resources against the CRDs
+  correo render examples/quickstart      the manifests the operator would apply
+  correo up examples/                    run the whole stack on this machine
+  correo status                          what the local stack is doing
+  correo queue list                      messages waiting in the local queue
+"""
+
+
+def _call(target: str, args: argparse.Namespace) -> int:
+    module, _, func = target.partition(":")
+    return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="correo",
+        description="correo: a declarative, Kubernetes-native mail stack.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"correo {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check MailDomain/Mailbox YAML against the CRD schemas and rules",
+                       description="Load every YAML file under PATH (multi-document), validate MailDomains and "
+                                   "Mailboxes against the CRDs' schemas and CEL rules, check that referenced "
+                                   "Secrets and domains exist. Exit 0 when valid, 1 with every error otherwise.")
+    v.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or folders")
+    v.set_defaults(target="correo_operator.commands:validate")
+
+    r = sub.add_parser("render", help="print the Kubernetes manifests the operator would apply",
+                       description="Render the objects for each MailDomain under PATH as one YAML stream: the "
+                                   "same bytes the operator applies (for GitOps review and kubectl diff).")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--image", default=None, help="container image for the services (default: the chart's)")
+    r.set_defaults(target="correo_operator.commands:render")
+
+    up = sub.add_parser("up", help="run relay, queue and mailstore on this machine",
+                        description="Load and validate the resources under PATH, render their configuration "
+                                    "with the operator's renderer, and run the three services as local "
+                                    "processes on 127.0.0.1 until Ctrl-C.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("paths", nargs="*", metavar="PATH", help="YAML files or folders (default: examples/quickstart or .)")
+    up.add_argument("--data", default=".correo", help="data folder (default: ./.correo)")
+    up.add_argument("--port-base", type=int, default=None,
+                    help="move every default port by this offset (e.g. 10000: SMTP on 12525)")
+    up.add_argument("--dns", action="append", default=[], metavar="HOST:PORT",
+                    help="DNS server for MX lookups (repeatable; default: the system's)")
+    up.add_argument("--remote-smtp-port", type=int, default=None, help=argparse.SUPPRESS)
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--log-format", choices=["console", "json"], default="console")
+    up.set_defaults(target="correo_operator.local.up:main")
+
+    ap = sub.add_parser("apply", help="apply changed YAML to a running `correo up` without restarting it")
+    ap.add_argument("paths", nargs="*", metavar="PATH")
+    ap.add_argument("--data", default=".correo")
+    ap.set_defaults(target="correo_operator.local.up:apply")
+
+    st = sub.add_parser("status", help="status of the local stack's MailDomains and Mailboxes")
+    st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    st.add_argument("--data", default=".correo")
+    st.set_defaults(target="correo_operator.local.statuscmd:main")
+
+    q = sub.add_parser("queue", help="inspect and manage the delivery queue (like mailq, postqueue, postsuper)")
+    q.add_argument("--url", default=None, help="queue admin URL (default: the local stack's, from --data)")
+    q.add_argument("--data", default=".correo")
+    q.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    qs = q.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+    qs.add_parser("list", help="list queued messages and each recipient's state")
+    qshow = qs.add_parser("show", help="one message: envelope, recipients, attempt history")
+    qshow.add_argument("id")
+    qretry = qs.add_parser("retry", help="attempt delivery now")
+    qretry.add_argument("id", nargs="?")
+    qretry.add_argument("--all", action="store_true", help="every deferred message")
+    qdel = qs.add_parser("delete", help="remove a message from the queue (no notice is sent)")
+    qdel.add_argument("id")
+    q.set_defaults(target="correo_server.queue.admin:cli")
+
+    sv = sub.add_parser("serve", help="run one service (what the pods run)",
+                        description="Run one correo service from a configuration folder (correo.yaml, "
+                                    "directory.yaml, tls/, dkim/), as rendered into the ConfigMap and Secret.")
+    sv.add_argument("service", choices=["relay", "queue", "mailstore"])
+    sv.add_argument("--config", required=True, metavar="DIR", help="configuration folder")
+    sv.add_argument("--log-format", choices=["console", "json"], default=None,
+                    help="override the configuration's logFormat")
+    sv.add_argument("--ports-file", default=None, metavar="FILE",
+                    help="write the bound ports as JSON here once listening (for port 0)")
+    sv.set_defaults(target="correo_server.serve:main")
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable; default all)")
+    op.add_argument("--status-interval", type=float, default=30.0, help="seconds between status polls (default 30)")
+    op.add_argument("--metrics-port", type=int, default=8080)
+    op.add_argument("--image", default=None, help="image the rendered workloads run")
+    op.set_defaults(target="correo_operator.kopfapp:main")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "target", None):
+        parser.print_help()
+        return 2
+    try:
+        return _call(args.target, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

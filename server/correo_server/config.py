@@ -1,0 +1,387 @@
+"""The configuration every correo server reads: defined once, here.
+
+The renderer (``correo_operator.render``) writes these files into a ConfigMap
+(``correo.yaml``) and a Secret (``directory.yaml``); on Kubernetes a projected
+volume puts them, the TLS key pair and the DKIM keys into one folder, and
+``correo serve relay|queue|mailstore --config DIR`` reads that folder.  The local
+runtime (``correo up``) writes the same files into its data folder.
+
+Layout of a configuration folder::
+
+    DIR/correo.yaml          ServerConfig (this module): domains, listeners, limits
+    DIR/directory.yaml       the mailbox directory (see ``directory``)
+    DIR/tls/tls.crt, tls.key optional; the key pair named by ``tls`` below
+    DIR/dkim/<domain>.key    optional; DKIM private keys named per domain
+
+Relative paths inside ``correo.yaml`` are relative to DIR.  The format is strict:
+an unknown key or a wrong type is a :class:`ConfigError` naming the file and the
+key path, so that a hand-edited file fails loudly rather than half-working.
+This module has no dependency on the rest of correo (it is the bottom layer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_FILE = "correo.yaml"
+DIRECTORY_FILE = "directory.yaml"
+FORMAT_VERSION = 1
+
+# Unprivileged container ports; Services map the standard ones onto them.  The
+# local runtime uses the same numbers by default (DESIGN.md, "Local default ports").
+DEFAULT_PORTS = {
+    "smtp": 2525,
+    "submission": 2587,
+    "smtps": 2465,
+    "imap": 2143,
+    "imaps": 2993,
+    "pop3": 2110,
+    "pop3s": 2995,
+    "queue_lmtp": 2424,
+    "mailstore_lmtp": 2425,
+    "relay_http": 8081,
+    "queue_http": 8082,
+    "mailstore_http": 8083,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names file and key."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    """An address a server binds (``host:port``; ``[::1]:25`` for IPv6)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Listen":
+        text = str(text).strip()
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep:
+                raise ValueError(f"{text!r} is not host:port")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{text!r} has no valid port")
+        return cls(host or "0.0.0.0", int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the queue tries a temporarily failing recipient again, and when it gives up."""
+
+    initial_delay_seconds: int = 300
+    max_delay_seconds: int = 3600
+    backoff_factor: float = 2.0
+    warn_after_seconds: int = 14400  # 4 h: one "delayed" notice to the sender
+    give_up_after_seconds: int = 432000  # 5 d: failure notice, recipient bounced
+
+    def delay_after(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt (1-based)."""
+        delay = self.initial_delay_seconds * (self.backoff_factor ** max(attempts - 1, 0))
+        return float(min(delay, self.max_delay_seconds))
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    """Send all outbound (non-hosted) mail of a domain through this relay."""
+
+    host: str
+    port: int = 587
+    # "starttls" (required), "implicit" (TLS from the first byte), "opportunistic", "none"
+    tls: str = "starttls"
+    username_file: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One hosted domain (a MailDomain) and its alias domains."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    hostname: str = ""
+    dkim_selector: str = "correo"
+    dkim_key_file: str | None = None
+    default_quota_bytes: int = 1 << 30
+    retry: RetryPolicy = RetryPolicy()
+    smarthost: Smarthost | None = None
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert_file: str = "tls/tls.crt"
+    key_file: str = "tls/tls.key"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may log in without TLS, and what a failed login costs."""
+
+    # "loopback": plaintext LOGIN/AUTH only from 127.0.0.0/8 and ::1 (Dovecot's
+    # default); "always": from anywhere (not recommended); "never": TLS always.
+    plaintext: str = "loopback"
+    failure_delay_seconds: float = 1.0  # doubled per consecutive failure...
+    failure_delay_max_seconds: float = 30.0  # ...up to this
+    max_failures_per_session: int = 3  # then the connection is closed
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    smtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["smtp"])
+    submission: Listen = Listen("0.0.0.0", DEFAULT_PORTS["submission"])
+    smtps: Listen = Listen("0.0.0.0", DEFAULT_PORTS["smtps"])
+    http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["relay_http"])
+    queue: Listen = Listen("127.0.0.1", DEFAULT_PORTS["queue_lmtp"])  # LMTP of the queue
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    max_line_length: int = 998  # octets, without CRLF (RFC 5322 section 2.1.1)
+    max_connections: int = 500
+    max_connections_per_client: int = 20
+    max_commands_per_session: int = 1000
+    rate_limit_messages: int = 60  # messages per client address...
+    rate_limit_period_seconds: int = 60  # ...per this many seconds
+    timeout_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_lmtp"])
+    http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_http"])
+    mailstore: Listen = Listen("127.0.0.1", DEFAULT_PORTS["mailstore_lmtp"])  # LMTP of the mailstore
+    spool_dir: str = "/var/lib/correo/queue"
+    max_message_bytes: int = 25 * 1024 * 1024
+    concurrency_total: int = 20
+    concurrency_per_destination: int = 4
+    # DNS resolvers as "host:port" (empty: the system's resolver)
+    nameservers: tuple[str, ...] = ()
+    # The TCP port of remote MX hosts (25; tests point it at loopback servers)
+    remote_smtp_port: int = 25
+    connect_timeout_seconds: int = 30
+    command_timeout_seconds: int = 300
+    min_free_bytes: int = 64 * 1024 * 1024  # below this free space: 452 4.3.1
+
+
+@dataclass(frozen=True)
+class MailstoreConfig:
+    imap: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imap"])
+    imaps: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imaps"])
+    pop3: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3"])
+    pop3s: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3s"])
+    lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_lmtp"])
+    http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_http"])
+    data_dir: str = "/var/lib/correo/mail"
+    imap_enabled: bool = True
+    pop3_enabled: bool = True
+    # Over quota at delivery: "reject" answers 552 5.2.2, "defer" 452 4.2.2.
+    over_quota: str = "reject"
+    max_line_length: int = 65536
+    max_literal_bytes: int = 64 * 1024 * 1024
+    max_connections: int = 1000
+    max_connections_per_client: int = 50
+    imap_idle_timeout_seconds: int = 1800  # RFC 3501: autologout not under 30 min
+    pop3_idle_timeout_seconds: int = 600  # RFC 1939: at least 10 min
+    min_free_bytes: int = 64 * 1024 * 1024  # below this free space: 452 4.3.1
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The whole of ``correo.yaml``."""
+
+    name: str  # the stack's name (the MailDomain's metadata.name)
+    hostname: str  # banner, HELO, Received:, MAILER-DAEMON@hostname
+    domains: tuple[Domain, ...] = ()
+    tls: TLSFiles | None = None
+    auth: AuthSettings = AuthSettings()
+    relay: RelayConfig = RelayConfig()
+    queue: QueueConfig = QueueConfig()
+    mailstore: MailstoreConfig = MailstoreConfig()
+    log_format: str = "json"  # "json" or "console"
+    version: int = FORMAT_VERSION
+    # Where the file was read from; relative paths resolve against it.
+    base_dir: str = field(default=".", compare=False)
+
+    # -- lookups shared by the servers ------------------------------------
+    def domain_for(self, name: str) -> Domain | None:
+        """The hosted Domain a domain name (canonical or alias) belongs to."""
+        name = name.lower().rstrip(".")
+        for domain in self.domains:
+            if name in domain.all_names:
+                return domain
+        return None
+
+    def is_hosted(self, name: str) -> bool:
+        return self.domain_for(name) is not None
+
+    def canonical_address(self, address: str) -> str:
+        """Map ``user@alias-domain`` onto ``user@domain``; other addresses unchanged
+        except that the domain part is lower-cased."""
+        local, at, dom = address.rpartition("@")
+        if not at:
+            return address
+        domain = self.domain_for(dom)
+        return f"{local}@{(domain.name if domain else dom.lower())}"
+
+    def path(self, value: str) -> Path:
+        """A path from the file, resolved against the configuration folder."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# ---------------------------------------------------------------------------
+# Reading and writing.  The YAML uses camelCase keys (like the CRDs); the
+# dataclasses use snake_case; conversion is mechanical and strict.
+# ---------------------------------------------------------------------------
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (camelCase keys) for YAML; fields equal to None are left out."""
+    if isinstance(obj, Listen):
+        return str(obj)
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            if f.name == "base_dir":
+                continue
+            value = getattr(obj, f.name)
+            if value is None:
+                continue
+            out[_camel(f.name)] = to_dict(value)
+        return out
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if tp is Listen:
+        try:
+            return Listen.parse(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {_camel(f.name): f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {}
+    for key, f in fields.items():
+        if key in data:
+            kwargs[f.name] = _convert(hints[f.name], data[key], f"{where}.{key}" if where else key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {key}")
+    return cls(**kwargs)
+
+
+def parse(text: str, *, source: str = CONFIG_FILE, base_dir: str = ".") -> ServerConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top")
+    try:
+        cfg = _from_dict(ServerConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).lstrip(': ')}") from None
+    if cfg.version != FORMAT_VERSION:
+        raise ConfigError(f"{source}: version {cfg.version} is not supported (expected {FORMAT_VERSION})")
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return dataclasses.replace(cfg, base_dir=base_dir)
+
+
+def validate(cfg: ServerConfig) -> list[str]:
+    """Semantic checks the types cannot express."""
+    problems = []
+    if cfg.auth.plaintext not in ("loopback", "always", "never"):
+        problems.append(f"auth.plaintext: must be loopback, always or never, not {cfg.auth.plaintext!r}")
+    if cfg.mailstore.over_quota not in ("reject", "defer"):
+        problems.append(f"mailstore.overQuota: must be reject or defer, not {cfg.mailstore.over_quota!r}")
+    if cfg.log_format not in ("json", "console"):
+        problems.append(f"logFormat: must be json or console, not {cfg.log_format!r}")
+    for i, d in enumerate(cfg.domains):
+        r = d.retry
+        if r.give_up_after_seconds <= r.warn_after_seconds:
+            problems.append(f"domains[{i}].retry: giveUpAfterSeconds must be greater than warnAfterSeconds")
+        if d.smarthost and d.smarthost.tls not in ("starttls", "implicit", "opportunistic", "none"):
+            problems.append(f"domains[{i}].smarthost.tls: must be starttls, implicit, opportunistic or none")
+    names = [n for d in cfg.domains for n in d.all_names]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"domains: {', '.join(dupes)} listed more than once")
+    return problems
+
+
+def dump(cfg: ServerConfig) -> str:
+    """The YAML text of a configuration; deterministic (same config, same bytes)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def load(config_dir: str | os.PathLike[str]) -> ServerConfig:
+    """Read ``DIR/correo.yaml``."""
+    path = Path(config_dir) / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (is --config the folder holding {CONFIG_FILE}?)") from None
+    return parse(text, source=str(path), base_dir=str(Path(config_dir)))

@@ -1,0 +1,258 @@
+"""The mailbox directory: who exists, their password hash, aliases, forwards, quota.
+
+Written by the renderer into the directory Secret as ``directory.yaml`` (format
+below, defined here only) and read by every server.  It holds password
+*hashes* only.  The servers never restart for a directory change: they hold a
+:class:`Reloading` view that re-reads the file when it changes on disk (a
+Kubernetes Secret volume swaps a symlink; the local runtime rewrites the file).
+
+``directory.yaml``::
+
+    version: 1
+    mailboxes:
+    - address: alice@example.com        # canonical address, lower-case domain
+      name: alice                       # the Mailbox resource's name
+      displayName: Alice Liddell
+      passwordHash: '{ARGON2ID}$argon2id$...'   # absent: cannot log in
+      quotaBytes: 1073741824
+      aliases: [postmaster@example.com]
+      forwardTo: [alice@elsewhere.org]
+      keepCopy: true
+      suspended: false
+
+Addresses in alias domains (``alice@example.net`` when ``example.net`` is an
+alias of ``example.com``) resolve through the :class:`~correo_server.config.ServerConfig`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Generic, TypeVar
+
+import yaml
+
+from . import passwords
+from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    address: str
+    name: str = ""
+    display_name: str = ""
+    password_hash: str | None = None
+    quota_bytes: int = 1 << 30
+    aliases: tuple[str, ...] = ()
+    forward_to: tuple[str, ...] = ()
+    keep_copy: bool = True
+    suspended: bool = False
+
+    def check_password(self, password: str) -> bool:
+        """True when the password matches; always False for a suspended mailbox
+        or one without a hash."""
+        if self.suspended or not self.password_hash:
+            return False
+        return passwords.verify(self.password_hash, password)
+
+
+@dataclass(frozen=True)
+class DirectoryFile:
+    version: int = FORMAT_VERSION
+    mailboxes: tuple[MailboxEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Where mail for one address ends up: local mailboxes and remote addresses."""
+
+    local: tuple[str, ...] = ()
+    remote: tuple[str, ...] = ()
+
+
+def _split(address: str) -> tuple[str, str]:
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, ""
+    return local, domain.lower().rstrip(".")
+
+
+@dataclass
+class Directory:
+    """An immutable snapshot of the directory, with lookups."""
+
+    mailboxes: tuple[MailboxEntry, ...] = ()
+    config: ServerConfig | None = None
+    _index: dict[str, MailboxEntry] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, MailboxEntry] = {}
+        for entry in self.mailboxes:
+            index[entry.address.lower()] = entry
+        for entry in self.mailboxes:  # aliases never shadow a real mailbox
+            for alias in entry.aliases:
+                index.setdefault(alias.lower(), entry)
+        self._index = index
+
+    def _canonical(self, address: str) -> str:
+        local, domain = _split(address.strip().strip("<>"))
+        if self.config is not None:
+            hosted = self.config.domain_for(domain)
+            if hosted is not None:
+                domain = hosted.name
+        return f"{local}@{domain}".lower() if domain else local.lower()
+
+    def lookup(self, address: str) -> MailboxEntry | None:
+        """The mailbox an address (canonical, alias, or in an alias domain) belongs to.
+
+        Local parts compare case-insensitively, like every mail server people use;
+        a ``+detail`` suffix (``bob+lists@``) finds ``bob@`` when no exact match exists.
+        """
+        key = self._canonical(address)
+        entry = self._index.get(key)
+        if entry is None and "+" in key.split("@", 1)[0]:
+            local, _, domain = key.partition("@")
+            entry = self._index.get(f"{local.split('+', 1)[0]}@{domain}")
+        return entry
+
+    def owns(self, mailbox: MailboxEntry, address: str) -> bool:
+        """True when ``address`` is the mailbox's own address or one of its aliases
+        (in any domain name of its domain): what a submission client may send as."""
+        found = self.lookup(address)
+        return found is not None and found.address == mailbox.address and "+" not in address.split("@")[0]
+
+    def expand(self, address: str) -> Expansion | None:
+        """Follow forwards (with loop protection). None when the address is unknown."""
+        first = self.lookup(address)
+        if first is None:
+            return None
+        local: list[str] = []
+        remote: list[str] = []
+        seen: set[str] = set()
+
+        def walk(entry: MailboxEntry) -> None:
+            if entry.address in seen:
+                return
+            seen.add(entry.address)
+            if not entry.forward_to or entry.keep_copy:
+                local.append(entry.address)
+            for target in entry.forward_to:
+                nxt = self.lookup(target)
+                if nxt is not None:
+                    walk(nxt)
+                elif target.lower() not in remote:
+                    remote.append(target.lower())
+
+        walk(first)
+        return Expansion(tuple(local), tuple(remote))
+
+    def __iter__(self):
+        return iter(self.mailboxes)
+
+    def __len__(self) -> int:
+        return len(self.mailboxes)
+
+
+def dump(mailboxes: list[MailboxEntry] | tuple[MailboxEntry, ...]) -> str:
+    """The YAML text of ``directory.yaml``; deterministic (sorted by address)."""
+    doc = to_dict(DirectoryFile(mailboxes=tuple(sorted(mailboxes, key=lambda m: m.address))))
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def parse(text: str, *, source: str = DIRECTORY_FILE, config: ServerConfig | None = None) -> Directory:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        parsed = _from_dict(DirectoryFile, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).lstrip(': ')}") from None
+    if parsed.version != FORMAT_VERSION:
+        raise ConfigError(f"{source}: version {parsed.version} is not supported")
+    return Directory(parsed.mailboxes, config)
+
+
+def load(config_dir: str | os.PathLike[str], config: ServerConfig | None = None) -> Directory:
+    path = Path(config_dir) / DIRECTORY_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    return parse(text, source=str(path), config=config)
+
+
+T = TypeVar("T")
+
+
+class Reloading(Generic[T]):
+    """A value loaded from files, re-loaded when any of them changes.
+
+    ``get()`` looks at the files at most once per ``interval`` seconds (a
+    ``stat`` each, following symlinks so that a Kubernetes volume's ``..data``
+    swap is seen).  If reloading fails, the last good value stays in use and
+    ``on_error`` is told, so that a half-written file never takes a server down.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        loader: Callable[[], T],
+        *,
+        interval: float = 1.0,
+        on_error: Callable[[Exception], None] | None = None,
+        on_reload: Callable[[T], None] | None = None,
+    ) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._loader = loader
+        self._interval = interval
+        self._on_error = on_error
+        self._on_reload = on_reload
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._signature = self._stat()
+        self._value: T = loader()
+
+    def _stat(self) -> tuple:
+        sig = []
+        for p in self._paths:
+            try:
+                st = os.stat(p)
+                sig.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def get(self) -> T:
+        now = time.monotonic()
+        if now - self._checked < self._interval:
+            return self._value
+        with self._lock:
+            self._checked = now
+            signature = self._stat()
+            if signature != self._signature:
+                try:
+                    value = self._loader()
+                except Exception as exc:  # keep serving the last good value
+                    if self._on_error:
+                        self._on_error(exc)
+                else:
+                    self._value = value
+                    self._signature = signature
+                    if self._on_reload:
+                        self._on_reload(value)
+        return self._value
+
+    def force(self) -> T:
+        """Check the files now, whatever the interval."""
+        self._checked = 0.0
+        return self.get()
+
+
+def watch_directory(config_dir: str | os.PathLike[str], config: ServerConfig, **kwargs) -> Reloading[Directory]:
+    """The directory of a configuration folder, reloaded when the file changes."""
+    return Reloading([Path(config_dir) / DIRECTORY_FILE], lambda: load(config_dir, config), **kwargs)

@@ -1,0 +1,60 @@
+"""``correo serve relay|queue|mailstore --config DIR``: what each pod runs.
+
+Reads the configuration folder, sets up logging, runs the service until
+SIGTERM/SIGINT, then stops it cleanly (listeners closed, in-flight work
+finished or left safely on disk).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+
+from . import config as configmod
+from . import logs
+
+SERVICES = {
+    "relay": "correo_server.relay.service:RelayService",
+    "queue": "correo_server.queue.service:QueueService",
+    "mailstore": "correo_server.mailstore.service:MailstoreService",
+}
+
+
+def _service_class(name: str):
+    module, _, cls = SERVICES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+async def run(name: str, config_dir: str, ports_file: str | None = None) -> None:
+    cfg = configmod.load(config_dir)
+    service = _service_class(name)(cfg, config_dir)
+    log = logs.get("correo.serve", service=name)
+    ports = await service.start()
+    if ports_file:
+        tmp = f"{ports_file}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(ports, fh)
+        os.replace(tmp, ports_file)
+    log.info("service_started", ports=ports, config=config_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("service_stopping")
+    await service.stop()
+    log.info("service_stopped")
+
+
+def main(args) -> int:
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as exc:
+        print(f"correo serve {args.service}: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_format or cfg.log_format, service=args.service)
+    asyncio.run(run(args.service, args.config, args.ports_file))
+    return 0

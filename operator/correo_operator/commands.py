@@ -1,0 +1,56 @@
+"""``correo validate`` and ``correo render``: the loader and the renderer at the
+command line (the GitOps review path: what would the operator apply?)."""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from . import loading, render as rendering
+
+
+def _report(loaded: loading.Loaded, out=sys.stderr) -> None:
+    for problem in loaded.problems:
+        print(str(problem), file=out)
+
+
+def validate(args) -> int:
+    loaded = loading.load_paths(args.paths)
+    _report(loaded)
+    if not loaded.files and not loaded.errors:
+        print("correo validate: no YAML files found in " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+    if loaded.errors:
+        n = len(loaded.errors)
+        print(f"correo validate: {n} error{'s' if n != 1 else ''} in {len(loaded.files)} file(s)", file=sys.stderr)
+        return 1
+    print(f"{len(loaded.domains)} MailDomain(s), {len(loaded.mailboxes)} Mailbox(es), "
+          f"{len(loaded.secrets)} Secret(s) in {len(loaded.files)} file(s): valid")
+    return 0
+
+
+def render_documents(loaded: loading.Loaded, image: str | None = None) -> list[dict]:
+    """The objects for every MailDomain loaded, in a stable order."""
+    objects: list[dict] = []
+    for doc in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+        mailboxes = [m.obj for m in loaded.mailboxes_of(doc)]
+        objects += rendering.render(doc.obj, mailboxes, loaded.secrets_in(doc.namespace),
+                                    image=image or rendering.DEFAULT_IMAGE)
+    return objects
+
+
+def dump_stream(objects: list[dict]) -> str:
+    return "".join("---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
+                   for obj in objects)
+
+
+def render(args) -> int:
+    loaded = loading.load_paths(args.paths)
+    if loaded.errors:
+        _report(loaded)
+        print("correo render: fix the errors above first (see `correo validate`)", file=sys.stderr)
+        return 1
+    for w in loaded.warnings:
+        print(str(w), file=sys.stderr)
+    sys.stdout.write(dump_stream(render_documents(loaded, args.image)))
+    return 0

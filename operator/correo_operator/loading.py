@@ -1,0 +1,442 @@
+"""Loading MailDomain and Mailbox resources from YAML, and validating them the
+way a Kubernetes API server would.
+
+``load_paths(paths)`` reads files and folders (multi-document YAML, ``kind:
+List``), keeps MailDomains, Mailboxes and Secrets, fills in the CRD schema
+defaults, and checks every resource against the CRD's openAPIV3Schema
+(jsonschema; unknown fields are errors, as with ``kubectl apply
+--validate=strict``) and its CEL rules (``x-kubernetes-validations``, with
+cel-python).  Then it checks what no schema can: every Mailbox belongs to a
+MailDomain of its namespace, names and addresses are unique, referenced
+Secrets exist.  Every problem is reported, each naming the file, the document,
+the object and the field path.
+
+The CRDs in ``crds/`` are the single source of truth; this module reads them.
+The operator uses :func:`apply_defaults` and :func:`validate_object` on
+objects it gets from the API.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import celpy
+import jsonschema
+import yaml
+
+GROUP = "correo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KINDS = {"MailDomain": "maildomains.yaml", "Mailbox": "mailboxes.yaml"}
+DEFAULT_NAMESPACE = "default"
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# ---------------------------------------------------------------------------
+# The CRDs
+# ---------------------------------------------------------------------------
+
+def crd_dir() -> Path:
+    return Path(str(importlib.resources.files("correo_operator") / "crds"))
+
+
+@functools.cache
+def crd(kind: str) -> dict:
+    with open(crd_dir() / KINDS[kind], encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def crds() -> list[dict]:
+    return [crd(kind) for kind in KINDS]
+
+
+def schema(kind: str) -> dict:
+    (version,) = [v for v in crd(kind)["spec"]["versions"] if v["name"] == VERSION]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def _strict(node: dict, *, top: bool = True) -> dict:
+    """The CRD schema as JSON Schema in which unknown fields are errors."""
+    node = dict(node)
+    if node.get("type") == "object" and "properties" in node:
+        node["properties"] = {
+            k: (v if (top and k == "metadata") else _strict(v, top=False)) for k, v in node["properties"].items()
+        }
+        node.setdefault("additionalProperties", False)
+    if "items" in node:
+        node["items"] = _strict(node["items"], top=False)
+    return node
+
+
+@functools.cache
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    strict = _strict(schema(kind))
+    cls = jsonschema.validators.validator_for(strict, default=jsonschema.Draft7Validator)
+    return cls(strict, format_checker=cls.FORMAT_CHECKER)
+
+
+# ---------------------------------------------------------------------------
+# Defaults (structural-schema semantics: a default applies where the field is
+# missing and its parent object exists; ``default: {}`` creates the parent).
+# ---------------------------------------------------------------------------
+
+def _defaults(node: dict, value: Any) -> Any:
+    if isinstance(value, dict) and node.get("type") == "object":
+        for key, sub in node.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = _defaults(sub, value[key])
+    elif isinstance(value, list) and "items" in node:
+        return [_defaults(node["items"], v) for v in value]
+    return value
+
+
+def apply_defaults(obj: dict) -> dict:
+    """A copy of a MailDomain or Mailbox with every schema default filled in."""
+    out = copy.deepcopy(obj)
+    kind = out.get("kind")
+    if kind in KINDS:
+        top = schema(kind)
+        spec_schema = top["properties"]["spec"]
+        if isinstance(out.get("spec"), dict):
+            out["spec"] = _defaults(spec_schema, out["spec"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Validation of one object
+# ---------------------------------------------------------------------------
+
+_DOMAIN_PATTERNS = {
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+}
+_QUANTITY_HINT = "a quantity such as 512Mi or 2Gi"
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top)"
+
+
+def _message(err: jsonschema.ValidationError) -> tuple[str, str]:
+    """(field path, human message) for a jsonschema error."""
+    path = list(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return _path(path + [extra[0]] if len(extra) == 1 else path), (
+            f"unknown field{'s' if len(extra) > 1 else ''} " + ", ".join(f'"{e}"' for e in extra))
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return _path(path + [missing]), "required field is missing"
+    if v == "type":
+        expected = err.validator_value
+        return _path(path), f"expected {expected}, got {type(err.instance).__name__} {err.instance!r}"
+    if v == "pattern":
+        if err.validator_value in _DOMAIN_PATTERNS:
+            return _path(path), f"{err.instance!r} is not a valid domain name (lower case, e.g. example.com)"
+        if "Ki|Mi|Gi" in err.validator_value:
+            return _path(path), f"{err.instance!r} is not {_QUANTITY_HINT}"
+        if "@" in err.validator_value:
+            return _path(path), f"{err.instance!r} is not a valid mail address"
+        return _path(path), f"{err.instance!r} does not match {err.validator_value}"
+    if v == "enum":
+        return _path(path), f"{err.instance!r} is not one of: {', '.join(map(str, err.validator_value))}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return _path(path), f"{err.instance!r} is {'below the minimum' if 'min' in v.lower() else 'above the maximum'} {err.validator_value}"
+    if v in ("maxLength", "minLength", "maxItems", "minItems"):
+        return _path(path), err.message
+    if v == "uniqueItems":
+        return _path(path), "items must be unique"
+    return _path(path), err.message
+
+
+@functools.cache
+def _cel_program(rule: str):
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _cel_errors(node: dict, value: Any, path: list) -> Iterator[tuple[str, str]]:
+    for rule in node.get("x-kubernetes-validations", []):
+        try:
+            ok = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        except Exception as exc:  # a rule that cannot evaluate is a failed rule
+            ok = False
+            detail = f" ({exc})"
+        else:
+            detail = ""
+        if not bool(ok):
+            where = path + [p for p in rule.get("fieldPath", "").lstrip(".").split(".") if p]
+            yield _path(where), rule.get("message", f"failed rule: {rule['rule']}") + detail
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key in value:
+                yield from _cel_errors(sub, value[key], path + [key])
+    elif isinstance(value, list) and "items" in node:
+        for i, item in enumerate(value):
+            yield from _cel_errors(node["items"], item, path + [i])
+
+
+def validate_object(obj: dict) -> list[tuple[str, str]]:
+    """(field path, message) for every problem of a MailDomain or Mailbox whose
+    defaults are already applied; empty when it is valid."""
+    kind = obj.get("kind")
+    problems: list[tuple[str, str]] = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(("apiVersion", f"expected {API_VERSION}, got {obj.get('apiVersion')!r}"))
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        problems.append(("metadata.name", "required field is missing"))
+    else:
+        name = str(meta["name"])
+        if not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+            problems.append(("metadata.name", f"{name!r} is not a valid name (lower case letters, digits, '-' and '.')"))
+        # Child objects are named <name>-mailstore-internal etc.: keep room for it.
+        if kind == "MailDomain" and (len(name) > 40 or not _DNS1123_LABEL.match(name)):
+            problems.append(("metadata.name", f"{name!r}: a MailDomain name must be a DNS label of at most 40 characters"))
+        ns = meta.get("namespace", DEFAULT_NAMESPACE)
+        if not isinstance(ns, str) or not _DNS1123_LABEL.match(ns):
+            problems.append(("metadata.namespace", f"{ns!r} is not a valid namespace"))
+    errors = sorted(_validator(kind).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    for err in errors:
+        if err.absolute_path and err.absolute_path[0] == "status":
+            continue  # status is the operator's, not the author's
+        problems.append(_message(err))
+    if not any(p.startswith("spec") for p, _ in problems) and isinstance(obj.get("spec"), dict):
+        problems.extend(_cel_errors(schema(kind)["properties"]["spec"], obj["spec"], ["spec"]))
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# Loading from files
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Document:
+    """One resource read from a file."""
+
+    obj: dict
+    source: str
+    index: int  # 1-based position in its file
+
+    @property
+    def kind(self) -> str:
+        return self.obj.get("kind", "")
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE)
+
+    def where(self) -> str:
+        label = f"{self.kind} {self.namespace}/{self.name}" if self.name else (self.kind or "resource")
+        return f"{self.source} (document {self.index}, {label})"
+
+
+@dataclass
+class Problem:
+    where: str
+    field: str
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{self.where}: {self.field}: {self.message}"
+
+
+@dataclass
+class Loaded:
+    domains: list[Document] = field(default_factory=list)
+    mailboxes: list[Document] = field(default_factory=list)
+    secrets: dict[tuple[str, str], Document] = field(default_factory=dict)
+    other: list[Document] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def secrets_in(self, namespace: str) -> dict[str, dict]:
+        return {name: doc.obj for (ns, name), doc in self.secrets.items() if ns == namespace}
+
+    def mailboxes_of(self, domain: Document) -> list[Document]:
+        names = domain_names(domain.obj)
+        return [m for m in self.mailboxes
+                if m.namespace == domain.namespace and address_domain(m.obj) in names]
+
+
+def domain_names(domain: dict) -> set[str]:
+    spec = domain.get("spec") or {}
+    return {str(spec.get("domain", "")).lower(), *(str(a).lower() for a in spec.get("aliasDomains") or [])}
+
+
+def address_domain(mailbox: dict) -> str:
+    return str((mailbox.get("spec") or {}).get("address", "")).rpartition("@")[2].lower()
+
+
+def _files(paths: list[str]) -> tuple[list[Path], list[Problem]]:
+    out, problems = [], []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+        elif p.is_file():
+            out.append(p)
+        else:
+            problems.append(Problem(str(p), "(file)", "no such file or folder"))
+    return out, problems
+
+
+def _documents(path: Path) -> tuple[list[Document], list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Problem(str(path), "(file)", f"cannot be read: {exc}")]
+    docs, problems = [], []
+    try:
+        raw = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        return [], [Problem(where, "(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+    for i, obj in enumerate(raw, start=1):
+        if obj is None:
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(f"{path} (document {i})", "(top)", "expected a Kubernetes object (a mapping)"))
+            continue
+        if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
+            docs.extend(Document(item, str(path), i) for item in obj["items"] if isinstance(item, dict))
+        else:
+            docs.append(Document(obj, str(path), i))
+    return docs, problems
+
+
+def load_paths(paths: list[str]) -> Loaded:
+    """Read, default and validate everything under ``paths``."""
+    loaded = Loaded()
+    files, loaded.problems = _files(paths)
+    loaded.files = [str(f) for f in files]
+    for path in files:
+        docs, problems = _documents(path)
+        loaded.problems.extend(problems)
+        for doc in docs:
+            _take(loaded, doc)
+    _cross_check(loaded)
+    return loaded
+
+
+def _take(loaded: Loaded, doc: Document) -> None:
+    kind, api = doc.kind, doc.obj.get("apiVersion")
+    if kind in KINDS and (api == API_VERSION or str(api).startswith(GROUP + "/")):
+        doc.obj = apply_defaults(doc.obj)
+        doc.obj.setdefault("metadata", {})
+        if isinstance(doc.obj["metadata"], dict):
+            doc.obj["metadata"].setdefault("namespace", DEFAULT_NAMESPACE)
+        for fld, msg in validate_object(doc.obj):
+            loaded.problems.append(Problem(doc.where(), fld, msg))
+        (loaded.domains if kind == "MailDomain" else loaded.mailboxes).append(doc)
+    elif kind == "Secret" and api == "v1":
+        if doc.name:
+            loaded.secrets[(doc.namespace, doc.name)] = doc
+        else:
+            loaded.problems.append(Problem(doc.where(), "metadata.name", "required field is missing"))
+    elif kind:
+        loaded.other.append(doc)  # e.g. a cert-manager Certificate: for kubectl, not for correo
+    else:
+        loaded.problems.append(Problem(doc.where(), "kind", "required field is missing"))
+
+
+def secret_value(secret: dict, key: str) -> str | None:
+    """The decoded value of ``key`` in a Secret object (``data`` or ``stringData``)."""
+    import base64
+    if key in (secret.get("stringData") or {}):
+        return str(secret["stringData"][key])
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _cross_check(loaded: Loaded) -> None:
+    seen: dict[tuple[str, str, str], Document] = {}
+    owner_of: dict[tuple[str, str], Document] = {}
+    for doc in loaded.domains + loaded.mailboxes:
+        key = (doc.kind, doc.namespace, doc.name)
+        if key in seen and doc.name:
+            loaded.problems.append(Problem(doc.where(), "metadata.name",
+                                           f"{doc.kind} {doc.name} is also defined in {seen[key].where()}"))
+        seen[key] = doc
+    for doc in loaded.domains:
+        for name in sorted(domain_names(doc.obj) - {""}):
+            if (doc.namespace, name) in owner_of:
+                loaded.problems.append(Problem(doc.where(), "spec.domain",
+                                               f"{name} is also served by {owner_of[(doc.namespace, name)].where()}"))
+            owner_of[(doc.namespace, name)] = doc
+        spec = doc.obj.get("spec") or {}
+        tls = (spec.get("tls") or {}).get("secretName")
+        if tls and (doc.namespace, tls) not in loaded.secrets:
+            loaded.problems.append(Problem(doc.where(), "spec.tls.secretName", (
+                f"Secret {tls} is not in the files given (fine when cert-manager creates it in the "
+                "cluster; `correo up` uses a self-signed certificate instead)"), "warning"))
+        cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
+        if cred and (doc.namespace, cred.get("name")) not in loaded.secrets:
+            loaded.problems.append(Problem(doc.where(), "spec.relay.smarthost.credentialsSecretRef.name",
+                                           f"Secret {cred.get('name')} is not in the files given", "warning"))
+    addresses: dict[tuple[str, str], Document] = {}
+    for doc in loaded.mailboxes:
+        spec = doc.obj.get("spec") or {}
+        address = str(spec.get("address", "")).lower()
+        if not address:
+            continue
+        domain = owner_of.get((doc.namespace, address_domain(doc.obj)))
+        if domain is None:
+            loaded.problems.append(Problem(doc.where(), "spec.address", (
+                f"{address_domain(doc.obj)} is not the domain or an alias domain of any MailDomain in "
+                f"namespace {doc.namespace}")))
+        else:
+            names = domain_names(domain.obj)
+            for i, alias in enumerate(spec.get("aliases") or []):
+                if str(alias).rpartition("@")[2].lower() not in names:
+                    loaded.problems.append(Problem(doc.where(), f"spec.aliases[{i}]", (
+                        f"{alias} is not in {domain.obj['spec']['domain']} or its alias domains")))
+        for i, addr in enumerate([address, *[str(a).lower() for a in spec.get("aliases") or []]]):
+            other = addresses.get((doc.namespace, addr))
+            if other is not None and other is not doc:
+                fld = "spec.address" if i == 0 else f"spec.aliases[{i - 1}]"
+                loaded.problems.append(Problem(doc.where(), fld, f"{addr} is also claimed by {other.where()}"))
+            addresses[(doc.namespace, addr)] = doc
+        ref = spec.get("passwordSecretRef") or {}
+        if ref.get("name"):
+            secret = loaded.secrets.get((doc.namespace, ref["name"]))
+            if secret is None:
+                loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.name", (
+                    f"Secret {ref['name']} is not in the files given; the mailbox cannot log in until it exists"),
+                    "warning"))
+            elif secret_value(secret.obj, ref.get("key", "password")) is None:
+                loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
+                                               f"Secret {ref['name']} has no key {ref.get('key', 'password')!r}"))

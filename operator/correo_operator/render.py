@@ -1,0 +1,476 @@
+"""Render: MailDomain + Mailboxes + Secrets → the Kubernetes objects that run it.
+
+``render(domain, mailboxes, secrets)`` is pure: no I/O, no clock, no
+randomness; the same input gives the same bytes.  It is what ``correo render``
+prints, what the operator applies, and — through :func:`server_config` and
+:func:`directory_entries` — what ``correo up`` runs locally.
+
+The two files the servers read, ``correo.yaml`` (ConfigMap) and
+``directory.yaml`` (Secret), are written with ``correo_server.config`` and
+``correo_server.directory``: their format is defined there, once.
+
+Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
+
+* ConfigMap ``<base>-config`` (``correo.yaml``) and Secret ``<base>-directory``
+  (``directory.yaml``: password hashes only).
+* relay: Deployment, Service (25, 587, 465 → 2525, 2587, 2465), PodDisruptionBudget.
+* queue: StatefulSet with a spool volumeClaimTemplate and a headless Service
+  (LMTP 2424, HTTP 8082).
+* mailstore: StatefulSet with a mail volumeClaimTemplate, a Service for
+  clients (143, 993, 110, 995) and a headless internal one (LMTP 2425, HTTP 8083).
+* NetworkPolicies admitting only the flows above.
+
+Every pod mounts one projected volume at ``/etc/correo`` holding the config
+file, the directory, the TLS pair (``tls/``), the DKIM key (``dkim/``) and
+the smarthost credentials (``smarthost/``), so ``correo serve X --config
+/etc/correo`` finds everything.  A Mailbox change only changes the directory
+Secret; the servers reload it without a restart.  A change of the domain's
+configuration rolls the pods through a hash annotation.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from correo_server import config as cfgmod
+from correo_server import directory as dirmod
+from correo_server import passwords
+
+from . import loading
+from .quantity import parse_bytes
+
+DEFAULT_IMAGE = "ghcr.io/correo-dev/correo:0.1.0"
+CONFIG_MOUNT = "/etc/correo"
+UID = 10001
+MANAGED_BY = "correo"
+PORTS = cfgmod.DEFAULT_PORTS
+# Service port → container port
+RELAY_SERVICE_PORTS = [("smtp", 25, PORTS["smtp"]), ("submission", 587, PORTS["submission"]),
+                       ("smtps", 465, PORTS["smtps"])]
+MAILSTORE_SERVICE_PORTS = [("imap", 143, PORTS["imap"]), ("imaps", 993, PORTS["imaps"]),
+                           ("pop3", 110, PORTS["pop3"]), ("pop3s", 995, PORTS["pop3s"])]
+
+
+# ---------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------
+
+def base_name(domain: dict) -> str:
+    return domain["metadata"]["name"]
+
+
+def namespace(domain: dict) -> str:
+    return domain["metadata"].get("namespace") or loading.DEFAULT_NAMESPACE
+
+
+def dkim_secret_name(domain: dict) -> str:
+    return f"{base_name(domain)}-dkim"
+
+
+def names(domain: dict) -> dict[str, str]:
+    b = base_name(domain)
+    return {
+        "config": f"{b}-config", "directory": f"{b}-directory", "dkim": dkim_secret_name(domain),
+        "relay": f"{b}-relay", "queue": f"{b}-queue", "mailstore": f"{b}-mailstore",
+        "mailstore_internal": f"{b}-mailstore-internal",
+    }
+
+
+def service_urls(domain: dict) -> dict[str, str]:
+    """The HTTP side ports the operator reads ``/status`` from (cluster DNS)."""
+    n, ns = names(domain), namespace(domain)
+    return {
+        "queue": f"http://{n['queue']}.{ns}.svc:{PORTS['queue_http']}",
+        "mailstore": f"http://{n['mailstore_internal']}.{ns}.svc:{PORTS['mailstore_http']}",
+    }
+
+
+def hostname(domain: dict) -> str:
+    spec = domain["spec"]
+    return spec.get("hostname") or f"mail.{spec['domain']}"
+
+
+def referenced_secrets(domain: dict, mailboxes: list[dict]) -> set[str]:
+    """Names of the Secrets render reads (password, TLS, smarthost, DKIM)."""
+    spec = domain["spec"]
+    out = {dkim_secret_name(domain)}
+    if (spec.get("tls") or {}).get("secretName"):
+        out.add(spec["tls"]["secretName"])
+    cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
+    if cred:
+        out.add(cred["name"])
+    for mb in mailboxes:
+        ref = mb["spec"].get("passwordSecretRef") or {}
+        if ref.get("name"):
+            out.add(ref["name"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The servers' configuration (shared with ``correo up``)
+# ---------------------------------------------------------------------------
+
+def domain_entry(domain: dict) -> cfgmod.Domain:
+    """The ``domains[]`` entry of ``correo.yaml`` for one MailDomain."""
+    domain = loading.apply_defaults(domain)
+    spec = domain["spec"]
+    retry = spec["queue"]["retry"]
+    smart = spec["relay"].get("smarthost")
+    smarthost = None
+    if smart:
+        cred = smart.get("credentialsSecretRef")
+        smarthost = cfgmod.Smarthost(
+            host=smart["host"], port=smart["port"],
+            tls={"StartTLS": "starttls", "Implicit": "implicit", "None": "none"}[smart["tls"]],
+            username_file="smarthost/username" if cred else None,
+            password_file="smarthost/password" if cred else None,
+        )
+    dkim = spec["dkim"]
+    return cfgmod.Domain(
+        name=spec["domain"].lower(),
+        aliases=tuple(sorted(a.lower() for a in spec.get("aliasDomains") or [])),
+        hostname=hostname(domain),
+        dkim_selector=dkim["selector"],
+        dkim_key_file=f"dkim/{spec['domain'].lower()}.key" if dkim["enabled"] else None,
+        default_quota_bytes=parse_bytes(spec["defaultQuota"]),
+        retry=cfgmod.RetryPolicy(
+            initial_delay_seconds=retry["initialDelaySeconds"],
+            max_delay_seconds=retry["maxDelaySeconds"],
+            backoff_factor=float(retry["backoffFactor"]),
+            warn_after_seconds=retry["warnAfterSeconds"],
+            give_up_after_seconds=retry["giveUpAfterSeconds"],
+        ),
+        smarthost=smarthost,
+    )
+
+
+def relay_limits(domain: dict) -> dict[str, int]:
+    relay = loading.apply_defaults(domain)["spec"]["relay"]
+    return {
+        "max_message_bytes": parse_bytes(relay["maxMessageSize"]),
+        "max_recipients": relay["maxRecipients"],
+        "rate_limit_messages": relay["rateLimit"]["messages"],
+        "rate_limit_period_seconds": relay["rateLimit"]["periodSeconds"],
+    }
+
+
+def server_config(domain: dict) -> cfgmod.ServerConfig:
+    """``correo.yaml`` for the pods of one MailDomain (cluster addresses)."""
+    domain = loading.apply_defaults(domain)
+    spec, n, ns = domain["spec"], names(domain), namespace(domain)
+    limits = relay_limits(domain)
+    store = spec["mailstore"]
+    return cfgmod.ServerConfig(
+        name=base_name(domain),
+        hostname=hostname(domain),
+        domains=(domain_entry(domain),),
+        tls=cfgmod.TLSFiles() if (spec.get("tls") or {}).get("secretName") else None,
+        relay=cfgmod.RelayConfig(
+            queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]), **limits),
+        queue=cfgmod.QueueConfig(
+            mailstore=cfgmod.Listen(f"{n['mailstore_internal']}.{ns}.svc", PORTS["mailstore_lmtp"]),
+            max_message_bytes=limits["max_message_bytes"],
+        ),
+        mailstore=cfgmod.MailstoreConfig(
+            imap_enabled=store["imap"], pop3_enabled=store["pop3"],
+            over_quota=store["overQuota"].lower(),
+            max_literal_bytes=max(limits["max_message_bytes"], 1 << 20) + (1 << 20),
+        ),
+    )
+
+
+def _password_hash(mailbox: dict, secrets: dict[str, dict]) -> str | None:
+    ref = mailbox["spec"].get("passwordSecretRef") or {}
+    secret = secrets.get(ref.get("name", ""))
+    if secret is None:
+        return None
+    key = ref.get("key") or "password"
+    value = loading.secret_value(secret, key)
+    if value is None:
+        return None
+    value = value.strip("\r\n")
+    if passwords.is_hash(value):
+        return value
+    # A plaintext password: hashed here with a salt derived from where it came
+    # from, so that re-rendering yields the same bytes and no churn.
+    salt = passwords.stable_salt(namespace(mailbox) if "metadata" in mailbox else "", ref.get("name", ""), key,
+                                 mailbox["spec"]["address"].lower())
+    return passwords.hash_password(value, salt)
+
+
+def directory_entries(domain: dict, mailboxes: list[dict], secrets: dict[str, dict]) -> list[dirmod.MailboxEntry]:
+    """The mailbox directory of one MailDomain (only its own Mailboxes)."""
+    domain = loading.apply_defaults(domain)
+    own = loading.domain_names(domain)
+    default_quota = parse_bytes(domain["spec"]["defaultQuota"])
+    entries = []
+    for mb in mailboxes:
+        mb = loading.apply_defaults(mb)
+        spec = mb["spec"]
+        if loading.address_domain(mb) not in own:
+            continue
+        local, _, dom = spec["address"].rpartition("@")
+        entries.append(dirmod.MailboxEntry(
+            address=f"{local}@{dom.lower()}",
+            name=mb["metadata"]["name"],
+            display_name=spec.get("displayName", ""),
+            password_hash=_password_hash(mb, secrets),
+            quota_bytes=parse_bytes(spec["quota"]) if spec.get("quota") else default_quota,
+            aliases=tuple(sorted(a.lower() for a in spec.get("aliases") or [])),
+            forward_to=tuple(sorted(spec.get("forwardTo") or [])),
+            keep_copy=spec["keepCopy"],
+            suspended=spec["suspended"],
+        ))
+    return entries
+
+
+# ---------------------------------------------------------------------------
+# Kubernetes objects
+# ---------------------------------------------------------------------------
+
+def _labels(domain: dict, component: str | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/name": "correo",
+        "app.kubernetes.io/instance": base_name(domain),
+        "app.kubernetes.io/part-of": "correo",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if component:
+        labels["app.kubernetes.io/component"] = component
+    return labels
+
+
+def _selector(domain: dict, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": base_name(domain), "app.kubernetes.io/component": component,
+            "app.kubernetes.io/name": "correo"}
+
+
+def _meta(domain: dict, name: str, component: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace(domain), "labels": _labels(domain, component)}
+    uid = domain["metadata"].get("uid")
+    if uid:
+        meta["ownerReferences"] = [{
+            "apiVersion": loading.API_VERSION, "kind": "MailDomain", "name": base_name(domain),
+            "uid": uid, "controller": True, "blockOwnerDeletion": True,
+        }]
+    return meta
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _config_volume(domain: dict, component: str) -> dict:
+    spec, n = domain["spec"], names(domain)
+    sources: list[dict] = [
+        {"configMap": {"name": n["config"], "items": [{"key": cfgmod.CONFIG_FILE, "path": cfgmod.CONFIG_FILE}]}},
+        {"secret": {"name": n["directory"], "items": [{"key": cfgmod.DIRECTORY_FILE, "path": cfgmod.DIRECTORY_FILE}]}},
+    ]
+    tls = (spec.get("tls") or {}).get("secretName")
+    if tls and component in ("relay", "mailstore", "queue"):
+        sources.append({"secret": {"name": tls, "optional": True, "items": [
+            {"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]}})
+    if component == "relay" and spec["dkim"]["enabled"]:
+        sources.append({"secret": {"name": n["dkim"], "optional": True, "items": [
+            {"key": "dkim.key", "path": f"dkim/{spec['domain'].lower()}.key"}]}})
+    cred = (spec["relay"].get("smarthost") or {}).get("credentialsSecretRef")
+    if component == "queue" and cred:
+        sources.append({"secret": {"name": cred["name"], "items": [
+            {"key": cred["usernameKey"], "path": "smarthost/username"},
+            {"key": cred["passwordKey"], "path": "smarthost/password"}]}})
+    return {"name": "config", "projected": {"defaultMode": 0o440, "sources": sources}}
+
+
+def _container(domain: dict, component: str, image: str, ports: list[tuple[str, int]], http_port: int,
+               mounts: list[dict], resources: dict) -> dict:
+    return {
+        "name": component,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["serve", component, "--config", CONFIG_MOUNT],
+        "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in ports]
+                 + [{"name": "http", "containerPort": http_port, "protocol": "TCP"}],
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10,
+                          "timeoutSeconds": 3, "failureThreshold": 6},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5,
+                           "timeoutSeconds": 3, "failureThreshold": 3},
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _pod_spec(domain: dict, component: str, container: dict) -> dict:
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": 60 if component != "relay" else 30,
+        "containers": [container],
+        "volumes": [_config_volume(domain, component), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+    }
+
+
+def _template(domain: dict, component: str, pod_spec: dict, config_hash: str) -> dict:
+    return {
+        "metadata": {"labels": _labels(domain, component),
+                     "annotations": {"correo.dev/config-hash": config_hash}},
+        "spec": pod_spec,
+    }
+
+
+def _pvc(name: str, storage: dict, component: str, domain: dict) -> dict:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage["size"]}}}
+    if storage.get("storageClassName"):
+        spec["storageClassName"] = storage["storageClassName"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": _labels(domain, component)}, "spec": spec}
+
+
+def _service(domain: dict, name: str, component: str, ports: list[tuple[str, int, int]],
+             service_type: str = "ClusterIP", headless: bool = False) -> dict:
+    spec: dict[str, Any] = {
+        "selector": _selector(domain, component),
+        "ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"} for n, p, t in ports],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+        spec["publishNotReadyAddresses"] = False
+    else:
+        spec["type"] = service_type
+        if service_type == "LoadBalancer":
+            spec["externalTrafficPolicy"] = "Local"  # keep client addresses for rate limits and Received:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(domain, name, component), "spec": spec}
+
+
+def _netpol(domain: dict, component: str, ingress: list[dict], egress: list[dict]) -> dict:
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta(domain, f"{base_name(domain)}-{component}", component),
+        "spec": {"podSelector": {"matchLabels": _selector(domain, component)},
+                 "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
+    }
+
+
+def _tcp(*ports: int) -> list[dict]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+_DNS_EGRESS = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def _network_policies(domain: dict) -> list[dict]:
+    spec = domain["spec"]
+    relay_pods = {"podSelector": {"matchLabels": _selector(domain, "relay")}}
+    queue_pods = {"podSelector": {"matchLabels": _selector(domain, "queue")}}
+    mailstore_pods = {"podSelector": {"matchLabels": _selector(domain, "mailstore")}}
+    anywhere_in_cluster = {"namespaceSelector": {}}  # the operator and Prometheus read the side ports
+    smart = spec["relay"].get("smarthost")
+    outbound_ports = sorted({25, 465, 587} | ({smart["port"]} if smart else set()))
+    return [
+        _netpol(domain, "relay",
+                ingress=[{"ports": _tcp(PORTS["smtp"], PORTS["submission"], PORTS["smtps"])},
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["relay_http"])}],
+                egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
+        _netpol(domain, "queue",
+                ingress=[{"from": [relay_pods], "ports": _tcp(PORTS["queue_lmtp"])},
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["queue_http"])}],
+                egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
+                        {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS]),
+        _netpol(domain, "mailstore",
+                ingress=[{"ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"])},
+                         {"from": [queue_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
+                egress=[]),
+    ]
+
+
+_RESOURCES = {
+    "relay": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
+    "queue": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    "mailstore": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+}
+
+
+def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
+           image: str = DEFAULT_IMAGE) -> list[dict]:
+    """Every object that runs ``domain``; pure and deterministic."""
+    domain = loading.apply_defaults(domain)
+    spec, n = domain["spec"], names(domain)
+    config_text = cfgmod.dump(server_config(domain))
+    directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets))
+    config_hash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    retention = "Delete" if spec["reclaimPolicy"] == "Delete" else "Retain"
+    relay_replicas = spec["relay"]["replicas"]
+
+    objects: list[dict] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(domain, n["config"], "config"),
+         "data": {cfgmod.CONFIG_FILE: config_text}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(domain, n["directory"], "directory"),
+         "type": "Opaque", "data": {cfgmod.DIRECTORY_FILE: _b64(directory_text)}},
+    ]
+
+    # relay
+    relay_c = _container(domain, "relay", image, [(name, port) for name, _, port in RELAY_SERVICE_PORTS],
+                         PORTS["relay_http"], [], _RESOURCES["relay"])
+    objects += [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(domain, n["relay"], "relay"),
+         "spec": {"replicas": relay_replicas, "revisionHistoryLimit": 3,
+                  "selector": {"matchLabels": _selector(domain, "relay")},
+                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                  "template": _template(domain, "relay", _pod_spec(domain, "relay", relay_c), config_hash)}},
+        _service(domain, n["relay"], "relay", RELAY_SERVICE_PORTS, spec["relay"]["serviceType"]),
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(domain, n["relay"], "relay"),
+         "spec": ({"minAvailable": 1} if relay_replicas > 1 else {"maxUnavailable": 1})
+                 | {"selector": {"matchLabels": _selector(domain, "relay")}}},
+    ]
+
+    # queue
+    queue_c = _container(domain, "queue", image, [("lmtp", PORTS["queue_lmtp"])], PORTS["queue_http"],
+                         [{"name": "spool", "mountPath": "/var/lib/correo/queue"}], _RESOURCES["queue"])
+    objects += [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(domain, n["queue"], "queue"),
+         "spec": {"replicas": 1, "serviceName": n["queue"], "podManagementPolicy": "OrderedReady",
+                  "selector": {"matchLabels": _selector(domain, "queue")},
+                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+                  "volumeClaimTemplates": [_pvc("spool", spec["queue"]["storage"], "queue", domain)],
+                  "template": _template(domain, "queue", _pod_spec(domain, "queue", queue_c), config_hash)}},
+        _service(domain, n["queue"], "queue",
+                 [("lmtp", PORTS["queue_lmtp"], PORTS["queue_lmtp"]), ("http", PORTS["queue_http"], PORTS["queue_http"])],
+                 headless=True),
+    ]
+
+    # mailstore
+    store_c = _container(domain, "mailstore", image,
+                         [(name, port) for name, _, port in MAILSTORE_SERVICE_PORTS] + [("lmtp", PORTS["mailstore_lmtp"])],
+                         PORTS["mailstore_http"], [{"name": "mail", "mountPath": "/var/lib/correo/mail"}],
+                         _RESOURCES["mailstore"])
+    client_ports = [p for p in MAILSTORE_SERVICE_PORTS
+                    if (p[0].startswith("imap") and spec["mailstore"]["imap"])
+                    or (p[0].startswith("pop3") and spec["mailstore"]["pop3"])]
+    objects += [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(domain, n["mailstore"], "mailstore"),
+         "spec": {"replicas": 1, "serviceName": n["mailstore_internal"], "podManagementPolicy": "OrderedReady",
+                  "selector": {"matchLabels": _selector(domain, "mailstore")},
+                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+                  "volumeClaimTemplates": [_pvc("mail", spec["mailstore"]["storage"], "mailstore", domain)],
+                  "template": _template(domain, "mailstore", _pod_spec(domain, "mailstore", store_c), config_hash)}},
+        _service(domain, n["mailstore_internal"], "mailstore",
+                 [("lmtp", PORTS["mailstore_lmtp"], PORTS["mailstore_lmtp"]),
+                  ("http", PORTS["mailstore_http"], PORTS["mailstore_http"])], headless=True),
+    ]
+    if client_ports:
+        objects.append(_service(domain, n["mailstore"], "mailstore", client_ports, spec["mailstore"]["serviceType"]))
+
+    objects += _network_policies(domain)
+    return objects

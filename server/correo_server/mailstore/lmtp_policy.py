@@ -1,0 +1,121 @@
+"""What LMTP answers for each recipient: pure decisions, no I/O.
+
+:mod:`.lmtp` (the aiosmtpd handler) gathers the facts (the directory entry,
+the mailbox's usage, the free space on the data volume, the message size)
+and asks here; the reply it gets is what the queue sees for that recipient.
+RFC 2033 gives one reply per accepted recipient after DATA; the enhanced
+status codes are those of RFC 3463:
+
+=====================  ============  ==========================================
+situation              reply         why
+=====================  ============  ==========================================
+unknown address        550 5.1.1     bad destination mailbox address
+suspended mailbox      550 5.2.1     mailbox disabled, not accepting messages
+over quota (reject)    552 5.2.2     mailbox full
+over quota (defer)     452 4.2.2     mailbox full, try later (owner may clean up)
+disk nearly full       452 4.3.1     mail system full
+store failed           451 4.3.0     other mail system status
+message too big        552 5.3.4     message too big for system
+stored (fsynced)       250 2.0.0
+=====================  ============  ==========================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..directory import MailboxEntry
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    status: str  # RFC 3463 enhanced status code
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+
+def unknown(address: str) -> Reply:
+    return Reply(550, "5.1.1", f"<{address}>: no such mailbox here")
+
+
+def suspended(address: str) -> Reply:
+    return Reply(550, "5.2.1", f"<{address}>: mailbox is disabled")
+
+
+def disk_full() -> Reply:
+    return Reply(452, "4.3.1", "insufficient system storage, try again later")
+
+
+def store_failed() -> Reply:
+    return Reply(451, "4.3.0", "temporary failure storing the message, try again later")
+
+
+def too_big(limit: int) -> Reply:
+    return Reply(552, "5.3.4", f"message is larger than {limit} octets")
+
+
+def stored(address: str, uid: int | None = None) -> Reply:
+    suffix = f" (uid {uid})" if uid is not None else ""
+    return Reply(250, "2.0.0", f"<{address}> delivered{suffix}")
+
+
+def rcpt_reply(address: str, entry: MailboxEntry | None) -> Reply | None:
+    """At ``RCPT TO``: refuse addresses nobody owns; None accepts (the rest is
+    decided after DATA, once the size is known)."""
+    if entry is None:
+        return unknown(address)
+    return None
+
+
+def over_quota(used_bytes: int, message_bytes: int, quota_bytes: int) -> bool:
+    """True when storing the message would take the mailbox over its quota.
+    A quota of 0 (or less) means no limit, as in Dovecot."""
+    return quota_bytes > 0 and used_bytes + message_bytes > quota_bytes
+
+
+def delivery_reply(address: str, entry: MailboxEntry | None, *, message_bytes: int,
+                   used_bytes: int, over_quota_policy: str = "reject",
+                   free_bytes: int | None = None, min_free_bytes: int = 0) -> Reply | None:
+    """After DATA, for one recipient: the refusal to give, or None to store.
+
+    ``entry`` is looked up again at this point, so a mailbox deleted or
+    suspended since ``RCPT`` is refused now.  ``free_bytes`` is the free
+    space on the data volume (None when unknown); a message that would leave
+    less than ``min_free_bytes`` free is deferred with ``452 4.3.1``.
+    """
+    if entry is None:
+        return unknown(address)
+    if entry.suspended:
+        return suspended(address)
+    if free_bytes is not None and free_bytes - message_bytes < min_free_bytes:
+        return disk_full()
+    if over_quota(used_bytes, message_bytes, entry.quota_bytes):
+        if over_quota_policy == "defer":
+            return Reply(452, "4.2.2", f"<{address}>: mailbox is over quota, try again later")
+        return Reply(552, "5.2.2", f"<{address}>: mailbox is over quota")
+    return None
+
+
+def trace_headers(sender: str, recipient: str) -> bytes:
+    """``Return-Path:`` (the envelope sender, ``<>`` for bounces) and
+    ``Delivered-To:`` (the address the queue delivered to), prepended to the
+    stored message the way Postfix's and Dovecot's local delivery do."""
+    clean_sender = _one_line(sender)
+    return (f"Return-Path: <{clean_sender}>\r\n"
+            f"Delivered-To: {_one_line(recipient)}\r\n").encode("utf-8", "surrogateescape")
+
+
+def _one_line(text: str) -> str:
+    # Envelope addresses come from single command lines, but make sure no
+    # CR/LF can ever split a header.
+    return "".join(ch for ch in text.strip().strip("<>") if ch not in "\r\n")

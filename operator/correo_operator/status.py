@@ -1,0 +1,358 @@
+"""Status and conditions: what the services report, turned into MailDomain and
+Mailbox status.  One implementation for both runtimes: the operator's status
+timer and ``correo status`` call these same pure functions.
+
+Inputs are the ``/status`` documents of the services (shapes in
+``correo_server.statusdoc``), gathered by the caller into :class:`Observed`,
+and the clock (``now``).  Each condition comes from a small decision function
+that returns ``(status, reason, message)``, cert-manager style.
+``lastTransitionTime`` is carried over from the previous status while a
+condition's status does not change, so an unchanged world gives an unchanged
+document (and the operator writes nothing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from correo_server import statusdoc
+
+from . import loading
+from .quantity import format_bytes, parse_bytes
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+Decision = tuple[str, str, str]  # (status, reason, message)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the caller saw of the running services.
+
+    ``None`` for a status document means it could not be read.  ``availability``
+    gives (ready, wanted) replicas per component when the runtime knows them
+    (Kubernetes workloads, local processes).  ``secret_keys`` names the Secrets
+    that exist and their keys (never their values).
+    """
+
+    relay: Mapping[str, Any] | None = None
+    queue: Mapping[str, Any] | None = None
+    mailstore: Mapping[str, Any] | None = None
+    availability: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    secret_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    dkim_public_key: str | None = None  # base64 of the DER public key
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+
+
+def _ts(now: datetime) -> str:
+    return statusdoc.rfc3339(now)
+
+
+def _age(seconds: int | float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    return int((obj.get("metadata") or {}).get("generation") or 1)
+
+
+def condition(type_: str, decision: Decision, generation: int, now: datetime,
+              previous: list[dict] | None) -> dict:
+    """A Kubernetes condition; keeps the previous lastTransitionTime when the
+    status is unchanged."""
+    status, reason, message = decision
+    last = _ts(now)
+    for old in previous or []:
+        if old.get("type") == type_ and old.get("status") == status and old.get("lastTransitionTime"):
+            last = old["lastTransitionTime"]
+    return {"type": type_, "status": status, "observedGeneration": generation,
+            "lastTransitionTime": last, "reason": reason, "message": message}
+
+
+def get_condition(status: Mapping[str, Any] | None, type_: str) -> dict | None:
+    for c in (status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+# ---------------------------------------------------------------------------
+# MailDomain decisions
+# ---------------------------------------------------------------------------
+
+def _component(name: str, title: str, doc: Mapping[str, Any] | None,
+               availability: Mapping[str, tuple[int, int]]) -> Decision:
+    reason_prefix = name.capitalize()
+    if name in availability:
+        ready, wanted = availability[name]
+        if ready < 1:
+            return FALSE, f"{reason_prefix}Unavailable", f"No {title} is running ({ready} of {wanted} ready)."
+    if doc is None:
+        if name in availability:
+            ready, wanted = availability[name]
+            if name == "relay":  # the relay's status port is not always reachable: replicas decide
+                return TRUE, f"{reason_prefix}Ready", f"{ready} of {wanted} {title} replicas are ready."
+        return FALSE, f"{reason_prefix}Unreachable", f"The {title}'s status endpoint does not answer."
+    if not doc.get("ready", False):
+        why = "it cannot reach the queue" if name == "relay" else "it reports not ready"
+        return FALSE, f"{reason_prefix}NotReady", f"The {title} is running but {why}."
+    if name in availability:
+        ready, wanted = availability[name]
+        return TRUE, f"{reason_prefix}Ready", f"{ready} of {wanted} {title} replicas are ready."
+    return TRUE, f"{reason_prefix}Ready", f"The {title} is ready."
+
+
+def domain_figures(domain: Mapping[str, Any], queue: Mapping[str, Any] | None) -> dict:
+    """This domain's figures from the queue's status (zeros when it has none)."""
+    if queue is None:
+        return dict(statusdoc.empty_figures())
+    name = str(domain["spec"]["domain"]).lower()
+    return dict((queue.get("domains") or {}).get(name) or statusdoc.empty_figures())
+
+
+def delivering(domain: Mapping[str, Any], queue: Mapping[str, Any] | None) -> Decision:
+    if queue is None:
+        return UNKNOWN, "QueueUnreachable", "The queue's status cannot be read."
+    figures = domain_figures(domain, queue)
+    delayed = figures.get("delayed") or []
+    if delayed:
+        worst = max(delayed, key=lambda d: d.get("ageSeconds", 0))
+        warn = loading.apply_defaults(dict(domain))["spec"]["queue"]["retry"]["warnAfterSeconds"]
+        more = f" and {len(delayed) - 1} more" if len(delayed) > 1 else ""
+        return FALSE, "DeliveryDelayed", (
+            f"Mail to {worst['recipient']}{more} is undelivered after {_age(worst.get('ageSeconds', 0))} "
+            f"(warning after {_age(warn)}): {worst.get('destination') or 'destination'} said "
+            f"{worst.get('lastError') or 'nothing'}.")
+    deferred = figures.get("deferred", 0)
+    if deferred:
+        errors = figures.get("lastErrors") or []
+        last = f" Last error: {errors[0]['destination']}: {errors[0]['error']}." if errors else ""
+        return TRUE, "Retrying", (f"{deferred} recipient(s) wait for a retry after a temporary failure, "
+                                  f"none yet past the warning time.{last}")
+    return TRUE, "Delivering", "Nothing is waiting: every message so far was delivered or returned."
+
+
+def _missing_domain_secrets(domain: Mapping[str, Any], observed: Observed) -> list[str]:
+    spec = domain["spec"]
+    missing = []
+    tls = (spec.get("tls") or {}).get("secretName")
+    if tls:
+        keys = observed.secret_keys.get(tls)
+        if keys is None or not {"tls.crt", "tls.key"} <= set(keys):
+            missing.append(f"TLS Secret {tls} (with tls.crt and tls.key)")
+    cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
+    if cred:
+        keys = observed.secret_keys.get(cred["name"])
+        want = {cred.get("usernameKey", "username"), cred.get("passwordKey", "password")}
+        if keys is None or not want <= set(keys):
+            missing.append(f"smarthost credentials Secret {cred['name']} (with {', '.join(sorted(want))})")
+    return missing
+
+
+def ready(components: dict[str, Decision], missing: list[str]) -> Decision:
+    if missing:
+        return FALSE, "SecretMissing", f"Waiting for {'; '.join(missing)}."
+    down = [(name, d) for name, d in components.items() if d[0] != TRUE]
+    if down:
+        name, (_, reason, message) = down[0]
+        return FALSE, reason, message
+    return TRUE, "Ready", "Relay, queue and mailstore are ready: mail is accepted, queued and stored."
+
+
+def dns_records(domain: Mapping[str, Any], dkim_public_key: str | None) -> list[dict]:
+    """The records a domain owner publishes: MX and SPF for every domain name,
+    the DKIM key, DMARC."""
+    domain = loading.apply_defaults(dict(domain))
+    spec = domain["spec"]
+    host = spec.get("hostname") or f"mail.{spec['domain']}"
+    records = []
+    for name in [spec["domain"], *sorted(spec.get("aliasDomains") or [])]:
+        records.append({"purpose": "MX", "type": "MX", "name": f"{name}.", "value": f"10 {host}."})
+        records.append({"purpose": "SPF", "type": "TXT", "name": f"{name}.", "value": "v=spf1 mx -all"})
+    if spec["dkim"]["enabled"] and dkim_public_key:
+        records.append({"purpose": "DKIM", "type": "TXT",
+                        "name": f"{spec['dkim']['selector']}._domainkey.{spec['domain']}.",
+                        "value": f"v=DKIM1; k=rsa; p={dkim_public_key}"})
+    records.append({"purpose": "DMARC", "type": "TXT", "name": f"_dmarc.{spec['domain']}.",
+                    "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{spec['domain']}"})
+    return records
+
+
+def domain_status(domain: Mapping[str, Any], mailboxes: list[Mapping[str, Any]], *,
+                  observed: Observed, now: datetime) -> dict:
+    """The whole ``status`` of a MailDomain."""
+    previous = (domain.get("status") or {}).get("conditions")
+    gen = _generation(domain)
+    components = {
+        "relay": _component("relay", "relay", observed.relay, observed.availability),
+        "queue": _component("queue", "queue", observed.queue, observed.availability),
+        "mailstore": _component("mailstore", "mailstore", observed.mailstore, observed.availability),
+    }
+    decisions = {
+        "Ready": ready(components, _missing_domain_secrets(domain, observed)),
+        "RelayAvailable": components["relay"],
+        "QueueAvailable": components["queue"],
+        "MailstoreAvailable": components["mailstore"],
+        "Delivering": delivering(domain, observed.queue),
+    }
+    figures = domain_figures(domain, observed.queue)
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "conditions": [condition(t, d, gen, now, previous) for t, d in decisions.items()],
+        "mailboxes": len(mailboxes),
+        "queue": {
+            "active": int(figures.get("active", 0)),
+            "deferred": int(figures.get("deferred", 0)),
+            "delayedNoticesSent": int(figures.get("delayedNoticesSent", 0)),
+            "bounced": int(figures.get("bounced", 0)),
+            "delivered": int(figures.get("delivered", 0)),
+            "oldestDeferredAgeSeconds": int(figures.get("oldestDeferredAgeSeconds", 0)),
+            "lastErrors": [{k: e[k] for k in ("destination", "error", "time") if k in e}
+                           for e in (figures.get("lastErrors") or [])[:20]],
+            "lastBounces": [{k: b[k] for k in ("sender", "recipient", "reason", "time") if k in b}
+                            for b in (figures.get("lastBounces") or [])[:10]],
+        },
+        "dnsRecords": dns_records(domain, observed.dkim_public_key),
+    }
+    if observed.endpoints:
+        status["endpoints"] = dict(sorted(observed.endpoints.items()))
+    return status
+
+
+# ---------------------------------------------------------------------------
+# Mailbox decisions
+# ---------------------------------------------------------------------------
+
+def mailbox_ready(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, observed: Observed) -> Decision:
+    spec = mailbox["spec"]
+    address = str(spec["address"]).lower()
+    if domain is None:
+        return FALSE, "DomainNotFound", (
+            f"No MailDomain in this namespace serves {address.rpartition('@')[2]}; "
+            "create one or fix the address.")
+    ref = spec.get("passwordSecretRef") or {}
+    key = ref.get("key") or "password"
+    keys = observed.secret_keys.get(ref.get("name", ""))
+    if keys is None:
+        return FALSE, "PasswordSecretMissing", f"Secret {ref.get('name')} does not exist; {address} cannot log in."
+    if key not in keys:
+        return FALSE, "PasswordSecretMissing", f"Secret {ref.get('name')} has no key {key!r}; {address} cannot log in."
+    if spec.get("suspended"):
+        return FALSE, "Suspended", f"{address} is suspended: it cannot log in and mail to it is refused."
+    if observed.mailstore is None:
+        return FALSE, "MailstoreUnavailable", "The mailstore's status cannot be read."
+    if address not in (observed.mailstore.get("mailboxes") or {}):
+        return FALSE, "Provisioning", f"Waiting for the mailstore to load {address} from the directory."
+    return TRUE, "Ready", f"{address} receives mail and its owner can log in."
+
+
+def _usage(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, observed: Observed) -> dict:
+    address = str(mailbox["spec"]["address"]).lower()
+    quota = None
+    if mailbox["spec"].get("quota"):
+        quota = parse_bytes(mailbox["spec"]["quota"])
+    elif domain is not None:
+        quota = parse_bytes(loading.apply_defaults(dict(domain))["spec"]["defaultQuota"])
+    found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
+    used = int(found.get("bytes", 0))
+    quota = int(found.get("quotaBytes") or quota or 0)
+    usage = {"messages": int(found.get("messages", 0)), "bytes": used, "used": format_bytes(used)}
+    if quota:
+        usage |= {"quotaBytes": quota, "quota": format_bytes(quota),
+                  "quotaUsedPercent": min(100, int(used * 100 // quota))}
+    return usage
+
+
+def quota_exceeded(usage: Mapping[str, Any]) -> Decision:
+    quota = usage.get("quotaBytes")
+    if not quota:
+        return UNKNOWN, "QuotaUnknown", "The quota is not known yet."
+    if usage["bytes"] >= quota:
+        return TRUE, "QuotaExceeded", (f"{usage['used']} of {usage['quota']} used: new mail is refused "
+                                       "until messages are deleted.")
+    return FALSE, "WithinQuota", f"{usage['used']} of {usage['quota']} used ({usage['quotaUsedPercent']}%)."
+
+
+def mailbox_status(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, *,
+                   observed: Observed, now: datetime) -> dict:
+    """The whole ``status`` of a Mailbox; ``domain`` is its MailDomain or None."""
+    previous = (mailbox.get("status") or {}).get("conditions")
+    gen = _generation(mailbox)
+    usage = _usage(mailbox, domain, observed)
+    address = str(mailbox["spec"]["address"]).lower()
+    sender = ((observed.queue or {}).get("senders") or {}).get(address) or {}
+    delivery: dict[str, Any] = {
+        "deferred": int(sender.get("deferred", 0)),
+        "bounced": int(sender.get("bounced", 0)),
+        "delayedNoticesSent": int(sender.get("delayedNoticesSent", 0)),
+    }
+    if sender.get("lastDelivery"):
+        delivery["lastDelivery"] = sender["lastDelivery"]
+    if sender.get("lastBounce"):
+        b = sender["lastBounce"]
+        delivery["lastBounce"] = {k: b[k] for k in ("recipient", "reason", "time") if k in b}
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "conditions": [
+            condition("Ready", mailbox_ready(mailbox, domain, observed), gen, now, previous),
+            condition("QuotaExceeded", quota_exceeded(usage), gen, now, previous),
+        ],
+        "usage": usage,
+        "delivery": delivery,
+    }
+    if domain is not None:
+        status["domain"] = domain["metadata"]["name"]
+    return status
+
+
+# ---------------------------------------------------------------------------
+# Transitions worth an Event
+# ---------------------------------------------------------------------------
+
+# (condition type, new status) → event type; only these transitions are told.
+_EVENTFUL = {
+    ("Ready", TRUE): "Normal", ("Ready", FALSE): "Warning",
+    ("Delivering", FALSE): "Warning", ("Delivering", TRUE): "Normal",
+    ("QuotaExceeded", TRUE): "Warning", ("QuotaExceeded", FALSE): "Normal",
+}
+
+
+def transitions(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Events for what changed: (event type, reason, message).
+
+    A condition changing status (Ready, Delivering, QuotaExceeded); more
+    bounces than before (the latest one named); more delay notices than before.
+    """
+    events: list[tuple[str, str, str]] = []
+    for cond in new.get("conditions") or []:
+        before = get_condition(old, cond["type"])
+        if before is not None and before.get("status") == cond["status"]:
+            continue
+        if before is None and cond["status"] != FALSE and cond["type"] != "Ready":
+            continue  # a first status that is all well is not news, except Ready
+        kind = _EVENTFUL.get((cond["type"], cond["status"]))
+        if kind:
+            events.append((kind, cond["reason"], cond["message"]))
+    for section in ("queue", "delivery"):
+        before, after = (old or {}).get(section) or {}, new.get(section) or {}
+        if after.get("bounced", 0) > before.get("bounced", 0):
+            last = (after.get("lastBounces") or [None])[0] if section == "queue" else after.get("lastBounce")
+            detail = f": {last['recipient']}: {last['reason']}" if last else ""
+            events.append(("Warning", "Bounced",
+                           f"{after['bounced'] - before.get('bounced', 0)} recipient(s) returned as failed{detail}"))
+        if after.get("delayedNoticesSent", 0) > before.get("delayedNoticesSent", 0):
+            events.append(("Warning", "DelayNoticeSent",
+                           f"{after['delayedNoticesSent'] - before.get('delayedNoticesSent', 0)} delay notice(s) "
+                           "sent to the sender"))
+    return events
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

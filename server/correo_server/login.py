@@ -1,0 +1,71 @@
+"""Checking a login, the same way for IMAP, POP3 and SMTP AUTH.
+
+Password hashes are slow on purpose (argon2id, bcrypt), so the check runs in
+a worker thread and never stalls the event loop.  A failure waits out the
+:class:`~correo_server.guard.LoginThrottle` delay before the caller answers,
+and the same answer is given for an unknown user and a wrong password.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+
+from . import passwords
+from .directory import Directory, MailboxEntry
+from .guard import LoginThrottle
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    mailbox: MailboxEntry | None
+    # None on success; "invalid" (unknown user or wrong password) or "suspended"
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mailbox is not None and self.failure is None
+
+
+async def check_login(directory: Directory, throttle: LoginThrottle, peer: str,
+                      username: str, password: str) -> LoginResult:
+    """Look the user up (any address or alias of the mailbox) and check the
+    password.  A suspended mailbox with the right password fails with
+    ``"suspended"`` so that the server can say why; everything else that
+    fails is ``"invalid"``."""
+    entry = directory.lookup(username) if "@" in username else None
+    ok = bool(entry and entry.password_hash) and await asyncio.to_thread(
+        passwords.verify, entry.password_hash, password)
+    if ok and not entry.suspended:
+        throttle.succeeded(peer)
+        return LoginResult(entry)
+    await asyncio.sleep(throttle.failed(peer))
+    if ok:
+        return LoginResult(entry, "suspended")
+    return LoginResult(None, "invalid")
+
+
+class SaslError(ValueError):
+    pass
+
+
+def decode_sasl_plain(data: str | bytes) -> tuple[str, str, str]:
+    """RFC 4616 PLAIN: base64 of ``authzid NUL authcid NUL password`` →
+    (authzid, authcid, password).  Raises :class:`SaslError` on anything else."""
+    if isinstance(data, str):
+        data = data.encode("ascii", "replace")
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslError("not valid base64") from None
+    parts = raw.split(b"\x00")
+    if len(parts) != 3 or not parts[1]:
+        raise SaslError("not a PLAIN response (authzid NUL authcid NUL password)")
+    try:
+        authzid, authcid, password = (p.decode("utf-8") for p in parts)
+    except UnicodeDecodeError:
+        raise SaslError("not UTF-8") from None
+    if authzid and authzid.lower() != authcid.lower():
+        raise SaslError("authorization identity differs from authentication identity")
+    return authzid, authcid, password

@@ -1,0 +1,33 @@
+"""What the mailstore's listeners share: one object built by the service and
+handed to the IMAP, POP3 and LMTP servers.
+
+Nothing here does I/O; :mod:`correo_server.mailstore.service` builds it from a
+configuration folder, tests build it directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from ..config import ServerConfig
+from ..directory import Directory, Reloading
+from ..guard import ConnectionGate, LoginThrottle
+from ..metrics import Registry
+from ..tlsfiles import ServerTLS
+
+if TYPE_CHECKING:  # the store is defined in .store
+    from .store import Store
+
+
+@dataclass
+class MailstoreContext:
+    config: ServerConfig
+    directory: Reloading[Directory]
+    store: "Store"
+    tls: ServerTLS | None = None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    metrics: Registry = field(default_factory=Registry)
+    # One gate per protocol family, so that IMAP clients cannot starve POP3.
+    imap_gate: ConnectionGate | None = None
+    pop3_gate: ConnectionGate | None = None
+    clock: Callable[[], float] | None = None  # time.time unless a test injects one

@@ -1,0 +1,22 @@
+"""The relay: correo's SMTP edge (DESIGN.md, "The path of one message", step 1).
+
+Three listeners share one policy: ``smtp`` (inbound MX, mail for hosted
+domains only), ``submission`` (STARTTLS, then AUTH) and ``smtps`` (the same as
+submission over implicit TLS).  Each accepted message gets a ``Received:``
+header, a DKIM signature when an authenticated user sends it from a hosted
+domain, and is handed to the queue over LMTP *before* the client hears
+``250``.  The relay keeps no state of its own.
+
+Modules, from the bottom up (each imports only those above it):
+
+* :mod:`.replies`  -- SMTP replies and their enhanced status codes (pure)
+* :mod:`.paths`    -- RFC 5321/6531 path and parameter parsing (pure)
+* :mod:`.policy`   -- who may send what to whom, rate limiting (pure, injected clock)
+* :mod:`.data`     -- the DATA reader's state machine: limits, smuggling defence (pure)
+* :mod:`.received` -- the ``Received:`` header (pure)
+* :mod:`.dkim`     -- DKIM signing with keys from the configuration folder
+* :mod:`.handoff`  -- the LMTP client that hands messages to the queue
+* :mod:`.context`  -- what the listeners share, and the relay's metrics
+* :mod:`.smtp`     -- the aiosmtpd protocol: wiring the above to a socket
+* :mod:`.service`  -- :class:`~.service.RelayService`, what ``correo serve relay`` runs
+"""

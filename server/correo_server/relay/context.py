@@ -1,0 +1,88 @@
+"""What the relay's listeners share: one object built by :mod:`.service` and
+handed to every :class:`~.smtp.RelaySMTP` session.
+
+It holds the configuration, the reloading directory, the limits that span
+connections (connection gate, login throttle, rate limiter), the queue
+client, the DKIM signer, the metrics and the figures ``/status`` reports.
+Nothing here does I/O; tests can build one directly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..config import ServerConfig
+from ..directory import Directory
+from ..guard import ConnectionGate, LoginThrottle
+from ..metrics import Registry
+from ..tlsfiles import ServerTLS
+from .dkim import DkimSigner
+from .handoff import QueueClient
+from .policy import RateLimiter
+
+
+class DirectorySource(Protocol):
+    def get(self) -> Directory: ...
+
+
+# Metric names (the registry adds the ``correo_`` prefix).
+CONNECTIONS = "relay_connections_total"
+CONNECTIONS_OPEN = "relay_connections_open"
+CONNECTIONS_REFUSED = "relay_connections_refused_total"
+ACCEPTED = "relay_messages_accepted_total"
+REJECTED = "relay_rejections_total"
+AUTH = "relay_auth_total"
+BYTES = "relay_received_bytes_total"
+QUEUE_UP = "relay_queue_up"
+HANDOFF_SECONDS = "relay_handoff_seconds_total"
+
+
+def relay_metrics(registry: Registry) -> Registry:
+    registry.counter(CONNECTIONS, "SMTP connections admitted, by listener")
+    registry.gauge(CONNECTIONS_OPEN, "SMTP connections open now")
+    registry.counter(CONNECTIONS_REFUSED, "SMTP connections refused by the connection limits, by reason")
+    registry.counter(ACCEPTED, "Messages accepted (the queue answered 250), by listener")
+    registry.counter(REJECTED, "Commands or messages refused, by reason")
+    registry.counter(AUTH, "SMTP AUTH attempts, by result (ok, failed, suspended)")
+    registry.counter(BYTES, "Message octets received in DATA, by listener")
+    registry.gauge(QUEUE_UP, "1 when the queue answered the last check")
+    registry.counter(HANDOFF_SECONDS, "Seconds spent handing messages to the queue")
+    return registry
+
+
+@dataclass
+class RelayContext:
+    config: ServerConfig
+    directory: DirectorySource
+    queue: QueueClient
+    tls: ServerTLS | None = None
+    clock: Callable[[], float] = time.time
+    metrics: Registry = field(default_factory=lambda: relay_metrics(Registry()))
+    throttle: LoginThrottle | None = None
+    gate: ConnectionGate | None = None
+    limiter: RateLimiter | None = None
+    signer: DkimSigner | None = None
+    accepted: int = 0
+    rejected: int = 0
+    queue_ready: bool = False
+    sessions: set[Any] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        relay = self.config.relay
+        if self.throttle is None:
+            self.throttle = LoginThrottle.from_settings(self.config.auth, clock=self.clock)
+        if self.gate is None:
+            self.gate = ConnectionGate(relay.max_connections, relay.max_connections_per_client)
+        if self.limiter is None:
+            self.limiter = RateLimiter(relay.rate_limit_messages, relay.rate_limit_period_seconds, clock=self.clock)
+        if self.signer is None:
+            self.signer = DkimSigner(self.config)
+
+    def count_rejection(self, reason: str | None) -> None:
+        self.rejected += 1
+        self.metrics.inc(REJECTED, reason=reason or "other")
+
+    def count_accepted(self, listener: str, size: int) -> None:
+        self.accepted += 1
+        self.metrics.inc(ACCEPTED, listener=listener)

@@ -1,0 +1,100 @@
+"""Reading a message after ``DATA``: the state machine, without I/O.
+
+:mod:`.smtp` reads the socket up to each ``CRLF`` and feeds the pieces here;
+a line too long for the reader's buffer arrives in several pieces
+(``complete=False`` for all but the last).  The reader:
+
+* ends the message only at ``CRLF . CRLF`` -- a line that is exactly
+  ``.`` followed by CRLF.  ``LF . LF``, ``CR . CR``, ``LF . CRLF`` and the like
+  do not end it (SMTP smuggling, CVE-2023-51764 and friends);
+* **rejects** a message that contains a bare CR or a bare LF anywhere, like
+  Postfix's ``smtpd_forbid_bare_newline``: rather than guess what a
+  downstream server would make of them, the sender is told to fix its line
+  endings (``554 5.6.0``).  Normalising would be the alternative, but it
+  silently changes signed content and hides broken or hostile clients;
+* rejects NUL bytes (RFC 5322 forbids them; many programs truncate at them);
+* rejects lines longer than the limit (998 octets by default, RFC 5322
+  section 2.1.1) and messages larger than the limit -- without keeping what
+  it discards: after the first problem it only counts, so memory stays
+  bounded whatever the client sends, and the reply waits until the end of
+  the data, so the session stays in step (RFC 5321 section 4.2.5);
+* removes the transparency dot (RFC 5321 section 4.5.2).
+
+The first problem found is the one reported.
+"""
+from __future__ import annotations
+
+import enum
+
+from .replies import Reply
+
+
+class Problem(enum.Enum):
+    TOO_BIG = "size"
+    LINE_TOO_LONG = "line_too_long"
+    BARE_NEWLINE = "bare_newline"
+    NUL = "nul"
+
+
+class MessageReader:
+    def __init__(self, max_bytes: int, max_line: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_line = max_line
+        self.size = 0  # octets of content seen (after unstuffing, CRLFs counted)
+        self.received = 0  # octets read from the wire
+        self.problem: Problem | None = None
+        self.done = False
+        self._parts: list[bytes] = []
+        self._midline = False
+        self._line_len = 0
+
+    def feed(self, chunk: bytes, complete: bool) -> bool:
+        """Take the next piece; ``complete`` when it ends with CRLF.  Returns
+        True once the end-of-data line has been seen."""
+        self.received += len(chunk)
+        if complete and not self._midline and chunk == b".\r\n":
+            self.done = True
+            return True
+        body = chunk[:-2] if complete else chunk
+        if not self._midline and body[:1] == b".":
+            body = body[1:]
+        self._line_len += len(body)
+        self.size += len(body) + (2 if complete else 0)
+        if self.problem is None:
+            if self.max_bytes and self.size > self.max_bytes:
+                self.problem = Problem.TOO_BIG
+            elif self._line_len > self.max_line:
+                self.problem = Problem.LINE_TOO_LONG
+            elif b"\r" in body or b"\n" in body:
+                self.problem = Problem.BARE_NEWLINE
+            elif b"\x00" in body:
+                self.problem = Problem.NUL
+            if self.problem is not None:
+                self._parts.clear()
+        if self.problem is None:
+            self._parts.append(body + b"\r\n" if complete else body)
+        self._midline = not complete
+        if complete:
+            self._line_len = 0
+        return False
+
+    def content(self) -> bytes:
+        """The message as received (CRLF line endings, dots unstuffed)."""
+        if self.problem is not None:
+            raise ValueError("the message was rejected")
+        return b"".join(self._parts)
+
+    def refusal(self) -> Reply | None:
+        """The reply for the problem found, or None."""
+        if self.problem is Problem.TOO_BIG:
+            return Reply(552, "5.3.4", f"Message size exceeds fixed maximum message size ({self.max_bytes} bytes)",
+                         self.problem.value)
+        if self.problem is Problem.LINE_TOO_LONG:
+            return Reply(554, "5.6.0", f"Message has a line longer than {self.max_line} octets "
+                         "(RFC 5322 section 2.1.1); not accepted", self.problem.value)
+        if self.problem is Problem.BARE_NEWLINE:
+            return Reply(554, "5.6.0", "Message contains bare CR or LF characters; "
+                         "lines must end with CRLF (RFC 5321 section 2.3.8)", self.problem.value)
+        if self.problem is Problem.NUL:
+            return Reply(554, "5.6.0", "Message contains NUL characters; not accepted", self.problem.value)
+        return None

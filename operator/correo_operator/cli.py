@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="move every default port by this offset (e.g. 10000: SMTP on 12525)")
     up.add_argument("--dns", action="append", default=[], metavar="HOST:PORT",
                     help="DNS server for MX lookups (repeatable; default: the system's)")
-    up.add_argument("--remote-smtp-port", type=int, default=None, help=argparse.SUPPRESS)
+    up.add_argument("--ephemeral-ports", action="store_true",
+                    help="pick free ports for everything (for tests); `correo status -o json` shows them")
+    up.add_argument("--remote-smtp-port", type=int, default=None, metavar="PORT",
+                    help="port of remote MX hosts (default 25; for test networks)")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--log-format", choices=["console", "json"], default="console")
     up.set_defaults(target="correo_operator.local.up:main")

@@ -1,0 +1,112 @@
+"""The data folder of a local stack, and ``state.json``, through which the
+running ``correo up`` tells other commands (``status``, ``apply``, ``queue``)
+where everything is.
+
+::
+
+    DATA/config/        the configuration folder (correo.yaml, directory.yaml, tls/, dkim/, smarthost/)
+    DATA/queue/         the queue's spool
+    DATA/mail/          the mailstore's Maildirs
+    DATA/run/           ports files of the running services
+    DATA/state.json     pid, YAML paths, endpoints, object generations
+    DATA/status.json    the last status documents (for lastTransitionTime)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def at(cls, data: str | os.PathLike[str]) -> "Layout":
+        return cls(Path(data).resolve())
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "queue"
+
+    @property
+    def mail(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    def ports_file(self, service: str) -> Path:
+        return self.run / f"{service}.ports.json"
+
+    def create(self) -> None:
+        for p in (self.root, self.config, self.spool, self.mail, self.run):
+            p.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.config, 0o700)  # the directory holds password hashes
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> bool:
+    """Write ``path`` by rename; returns False (and writes nothing) when the
+    content is already the same, so that watchers see no change."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == raw:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return True
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_state(layout: Layout) -> dict[str, Any] | None:
+    """state.json of a running ``correo up`` in this data folder, else None."""
+    state = read_json(layout.state_file)
+    if state and pid_alive(state.get("pid")):
+        return state
+    return None

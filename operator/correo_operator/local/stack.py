@@ -1,0 +1,205 @@
+"""Loaded resources → the local configuration folder.
+
+The configuration is made by the operator's renderer: each MailDomain's
+``render.server_config`` (the same function that fills the ConfigMap) and
+``render.directory_entries`` (the directory Secret); this module only moves
+listeners and paths onto this machine.  Several MailDomains run as one local
+stack: their domain entries are listed together (the servers are
+multi-domain), relay limits are the largest of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from correo_server import config as cfgmod
+from correo_server import directory as dirmod
+
+from .. import loading, render
+from . import keys
+from .layout import Layout, write_atomic
+
+PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http")
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = "127.0.0.1"
+    port_base: int = 0  # offset added to every default public port
+    ephemeral: bool = False  # pick free ports for everything (tests)
+    dns: tuple[str, ...] = ()
+    remote_smtp_port: int | None = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def choose_ports(options: Options, previous: dict[str, int] | None = None) -> dict[str, int]:
+    """Public ports: the documented defaults moved by ``port_base`` (or free
+    ones); internal ports: free ones (kept from ``previous`` when possible)."""
+    ports: dict[str, int] = {}
+    for name in PUBLIC:
+        ports[name] = free_port(options.host) if options.ephemeral else cfgmod.DEFAULT_PORTS[name] + options.port_base
+    for name in INTERNAL:
+        old = (previous or {}).get(name)
+        ports[name] = old if old and not port_in_use("127.0.0.1", old) else free_port("127.0.0.1")
+    return ports
+
+
+def busy_public_ports(options: Options, ports: dict[str, int]) -> list[int]:
+    return [ports[name] for name in PUBLIC if port_in_use(options.host, ports[name])]
+
+
+def _l(host: str, port: int) -> cfgmod.Listen:
+    return cfgmod.Listen(host, port)
+
+
+def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], options: Options,
+                  *, tls: bool) -> cfgmod.ServerConfig:
+    domains = sorted(loaded.domains, key=lambda d: (d.namespace, d.name))
+    per_domain = [render.server_config(d.obj) for d in domains]
+    first = per_domain[0]
+    h = options.host
+    relay = dataclasses.replace(
+        first.relay,
+        smtp=_l(h, ports["smtp"]), submission=_l(h, ports["submission"]), smtps=_l(h, ports["smtps"]),
+        http=_l("127.0.0.1", ports["relay_http"]), queue=_l("127.0.0.1", ports["queue_lmtp"]),
+        max_message_bytes=max(c.relay.max_message_bytes for c in per_domain),
+        max_recipients=max(c.relay.max_recipients for c in per_domain),
+        rate_limit_messages=max(c.relay.rate_limit_messages for c in per_domain),
+        rate_limit_period_seconds=min(c.relay.rate_limit_period_seconds for c in per_domain),
+    )
+    queue = dataclasses.replace(
+        first.queue,
+        lmtp=_l("127.0.0.1", ports["queue_lmtp"]), http=_l("127.0.0.1", ports["queue_http"]),
+        mailstore=_l("127.0.0.1", ports["mailstore_lmtp"]), spool_dir=str(layout.spool),
+        max_message_bytes=relay.max_message_bytes, nameservers=tuple(options.dns),
+        remote_smtp_port=options.remote_smtp_port or first.queue.remote_smtp_port,
+    )
+    mailstore = dataclasses.replace(
+        first.mailstore,
+        imap=_l(h, ports["imap"]), imaps=_l(h, ports["imaps"]), pop3=_l(h, ports["pop3"]),
+        pop3s=_l(h, ports["pop3s"]), lmtp=_l("127.0.0.1", ports["mailstore_lmtp"]),
+        http=_l("127.0.0.1", ports["mailstore_http"]), data_dir=str(layout.mail),
+        imap_enabled=any(c.mailstore.imap_enabled for c in per_domain),
+        pop3_enabled=any(c.mailstore.pop3_enabled for c in per_domain),
+        max_literal_bytes=max(c.mailstore.max_literal_bytes for c in per_domain),
+    )
+    return dataclasses.replace(
+        first,
+        name="local",
+        domains=tuple(dom for c in per_domain for dom in c.domains),
+        tls=cfgmod.TLSFiles() if tls else None,
+        relay=relay, queue=queue, mailstore=mailstore,
+        log_format="console",
+    )
+
+
+def directory_entries(loaded: loading.Loaded) -> list[dirmod.MailboxEntry]:
+    entries: list[dirmod.MailboxEntry] = []
+    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+        entries += render.directory_entries(d.obj, [m.obj for m in loaded.mailboxes_of(d)],
+                                            loaded.secrets_in(d.namespace))
+    return entries
+
+
+def _tls_from_secret(loaded: loading.Loaded) -> tuple[str, str] | None:
+    """The first MailDomain's TLS Secret, when the files include it."""
+    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+        name = (d.obj["spec"].get("tls") or {}).get("secretName")
+        secret = loaded.secrets.get((d.namespace, name)) if name else None
+        if secret is not None:
+            crt, key = loading.secret_value(secret.obj, "tls.crt"), loading.secret_value(secret.obj, "tls.key")
+            if crt and key:
+                return crt, key
+    return None
+
+
+def write_keys(loaded: loading.Loaded, layout: Layout, cfg: cfgmod.ServerConfig) -> dict[str, str]:
+    """TLS pair (from a Secret in the files, else self-signed for every
+    hostname), DKIM keys (made once), smarthost credentials.  Returns the DKIM
+    public keys by domain name."""
+    tls_dir = layout.config / "tls"
+    given = _tls_from_secret(loaded)
+    if given:
+        write_atomic(tls_dir / "tls.crt", given[0], 0o644)
+        write_atomic(tls_dir / "tls.key", given[1], 0o600)
+    else:
+        hostnames = sorted({d.hostname for d in cfg.domains if d.hostname} or {cfg.hostname})
+        hostnames.sort(key=lambda h: h != cfg.hostname)
+        if not set(hostnames) <= keys.certificate_names(tls_dir / "tls.crt"):
+            keys.self_signed(tls_dir / "tls.crt", tls_dir / "tls.key", hostnames)
+    public: dict[str, str] = {}
+    for dom in cfg.domains:
+        if dom.dkim_key_file:
+            public[dom.name] = keys.ensure_dkim_key(cfg.path(dom.dkim_key_file))
+    for d in loaded.domains:
+        cred = (d.obj["spec"]["relay"].get("smarthost") or {}).get("credentialsSecretRef")
+        secret = loaded.secrets.get((d.namespace, cred["name"])) if cred else None
+        if secret is not None:
+            for key, path in ((cred["usernameKey"], "username"), (cred["passwordKey"], "password")):
+                value = loading.secret_value(secret.obj, key)
+                if value is not None:
+                    write_atomic(layout.config / "smarthost" / path, value, 0o600)
+    return public
+
+
+def write_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], options: Options) -> tuple[bool, bool]:
+    """Write the whole configuration folder.  Returns (correo.yaml changed,
+    directory.yaml changed): the first needs a restart of the services, the
+    second does not (they reload the directory by themselves)."""
+    layout.create()
+    cfg = server_config(loaded, layout, ports, options, tls=True)
+    cfg = dataclasses.replace(cfg, base_dir=str(layout.config))
+    write_keys(loaded, layout, cfg)
+    config_changed = write_atomic(layout.config / cfgmod.CONFIG_FILE, cfgmod.dump(cfg), 0o600)
+    directory_changed = write_atomic(layout.config / cfgmod.DIRECTORY_FILE,
+                                     dirmod.dump(directory_entries(loaded)), 0o600)
+    return config_changed, directory_changed
+
+
+def dkim_public_keys(layout: Layout) -> dict[str, str]:
+    """Public DKIM keys of the domains in the written configuration."""
+    try:
+        cfg = cfgmod.load(layout.config)
+    except cfgmod.ConfigError:
+        return {}
+    out = {}
+    for dom in cfg.domains:
+        if dom.dkim_key_file:
+            key = keys.dkim_public_key(cfg.path(dom.dkim_key_file))
+            if key:
+                out[dom.name] = key
+    return out
+
+
+def file_signature(paths: list[str]) -> tuple:
+    """Changes when any YAML file under ``paths`` is added, removed or edited."""
+    sig = []
+    for raw in paths:
+        p = Path(raw)
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        for f in files:
+            if f.suffix in (".yaml", ".yml"):
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                sig.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(sig)

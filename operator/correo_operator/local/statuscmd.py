@@ -1,0 +1,157 @@
+"""``correo status``: the status documents the operator would write on
+Kubernetes, computed for the local stack by the same code
+(``correo_operator.status``) from the services' ``/status`` endpoints.
+
+The default view is a table like ``kubectl get maildomains,mailboxes``;
+``-o json``/``-o yaml`` print a ``List`` of the resources with their
+``status``, plus the local ``endpoints``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from .. import loading
+from .. import status as statusmod
+from . import stack
+from .layout import Layout, read_json, running_state, write_json
+from .supervisor import ORDER
+
+
+def fetch_json(url: str, timeout: float = 3.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _flat_endpoints(state: dict) -> dict[str, str]:
+    ep = state.get("endpoints") or {}
+    out = {name: ep[name] for name in stack.PUBLIC if name in ep}
+    for service in ("relay", "queue", "mailstore"):
+        if (ep.get(service) or {}).get("http"):
+            out[f"{service}Status"] = ep[service]["http"] + "/status"
+    return out
+
+
+def _secret_keys(loaded: loading.Loaded, namespace: str, domain: dict) -> dict[str, frozenset[str]]:
+    keys = {}
+    for name, secret in loaded.secrets_in(namespace).items():
+        keys[name] = frozenset((secret.get("data") or {}).keys()) | frozenset((secret.get("stringData") or {}).keys())
+    tls = (domain["spec"].get("tls") or {}).get("secretName")
+    if tls:  # the local runtime supplies a certificate (given or self-signed)
+        keys[tls] = frozenset({"tls.crt", "tls.key"})
+    return keys
+
+
+def _with_meta(doc: loading.Document, generations: dict, previous: dict[str, Any]) -> dict:
+    obj = json.loads(json.dumps(doc.obj))
+    key = f"{doc.kind}/{doc.namespace}/{doc.name}"
+    obj["metadata"]["generation"] = (generations.get(key) or {}).get("generation", 1)
+    if key in previous:
+        obj["status"] = previous[key]
+    return obj
+
+
+def compute(layout: Layout, state: dict, loaded: loading.Loaded, now: datetime) -> list[dict]:
+    """Every MailDomain and Mailbox of the local stack with its status."""
+    ep = state.get("endpoints") or {}
+    docs = {s: fetch_json((ep.get(s) or {}).get("http", "") + "/status") if ep.get(s) else None for s in ORDER}
+    alive = set((state.get("services") or {}).keys())
+    availability = {s: ((1 if s in alive and docs[s] is not None else 0), 1) for s in ORDER}
+    dkim = stack.dkim_public_keys(layout)
+    previous = (read_json(layout.status_file) or {}).get("status", {})
+    generations = state.get("generations") or {}
+    items: list[dict] = []
+    domain_objs = {}
+    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+        obj = _with_meta(d, generations, previous)
+        observed = statusmod.Observed(
+            relay=docs["relay"], queue=docs["queue"], mailstore=docs["mailstore"], availability=availability,
+            secret_keys=_secret_keys(loaded, d.namespace, obj),
+            dkim_public_key=dkim.get(str(obj["spec"]["domain"]).lower()), endpoints=_flat_endpoints(state))
+        mailboxes = loaded.mailboxes_of(d)
+        obj["status"] = statusmod.domain_status(obj, [m.obj for m in mailboxes], observed=observed, now=now)
+        items.append(obj)
+        for name in loading.domain_names(obj):
+            domain_objs[(d.namespace, name)] = (obj, observed)
+    for m in sorted(loaded.mailboxes, key=lambda m: (m.namespace, m.name)):
+        obj = _with_meta(m, generations, previous)
+        found = domain_objs.get((m.namespace, loading.address_domain(obj)))
+        observed = found[1] if found else statusmod.Observed(
+            queue=docs["queue"], mailstore=docs["mailstore"],
+            secret_keys={n: frozenset((s.get("stringData") or {}) | (s.get("data") or {}))
+                         for n, s in loaded.secrets_in(m.namespace).items()})
+        obj["status"] = statusmod.mailbox_status(obj, found[0] if found else None, observed=observed, now=now)
+        items.append(obj)
+    write_json(layout.status_file, {"status": {f"{o['kind']}/{o['metadata']['namespace']}/{o['metadata']['name']}":
+                                               o["status"] for o in items}})
+    return items
+
+
+def _cond(obj: dict, type_: str) -> dict:
+    return statusmod.get_condition(obj.get("status"), type_) or {}
+
+
+def table(items: list[dict]) -> str:
+    def fmt(rows: list[list[str]]) -> list[str]:
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+    domains = [o for o in items if o["kind"] == "MailDomain"]
+    boxes = [o for o in items if o["kind"] == "Mailbox"]
+    out: list[str] = []
+    rows = [["NAMESPACE", "MAILDOMAIN", "DOMAIN", "READY", "DEFERRED", "BOUNCED", "REASON"]]
+    for o in domains:
+        q = o["status"].get("queue", {})
+        rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["domain"],
+                     _cond(o, "Ready").get("status", "?"), str(q.get("deferred", 0)), str(q.get("bounced", 0)),
+                     _cond(o, "Ready").get("reason", "")])
+    out += fmt(rows)
+    for o in domains:
+        for c in o["status"]["conditions"]:
+            if c["status"] != "True":
+                out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
+    out.append("")
+    rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "BOUNCED", "REASON"]]
+    for o in boxes:
+        u, dl = o["status"].get("usage", {}), o["status"].get("delivery", {})
+        rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["address"],
+                     _cond(o, "Ready").get("status", "?"), u.get("used", "0"), u.get("quota", "?"),
+                     str(u.get("messages", 0)), str(dl.get("bounced", 0)), _cond(o, "Ready").get("reason", "")])
+    out += fmt(rows)
+    for o in boxes:
+        last = o["status"].get("delivery", {}).get("lastBounce")
+        if last:
+            out.append(f"  {o['spec']['address']}: last bounce {last.get('recipient')}: {last.get('reason')}")
+    return "\n".join(out) + "\n"
+
+
+def main(args) -> int:
+    layout = Layout.at(args.data)
+    state = running_state(layout)
+    if state is None:
+        print(f"correo status: no local stack is running with data in {layout.root} "
+              "(start one with `correo up`)", file=sys.stderr)
+        return 1
+    loaded = loading.load_paths(state["paths"])
+    if loaded.errors:
+        for e in loaded.errors:
+            print(str(e), file=sys.stderr)
+        return 1
+    items = compute(layout, state, loaded, statusmod.now_utc())
+    if args.output == "table":
+        sys.stdout.write(table(items))
+        return 0
+    doc = {"apiVersion": "v1", "kind": "List", "items": items, "endpoints": state.get("endpoints", {})}
+    if args.output == "json":
+        print(json.dumps(doc, indent=2, sort_keys=False))
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return 0

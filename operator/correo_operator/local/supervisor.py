@@ -1,0 +1,157 @@
+"""Running the three services as local processes: start them in order, show
+their logs with a prefix, restart one that crashes (with backoff), stop them
+all cleanly.
+
+Each service is ``correo serve <name> --config DIR --ports-file F``, the same
+command its pod runs.  A service counts as started when it has written its
+ports file (it is listening) and its ``/readyz`` answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from correo_server import logs
+
+from .layout import Layout, read_json
+
+log = logs.get("correo.up")
+
+ORDER = ("mailstore", "queue", "relay")  # each needs the one before it
+HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "relay_http"}
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    pump: asyncio.Task | None = None
+    stopping: bool = False
+
+
+@dataclass
+class Supervisor:
+    layout: Layout
+    ports: dict[str, int]
+    log_format: str = "console"
+    out = sys.stdout
+    children: dict[str, Child] = field(default_factory=dict)
+    _watch: asyncio.Task | None = None
+
+    def command(self, name: str) -> list[str]:
+        return [sys.executable, "-m", "correo_operator.cli", "serve", name, "--config", str(self.layout.config),
+                "--ports-file", str(self.layout.ports_file(name)), "--log-format", self.log_format]
+
+    async def _pump(self, child: Child) -> None:
+        assert child.process and child.process.stdout
+        prefix = f"{child.name:<9}| "
+        async for line in child.process.stdout:
+            self.out.write(prefix + line.decode("utf-8", "replace"))
+            self.out.flush()
+
+    async def spawn(self, name: str, *, timeout: float = 30.0) -> None:
+        ports_file = self.layout.ports_file(name)
+        ports_file.unlink(missing_ok=True)
+        child = self.children.setdefault(name, Child(name))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child.process = await asyncio.create_subprocess_exec(
+            *self.command(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            start_new_session=True)  # Ctrl-C reaches us, not them: we stop them in order
+        child.started_at = time.monotonic()
+        child.stopping = False
+        child.pump = asyncio.create_task(self._pump(child))
+        deadline = time.monotonic() + timeout
+        port = self.ports[HTTP_PORT[name]]
+        while time.monotonic() < deadline:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"{name} exited with code {child.process.returncode} while starting "
+                                   "(its log is above)")
+            if read_json(ports_file) is not None and await asyncio.to_thread(_ready, port):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s")
+
+    async def start(self) -> None:
+        for name in ORDER:
+            await self.spawn(name)
+        self._watch = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        """Restart a service that exits on its own, with a growing pause."""
+        while True:
+            await asyncio.sleep(0.2)
+            for name in ORDER:
+                child = self.children[name]
+                proc = child.process
+                if proc is None or proc.returncode is None or child.stopping:
+                    continue
+                uptime = time.monotonic() - child.started_at
+                child.restarts = 0 if uptime > 60 else child.restarts + 1
+                pause = min(2 ** max(child.restarts - 1, 0) * 0.5, 30.0)
+                log.warning("service_exited", service=name, code=proc.returncode,
+                            restart_in_seconds=pause, restarts=child.restarts)
+                await asyncio.sleep(pause)
+                try:
+                    await self.spawn(name)
+                    log.info("service_restarted", service=name, pid=child.process.pid)
+                except RuntimeError as exc:
+                    log.error("service_restart_failed", service=name, error=str(exc))
+
+    async def restart(self, names: tuple[str, ...] = ORDER) -> None:
+        """Stop and start services in dependency order (after a domain change)."""
+        for name in reversed(names):
+            await self._stop_one(self.children[name])
+        for name in names:
+            await self.spawn(name)
+
+    async def _stop_one(self, child: Child, timeout: float = 15.0) -> None:
+        proc = child.process
+        child.stopping = True
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("service_killed", service=child.name, after_seconds=timeout)
+            proc.kill()
+            await proc.wait()
+        if child.pump:
+            try:
+                await asyncio.wait_for(child.pump, 2)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                child.pump.cancel()
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+        for name in reversed(ORDER):  # relay first: stop taking mail, then queue, then mailstore
+            if name in self.children:
+                await self._stop_one(self.children[name])
+
+    def pids(self) -> dict[str, int]:
+        return {n: c.process.pid for n, c in self.children.items() if c.process and c.process.returncode is None}
+
+
+def ports_of(layout: Layout, name: str) -> dict[str, int]:
+    return read_json(layout.ports_file(name)) or {}
+
+
+def cleanup(path: Path) -> None:
+    path.unlink(missing_ok=True)

@@ -1,0 +1,255 @@
+"""``correo up`` and ``correo apply``: the whole stack from the same YAML on
+this machine.
+
+``up`` loads and validates the resources, writes the configuration folder
+(``stack``), starts relay, queue and mailstore (``supervisor``), prints the
+endpoints and a "try it", then watches the YAML: a change to Mailboxes
+rewrites the directory, which the servers reload without restarting; a change
+to a MailDomain restarts the services.  ``apply`` does the same rewrite from
+another terminal.  Ctrl-C or SIGTERM stops everything cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from correo_server import logs
+
+from .. import loading
+from . import stack
+from .layout import Layout, read_json, running_state, write_json
+from .supervisor import Supervisor
+
+log = logs.get("correo.up")
+
+
+def default_paths(paths: list[str]) -> list[str]:
+    if paths:
+        return paths
+    if Path("examples/quickstart").is_dir():
+        return ["examples/quickstart"]
+    return ["."]
+
+
+def _load(paths: list[str], out=sys.stderr) -> loading.Loaded | None:
+    loaded = loading.load_paths(paths)
+    for problem in loaded.problems:
+        print(str(problem), file=out)
+    if loaded.errors:
+        print(f"correo: {len(loaded.errors)} error(s); nothing was changed (see `correo validate`)", file=out)
+        return None
+    if not loaded.domains:
+        print(f"correo: no MailDomain found in {', '.join(paths)}", file=out)
+        return None
+    return loaded
+
+
+def _spec_hash(doc: loading.Document) -> str:
+    return hashlib.sha256(json.dumps(doc.obj.get("spec"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generations(loaded: loading.Loaded, previous: dict[str, dict] | None) -> dict[str, dict]:
+    """metadata.generation as an API server keeps it: +1 when the spec changes."""
+    out = {}
+    for doc in loaded.domains + loaded.mailboxes:
+        key = f"{doc.kind}/{doc.namespace}/{doc.name}"
+        old = (previous or {}).get(key)
+        h = _spec_hash(doc)
+        gen = 1 if old is None else old["generation"] + (old["specHash"] != h)
+        out[key] = {"generation": gen, "specHash": h}
+    return out
+
+
+def endpoints(host: str, ports: dict[str, int]) -> dict:
+    loop = "127.0.0.1"
+    return {
+        **{name: f"{host}:{ports[name]}" for name in stack.PUBLIC},
+        "relay": {"http": f"http://{loop}:{ports['relay_http']}"},
+        "queue": {"http": f"http://{loop}:{ports['queue_http']}", "lmtp": f"{loop}:{ports['queue_lmtp']}"},
+        "mailstore": {"http": f"http://{loop}:{ports['mailstore_http']}", "lmtp": f"{loop}:{ports['mailstore_lmtp']}"},
+    }
+
+
+def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str) -> list[str]:
+    """Two commands that work as printed: send with swaks, read with curl."""
+    people = []
+    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+        secrets = loaded.secrets_in(d.namespace)
+        for m in loaded.mailboxes_of(d):
+            spec = m.obj["spec"]
+            ref = spec["passwordSecretRef"]
+            secret = secrets.get(ref["name"])
+            pw = loading.secret_value(secret, ref.get("key", "password")) if secret else None
+            from correo_server import passwords
+            if pw and not passwords.is_hash(pw) and not spec.get("suspended"):
+                people.append((spec["address"], pw))
+        if len(people) >= 2:
+            break
+    if len(people) < 2:
+        return []
+    (frm, frm_pw), (to, to_pw) = people[0], people[1]
+    return [
+        f"swaks --server {host}:{ports['submission']} -tls --auth-user {frm} --auth-password '{frm_pw}' "
+        f"--from {frm} --to {to}",
+        f"curl -s --user '{to}:{to_pw}' 'imap://{host}:{ports['imap']}/INBOX;MAILINDEX=1'",
+    ]
+
+
+def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: str) -> str:
+    doms = ", ".join(sorted(d.obj["spec"]["domain"] for d in loaded.domains))
+    lines = [
+        "",
+        f"correo is up for {doms} ({len(loaded.mailboxes)} mailbox(es)), data in {layout.root}",
+        f"  SMTP        {host}:{ports['smtp']:<6} inbound, like port 25",
+        f"  submission  {host}:{ports['submission']:<6} STARTTLS + AUTH, like port 587",
+        f"  SMTPS       {host}:{ports['smtps']:<6} implicit TLS, like port 465",
+        f"  IMAP        {host}:{ports['imap']:<6} IMAPS {host}:{ports['imaps']}",
+        f"  POP3        {host}:{ports['pop3']:<6} POP3S {host}:{ports['pop3s']}",
+        "  TLS uses a self-signed certificate unless the YAML includes the TLS Secret.",
+        "",
+    ]
+    tries = try_it(loaded, ports, host)
+    if tries:
+        lines += ["Try it:", *(f"  {t}" for t in tries), ""]
+    lines += ["See what the mail is doing: correo status  ·  the queue: correo queue list  ·  stop: Ctrl-C", ""]
+    return "\n".join(lines)
+
+
+async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options) -> int:
+    previous = read_json(layout.state_file) or {}
+    ports = stack.choose_ports(options, previous.get("ports"))
+    busy = stack.busy_public_ports(options, ports)
+    if busy:
+        print(f"correo up: port(s) {', '.join(map(str, busy))} on {options.host} are in use "
+              "(another `correo up`?). Stop it, or move the ports with --port-base 10000.", file=sys.stderr)
+        return 1
+    stack.write_config(loaded, layout, ports, options)
+    state = {
+        "pid": os.getpid(), "data": str(layout.root), "paths": [str(Path(p).resolve()) for p in paths],
+        "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports),
+        "generations": generations(loaded, previous.get("generations")),
+        "options": {"portBase": options.port_base, "ephemeral": options.ephemeral, "dns": list(options.dns),
+                    "remoteSmtpPort": options.remote_smtp_port},
+    }
+    sup = Supervisor(layout, ports, log_format=args.log_format)
+    stop, hup = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)  # `correo apply` changed the domain configuration
+    try:
+        await sup.start()
+    except RuntimeError as exc:
+        print(f"correo up: {exc}", file=sys.stderr)
+        await sup.stop()
+        return 1
+    state["services"] = sup.pids()
+    write_json(layout.state_file, state)
+    print(banner(loaded, layout, ports, options.host), flush=True)
+
+    signature = stack.file_signature(paths)
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            current = read_json(layout.state_file) or state
+            paths = current.get("paths", paths)  # `correo apply PATH` may point elsewhere
+            now = stack.file_signature(paths)
+            restart = hup.is_set()
+            hup.clear()
+            if now != signature:
+                signature = now
+                restart |= await asyncio.to_thread(apply_once, paths, layout, options, ports) == "restart"
+            if restart and not stop.is_set():
+                log.info("domain_changed_restarting_services")
+                await sup.restart()
+            current = read_json(layout.state_file) or state
+            if current.get("services") != sup.pids():
+                current["services"] = sup.pids()
+                write_json(layout.state_file, current)
+    finally:
+        print("\ncorreo: stopping relay, queue and mailstore…", file=sys.stderr, flush=True)
+        await sup.stop()
+        layout.state_file.unlink(missing_ok=True)
+        print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
+    return 0
+
+
+def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: dict[str, int],
+               loaded: loading.Loaded | None = None) -> str | None:
+    """Re-load the YAML and rewrite the configuration.  Returns "restart" when
+    the domain configuration changed, "reloaded" when only the directory did,
+    None when nothing changed or the YAML is invalid (the old config stays)."""
+    loaded = loaded or _load(paths)
+    if loaded is None:
+        return None
+    config_changed, directory_changed = stack.write_config(loaded, layout, ports, options)
+    state = read_json(layout.state_file)
+    if state is not None:
+        state["generations"] = generations(loaded, state.get("generations"))
+        state["paths"] = [str(Path(p).resolve()) for p in paths]
+        write_json(layout.state_file, state)
+    if config_changed:
+        return "restart"
+    if directory_changed:
+        log.info("directory_reloaded", mailboxes=len(loaded.mailboxes))
+        return "reloaded"
+    return None
+
+
+def main(args) -> int:
+    logs.setup(args.log_format)
+    paths = default_paths(args.paths)
+    loaded = _load(paths)
+    if loaded is None:
+        return 1
+    layout = Layout.at(args.data)
+    if running_state(layout):
+        print(f"correo up: a stack is already running with data in {layout.root} "
+              f"(pid {running_state(layout)['pid']}); use `correo apply` to change it", file=sys.stderr)
+        return 1
+    layout.create()
+    options = stack.Options(
+        host=args.host,
+        port_base=0 if args.port_base is None else args.port_base,
+        ephemeral=getattr(args, "ephemeral_ports", False),
+        dns=tuple(args.dns),
+        remote_smtp_port=args.remote_smtp_port,
+    )
+    if not shutil.which("swaks"):
+        log.info("swaks_not_installed", hint="apt-get install swaks to use the try-it line")
+    return asyncio.run(_run(args, loaded, paths, layout, options))
+
+
+def apply(args) -> int:
+    """``correo apply``: push YAML changes into a running local stack."""
+    layout = Layout.at(args.data)
+    state = running_state(layout)
+    if state is None:
+        print(f"correo apply: no `correo up` is running with data in {layout.root}", file=sys.stderr)
+        return 1
+    paths = args.paths or state["paths"]
+    opts = state.get("options") or {}
+    options = stack.Options(host=state.get("host", "127.0.0.1"), port_base=opts.get("portBase", 0),
+                            ephemeral=opts.get("ephemeral", False), dns=tuple(opts.get("dns") or ()),
+                            remote_smtp_port=opts.get("remoteSmtpPort"))
+    loaded = _load(paths)
+    if loaded is None:
+        return 1
+    result = apply_once(paths, layout, options, state["ports"], loaded)
+    if result == "restart":
+        os.kill(state["pid"], signal.SIGHUP)
+        print("correo apply: the domain configuration changed; `correo up` restarts the services")
+    elif result == "reloaded":
+        print("correo apply: mailboxes updated; the services reload them without restarting")
+    else:
+        print("correo apply: nothing changed")
+    return 0

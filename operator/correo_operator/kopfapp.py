@@ -1,0 +1,344 @@
+"""The kopf wiring: when to reconcile, nothing more (``correo operator`` runs it).
+
+Handlers are thin: each one calls into ``reconcile.Reconciler`` (render and
+apply, then ``statuspoll.StatusWriter`` for status), or ``deletion``.  They
+return nothing; status is typed and written by ``statuspoll`` only, so nothing
+kopf-internal lands in ``status``.  kopf keeps its own bookkeeping in
+annotations under ``correo.dev/`` and uses the finalizer
+``correo.dev/finalizer`` on MailDomains.
+
+Triggers:
+
+* MailDomain created, updated or found at startup (resume): reconcile; kopf
+  retries on errors.
+* every ``--status-interval`` seconds per MailDomain (a timer): reconcile,
+  which writes nothing when nothing differs and repairs drift, then status.
+* a Mailbox event: reconcile the MailDomain whose domain or alias domains hold
+  the address's domain in the same namespace (a kopf index, no API call), and
+  the MailDomain it belonged to before if that differs; status-only changes of
+  a Mailbox are ignored.  A Mailbox without a MailDomain gets status
+  ``DomainNotFound``.  Mailboxes need no finalizer (see ``deletion``).
+* a Secret event for a Secret some MailDomain references: reconcile those.
+* MailDomain deleted: ``deletion.finalize_domain`` (reclaim policy).
+
+The operator runs as one replica by design (``standalone``: no peering); the
+chart's Deployment has ``replicas: 1`` and the ``Recreate`` strategy.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import structlog
+
+from correo_server import logs
+from correo_server.config import Listen
+from correo_server.sideport import SidePort
+
+from . import deletion, render as rendering
+from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
+from .opmetrics import OpMetrics
+from .reconcile import Reconciler, domain_for_mailbox
+from .statuspoll import HttpStatusReader, StatusWriter
+
+log = logs.get(__name__)
+
+GROUP, VERSION = MAILDOMAIN.group, MAILDOMAIN.version
+PREFIX = "correo.dev"
+
+# What kopf itself calls (watching, finalizer and annotation patches); the chart
+# grants the union of this and kube.PERMISSIONS, and the tests check that.
+KOPF_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
+    (GROUP, "maildomains"): frozenset({"list", "watch", "patch"}),
+    (GROUP, "mailboxes"): frozenset({"list", "watch"}),
+    ("", "secrets"): frozenset({"list", "watch"}),
+}
+# Only when watching all namespaces: kopf follows CRDs to notice new resources.
+KOPF_CLUSTER_PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
+}
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    status_interval: float = 30.0
+    metrics_port: int | None = 8080
+    metrics_host: str = "0.0.0.0"
+    image: str = rendering.DEFAULT_IMAGE
+    connection: Connection | None = None  # None: in-cluster or kubeconfig
+    status_fetch: Any = None  # URL -> status document; None: HTTP
+    debounce: float = 0.05
+
+
+@dataclass
+class Runtime:
+    """What the handlers share; built at startup."""
+
+    config: OperatorConfig
+    kube: Kube
+    metrics: OpMetrics
+    reconciler: Reconciler
+    writer: StatusWriter
+    sideport: SidePort | None = None
+    ready: bool = False
+    # fingerprints of what the last pass saw, to ignore our own status writes
+    seen_mailboxes: dict[str, tuple] = field(default_factory=dict)
+    seen_secrets: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def settings_for(config: OperatorConfig, settings: kopf.OperatorSettings | None = None) -> kopf.OperatorSettings:
+    settings = settings or kopf.OperatorSettings()
+    settings.persistence.finalizer = deletion.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.posting.enabled = False  # correo posts its own, typed Events
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
+    # Namespaced: no cluster-wide permissions, so no scanning of CRDs and namespaces.
+    settings.scanning.disabled = bool(config.namespaces)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 4
+    return settings
+
+
+def _fingerprint(mailbox: dict) -> tuple:
+    meta = mailbox["metadata"]
+    return (meta.get("generation"), bool(meta.get("deletionTimestamp")),
+            (mailbox.get("spec") or {}).get("address"))
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> dict[str, Any]:
+    """Register every handler into ``registry``; returns a holder whose ``runtime``
+    is filled at startup (tests read it)."""
+    holder: dict[str, Any] = {}
+
+    def rt() -> Runtime:
+        return holder["runtime"]
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        conn = config.connection or Connection.discover()
+        config.connection = conn
+        return kopf.ConnectionInfo(
+            server=conn.server, ca_path=conn.ca_path, insecure=conn.insecure or None,
+            scheme="Bearer" if conn.bearer() else None, token=conn.bearer(),
+            certificate_path=conn.cert_path, private_key_path=conn.key_path,
+            default_namespace=conn.default_namespace)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings_for(config, settings)
+        metrics = OpMetrics()
+        conn = config.connection or Connection.discover()
+        config.connection = conn
+        kube = HttpKube(conn, observer=metrics.api_request)
+        writer = StatusWriter(config.status_fetch or HttpStatusReader(), metrics=metrics)
+        reconciler = Reconciler(kube, image=config.image, after=writer, metrics=metrics, debounce=config.debounce)
+        runtime = holder["runtime"] = Runtime(config, kube, metrics, reconciler, writer)
+        _remember_fingerprints(runtime)
+        if config.metrics_port is not None:
+            runtime.sideport = SidePort(Listen(config.metrics_host, config.metrics_port), "operator",
+                                        metrics=metrics.registry, status=lambda: _status_doc(runtime),
+                                        ready=lambda: runtime.ready)
+            await runtime.sideport.start()
+        runtime.ready = True
+        log.info("operator started", namespaces=config.namespaces or "all", status_interval=config.status_interval,
+                 image=config.image, metrics_port=runtime.sideport.port if runtime.sideport else None)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        runtime = holder.get("runtime")
+        if runtime is None:
+            return
+        runtime.ready = False
+        if runtime.sideport:
+            await runtime.sideport.stop()
+        if isinstance(runtime.writer.fetch, HttpStatusReader):
+            await runtime.writer.fetch.close()
+        if isinstance(runtime.kube, HttpKube):
+            await runtime.kube.close()
+
+    @kopf.index(GROUP, VERSION, "maildomains", registry=registry)
+    def maildomain_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+        spec = body.get("spec") or {}
+        names = {str(spec.get("domain", "")).lower(), *(str(a).lower() for a in spec.get("aliasDomains") or [])}
+        return {(namespace, n): name for n in names if n}
+
+    async def reconcile_now(namespace: str, name: str, trigger: str) -> None:
+        with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
+            await rt().reconciler.run(namespace, name, trigger=trigger)
+
+    @kopf.on.resume(GROUP, VERSION, "maildomains", id="reconcile-on-resume", registry=registry)
+    async def domain_resumed(namespace: str, name: str, **_: Any) -> None:
+        await reconcile_now(namespace, name, "resume")
+
+    @kopf.on.create(GROUP, VERSION, "maildomains", id="reconcile-on-create", registry=registry)
+    async def domain_created(namespace: str, name: str, **_: Any) -> None:
+        await reconcile_now(namespace, name, "create")
+
+    @kopf.on.update(GROUP, VERSION, "maildomains", id="reconcile-on-update", registry=registry)
+    async def domain_updated(namespace: str, name: str, **_: Any) -> None:
+        await reconcile_now(namespace, name, "update")
+
+    @kopf.on.delete(GROUP, VERSION, "maildomains", id="reclaim", registry=registry)
+    async def domain_deleted(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
+            await deletion.finalize_domain(rt().kube, _plain(body))
+            rt().reconciler.forget(namespace, name)
+
+    @kopf.timer(GROUP, VERSION, "maildomains", id="resync", interval=config.status_interval,
+                initial_delay=config.status_interval, registry=registry)
+    async def domain_resync(namespace: str, name: str, **_: Any) -> None:
+        await reconcile_now(namespace, name, "resync")
+
+    @kopf.on.event(GROUP, VERSION, "mailboxes", id="mailbox-changed", registry=registry)
+    async def mailbox_event(event: dict, body: kopf.Body, namespace: str, name: str, uid: str,
+                            maildomain_names: kopf.Index, **_: Any) -> None:
+        runtime = rt()
+        kind = event.get("type")
+        mailbox = _plain(body)
+        with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="Mailbox"):
+            before = runtime.reconciler.mailbox_domain.get(uid)
+            if kind == "DELETED":
+                runtime.seen_mailboxes.pop(uid, None)
+                await deletion.mailbox_removed(runtime.reconciler, mailbox, before)
+                return
+            if kind != "ADDED" and runtime.seen_mailboxes.get(uid) == _fingerprint(mailbox):
+                return  # only its status (ours) or metadata changed
+            address_domain = str((mailbox.get("spec") or {}).get("address", "")).rpartition("@")[2].lower()
+            candidates = sorted(set(maildomain_names.get((namespace, address_domain), [])))
+            targets = {(namespace, candidates[0])} if candidates else set()
+            if before and before not in targets:
+                targets.add(before)
+            for target in sorted(targets):
+                await reconcile_now(*target, "mailbox")
+            if not candidates:
+                runtime.seen_mailboxes[uid] = _fingerprint(mailbox)
+                await runtime.writer.orphan(runtime.kube, mailbox, await _password_secret(runtime.kube, mailbox))
+
+    def secret_is_referenced(namespace: str, name: str, body: kopf.Body, **_: Any) -> bool:
+        runtime = holder.get("runtime")
+        if runtime is None or not runtime.reconciler.domains_using_secret(namespace, name):
+            return False
+        rv = body.get("metadata", {}).get("resourceVersion")
+        return runtime.seen_secrets.get((namespace, name)) != rv
+
+    @kopf.on.event("v1", "secrets", id="secret-changed", when=secret_is_referenced, registry=registry)
+    async def secret_event(namespace: str, name: str, **_: Any) -> None:
+        for target in sorted(rt().reconciler.domains_using_secret(namespace, name)):
+            await reconcile_now(*target, "secret")
+
+    return holder
+
+
+def _remember_fingerprints(runtime: Runtime) -> None:
+    """Wrap the status hook so that each pass records what it saw (for event filtering)."""
+    writer = runtime.writer
+
+    async def after(kube: Kube, outcome) -> int:
+        ns = outcome.inputs.domain["metadata"]["namespace"]
+        for mb in outcome.inputs.mailboxes:
+            runtime.seen_mailboxes[mb["metadata"]["uid"]] = _fingerprint(mb)
+        for name, secret in outcome.inputs.secrets.items():
+            runtime.seen_secrets[(ns, name)] = secret["metadata"].get("resourceVersion", "")
+        return await writer(kube, outcome)
+
+    runtime.reconciler.after = after
+
+
+async def _password_secret(kube: Kube, mailbox: dict) -> dict[str, dict]:
+    ref = (mailbox.get("spec") or {}).get("passwordSecretRef") or {}
+    if not ref.get("name"):
+        return {}
+    secret = await kube.get("v1", "Secret", mailbox["metadata"]["namespace"], ref["name"])
+    return {ref["name"]: secret} if secret else {}
+
+
+def _plain(body: Any) -> dict:
+    """A kopf Body as a plain dict (with apiVersion/kind)."""
+    import copy
+    return copy.deepcopy(dict(body))
+
+
+def _status_doc(runtime: Runtime) -> dict:
+    return {"service": "operator", "ready": runtime.ready, "passes": runtime.reconciler.passes,
+            "apiWrites": int(runtime.metrics.total_writes()),
+            "namespaces": runtime.config.namespaces or ["*"]}
+
+
+async def run(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any = None,
+              registry: kopf.OperatorRegistry | None = None) -> dict[str, Any]:
+    """Run the operator until ``stop_flag`` is set (or forever); returns the holder."""
+    registry = registry or kopf.OperatorRegistry()
+    holder = register(registry, config)
+    settings = settings_for(config)
+    await kopf.operator(
+        registry=registry, settings=settings, standalone=True,
+        clusterwide=not config.namespaces, namespaces=config.namespaces,
+        stop_flag=stop_flag, ready_flag=ready_flag, memo=kopf.Memo(),
+    )
+    return holder
+
+
+def setup_logging(level: str = "info") -> None:
+    """structlog JSON, with the object's namespace and name in kopf's own lines too."""
+    logs.setup("json", level=level, service="operator")
+    renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    pre_chain = [
+        structlog.contextvars.merge_contextvars,
+        _kopf_object_ref,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _service("operator"),
+    ]
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=pre_chain,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    logging.getLogger("kopf").setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _kopf_object_ref(_logger, _name, event_dict):
+    record = event_dict.get("_record")
+    ref = getattr(record, "k8s_ref", None) if record is not None else None
+    if isinstance(ref, dict):
+        event_dict.setdefault("namespace", ref.get("namespace"))
+        event_dict.setdefault("name", ref.get("name"))
+        event_dict.setdefault("kind", ref.get("kind"))
+    return event_dict
+
+
+def _service(name: str):
+    def processor(_logger, _method, event_dict):
+        event_dict.setdefault("service", name)
+        return event_dict
+    return processor
+
+
+def main(args) -> int:
+    """``correo operator``: args has ``namespace`` (list), ``status_interval``,
+    ``metrics_port`` and ``image``."""
+    setup_logging(os.environ.get("CORREO_LOG_LEVEL", "info"))
+    config = OperatorConfig(
+        namespaces=list(args.namespace or []),
+        status_interval=float(args.status_interval),
+        metrics_port=args.metrics_port,
+        image=args.image or os.environ.get("CORREO_IMAGE") or rendering.DEFAULT_IMAGE,
+    )
+    stop = threading.Event()
+    try:
+        asyncio.run(run(config, stop_flag=stop))
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    return 0

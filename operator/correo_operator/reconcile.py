@@ -1,0 +1,437 @@
+"""Reconcile one MailDomain: gather its inputs, render, apply what differs, prune.
+
+This is the operator's core, in plain async functions over the
+:class:`~correo_operator.kube.Kube` interface (tested against the API double,
+no kopf involved).  ``kopfapp`` only decides *when* to call it; ``statuspoll``
+turns the outcome and the services' ``/status`` into CR status; ``deletion``
+handles the finalizer; ``dkimkeys`` makes the DKIM key render mounts.
+
+One pass (:func:`reconcile_domain`):
+
+1. **gather**: the Mailboxes of the namespace whose address belongs to the
+   domain (not those being deleted), and the Secrets they and the domain
+   reference (a missing Secret is reported, never fatal);
+2. **render** (pure, in a worker thread: hashing plaintext passwords is slow);
+3. **compare** each rendered object with the live one: it is applied (server-side
+   apply, field manager ``correo``, forced) only when a field it sets differs
+   from the live object, or when the live object still carries a field
+   ``correo`` applied before and no longer renders.  Fields the API server
+   defaults, and fields other managers own, never cause a write, so a resync
+   with nothing new makes **zero** API writes, and drift (a child deleted or
+   edited by hand) is repaired by the next pass;
+4. **prune**: live objects labelled ``app.kubernetes.io/managed-by=correo`` and
+   ``app.kubernetes.io/instance=<domain>``, owned by this MailDomain, that the
+   renderer no longer produces are deleted (the DKIM key Secret is kept).
+
+:class:`Reconciler` serialises passes per MailDomain and coalesces bursts of
+triggers (1,000 Mailboxes created at once cost a couple of passes, not 1,000).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from correo_server import logs
+
+from . import dkimkeys, loading, render as rendering
+from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, Kube, b64
+
+log = logs.get(__name__)
+
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+# Every kind render may produce, so that a kind it stops producing is pruned too.
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
+    ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+    ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+# More referenced Secrets than this are read with one list of the namespace.
+SECRET_LIST_THRESHOLD = 8
+
+ObjKey = tuple[str, str, str]  # kind, namespace, name
+
+
+def obj_key(obj: dict) -> ObjKey:
+    return obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+# ---------------------------------------------------------------------------
+# Pure decisions
+# ---------------------------------------------------------------------------
+
+def belongs(mailbox: dict, domain: dict) -> bool:
+    """A Mailbox belongs to the MailDomain of its namespace that hosts its address's domain."""
+    return (mailbox["metadata"].get("namespace") == domain["metadata"].get("namespace")
+            and loading.address_domain(mailbox) in loading.domain_names(domain))
+
+
+def domain_for_mailbox(mailbox: dict, domains: list[dict]) -> dict | None:
+    """The MailDomain a Mailbox belongs to (the first by name if several claim it)."""
+    for domain in sorted(domains, key=lambda d: d["metadata"]["name"]):
+        if belongs(mailbox, domain) and not domain["metadata"].get("deletionTimestamp"):
+            return domain
+    return None
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """True when every field ``desired`` sets has the same value in ``live``.
+
+    Extra fields in ``live`` (server defaults, other managers) do not matter;
+    lists must have the same length and match item by item.
+    """
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return False
+        return all(contains(lv, dv) for lv, dv in zip(live, desired))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return live is desired
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return live == desired
+    return live == desired
+
+
+def field_paths(obj: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the leaf fields an object sets (a list counts as one leaf), as SSA tracks them."""
+    if isinstance(obj, dict) and obj:
+        out: set[tuple[str, ...]] = set()
+        for k, v in obj.items():
+            out |= field_paths(v, prefix + (k,))
+        return out
+    return {prefix} if prefix else set()
+
+
+def _apply_paths(obj: dict) -> set[tuple[str, ...]]:
+    paths = set()
+    for p in field_paths({k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}):
+        if p[0] == "metadata" and len(p) > 1 and p[1] in ("name", "namespace"):
+            continue
+        paths.add(p)
+    return paths
+
+
+def owned_paths(live: dict, manager: str = FIELD_MANAGER) -> set[tuple[str, ...]] | None:
+    """The fields ``manager`` owns by apply, from ``managedFields`` (None when not published).
+
+    FieldsV1 keys ``f:name`` are fields; ``k:``/``v:``/``i:`` keys address list
+    items, and the path is cut at the list, which is how :func:`field_paths` sees it.
+    """
+    entries = [m for m in (live.get("metadata") or {}).get("managedFields") or []
+               if m.get("manager") == manager and m.get("operation") == "Apply" and not m.get("subresource")]
+    if not entries:
+        return None
+    out: set[tuple[str, ...]] = set()
+
+    def walk(node: dict, prefix: tuple[str, ...]) -> None:
+        fields = {k: v for k, v in node.items() if k.startswith("f:")}
+        if len(fields) < len([k for k in node if k != "."]):  # list item keys: the list is the leaf
+            out.add(prefix)
+            return
+        if not fields:
+            if prefix:
+                out.add(prefix)
+            return
+        for k, v in fields.items():
+            walk(v if isinstance(v, dict) else {}, prefix + (k[2:],))
+
+    for entry in entries:
+        walk(entry.get("fieldsV1") or {}, ())
+    return out
+
+
+def needs_apply(desired: dict, live: dict | None, manager: str = FIELD_MANAGER) -> bool:
+    """Whether applying ``desired`` would change ``live``."""
+    if live is None:
+        return True
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")}
+    if not contains(live, body):
+        return True
+    owned = owned_paths(live, manager)
+    if owned is None:
+        return False
+    wanted = _apply_paths(desired)
+    # Something correo applied earlier and no longer renders must be removed.
+    return any(not any(w[:len(p)] == p or p[:len(w)] == w for w in wanted) for p in owned)
+
+
+@dataclass
+class Plan:
+    apply: list[dict] = field(default_factory=list)
+    delete: list[dict] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def plan_changes(domain: dict, desired: list[dict], live: list[dict], *, keep: set[str] = frozenset()) -> Plan:
+    """What to apply and what to prune; ``keep`` names Secrets never pruned."""
+    live_by_key = {obj_key(o): o for o in live}
+    desired_keys = set()
+    plan = Plan()
+    for obj in desired:
+        key = obj_key(obj)
+        desired_keys.add(key)
+        current = live_by_key.get(key)
+        if current is not None and current["metadata"].get("deletionTimestamp"):
+            continue  # being deleted: re-created by a later pass once gone
+        if needs_apply(obj, current):
+            plan.apply.append(obj)
+        else:
+            plan.unchanged += 1
+    uid = domain["metadata"].get("uid")
+    for key, obj in sorted(live_by_key.items()):
+        if key in desired_keys or obj["metadata"].get("deletionTimestamp"):
+            continue
+        if obj["kind"] == "Secret" and key[2] in keep:
+            continue
+        owners = obj["metadata"].get("ownerReferences") or []
+        if uid and any(o.get("uid") == uid for o in owners):
+            plan.delete.append(obj)
+    return plan
+
+
+def for_apply(obj: dict) -> dict:
+    """The object as an apply configuration: Secrets carry ``data`` (what the API stores)."""
+    if obj.get("kind") == "Secret" and obj.get("stringData"):
+        obj = copy.deepcopy(obj)
+        data = obj.setdefault("data", {})
+        for k, v in obj.pop("stringData").items():
+            data[k] = b64(str(v))
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# One pass
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Inputs:
+    domain: dict
+    mailboxes: list[dict]
+    secrets: dict[str, dict]
+    missing_secrets: set[str]
+    dkim_public_key: str | None = None
+
+
+@dataclass
+class Outcome:
+    inputs: Inputs
+    children: list[dict]  # the live children after the pass
+    applied: list[ObjKey] = field(default_factory=list)
+    deleted: list[ObjKey] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def writes(self) -> int:
+        return len(self.applied) + len(self.deleted)
+
+
+async def gather(kube: Kube, domain: dict) -> Inputs:
+    """The domain's Mailboxes and referenced Secrets, as the API has them now."""
+    domain = loading.apply_defaults(domain)
+    ns = domain["metadata"]["namespace"]
+    mailboxes = [loading.apply_defaults(m) for m in await kube.list(MAILBOX.api_version, "Mailbox", ns)
+                 if belongs(m, domain) and not m["metadata"].get("deletionTimestamp")]
+    mailboxes.sort(key=lambda m: m["metadata"]["name"])
+    wanted = rendering.referenced_secrets(domain, mailboxes)
+    secrets: dict[str, dict] = {}
+    if len(wanted) > SECRET_LIST_THRESHOLD:
+        for s in await kube.list("v1", "Secret", ns):
+            if s["metadata"]["name"] in wanted:
+                secrets[s["metadata"]["name"]] = s
+    else:
+        for name in sorted(wanted):
+            s = await kube.get("v1", "Secret", ns, name)
+            if s is not None:
+                secrets[name] = s
+    missing = set(wanted) - set(secrets)
+    return Inputs(domain, mailboxes, secrets, missing)
+
+
+async def list_children(kube: Kube, domain: dict, kinds: tuple[tuple[str, str], ...] = CHILD_KINDS) -> list[dict]:
+    ns, name = domain["metadata"]["namespace"], domain["metadata"]["name"]
+    labels = {LABEL_INSTANCE: name, LABEL_MANAGED_BY: rendering.MANAGED_BY}
+    out: list[dict] = []
+    for api_version, kind in kinds:
+        for obj in await kube.list(api_version, kind, ns, labels=labels):
+            obj.setdefault("apiVersion", api_version)
+            obj.setdefault("kind", kind)
+            out.append(obj)
+    return out
+
+
+async def reconcile_domain(kube: Kube, domain: dict, *, image: str = rendering.DEFAULT_IMAGE,
+                           render_fn: Callable[..., list[dict]] = rendering.render) -> Outcome:
+    """One pass for one MailDomain (see the module docstring).  Never raises for a
+    missing Secret; API errors propagate (the caller retries)."""
+    started = time.monotonic()
+    ns, name = domain["metadata"]["namespace"], domain["metadata"]["name"]
+    bound = log.bind(namespace=ns, name=name, kind="MailDomain")
+    inputs = await gather(kube, domain)
+    dkim_name = rendering.dkim_secret_name(inputs.domain)
+    if inputs.domain["spec"]["dkim"]["enabled"]:
+        secret = await dkimkeys.ensure(kube, inputs.domain, inputs.secrets.get(dkim_name))
+        inputs.secrets[dkim_name] = secret
+        inputs.missing_secrets.discard(dkim_name)
+        inputs.dkim_public_key = dkimkeys.public_key_b64(secret)
+    else:
+        inputs.missing_secrets.discard(dkim_name)
+    desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image)
+    desired = [for_apply(o) for o in desired]
+    kinds = tuple(dict.fromkeys(CHILD_KINDS + tuple((o["apiVersion"], o["kind"]) for o in desired)))
+    live = await list_children(kube, inputs.domain, kinds)
+    plan = plan_changes(inputs.domain, desired, live, keep={dkim_name})
+    current = {obj_key(o): o for o in live}
+    outcome = Outcome(inputs, [])
+    for obj in plan.apply:
+        key = obj_key(obj)
+        current[key] = await kube.apply(obj)
+        outcome.applied.append(key)
+        bound.info("applied", object=f"{key[0]}/{key[2]}", created=key not in {obj_key(o) for o in live})
+    for obj in plan.delete:
+        key = obj_key(obj)
+        await kube.delete(obj["apiVersion"], obj["kind"], key[1], key[2])
+        current.pop(key, None)
+        outcome.deleted.append(key)
+        bound.info("pruned", object=f"{key[0]}/{key[2]}")
+    if inputs.missing_secrets:
+        bound.warning("secrets missing", secrets=sorted(inputs.missing_secrets))
+    outcome.children = list(current.values())
+    outcome.seconds = time.monotonic() - started
+    bound.info("reconciled", mailboxes=len(inputs.mailboxes), applied=len(outcome.applied),
+               pruned=len(outcome.deleted), unchanged=plan.unchanged, seconds=round(outcome.seconds, 3))
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# Serialised, coalesced passes
+# ---------------------------------------------------------------------------
+
+DomainKey = tuple[str, str]  # namespace, MailDomain name
+AfterPass = Callable[[Kube, Outcome], Awaitable[None]]
+
+
+@dataclass
+class _KeyState:
+    pending: asyncio.Future | None = None
+    worker: asyncio.Task | None = None
+
+
+class Reconciler:
+    """Runs :func:`reconcile_domain` (then ``after``, e.g. the status update) for a
+    MailDomain, one pass at a time per MailDomain.
+
+    :meth:`run` returns the outcome of a pass that *started after* the call, so
+    a caller always sees its trigger's effect; callers arriving while a pass runs
+    share the next one.  It also remembers which Secrets and Mailboxes each
+    MailDomain used, so that Secret and Mailbox events find their MailDomains.
+    """
+
+    def __init__(self, kube: Kube, *, image: str = rendering.DEFAULT_IMAGE, after: AfterPass | None = None,
+                 debounce: float = 0.05, metrics: Any = None,
+                 render_fn: Callable[..., list[dict]] = rendering.render) -> None:
+        self.kube = kube
+        self.image = image
+        self.after = after
+        self.debounce = debounce
+        self.metrics = metrics
+        self.render_fn = render_fn
+        self._state: dict[DomainKey, _KeyState] = {}
+        self.secret_refs: dict[tuple[str, str], set[str]] = {}  # (ns, secret) -> MailDomain names
+        self.mailbox_domain: dict[str, DomainKey] = {}  # Mailbox uid -> its MailDomain at the last pass
+        self.passes = 0
+
+    # -- lookups for the event handlers -------------------------------------
+    def domains_using_secret(self, namespace: str, name: str) -> set[DomainKey]:
+        return {(namespace, d) for d in self.secret_refs.get((namespace, name), ())}
+
+    def _remember(self, outcome: Outcome) -> None:
+        ns, name = outcome.inputs.domain["metadata"]["namespace"], outcome.inputs.domain["metadata"]["name"]
+        self.forget(ns, name)
+        for secret in rendering.referenced_secrets(outcome.inputs.domain, outcome.inputs.mailboxes):
+            self.secret_refs.setdefault((ns, secret), set()).add(name)
+        for mb in outcome.inputs.mailboxes:
+            if mb["metadata"].get("uid"):
+                self.mailbox_domain[mb["metadata"]["uid"]] = (ns, name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k, v in self.secret_refs.items() if k[0] == namespace and name in v]:
+            self.secret_refs[key].discard(name)
+            if not self.secret_refs[key]:
+                del self.secret_refs[key]
+        for uid in [u for u, k in self.mailbox_domain.items() if k == (namespace, name)]:
+            del self.mailbox_domain[uid]
+
+    # -- passes ------------------------------------------------------------------
+    async def run(self, namespace: str, name: str, *, trigger: str = "manual") -> Outcome | None:
+        """Reconcile now (or right after the pass in progress); None when the
+        MailDomain is gone or being deleted."""
+        key = (namespace, name)
+        state = self._state.setdefault(key, _KeyState())
+        if state.pending is None:
+            state.pending = asyncio.get_running_loop().create_future()
+        fut = state.pending
+        if state.worker is None or state.worker.done():
+            state.worker = asyncio.create_task(self._work(key, state, trigger), name=f"reconcile {namespace}/{name}")
+        return await asyncio.shield(fut)
+
+    async def _work(self, key: DomainKey, state: _KeyState, trigger: str) -> None:
+        with structlog.contextvars.bound_contextvars(namespace=key[0], name=key[1], kind="MailDomain"):
+            if self.debounce:
+                await asyncio.sleep(self.debounce)
+            while state.pending is not None:
+                fut, state.pending = state.pending, None
+                try:
+                    result = await self._once(key, trigger)
+                except asyncio.CancelledError:
+                    if not fut.done():
+                        fut.cancel()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                    if not fut.done():
+                        fut.set_exception(exc)
+                        fut.exception()  # mark retrieved: waiters may have gone
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
+        if self._state.get(key) is state and state.pending is None:
+            del self._state[key]
+
+    async def _once(self, key: DomainKey, trigger: str) -> Outcome | None:
+        ns, name = key
+        started = time.monotonic()
+        domain = await self.kube.get(MAILDOMAIN.api_version, "MailDomain", ns, name)
+        if domain is None or domain["metadata"].get("deletionTimestamp"):
+            self.forget(ns, name)
+            return None
+        self.passes += 1
+        try:
+            outcome = await reconcile_domain(self.kube, domain, image=self.image, render_fn=self.render_fn)
+            self._remember(outcome)
+            if self.after is not None:
+                await self.after(self.kube, outcome)
+        except Exception as exc:
+            if self.metrics:
+                self.metrics.reconciled(trigger, ok=False, seconds=time.monotonic() - started)
+            log.error("reconcile failed", namespace=ns, name=name, trigger=trigger,
+                      error=f"{type(exc).__name__}: {exc}")
+            raise
+        if self.metrics:
+            self.metrics.reconciled(trigger, ok=True, seconds=time.monotonic() - started)
+        return outcome
+
+    async def idle(self) -> None:
+        """Wait until no pass is running or pending (for tests and the benchmark)."""
+        while True:
+            workers = [s.worker for s in self._state.values() if s.worker and not s.worker.done()]
+            if not workers:
+                return
+            await asyncio.gather(*workers, return_exceptions=True)

@@ -1,0 +1,180 @@
+"""Status from the data plane: read the services' ``/status``, write CR status.
+
+After every reconcile pass (and so on every resync of the status timer),
+:class:`StatusWriter` reads the queue's and the mailstore's ``GET /status``
+through their Services (``render.service_urls``), the children's readiness
+(ready/wanted replicas of the relay Deployment and the two StatefulSets), which
+referenced Secrets exist, and the DKIM public key; it builds MailDomain and
+Mailbox status with the shared pure functions of ``status`` (the same ones
+``correo status`` uses locally), and patches the ``status`` subresource only
+when the document differs from what the object already has.  Transitions
+(delayed, bounced, quota exceeded, ready) become Kubernetes Events.
+
+An unreachable status endpoint is an observation (``None``), not an error.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from correo_server import logs
+
+from . import render as rendering
+from . import status as statusmod
+from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
+from .reconcile import LABEL_COMPONENT, Outcome
+
+log = logs.get(__name__)
+
+Fetch = Callable[[str], Awaitable[dict | None]]
+Clock = Callable[[], datetime]
+
+
+class HttpStatusReader:
+    """``GET <url>`` → the JSON document, or None when it cannot be read."""
+
+    def __init__(self, timeout: float = 3.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, url: str) -> dict | None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.get(url, headers={"Accept": "application/json"}) as rsp:
+                if rsp.status != 200:
+                    return None
+                doc = json.loads(await rsp.text())
+                return doc if isinstance(doc, dict) else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError):
+            return None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [strip_none(v) for v in value]
+    return value
+
+
+def availability(children: list[dict]) -> dict[str, tuple[int, int]]:
+    """(ready, wanted) replicas of relay, queue and mailstore from the live workloads."""
+    out: dict[str, tuple[int, int]] = {}
+    for obj in children:
+        if obj.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        component = (obj["metadata"].get("labels") or {}).get(LABEL_COMPONENT)
+        if component in ("relay", "queue", "mailstore"):
+            wanted = int((obj.get("spec") or {}).get("replicas", 1))
+            ready = int((obj.get("status") or {}).get("readyReplicas") or 0)
+            out[component] = (ready, wanted)
+    return out
+
+
+def _service_host(svc: dict) -> str:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    if (svc.get("spec") or {}).get("type") == "LoadBalancer" and ingress:
+        return ingress[0].get("hostname") or ingress[0].get("ip") or ""
+    meta = svc["metadata"]
+    return f"{meta['name']}.{meta['namespace']}.svc"
+
+
+def endpoints(domain: dict, children: list[dict]) -> dict[str, str]:
+    """Where clients reach the domain's services, from the live Services."""
+    names = rendering.names(domain)
+    out: dict[str, str] = {}
+    for svc in children:
+        if svc.get("kind") != "Service":
+            continue
+        name = svc["metadata"]["name"]
+        if name not in (names["relay"], names["mailstore"]):
+            continue
+        host = _service_host(svc)
+        if not host:
+            continue
+        for port in (svc.get("spec") or {}).get("ports") or []:
+            if port.get("name") in ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s"):
+                out[port["name"]] = f"{host}:{port['port']}"
+    for component, url in rendering.service_urls(domain).items():
+        out[f"{component}Status"] = f"{url}/status"
+    return out
+
+
+def secret_keys(secrets: dict[str, dict]) -> dict[str, frozenset[str]]:
+    return {name: frozenset((s.get("data") or {}).keys() | (s.get("stringData") or {}).keys())
+            for name, s in secrets.items()}
+
+
+async def write_status(kube: Kube, obj: dict, new: dict) -> bool:
+    """Patch ``obj``'s status to ``new`` when different; post Events for transitions."""
+    old = obj.get("status") or {}
+    patch = json_merge_diff(strip_none(old), strip_none(new))
+    if patch is None:
+        return False
+    meta = obj["metadata"]
+    resource = MAILDOMAIN if obj["kind"] == "MailDomain" else MAILBOX
+    updated = await kube.patch_status(resource.api_version, obj["kind"], meta["namespace"], meta["name"], patch)
+    if updated is None:
+        return False
+    for etype, reason, message in statusmod.transitions(old, new):
+        try:
+            await kube.post_event(updated, type=etype, reason=reason, message=message)
+        except Exception as exc:  # noqa: BLE001 - an Event is worth less than the status
+            log.warning("event not posted", namespace=meta["namespace"], name=meta["name"], reason=reason,
+                        error=str(exc))
+    return True
+
+
+class StatusWriter:
+    """The ``after`` hook of the Reconciler: status for a MailDomain and its Mailboxes."""
+
+    def __init__(self, fetch: Fetch | None = None, *, clock: Clock = statusmod.now_utc, metrics: Any = None) -> None:
+        self.fetch = fetch or HttpStatusReader()
+        self.clock = clock
+        self.metrics = metrics
+
+    async def observe(self, outcome: Outcome) -> statusmod.Observed:
+        domain = outcome.inputs.domain
+        urls = rendering.service_urls(domain)
+        components = [c for c in ("relay", "queue", "mailstore") if c in urls]
+        docs = await asyncio.gather(*(self.fetch(urls[c] + "/status") for c in components))
+        found = dict(zip(components, docs))
+        if self.metrics:
+            for c, doc in found.items():
+                self.metrics.status_read(c, ok=doc is not None)
+        return statusmod.Observed(
+            relay=found.get("relay"), queue=found.get("queue"), mailstore=found.get("mailstore"),
+            availability=availability(outcome.children),
+            secret_keys=secret_keys(outcome.inputs.secrets),
+            dkim_public_key=outcome.inputs.dkim_public_key,
+            endpoints=endpoints(domain, outcome.children),
+        )
+
+    async def __call__(self, kube: Kube, outcome: Outcome) -> int:
+        observed = await self.observe(outcome)
+        now = self.clock()
+        domain = outcome.inputs.domain
+        writes = 0
+        new = statusmod.domain_status(domain, outcome.inputs.mailboxes, observed=observed, now=now)
+        writes += await write_status(kube, domain, new)
+        for mailbox in outcome.inputs.mailboxes:
+            new = statusmod.mailbox_status(mailbox, domain, observed=observed, now=now)
+            writes += await write_status(kube, mailbox, new)
+        if self.metrics and writes:
+            self.metrics.status_patched(writes)
+        return writes
+
+    async def orphan(self, kube: Kube, mailbox: dict, secrets: dict[str, dict] | None = None) -> bool:
+        """Status of a Mailbox that no MailDomain serves (reason DomainNotFound)."""
+        observed = statusmod.Observed(secret_keys=secret_keys(secrets or {}))
+        new = statusmod.mailbox_status(mailbox, None, observed=observed, now=self.clock())
+        return await write_status(kube, mailbox, new)

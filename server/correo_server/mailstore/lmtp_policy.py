@@ -64,6 +64,14 @@ def too_big(limit: int) -> Reply:
     return Reply(552, "5.3.4", f"message is larger than {limit} octets")
 
 
+def over_quota_reply(address: str, over_quota_policy: str) -> Reply:
+    """``mailstore.overQuota``: "reject" bounces at once, "defer" lets the queue
+    retry (until its give-up time) in case the owner makes room."""
+    if over_quota_policy == "defer":
+        return Reply(452, "4.2.2", f"<{address}>: mailbox is over quota, try again later")
+    return Reply(552, "5.2.2", f"<{address}>: mailbox is over quota")
+
+
 def stored(address: str, uid: int | None = None) -> Reply:
     suffix = f" (uid {uid})" if uid is not None else ""
     return Reply(250, "2.0.0", f"<{address}> delivered{suffix}")
@@ -100,9 +108,7 @@ def delivery_reply(address: str, entry: MailboxEntry | None, *, message_bytes: i
     if free_bytes is not None and free_bytes - message_bytes < min_free_bytes:
         return disk_full()
     if over_quota(used_bytes, message_bytes, entry.quota_bytes):
-        if over_quota_policy == "defer":
-            return Reply(452, "4.2.2", f"<{address}>: mailbox is over quota, try again later")
-        return Reply(552, "5.2.2", f"<{address}>: mailbox is over quota")
+        return over_quota_reply(address, over_quota_policy)
     return None
 
 

@@ -284,9 +284,9 @@ class Pop3Session:
     async def line(self, parsed: Command | CommandError) -> Reply:
         """Handle one command line, already parsed (or the parse error)."""
         if isinstance(parsed, CommandError):
-            return self._bad(str(parsed))
+            return self.bad(str(parsed))
         if parsed.name not in self.state.allowed:
-            return self._bad(f"{parsed.name} is not valid in the {self.state.name} state.")
+            return self.bad(f"{parsed.name} is not valid in the {self.state.name} state.")
         reply = await self.state.handle(self, parsed)
         if reply.ok:
             self.bad_commands = 0
@@ -296,7 +296,7 @@ class Pop3Session:
         assert isinstance(self.state, Authorization)
         return await self.state.sasl_response(self, response)
 
-    def _bad(self, text: str) -> Reply:
+    def bad(self, text: str) -> Reply:
         self.bad_commands += 1
         if self.bad_commands >= MAX_BAD_COMMANDS:
             return err("Too many bad commands; closing.", then=Then.CLOSE)

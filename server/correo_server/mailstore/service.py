@@ -1,0 +1,200 @@
+"""``MailstoreService``: the mailstore pod, as ``correo serve mailstore`` runs it.
+
+Builds the :class:`~.context.MailstoreContext` from a configuration folder
+(the directory reloaded when its file changes, the :class:`~.store.Store`
+on ``mailstore.dataDir``, TLS that follows its certificate files, the login
+throttle, one connection gate per protocol family), then starts:
+
+========  ============================================  =====================
+name      what                                          when
+========  ============================================  =====================
+lmtp      delivery from the queue (:mod:`.lmtp`)        always
+imap      IMAP4rev1 with STARTTLS (:mod:`.imap.server`) ``imapEnabled``
+imaps     IMAP over implicit TLS                        ``imapEnabled`` + TLS
+pop3      POP3 with STLS (:mod:`.pop3.server`)          ``pop3Enabled``
+pop3s     POP3 over implicit TLS                        ``pop3Enabled`` + TLS
+http      the side port: /healthz /readyz /metrics      always
+          /status (:mod:`.status`)
+========  ============================================  =====================
+
+``start()`` returns listener name → bound port; ``stop()`` stops accepting,
+lets deliveries being stored finish, ends the sessions and closes the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from .. import logs
+from ..config import ServerConfig
+from ..directory import watch_directory
+from ..guard import ConnectionGate, LoginThrottle
+from ..metrics import Registry
+from ..sideport import SidePort
+from ..tlsfiles import ServerTLS
+from . import lmtp, status
+from .context import MailstoreContext
+from .pop3 import server as pop3server
+from .store import Store
+
+log = logs.get(__name__)
+
+USAGE_REFRESH_SECONDS = 30.0
+
+
+class MailstoreService:
+    def __init__(self, config: ServerConfig, config_dir: str) -> None:
+        self.config = config
+        self.config_dir = config_dir
+        self.ctx: MailstoreContext | None = None
+        self.data_dir = config.path(config.mailstore.data_dir)
+        self._servers: dict[str, asyncio.AbstractServer] = {}
+        self._sideport: SidePort | None = None
+        self._listening = False
+        self._usage: dict[str, status.Usage] = {}
+        self._refresher: asyncio.Task | None = None
+
+    # -- building --------------------------------------------------------------------
+    def _context(self) -> MailstoreContext:
+        cfg = self.config
+        m = cfg.mailstore
+        directory = watch_directory(
+            self.config_dir, cfg,
+            on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
+            on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)),
+        )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return MailstoreContext(
+            config=cfg,
+            directory=directory,
+            store=Store.from_config(cfg, directory),
+            tls=ServerTLS.from_config(cfg),
+            throttle=LoginThrottle.from_settings(cfg.auth),
+            metrics=Registry(),
+            imap_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
+            pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> dict[str, int]:
+        ctx = self.ctx = self._context()
+        m = self.config.mailstore
+        self._register_metrics(ctx.metrics)
+        try:
+            self._servers["lmtp"] = await lmtp.serve_lmtp(ctx, m.lmtp)
+            if m.imap_enabled:
+                from .imap.server import serve_imap  # the IMAP server (imported only when enabled)
+                self._servers["imap"] = await serve_imap(ctx, m.imap)
+                if ctx.tls is not None:
+                    self._servers["imaps"] = await serve_imap(ctx, m.imaps, implicit_tls=True)
+            if m.pop3_enabled:
+                self._servers["pop3"] = await pop3server.serve_pop3(ctx, m.pop3)
+                if ctx.tls is not None:
+                    self._servers["pop3s"] = await pop3server.serve_pop3(ctx, m.pop3s, implicit_tls=True)
+            self._sideport = SidePort(m.http, "mailstore", metrics=ctx.metrics,
+                                      status=self.status_document, ready=self.ready)
+            http_port = await self._sideport.start()
+        except BaseException:
+            await self.stop()
+            raise
+        ports = {name: server.sockets[0].getsockname()[1] for name, server in self._servers.items()}
+        ports["http"] = http_port
+        self._listening = True
+        self._refresher = asyncio.create_task(self._refresh_usage_forever())
+        log.info("mailstore_listening", ports=ports, data_dir=str(self.data_dir), tls=ctx.tls is not None)
+        return ports
+
+    async def stop(self) -> None:
+        self._listening = False
+        if self._refresher is not None:
+            self._refresher.cancel()
+            try:
+                await self._refresher
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._refresher = None
+        if self._sideport is not None:
+            await self._sideport.stop()
+            self._sideport = None
+        servers, self._servers = self._servers, {}
+        for name, server in servers.items():
+            try:
+                if name == "lmtp":
+                    await lmtp.shutdown(server)
+                elif name in ("pop3", "pop3s"):
+                    await pop3server.shutdown(server)
+                else:
+                    await self._shutdown_imap(server)
+            except Exception as exc:  # keep closing the others
+                log.warning("listener_close_failed", listener=name, error=str(exc))
+        if self.ctx is not None:
+            await self.ctx.store.close()
+
+    async def _shutdown_imap(self, server: asyncio.AbstractServer) -> None:
+        try:
+            from .imap.server import shutdown as imap_shutdown  # if the IMAP server offers one
+        except ImportError:
+            imap_shutdown = None
+        if imap_shutdown is not None:
+            await imap_shutdown(server)
+        else:
+            server.close()
+            await server.wait_closed()
+
+    # -- side port ---------------------------------------------------------------------
+    def _writable(self) -> bool:
+        probe = self.data_dir / f".readyz-{os.getpid()}"
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"ok")
+            probe.unlink()
+            return True
+        except OSError:
+            return False
+
+    async def ready(self) -> bool:
+        """Listening, and the data folder takes writes."""
+        return self._listening and await asyncio.to_thread(self._writable)
+
+    async def _refresh_usage(self) -> dict[str, status.Usage]:
+        assert self.ctx is not None
+        store = self.ctx.store
+        fresh: dict[str, status.Usage] = {}
+        for entry in self.ctx.directory.get():
+            address = entry.address.lower()
+            try:
+                u = await store.usage(address)
+            except Exception as exc:  # one broken mailbox must not hide the others
+                log.warning("usage_failed", mailbox=address, error=str(exc))
+                u = self._usage.get(address, status.Usage())
+            fresh[address] = status.Usage(u.messages, u.bytes, store.last_delivery(address))
+        self._usage = fresh
+        return fresh
+
+    async def _refresh_usage_forever(self) -> None:
+        while True:
+            try:
+                await self._refresh_usage()
+            except Exception as exc:
+                log.warning("usage_refresh_failed", error=str(exc))
+            await asyncio.sleep(USAGE_REFRESH_SECONDS)
+
+    async def status_document(self) -> status.MailstoreStatus:
+        assert self.ctx is not None
+        usage = await self._refresh_usage()
+        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=time.time())
+
+    def _register_metrics(self, metrics: Registry) -> None:
+        lmtp.register_metrics(metrics)
+        metrics.counter("mailstore_sessions_total", "Sessions opened, by protocol")
+        metrics.counter("mailstore_logins_total", "Login attempts, by protocol and result (ok, failed)")
+        metrics.gauge_fn("mailstore_stored_bytes", "Octets stored, all mailboxes and folders",
+                         lambda: [({}, sum(u.bytes for u in self._usage.values()))])
+        metrics.gauge_fn("mailstore_stored_messages", "Messages stored, all mailboxes and folders",
+                         lambda: [({}, sum(u.messages for u in self._usage.values()))])
+        metrics.gauge_fn("mailstore_mailbox_bytes", "Octets stored per mailbox",
+                         lambda: [({"mailbox": a}, u.bytes) for a, u in sorted(self._usage.items())])
+        metrics.gauge_fn("mailstore_mailbox_quota_bytes", "Quota per mailbox (0: none)",
+                         lambda: [({"mailbox": e.address.lower()}, e.quota_bytes)
+                                  for e in self.ctx.directory.get()] if self.ctx else [])

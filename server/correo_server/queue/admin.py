@@ -1,0 +1,253 @@
+"""Managing a running queue: the admin HTTP API and ``correo queue``.
+
+HTTP, on the queue's side port next to ``/status`` (like ``mailq``,
+``postqueue -f``, ``postsuper -d``)::
+
+    GET    /queue                 every message, each recipient's state
+    GET    /queue/{id}            one message with the attempt history
+    POST   /queue/{id}/retry      attempt its undelivered recipients now
+    POST   /queue/retry-all       the same for every message
+    DELETE /queue/{id}            remove it (no notice is sent)
+
+The side port is internal (the Service is not exposed outside the cluster and
+the NetworkPolicy admits only the operator); ``correo queue`` finds it through
+``--url`` or the local stack's ``<data>/state.json``.
+
+:func:`cli` is what ``correo queue list|show|retry|delete`` runs (argument
+parsing is the operator CLI's); it uses only the standard library.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..sideport import SidePort
+from ..statusdoc import rfc3339
+from .records import Message
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+
+def message_summary(msg: Message, *, detail: bool = False) -> dict[str, Any]:
+    env = msg.env
+    out: dict[str, Any] = {
+        "id": env.id, "size": env.size, "arrival": rfc3339(env.arrival), "sender": env.sender,
+        "domain": env.domain, "recipients": [],
+    }
+    if env.notice:
+        out["notice"] = {"kind": env.notice, "about": env.about}
+    for r in msg.rcpts:
+        item: dict[str, Any] = {
+            "address": r.rcpt.address, "state": r.state, "attempts": r.attempt_count,
+            "nextAttempt": rfc3339(r.next_attempt) if not r.final else None,
+            "lastReply": r.reply or None, "destination": r.destination or None,
+        }
+        if r.rcpt.original and r.rcpt.original != r.rcpt.address:
+            item["original"] = r.rcpt.original
+        if detail:
+            item["local"] = r.rcpt.local
+            item["history"] = [{"time": rfc3339(a.time), "server": a.server, "reply": a.reply} for a in r.attempts]
+        out["recipients"].append(item)
+    if detail:
+        out["senderMailbox"] = env.sender_mailbox or None
+        out["smtputf8"] = env.smtputf8
+        out["body"] = env.body
+        out["delayedNoticeSent"] = msg.delayed_notified
+    return out
+
+
+class AdminSidePort(SidePort):
+    """The queue's side port: the shared endpoints plus the admin API."""
+
+    def __init__(self, *args, runner: "Runner", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.runner = runner
+
+    def app(self) -> web.Application:
+        app = super().app()
+        app.router.add_get("/queue", self._list)
+        app.router.add_post("/queue/retry-all", self._retry_all)
+        app.router.add_get("/queue/{id}", self._show)
+        app.router.add_post("/queue/{id}/retry", self._retry)
+        app.router.add_delete("/queue/{id}", self._delete)
+        return app
+
+    @staticmethod
+    def _missing(msg_id: str) -> web.Response:
+        return web.json_response({"error": f"no message {msg_id} in the queue"}, status=404)
+
+    async def _list(self, _request: web.Request) -> web.Response:
+        msgs = sorted(self.runner.state, key=lambda m: (m.env.arrival, m.id))
+        return web.json_response({"count": len(msgs), "messages": [message_summary(m) for m in msgs]})
+
+    async def _show(self, request: web.Request) -> web.Response:
+        msg = self.runner.state.get(request.match_info["id"])
+        if msg is None:
+            return self._missing(request.match_info["id"])
+        return web.json_response(message_summary(msg, detail=True))
+
+    async def _retry(self, request: web.Request) -> web.Response:
+        msg_id = request.match_info["id"]
+        count = await self.runner.retry(msg_id)
+        if count is None:
+            return self._missing(msg_id)
+        return web.json_response({"id": msg_id, "recipients": count})
+
+    async def _retry_all(self, _request: web.Request) -> web.Response:
+        messages, recipients = await self.runner.retry_all()
+        return web.json_response({"messages": messages, "recipients": recipients})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        msg_id = request.match_info["id"]
+        if not await self.runner.delete(msg_id):
+            return self._missing(msg_id)
+        return web.json_response({"id": msg_id, "deleted": True})
+
+
+# ---------------------------------------------------------------------------
+# correo queue ...
+# ---------------------------------------------------------------------------
+
+class AdminError(Exception):
+    pass
+
+
+def base_url(args) -> str:
+    if getattr(args, "url", None):
+        return str(args.url).rstrip("/")
+    data = getattr(args, "data", None)
+    if not data:
+        raise AdminError("no queue to talk to: give --url http://HOST:PORT (the queue's side port) "
+                         "or --data DIR of a running `correo up`")
+    state_file = Path(data) / "state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        url = state["endpoints"]["queue"]["http"]
+    except FileNotFoundError:
+        raise AdminError(f"{state_file} does not exist: is `correo up` running with --data {data}? "
+                         "(or give --url http://HOST:PORT)") from None
+    except (ValueError, KeyError, TypeError):
+        raise AdminError(f"{state_file} names no queue endpoint (endpoints.queue.http)") from None
+    url = str(url)
+    if not url.startswith(("http://", "https://")):
+        url = f"http://{url}"
+    return url.rstrip("/")
+
+
+def request(url: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"null")
+        except ValueError:
+            body = None
+        return exc.code, body
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminError(f"cannot reach the queue at {url}: {reason}") from None
+
+
+def _size(n: int) -> str:
+    return f"{n}" if n < 10_000 else f"{n // 1024}K"
+
+
+def format_list(doc: dict) -> str:
+    """``mailq``-like: one block per message, one line per recipient."""
+    msgs = doc.get("messages", [])
+    if not msgs:
+        return "Mail queue is empty\n"
+    lines = [f"{'-Queue ID-':<19} {'--Size--':>8} {'----Arrival Time----':<20}  -Sender/Recipient-------"]
+    total = 0
+    for m in msgs:
+        total += m["size"]
+        sender = m["sender"] or "MAILER-DAEMON"
+        lines.append(f"{m['id']:<19} {_size(m['size']):>8} {m['arrival']:<20}  {sender}")
+        for r in m["recipients"]:
+            lines.append(f"{'':<50}{r['address']}  {r['state']}")
+            if r["state"] in ("pending", "deferred"):
+                note = f"next attempt {r['nextAttempt']}" if r.get("nextAttempt") else ""
+                if r.get("lastReply"):
+                    note = f"{r['lastReply']}; {note}" if note else r["lastReply"]
+                if note:
+                    lines.append(f"{'':<50}  ({note})")
+            elif r.get("lastReply"):
+                lines.append(f"{'':<50}  ({r['lastReply']})")
+        lines.append("")
+    lines.append(f"-- {max(total // 1024, 1) if total else 0} Kbytes in {len(msgs)} Request{'s' if len(msgs) != 1 else ''}.")
+    return "\n".join(lines) + "\n"
+
+
+def format_show(m: dict) -> str:
+    lines = [
+        f"Queue ID:    {m['id']}",
+        f"Arrival:     {m['arrival']}",
+        f"Size:        {m['size']} bytes",
+        f"Sender:      {m['sender'] or '<>'}",
+        f"Domain:      {m.get('domain') or '-'}",
+    ]
+    if m.get("notice"):
+        lines.append(f"Notice:      {m['notice']['kind']} notice about {m['notice']['about']}")
+    lines.append("Recipients:")
+    for r in m["recipients"]:
+        orig = f" (for {r['original']})" if r.get("original") else ""
+        lines.append(f"  {r['address']}{orig}: {r['state']}, {r['attempts']} attempt(s)")
+        if r.get("nextAttempt"):
+            lines.append(f"    next attempt: {r['nextAttempt']}")
+        for a in r.get("history", []):
+            lines.append(f"    {a['time']}  {a['server']}  {a['reply']}")
+    return "\n".join(lines) + "\n"
+
+
+def cli(args) -> int:
+    """``correo queue list|show ID|retry [ID|--all]|delete ID``."""
+    out = sys.stdout
+    as_json = getattr(args, "output", "table") == "json"
+    command = args.queue_command
+    try:
+        url = base_url(args)
+        if command == "list":
+            status, doc = request(f"{url}/queue")
+        elif command == "show":
+            status, doc = request(f"{url}/queue/{args.id}")
+        elif command == "retry":
+            if getattr(args, "all", False):
+                status, doc = request(f"{url}/queue/retry-all", "POST")
+            elif getattr(args, "id", None):
+                status, doc = request(f"{url}/queue/{args.id}/retry", "POST")
+            else:
+                raise AdminError("retry needs a queue ID or --all")
+        elif command == "delete":
+            status, doc = request(f"{url}/queue/{args.id}", "DELETE")
+        else:
+            raise AdminError(f"unknown queue command {command!r}")
+    except AdminError as exc:
+        print(f"correo queue: {exc}", file=sys.stderr)
+        return 2
+    if status != 200:
+        message = doc.get("error") if isinstance(doc, dict) else None
+        print(f"correo queue {command}: {message or f'HTTP {status}'}", file=sys.stderr)
+        return 1
+    if as_json:
+        out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    elif command == "list":
+        out.write(format_list(doc))
+    elif command == "show":
+        out.write(format_show(doc))
+    elif command == "retry":
+        if "messages" in doc:
+            out.write(f"retrying {doc['messages']} message(s), {doc['recipients']} recipient(s)\n")
+        else:
+            out.write(f"{doc['id']}: retrying {doc['recipients']} recipient(s)\n")
+    elif command == "delete":
+        out.write(f"{doc['id']}: deleted\n")
+    return 0

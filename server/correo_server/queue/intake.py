@@ -1,0 +1,108 @@
+"""What enters the queue: recipients expanded, the message written to the spool.
+
+Used by the LMTP listener (:mod:`.lmtp_in`) for messages the relay hands over
+and by the runner for the notices the queue writes itself.  Recipients in
+hosted domains are expanded here, once, with the directory as it is at
+enqueue time (aliases to their mailbox, forwards to remote addresses, the
+local copy when ``keepCopy``); an unknown hosted address is refused
+(``550 5.1.1``).  Addresses outside hosted domains are kept as given.
+
+The message belongs to a hosted domain (retry policy, smarthost, status
+figures): the sender's when it is hosted, else the first recipient's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import ServerConfig
+from ..directory import Directory
+from .clock import Clock
+from .records import Envelope, Message, QueueState, Rcpt
+from .spool import Spool
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reply: str  # "550 5.1.1 <x@example.com>: no such mailbox"
+
+
+def expand(cfg: ServerConfig, directory: Directory, address: str) -> list[Rcpt] | Refusal:
+    """Where mail for ``address`` goes, or why it is refused."""
+    domain = domain_of(address)
+    if not domain:
+        return Refusal(f"553 5.1.3 <{address}>: recipient address must include a domain")
+    if not cfg.is_hosted(domain):
+        return [Rcpt(address, address, False)]
+    found = directory.expand(address)
+    if found is None:
+        return Refusal(f"550 5.1.1 <{address}>: Recipient address rejected: no such mailbox here")
+    out = [Rcpt(mailbox, address, True) for mailbox in found.local]
+    # A forward to an unknown address of a hosted domain still goes to the
+    # mailstore, which refuses it (and the sender hears of it).
+    out += [Rcpt(target, address, cfg.is_hosted(domain_of(target))) for target in found.remote]
+    if not out:  # forwards that only lead back to themselves: keep the mail
+        entry = directory.lookup(address)
+        out = [Rcpt(entry.address if entry else address, address, True)]
+    return out
+
+
+def dedupe(expansions: list[list[Rcpt]]) -> tuple[Rcpt, ...]:
+    seen: set[tuple[str, bool]] = set()
+    out = []
+    for group in expansions:
+        for r in group:
+            key = (r.address.lower(), r.local)
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+    return tuple(out)
+
+
+class Intake:
+    def __init__(self, cfg: ServerConfig, directory: Callable[[], Directory], spool: Spool, state: QueueState,
+                 clock: Clock, on_new: Callable[[Message], None]) -> None:
+        self.cfg = cfg
+        self.directory = directory
+        self.spool = spool
+        self.state = state
+        self.clock = clock
+        self.on_new = on_new
+
+    def expand(self, address: str) -> list[Rcpt] | Refusal:
+        return expand(self.cfg, self.directory(), address)
+
+    def owner(self, sender: str, recipients: tuple[Rcpt, ...], fallback: str = "") -> tuple[str, str]:
+        """(hosted domain the message belongs to, hosted sending mailbox)."""
+        sender_domain = self.cfg.domain_for(domain_of(sender)) if sender else None
+        if sender_domain is not None:
+            entry = self.directory().lookup(sender)
+            return sender_domain.name, (entry.address if entry else "")
+        for r in recipients:
+            d = self.cfg.domain_for(domain_of(r.address)) or self.cfg.domain_for(domain_of(r.original))
+            if d is not None:
+                return d.name, ""
+        return fallback, ""
+
+    async def accept(self, sender: str, recipients: tuple[Rcpt, ...], data: bytes, *, smtputf8: bool = False,
+                     body: str = "7BIT", msg_id: str | None = None, domain: str = "", notice: str = "",
+                     about: str = "", schedule: bool = True) -> Message:
+        """Spool a message durably and hand it to the runner.  Raises OSError
+        (``SpoolFull`` when space is short) with nothing acknowledged."""
+        if msg_id and self.state.get(msg_id) is not None:
+            return self.state.messages[msg_id]  # written before a crash: not twice
+        now = self.clock.now()
+        owner, mailbox = self.owner(sender, recipients, domain)
+        env = Envelope(id=msg_id or self.spool.new_id(now), sender=sender, recipients=recipients, arrival=now,
+                       size=len(data), domain=owner, sender_mailbox=mailbox, smtputf8=smtputf8, body=body,
+                       notice=notice, about=about)
+        await self.spool.store(env, data)
+        msg = Message.fresh(env)
+        self.state.add(msg)
+        if schedule:
+            self.on_new(msg)
+        return msg

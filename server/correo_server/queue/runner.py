@@ -1,0 +1,420 @@
+"""The scheduler loop and the delivery workers.
+
+One loop keeps a heap of (due time, message) and sleeps on the injected clock
+until the earliest one, or until something new arrives (then it wakes at
+once: a message the relay just handed over is attempted immediately, and a
+retry due in two seconds happens in two seconds, not on a coarse tick).  What
+is due comes from :mod:`.schedule`; the loop turns it into
+
+- **jobs**: one message, its due recipients for one route (:mod:`.outbound`),
+  queued per route and taken by workers; at most
+  ``queue.concurrencyPerDestination`` workers per route and
+  ``queue.concurrencyTotal`` in all.  A worker keeps its connection between
+  jobs and lingers a little for more work, unless other routes are waiting;
+- **notices**: a "delayed" or "failed" DSN (:mod:`.dsn`) written into the
+  spool as a new message from ``<>`` (through :mod:`.intake`).
+
+Every outcome is an event committed to the journal (:mod:`.spool`) before a
+message file is removed or a notice is counted, so a crash repeats at most the
+step that was in flight.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from .. import logs
+from ..config import ServerConfig
+from ..metrics import Registry
+from . import dsn, schedule
+from .clock import Clock
+from .intake import Intake, Refusal, dedupe
+from .mx import MXResolver
+from .outbound import Result, Route, Session, Settings, route_for
+from .records import (BOUNCED, DEFERRED, DELIVERED, Message, QueueState, attempt_event, delete_event,
+                      notice_event, retry_event)
+from .smtpclient import local_reply
+from .spool import Spool
+
+log = logs.get(__name__)
+
+MAX_SLEEP = 30.0  # re-read the clock at least this often (wall-clock jumps)
+
+
+@dataclass
+class Job:
+    msg_id: str
+    indices: list[int]
+    route: Route
+
+
+class Runner:
+    def __init__(self, *, cfg: ServerConfig, state: QueueState, spool: Spool, clock: Clock, intake: Intake,
+                 resolver: MXResolver, metrics: Registry, settings: Settings | None = None,
+                 linger: float = 2.0) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.spool = spool
+        self.clock = clock
+        self.intake = intake
+        self.resolver = resolver
+        self.metrics = metrics
+        self.settings = settings or Settings.from_config(cfg)
+        self.linger = linger
+        self.per_destination = max(1, cfg.queue.concurrency_per_destination)
+        self.total_limit = max(1, cfg.queue.concurrency_total)
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._jobs: dict[str, deque[Job]] = {}
+        self._workers: dict[str, int] = {}
+        self._idle: dict[str, int] = {}
+        self._signals: dict[str, asyncio.Event] = {}
+        self._total = 0
+        self._active_jobs = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._notices: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        for msg in self.state:
+            self.reschedule(msg)
+        self._loop_task = asyncio.create_task(self._loop(), name="queue-runner")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop dispatching; let deliveries in flight finish (up to ``grace``
+        seconds), then cancel the rest: their recipients stay due on disk."""
+        self._stopping = True
+        self._wake.set()
+        for ev in self._signals.values():
+            ev.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        pending = list(self._tasks | self._notices)
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+
+    def policy(self, msg: Message):
+        return schedule.policy_for(self.cfg, msg.env)
+
+    # -- scheduling ------------------------------------------------------------
+    def reschedule(self, msg: Message) -> None:
+        if self.state.get(msg.id) is not msg:
+            return
+        due = schedule.next_due(self.policy(msg), msg)
+        if due is None or (msg.heap_due is not None and msg.heap_due <= due):
+            return
+        msg.heap_due = due
+        entry = (due, next(self._seq), msg.id)
+        heapq.heappush(self._heap, entry)
+        if self._heap[0] is entry:
+            self._wake.set()
+
+    def next_due(self) -> float | None:
+        """The earliest time something is due (for tests driving a fake clock)."""
+        while self._heap:
+            due, _, mid = self._heap[0]
+            msg = self.state.get(mid)
+            if msg is not None and msg.heap_due == due:
+                return due
+            heapq.heappop(self._heap)
+        return None
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, mid = heapq.heappop(self._heap)
+                msg = self.state.get(mid)
+                if msg is None or msg.heap_due != due:
+                    continue  # stale entry
+                msg.heap_due = None
+                try:
+                    self._dispatch(msg, now)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the queue
+                    log.exception("dispatch_failed", queue_id=mid)
+                self.reschedule(msg)
+            self._wake.clear()
+            delay = MAX_SLEEP
+            if self._heap:
+                delay = min(max(self._heap[0][0] - now, 0.0), MAX_SLEEP)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        if self._wake.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                if not task.done():
+                    task.cancel()
+
+    def _dispatch(self, msg: Message, now: float) -> None:
+        due = schedule.due_now(self.policy(msg), msg, now)
+        if due.recipients:
+            groups: dict[str, Job] = {}
+            for i in due.recipients:
+                route = route_for(self.cfg, msg.env, msg.env.recipients[i])
+                groups.setdefault(route.key, Job(msg.id, [], route)).indices.append(i)
+                msg.rcpts[i].busy = True
+            for job in groups.values():
+                self._queue_job(job)
+        elif due.failure_notice:
+            self._spawn_notice(msg, dsn.FAILED, due.failure_notice)
+        elif due.delayed_notice:
+            self._spawn_notice(msg, dsn.DELAYED, due.delayed_notice)
+
+    # -- committing ------------------------------------------------------------
+    async def commit(self, events: list[dict]) -> None:
+        """Journal events and apply them; returns once they are durable."""
+        assert self.spool.journal is not None
+        fut = self.spool.journal.append(events)
+        for ev in events:
+            self.state.apply(ev)
+        await fut
+
+    def _settle(self, msg: Message) -> None:
+        """After a change: a finished message leaves the spool, others wait for their next turn."""
+        if self.state.get(msg.id) is not msg:
+            return
+        if msg.complete() and not msg.busy:
+            self.spool.remove(msg.id)
+            self.state.remove(msg.id)
+            self.metrics.inc("queue_finished_total")
+            log.info("removed", queue_id=msg.id)
+        else:
+            self.reschedule(msg)
+
+    # -- workers ---------------------------------------------------------------
+    def _queue_job(self, job: Job) -> None:
+        self._jobs.setdefault(job.route.key, deque()).append(job)
+        self._pump()
+
+    def _starved(self) -> bool:
+        """Work waits for a worker that the total limit does not allow."""
+        if self._total < self.total_limit:
+            return False
+        return any(dq and self._workers.get(k, 0) < self.per_destination and len(dq) > self._idle.get(k, 0)
+                   for k, dq in self._jobs.items())
+
+    def _pump(self) -> None:
+        if self._stopping:
+            return
+        for key, dq in list(self._jobs.items()):
+            if not dq:
+                continue
+            if self._idle.get(key, 0):
+                self._signals[key].set()
+            need = len(dq) - self._idle.get(key, 0)
+            while need > 0 and self._workers.get(key, 0) < self.per_destination and self._total < self.total_limit:
+                self._spawn_worker(dq[0].route)
+                need -= 1
+        if self._starved():  # idle workers of other routes make room
+            for key, n in self._idle.items():
+                if n:
+                    self._signals[key].set()
+
+    def _spawn_worker(self, route: Route) -> None:
+        self._workers[route.key] = self._workers.get(route.key, 0) + 1
+        self._total += 1
+        task = asyncio.create_task(self._worker(route), name=f"deliver-{route.key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _worker(self, route: Route) -> None:
+        key = route.key
+        session = Session(route, self.settings, self.resolver)
+        loop = asyncio.get_running_loop()
+        try:
+            deadline = loop.time() + self.linger
+            while not self._stopping:
+                dq = self._jobs.get(key)
+                if dq:
+                    job = dq.popleft()
+                    await self._run_job(session, job)
+                    deadline = loop.time() + self.linger
+                    continue
+                if self._starved() or loop.time() >= deadline:
+                    break
+                signal = self._signals.setdefault(key, asyncio.Event())
+                signal.clear()
+                self._idle[key] = self._idle.get(key, 0) + 1
+                try:
+                    await asyncio.wait_for(signal.wait(), max(deadline - loop.time(), 0.0))
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    self._idle[key] -= 1
+        finally:
+            try:
+                await asyncio.wait_for(asyncio.shield(session.close()), 5.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._workers[key] -= 1
+            self._total -= 1
+            if not self._workers[key]:
+                del self._workers[key]
+                self._idle.pop(key, None)
+                self._signals.pop(key, None)
+                if not self._jobs.get(key):
+                    self._jobs.pop(key, None)
+            self._pump()
+
+    async def _run_job(self, session: Session, job: Job) -> None:
+        msg = self.state.get(job.msg_id)
+        if msg is None:
+            return  # deleted meanwhile
+        self._active_jobs += 1
+        try:
+            try:
+                data = await self.spool.read(msg.id)
+            except FileNotFoundError:
+                for i in job.indices:
+                    msg.rcpts[i].busy = False
+                return
+            rcpts = [(i, msg.env.recipients[i]) for i in job.indices]
+            try:
+                results = await session.deliver(msg.env, data, rcpts)
+            except Exception as exc:  # noqa: BLE001 - a bug must not lose mail: retry later
+                log.exception("delivery_crashed", queue_id=msg.id, route=job.route.key)
+                session._drop()
+                reply = local_reply(451, "4.3.0", f"internal error while delivering: {type(exc).__name__}")
+                results = [Result(i, reply, "local", job.route.key) for i in job.indices]
+            await self._record(msg, results)
+        finally:
+            self._active_jobs -= 1
+
+    async def _record(self, msg: Message, results: list[Result]) -> None:
+        now = self.clock.now()
+        policy = self.policy(msg)
+        events = []
+        for res in results:
+            r = msg.rcpts[res.index]
+            out = schedule.after_attempt(policy, msg.env.arrival, r.attempt_count + 1, now, res.reply.code,
+                                         res.reply.text)
+            events.append(attempt_event(msg, res.index, time=now, server=res.server, destination=res.destination,
+                                        remote_mta=res.remote_mta, reply=out.reason, state=out.state,
+                                        next_attempt=out.next_attempt))
+            self.metrics.inc("queue_attempts_total", destination=res.destination, result=out.state)
+            log_fn = log.info if out.state != BOUNCED else log.warning
+            log_fn(out.state, queue_id=msg.id, rcpt=r.rcpt.address, server=res.server, reply=out.reason,
+                   **({"next_attempt": out.next_attempt} if out.state == DEFERRED else {}))
+        try:
+            await self.commit(events)
+        finally:
+            for res in results:
+                msg.rcpts[res.index].busy = False
+            self._settle(msg)
+
+    # -- notices -----------------------------------------------------------------
+    def _spawn_notice(self, msg: Message, kind: str, indices: list[int]) -> None:
+        msg.notice_busy = True
+        task = asyncio.create_task(self._notice(msg, kind, indices), name=f"notice-{msg.id}")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _notice(self, msg: Message, kind: str, indices: list[int]) -> None:
+        now = self.clock.now()
+        policy = self.policy(msg)
+        env = msg.env
+        try:
+            data = await self.spool.read(msg.id)
+            notice = dsn.build(kind, hostname=self.cfg.hostname, env=env, recipients=[msg.rcpts[i] for i in indices],
+                               header=data, now=now, retry_until=schedule.retry_until(policy, env),
+                               warn_after=policy.warn_after_seconds)
+            notice_id = f"{env.id}{'D' if kind == dsn.DELAYED else 'F'}{min(indices)}"
+            created = None
+            target = self.intake.expand(env.sender)
+            if isinstance(target, Refusal):
+                log.warning("notice_undeliverable", queue_id=env.id, sender=env.sender, reason=target.reply)
+            else:
+                created = await self.intake.accept(
+                    "", dedupe([target]), notice.data, smtputf8=not env.sender.isascii(),
+                    body="7BIT" if notice.data.isascii() else "8BITMIME", msg_id=notice_id,
+                    domain=env.domain, notice=kind, about=env.id, schedule=False)
+            await self.commit([notice_event(msg, kind, indices, time=now, notice_id=notice_id)])
+            self.metrics.inc("queue_notices_total", kind=kind)
+            log.info("notice_queued", queue_id=env.id, kind=kind, notice_id=notice_id, sender=env.sender,
+                     recipients=len(indices))
+            if created is not None:
+                self.reschedule(created)
+        except FileNotFoundError:
+            pass  # the message was deleted meanwhile
+        except Exception as exc:  # noqa: BLE001 - disk full and the like: try again later
+            log.error("notice_failed", queue_id=env.id, kind=kind, error=str(exc))
+            msg.notice_retry_at = now + schedule.NOTICE_RETRY_SECONDS
+        finally:
+            msg.notice_busy = False
+            self._settle(msg)
+
+    # -- admin ---------------------------------------------------------------------
+    async def retry(self, msg_id: str) -> int | None:
+        """Attempt every undelivered recipient of a message now; None if unknown."""
+        msg = self.state.get(msg_id)
+        if msg is None:
+            return None
+        count = sum(1 for r in msg.rcpts if not r.final)
+        await self.commit([retry_event(msg_id, self.clock.now())])
+        msg.notice_retry_at = 0.0
+        self.reschedule(msg)
+        return count
+
+    async def retry_all(self) -> tuple[int, int]:
+        now = self.clock.now()
+        msgs = [m for m in self.state if any(not r.final for r in m.rcpts)]
+        if not msgs:
+            return 0, 0
+        await self.commit([retry_event(m.id, now) for m in msgs])
+        for m in msgs:
+            m.notice_retry_at = 0.0
+            self.reschedule(m)
+        return len(msgs), sum(1 for m in msgs for r in m.rcpts if not r.final)
+
+    async def delete(self, msg_id: str) -> bool:
+        """Remove a message (no notice is sent)."""
+        if self.state.get(msg_id) is None:
+            return False
+        await self.commit([delete_event(msg_id, self.clock.now())])
+        self.spool.remove(msg_id)
+        log.info("deleted", queue_id=msg_id)
+        return True
+
+    # -- for tests and readiness -------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def quiet(self) -> bool:
+        """Nothing in flight and nothing due at the clock's current time."""
+        if self._active_jobs or self._notices or any(self._jobs.values()):
+            return False
+        due = self.next_due()
+        return due is None or due > self.clock.now()
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait (real time) until :meth:`quiet`; tests use it between clock moves."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        streak = 0
+        while True:
+            streak = streak + 1 if self.quiet() else 0
+            if streak >= 3:
+                return
+            if loop.time() > end:
+                raise TimeoutError("queue did not become idle")
+            await asyncio.sleep(0.002)
+
+
+__all__ = ["Runner", "Job", "DELIVERED", "BOUNCED", "DEFERRED"]

@@ -1,0 +1,119 @@
+"""``QueueService``: the queue as ``correo serve queue --config DIR`` runs it.
+
+Start-up order matters for durability: the spool is recovered first (temp
+files removed, snapshot loaded, journals replayed, finished messages removed,
+a fresh snapshot written), then the runner resumes every message where it
+was (pending ones at once, deferred ones at their time), and only then does
+the LMTP listener accept new mail.  Stopping runs the other way: no new mail,
+deliveries in flight finish (or are abandoned safely: they stay due on disk),
+the journal is flushed.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .. import logs
+from ..config import ServerConfig
+from ..directory import Directory, Reloading, watch_directory
+from ..metrics import Registry
+from . import status as statusmod
+from .admin import AdminSidePort
+from .clock import Clock, SystemClock
+from .intake import Intake
+from .lmtp_in import Handler, start_listener
+from .mx import MXResolver, make_resolver
+from .records import Figures, Message, QueueState
+from .runner import Runner
+from .spool import Spool
+
+log = logs.get(__name__)
+
+
+def restore_state(spool: Spool) -> QueueState:
+    """Rebuild the state from disk: snapshot, then the journals' events."""
+    found = spool.recover()
+    snap = (found.snapshot or {}).get("state", {})
+    state = QueueState(Figures.from_json(snap.get("figures", {})))
+    saved = snap.get("messages", {})
+    for msg_id, env in found.envelopes.items():
+        state.add(Message.from_json(env, saved[msg_id]) if msg_id in saved else Message.fresh(env))
+    for ev in found.events:
+        state.apply(ev)
+    finished = [m.id for m in state if m.complete()]
+    for msg_id in finished:
+        spool.remove(msg_id)
+        state.remove(msg_id)
+    log.info("spool_recovered", messages=len(state), events=len(found.events), finished=len(finished),
+             temp_files_removed=found.cleaned, torn_journal_lines=found.torn, corrupt=len(found.corrupt))
+    return state
+
+
+class QueueService:
+    def __init__(self, config: ServerConfig, config_dir: str, *, clock: Clock | None = None,
+                 directory: Reloading[Directory] | None = None, linger: float = 2.0) -> None:
+        self.config = config
+        self.config_dir = config_dir
+        self.clock: Clock = clock or SystemClock()
+        self._directory = directory
+        self.linger = linger
+        self.metrics = Registry()
+        self.spool = Spool(config.path(config.queue.spool_dir), min_free_bytes=config.queue.min_free_bytes)
+        self.state: QueueState | None = None
+        self.runner: Runner | None = None
+        self.sideport: AdminSidePort | None = None
+        self._lmtp: asyncio.AbstractServer | None = None
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> dict[str, int]:
+        cfg = self.config
+        if self._directory is None:
+            self._directory = watch_directory(
+                self.config_dir, cfg,
+                on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
+                on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
+        directory = self._directory
+        state = await asyncio.to_thread(restore_state, self.spool)
+        self.state = state
+        await asyncio.to_thread(self.spool.open_journal, state.snapshot)
+        resolver = MXResolver(make_resolver(cfg.queue.nameservers, timeout=float(cfg.queue.connect_timeout_seconds)))
+        intake = Intake(cfg, directory.get, self.spool, state, self.clock, on_new=lambda m: self.runner.reschedule(m))
+        self.runner = Runner(cfg=cfg, state=state, spool=self.spool, clock=self.clock, intake=intake,
+                             resolver=resolver, metrics=self.metrics, linger=self.linger)
+        statusmod.register_metrics(self.metrics, state, self.clock)
+        self.runner.start()
+        handler = Handler(intake, self.spool, cfg.queue.max_message_bytes, self.metrics)
+        self._lmtp = await start_listener(cfg.queue.lmtp, handler, hostname=cfg.hostname,
+                                          max_message_bytes=cfg.queue.max_message_bytes,
+                                          timeout=float(cfg.queue.command_timeout_seconds))
+        self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
+                                      ready=self.ready, runner=self.runner)
+        http_port = await self.sideport.start()
+        lmtp_port = self._lmtp.sockets[0].getsockname()[1]
+        self.ports = {"lmtp": lmtp_port, "http": http_port}
+        log.info("queue_started", spool=str(self.spool.root), messages=len(state), **self.ports)
+        return dict(self.ports)
+
+    def ready(self) -> bool:
+        return (self.runner is not None and self.runner.running and self._lmtp is not None
+                and self._lmtp.is_serving() and self.spool.has_room())
+
+    def status(self) -> dict[str, Any]:
+        assert self.state is not None
+        return statusmod.build(self.config, self.state, self.clock.now(), ready=self.ready())
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._lmtp is not None:
+            self._lmtp.close()
+            try:
+                await asyncio.wait_for(self._lmtp.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                pass  # an LMTP client still connected: it gets no 250 for unsaved mail
+            self._lmtp = None
+        if self.runner is not None:
+            await self.runner.stop(grace)
+        if self.spool.journal is not None:
+            await self.spool.journal.close()
+        if self.sideport is not None:
+            await self.sideport.stop()
+        log.info("queue_stopped")

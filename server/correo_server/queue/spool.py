@@ -1,0 +1,371 @@
+"""The queue's disk: nothing acknowledged is ever lost.
+
+Layout of the spool folder (``queue.spoolDir``)::
+
+    tmp/                 messages being written (removed at start: never acknowledged)
+    msg/<id>             one file per message: a header line, the envelope (JSON),
+                         then the message bytes exactly as received
+    journal.<gen>        append-only JSON lines: every state change (see records)
+    snapshot.json        the state as of the start of journal <gen>
+    corrupt/             message files that could not be read (kept for a person)
+
+**Messages** are written to ``tmp/``, fsynced, renamed into ``msg/`` and the
+directory is fsynced; only then does :meth:`Spool.store` return (and the LMTP
+listener answer 250).  Directory fsyncs are grouped: many messages written at
+the same time share one.
+
+**State changes** go to the journal: :meth:`Journal.append` queues events and
+returns a future that completes once they are on disk (one write + fsync for
+everything queued meanwhile: group commit).  When the journal grows past a
+limit (and at every start) it is *compacted*: the state is written to
+``snapshot.json`` (temp file, fsync, rename, directory fsync) and a new journal
+generation begins.  A crash at any point leaves either the old snapshot and
+its journals or the new ones, and recovery replays every journal from the
+snapshot's generation on.  Before a snapshot is written the ``msg/`` folder is
+fsynced, so that a message the snapshot no longer lists is really gone (else it
+would come back as new and be delivered twice).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import logs
+from .records import Envelope
+
+log = logs.get(__name__)
+
+MAGIC = b"CORREO-QUEUE 1\n"
+SNAPSHOT = "snapshot.json"
+JOURNAL_PREFIX = "journal."
+COMPACT_BYTES = 8 * 1024 * 1024
+
+
+class SpoolFull(OSError):
+    """Not enough free space to accept a message (452 4.3.1)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class GroupSync:
+    """Coalesce calls to a blocking function run in a thread: every caller
+    returns after a run of ``fn`` that *started* after it called."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._next: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __call__(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        fut = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            fut, self._next = self._next, None
+            try:
+                await asyncio.to_thread(self._fn)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                if not fut.done():
+                    fut.set_exception(exc)
+                fut.exception()  # mark retrieved even if nobody waits any more
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+def encode_message(env: Envelope, data: bytes) -> bytes:
+    return MAGIC + json.dumps(env.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n" + data
+
+
+def decode_message(blob: bytes) -> tuple[Envelope, bytes]:
+    if not blob.startswith(MAGIC):
+        raise ValueError("not a correo queue file")
+    header, sep, data = blob[len(MAGIC):].partition(b"\n")
+    if not sep:
+        raise ValueError("truncated queue file")
+    return Envelope.from_json(json.loads(header)), data
+
+
+@dataclass
+class Recovered:
+    """What :meth:`Spool.recover` found on disk."""
+
+    snapshot: dict[str, Any] | None
+    envelopes: dict[str, Envelope]
+    events: list[dict]
+    torn: int = 0  # unreadable journal lines skipped (a write cut by the crash)
+    cleaned: int = 0  # half-written temp files removed
+    corrupt: list[str] = field(default_factory=list)
+
+
+class Spool:
+    def __init__(self, root: str | os.PathLike[str], *, min_free_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.msg = self.root / "msg"
+        self.min_free_bytes = min_free_bytes
+        self.journal: Journal | None = None
+        self._dirsync = GroupSync(lambda: _fsync_dir(self.msg))
+
+    # -- messages ---------------------------------------------------------
+    def new_id(self, now: float) -> str:
+        """Queue ids sort by arrival: milliseconds in hex, then randomness."""
+        while True:
+            qid = f"{int(now * 1000):011X}{secrets.token_hex(3).upper()}"
+            if not (self.msg / qid).exists():
+                return qid
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def has_room(self, size: int = 0) -> bool:
+        try:
+            return self.free_bytes() - size >= self.min_free_bytes
+        except OSError:
+            return False
+
+    def _write(self, env: Envelope, data: bytes) -> None:
+        tmp = self.tmp / env.id
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(encode_message(env, data))
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.msg / env.id)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+
+    async def store(self, env: Envelope, data: bytes) -> None:
+        """Write a message durably; raises :class:`SpoolFull` or ``OSError``."""
+        if not self.has_room(len(data)):
+            raise SpoolFull(errno.ENOSPC, "spool free space below the minimum")
+        await asyncio.to_thread(self._write, env, data)
+        await self._dirsync()
+
+    def exists(self, msg_id: str) -> bool:
+        return (self.msg / msg_id).exists()
+
+    def _read(self, msg_id: str) -> tuple[Envelope, bytes]:
+        return decode_message((self.msg / msg_id).read_bytes())
+
+    async def read(self, msg_id: str) -> bytes:
+        """The message bytes (FileNotFoundError when it was deleted)."""
+        _env, data = await asyncio.to_thread(self._read, msg_id)
+        return data
+
+    def remove(self, msg_id: str) -> None:
+        try:
+            (self.msg / msg_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- recovery ---------------------------------------------------------
+    def recover(self) -> Recovered:
+        """Read what is on disk (blocking; called once at start)."""
+        for d in (self.root, self.tmp, self.msg):
+            d.mkdir(parents=True, exist_ok=True)
+        cleaned = 0
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            cleaned += 1
+        snapshot = None
+        snap_path = self.root / SNAPSHOT
+        if snap_path.exists():
+            snapshot = json.loads(snap_path.read_text(encoding="utf-8"))
+        gen = int(snapshot["gen"]) if snapshot else 0
+        envelopes: dict[str, Envelope] = {}
+        corrupt: list[str] = []
+        for path in sorted(self.msg.iterdir()):
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(len(MAGIC))
+                    line = fh.readline()
+                if head != MAGIC or not line.endswith(b"\n"):
+                    raise ValueError("bad header")
+                env = Envelope.from_json(json.loads(line))
+                if env.id != path.name:
+                    raise ValueError("id does not match the file name")
+                envelopes[env.id] = env
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                (self.root / "corrupt").mkdir(exist_ok=True)
+                os.replace(path, self.root / "corrupt" / path.name)
+                corrupt.append(path.name)
+                log.error("spool_file_corrupt", file=path.name, error=str(exc))
+        events: list[dict] = []
+        torn = 0
+        for jgen, path in self.journals():
+            if jgen < gen:
+                path.unlink(missing_ok=True)  # compacted into the snapshot already
+                continue
+            with open(path, "rb") as fh:
+                for raw in fh:
+                    try:
+                        ev = json.loads(raw)
+                        if not isinstance(ev, dict) or "e" not in ev or "id" not in ev:
+                            raise ValueError
+                        events.append(ev)
+                    except ValueError:
+                        torn += 1
+        return Recovered(snapshot, envelopes, events, torn, cleaned, corrupt)
+
+    def journals(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.root.glob(JOURNAL_PREFIX + "*"):
+            suffix = path.name[len(JOURNAL_PREFIX):]
+            if suffix.isdigit():
+                found.append((int(suffix), path))
+        return sorted(found)
+
+    def open_journal(self, snapshot_fn: Callable[[], dict], *, compact_bytes: int = COMPACT_BYTES) -> "Journal":
+        """Start a fresh journal generation after a snapshot of the recovered
+        state (blocking; called once at start, after :meth:`recover`)."""
+        gens = [g for g, _ in self.journals()]
+        snap_gen = 0
+        if (self.root / SNAPSHOT).exists():
+            snap_gen = int(json.loads((self.root / SNAPSHOT).read_text(encoding="utf-8"))["gen"])
+        journal = Journal(self, max([snap_gen, *gens], default=0), snapshot_fn, compact_bytes)
+        journal.compact_now(json.dumps(snapshot_fn(), separators=(",", ":")).encode())
+        self.journal = journal
+        return journal
+
+
+class Journal:
+    """Append-only log of state changes with group commit and compaction."""
+
+    def __init__(self, spool: Spool, gen: int, snapshot_fn: Callable[[], dict], compact_bytes: int) -> None:
+        self.spool = spool
+        self.gen = gen
+        self._snapshot_fn = snapshot_fn
+        self._compact_bytes = compact_bytes
+        self._fd: int | None = None
+        self._size = 0
+        self._buf: list[bytes] = []
+        self._waiters: list[asyncio.Future] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.flushes = 0
+
+    def _path(self, gen: int) -> Path:
+        return self.spool.root / f"{JOURNAL_PREFIX}{gen:08d}"
+
+    def compact_now(self, snapshot: bytes) -> None:
+        """Write ``snapshot`` as the state at the start of a new generation,
+        then drop older journals (blocking)."""
+        root = self.spool.root
+        _fsync_dir(self.spool.msg)  # unlinks of finished messages are durable first
+        new_gen = self.gen + 1
+        fd = os.open(self._path(new_gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(root)
+        tmp = root / (SNAPSHOT + ".tmp")
+        doc = b'{"version":1,"gen":%d,"state":' % new_gen + snapshot + b"}"
+        with open(tmp, "wb") as fh:
+            fh.write(doc)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, root / SNAPSHOT)
+        _fsync_dir(root)
+        old_fd, self._fd, self.gen, self._size = self._fd, fd, new_gen, 0
+        if old_fd is not None:
+            os.close(old_fd)
+        for g, path in self.spool.journals():
+            if g < new_gen:
+                path.unlink(missing_ok=True)
+
+    def append(self, events: list[dict]) -> asyncio.Future:
+        """Queue events; the future completes when they are durable."""
+        fut = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_exception(RuntimeError("journal closed"))
+            return fut
+        for ev in events:
+            self._buf.append(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        self._waiters.append(fut)
+        self._kick.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._flusher())
+        return fut
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            # Cut what a failed write left (disk full...) so that the retry
+            # does not leave half a line or events written twice.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            if not self._waiters:
+                if self._closed:
+                    return
+                continue
+            buf, waiters = b"".join(self._buf), self._waiters
+            self._buf, self._waiters = [], []
+            snapshot = None
+            if self._size + len(buf) > self._compact_bytes:
+                # Taken in the same step as the buffer: it holds exactly the
+                # events up to here (events are applied when appended).
+                snapshot = json.dumps(self._snapshot_fn(), separators=(",", ":")).encode()
+            while True:
+                try:
+                    await asyncio.to_thread(self._write, buf)
+                    self._size += len(buf)
+                    if snapshot is not None:
+                        await asyncio.to_thread(self.compact_now, snapshot)
+                    break
+                except OSError as exc:
+                    # Nothing waiting on these events may proceed; keep trying.
+                    log.error("journal_write_failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+            self.flushes += 1
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            if self._closed and not self._waiters:
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        self._kick.set()
+        if self._task is not None:
+            await self._task
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,108 @@
+"""What the queue publishes: the ``/status`` document and Prometheus figures.
+
+``/status`` is exactly :class:`~correo_server.statusdoc.QueueStatus`: live
+figures (active, deferred, oldest deferred age, the delayed list) are counted
+from the messages in the queue at the time of the request; cumulative ones
+(delivered, bounced, delayed notices sent, last errors, last bounces, per
+sender last bounce and last delivery) come from :class:`.records.Figures`,
+which the journal keeps across restarts.  Figures per domain count a message
+for the hosted domain it belongs to (its sender's, else its first
+recipient's); figures per sender count hosted sending mailboxes.
+"""
+from __future__ import annotations
+
+from ..config import ServerConfig
+from ..metrics import Registry
+from ..statusdoc import Delayed, QueueFigures, QueueStatus, SenderFigures, empty_figures, rfc3339
+from . import schedule
+from .clock import Clock
+from .records import DEFERRED, PENDING, QueueState, SenderTally, Tally
+
+MAX_DELAYED = 50
+
+
+def _figures(tally: Tally | None) -> QueueFigures:
+    f = empty_figures()
+    if tally is not None:
+        f["delivered"] = tally.delivered
+        f["bounced"] = tally.bounced
+        f["delayedNoticesSent"] = tally.delayed_notices
+        f["lastErrors"] = list(reversed(tally.last_errors.values()))
+        f["lastBounces"] = list(tally.last_bounces)
+    return f
+
+
+def _sender(tally: SenderTally | None) -> SenderFigures:
+    t = tally or SenderTally()
+    return SenderFigures(deferred=0, bounced=t.bounced, delayedNoticesSent=t.delayed_notices,
+                         delivered=t.delivered, lastBounce=t.last_bounce,
+                         lastDelivery=rfc3339(t.last_delivery) if t.last_delivery else None)
+
+
+def build(cfg: ServerConfig, state: QueueState, now: float, *, ready: bool) -> QueueStatus:
+    figures = state.figures
+    totals = _figures(figures.total)
+    domains = {d.name: _figures(figures.domains.get(d.name)) for d in cfg.domains}
+    for name, tally in figures.domains.items():
+        domains.setdefault(name, _figures(tally))
+    senders = {name: _sender(t) for name, t in figures.senders.items()}
+    for msg in state:
+        env = msg.env
+        policy = schedule.policy_for(cfg, env)
+        scopes = [totals]
+        if env.domain:
+            scopes.append(domains.setdefault(env.domain, empty_figures()))
+        for i, r in enumerate(msg.rcpts):
+            if r.final:
+                continue
+            for f in scopes:
+                f["active"] += 1
+            if r.state != DEFERRED:
+                continue
+            age = max(int(now - env.arrival), 0)
+            for f in scopes:
+                f["deferred"] += 1
+                f["oldestDeferredAgeSeconds"] = max(f["oldestDeferredAgeSeconds"], age)
+            if env.sender_mailbox:
+                senders.setdefault(env.sender_mailbox, _sender(None))["deferred"] += 1
+            if schedule.is_delayed(policy, msg, i, now):
+                item = Delayed(queueId=env.id, sender=env.sender, recipient=r.rcpt.address,
+                               destination=r.destination, lastError=r.reply, since=rfc3339(env.arrival),
+                               ageSeconds=age)
+                for f in scopes:
+                    f["delayed"].append(item)
+    for f in [totals, *domains.values()]:
+        f["delayed"].sort(key=lambda d: -d["ageSeconds"])
+        del f["delayed"][MAX_DELAYED:]
+    return QueueStatus(service="queue", ready=ready, time=rfc3339(now), totals=totals, domains=domains,
+                       senders=senders)
+
+
+def register_metrics(metrics: Registry, state: QueueState, clock: Clock) -> None:
+    def depth():
+        counts = {PENDING: 0, DEFERRED: 0}
+        for msg in state:
+            for r in msg.rcpts:
+                if r.state in counts:
+                    counts[r.state] += 1
+        return [({"state": k}, v) for k, v in counts.items()]
+
+    def oldest():
+        now = clock.now()
+        ages = [now - m.env.arrival for m in state]
+        return [({}, max(ages, default=0.0))]
+
+    metrics.gauge_fn("queue_recipients", "Recipients in the queue by state (pending, deferred)", depth)
+    metrics.gauge_fn("queue_messages", "Messages in the queue", lambda: [({}, len(state))])
+    metrics.gauge_fn("queue_oldest_message_age_seconds", "Age of the oldest message in the queue", oldest)
+    metrics.gauge_fn("queue_delivered_recipients", "Recipients delivered (cumulative, kept across restarts)",
+                     lambda: [({}, state.figures.total.delivered)])
+    metrics.gauge_fn("queue_bounced_recipients", "Recipients bounced (cumulative, kept across restarts)",
+                     lambda: [({}, state.figures.total.bounced)])
+    metrics.gauge_fn("queue_delayed_notices", "Delayed notices sent (cumulative, kept across restarts)",
+                     lambda: [({}, state.figures.total.delayed_notices)])
+    metrics.counter("queue_attempts_total", "Delivery attempts by destination and result")
+    metrics.counter("queue_notices_total", "Delivery status notifications queued, by kind")
+    metrics.counter("queue_enqueued_total", "Messages accepted into the queue")
+    metrics.counter("queue_rejected_total", "Messages or recipients refused at the LMTP door, by reason")
+    metrics.counter("queue_finished_total", "Messages removed from the queue after every recipient was final")

@@ -9,7 +9,8 @@ import yaml
 from . import loading, render as rendering
 
 
-def _report(loaded: loading.Loaded, out=sys.stderr) -> None:
+def _report(loaded: loading.Loaded, out=None) -> None:
+    out = out or sys.stderr
     for problem in loaded.problems:
         print(str(problem), file=out)
 

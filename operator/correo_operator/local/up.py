@@ -37,7 +37,8 @@ def default_paths(paths: list[str]) -> list[str]:
     return ["."]
 
 
-def _load(paths: list[str], out=sys.stderr) -> loading.Loaded | None:
+def _load(paths: list[str], out=None) -> loading.Loaded | None:
+    out = out or sys.stderr
     loaded = loading.load_paths(paths)
     for problem in loaded.problems:
         print(str(problem), file=out)

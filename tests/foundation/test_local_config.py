@@ -1,0 +1,78 @@
+"""What ``correo up`` writes comes from the operator's renderer; several
+MailDomains make one multi-domain local stack."""
+from __future__ import annotations
+
+import argparse
+
+from correo_operator import loading, render
+from correo_operator.local import stack, up
+from correo_operator.local.layout import Layout
+from correo_server import config as cfgmod
+from correo_server import directory as dirmod
+
+
+def test_local_config_is_the_rendered_config_moved_onto_this_machine(tmp_path, examples_dir):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    layout = Layout.at(tmp_path)
+    options = stack.Options(port_base=10000)
+    ports = stack.choose_ports(options)
+    stack.write_config(loaded, layout, ports, options)
+    cfg = cfgmod.load(layout.config)
+    rendered = render.server_config(loaded.domains[0].obj)
+    assert cfg.domains == rendered.domains
+    assert cfg.relay.max_message_bytes == rendered.relay.max_message_bytes
+    assert (cfg.relay.submission.host, cfg.relay.submission.port) == ("127.0.0.1", 12587)
+    assert cfg.mailstore.data_dir == str(layout.mail) and cfg.queue.spool_dir == str(layout.spool)
+    assert (layout.config / "tls" / "tls.crt").exists() and cfg.tls is not None
+    assert cfg.path(cfg.domains[0].dkim_key_file).exists()
+    directory = dirmod.load(layout.config, cfg)
+    assert {m.address for m in directory} == {"alice@example.com", "bob@example.com"}
+    assert "wonderland" not in (layout.config / "directory.yaml").read_text()
+
+
+def test_rewriting_the_same_input_changes_nothing_so_servers_reload_nothing(tmp_path, examples_dir):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    layout = Layout.at(tmp_path)
+    ports = stack.choose_ports(stack.Options(ephemeral=True))
+    assert stack.write_config(loaded, layout, ports, stack.Options()) == (True, True)
+    assert stack.write_config(loaded, layout, ports, stack.Options()) == (False, False)
+
+
+def test_all_examples_make_one_multi_domain_stack(tmp_path, examples_dir):
+    loaded = loading.load_paths([str(examples_dir)])
+    cfg = stack.server_config(loaded, Layout.at(tmp_path), stack.choose_ports(stack.Options(ephemeral=True)),
+                              stack.Options(), tls=True)
+    assert [d.name for d in cfg.domains] == ["example.com", "acme.test"]
+    assert cfg.domain_for("acme-corp.test").name == "acme.test"
+    assert cfg.relay.max_message_bytes == 50 * 1024 * 1024  # the largest of the two
+    assert cfg.mailstore.pop3_enabled  # the quickstart wants POP3 even if production does not
+
+
+def test_generation_moves_only_when_the_spec_changes(examples_dir):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    first = up.generations(loaded, None)
+    assert set(v["generation"] for v in first.values()) == {1}
+    assert up.generations(loaded, first) == first
+    loaded.mailboxes[0].obj["spec"]["quota"] = "3Gi"
+    second = up.generations(loaded, first)
+    changed = [k for k in second if second[k]["generation"] == 2]
+    assert changed == [f"Mailbox/default/{loaded.mailboxes[0].name}"]
+
+
+def test_try_it_lines_use_real_quickstart_credentials(examples_dir):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    ports = {**{n: cfgmod.DEFAULT_PORTS[n] for n in stack.PUBLIC}}
+    send, read = up.try_it(loaded, ports, "127.0.0.1")
+    assert send.startswith("swaks --server 127.0.0.1:2587 -tls --auth-user alice@example.com")
+    assert "--auth-password 'wonderland'" in send and "--to bob@example.com" in send
+    assert read == "curl -s --user 'bob@example.com:canwefixit' 'imap://127.0.0.1:2143/INBOX;MAILINDEX=1'"
+
+
+def test_up_refuses_invalid_yaml_before_starting_anything(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("apiVersion: correo.dev/v1alpha1\nkind: MailDomain\nmetadata: {name: x}\n"
+                                       "spec: {domain: BAD}\n")
+    args = argparse.Namespace(paths=[str(tmp_path)], data=str(tmp_path / "data"), port_base=None, dns=[],
+                              remote_smtp_port=None, host="127.0.0.1", log_format="console", ephemeral_ports=True)
+    assert up.main(args) == 1
+    assert "spec.domain" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -284,7 +284,7 @@ class Store:
         self.rbac = rbac
         self.denied: list[Request] = []
         for crd in crds:
-            self.create(self.res("apiextensions.k8s.io", "customresourcedefinitions"), None, crd)
+            self.create(self.res("apiextensions.k8s.io", "customresourcedefinitions"), None, crd, record=False)
 
     # -- resources -----------------------------------------------------------
     def res(self, group: str, plural: str) -> Res:

@@ -80,17 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(target="correo_operator.local.statuscmd:main")
 
     q = sub.add_parser("queue", help="inspect and manage the delivery queue (like mailq, postqueue, postsuper)")
-    q.add_argument("--url", default=None, help="queue admin URL (default: the local stack's, from --data)")
-    q.add_argument("--data", default=".correo")
-    q.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    # The options work before or after the action: `correo queue list --data X` and `correo queue --data X list`.
+    def queue_options(parser: argparse.ArgumentParser, default) -> None:
+        parser.add_argument("--url", default=default(None),
+                            help="queue admin URL (default: the local stack's, from --data)")
+        parser.add_argument("--data", default=default(".correo"), help="data folder of `correo up` (default ./.correo)")
+        parser.add_argument("-o", "--output", choices=["table", "json"], default=default("table"))
+
+    queue_options(q, lambda value: value)
+    q_opts = argparse.ArgumentParser(add_help=False)
+    queue_options(q_opts, lambda _value: argparse.SUPPRESS)
     qs = q.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
-    qs.add_parser("list", help="list queued messages and each recipient's state")
-    qshow = qs.add_parser("show", help="one message: envelope, recipients, attempt history")
+    qs.add_parser("list", parents=[q_opts], help="list queued messages and each recipient's state")
+    qshow = qs.add_parser("show", parents=[q_opts], help="one message: envelope, recipients, attempt history")
     qshow.add_argument("id")
-    qretry = qs.add_parser("retry", help="attempt delivery now")
+    qretry = qs.add_parser("retry", parents=[q_opts], help="attempt delivery now")
     qretry.add_argument("id", nargs="?")
     qretry.add_argument("--all", action="store_true", help="every deferred message")
-    qdel = qs.add_parser("delete", help="remove a message from the queue (no notice is sent)")
+    qdel = qs.add_parser("delete", parents=[q_opts], help="remove a message from the queue (no notice is sent)")
     qdel.add_argument("id")
     q.set_defaults(target="correo_server.queue.admin:cli")
 

@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from correo_server import logs
+from correo_server import logs, passwords
 
 from .. import loading
 from . import stack
@@ -87,7 +87,6 @@ def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str) -> list[str
             ref = spec["passwordSecretRef"]
             secret = secrets.get(ref["name"])
             pw = loading.secret_value(secret, ref.get("key", "password")) if secret else None
-            from correo_server import passwords
             if pw and not passwords.is_hash(pw) and not spec.get("suspended"):
                 people.append((spec["address"], pw))
         if len(people) >= 2:
@@ -95,11 +94,17 @@ def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str) -> list[str
     if len(people) < 2:
         return []
     (frm, frm_pw), (to, to_pw) = people[0], people[1]
+    read = (f"'imap://{host}:{ports['imap']}/INBOX;MAILINDEX=1'" if _enabled(loaded, "imap")
+            else f"'pop3://{host}:{ports['pop3']}/1'")
     return [
         f"swaks --server {host}:{ports['submission']} -tls --auth-user {frm} --auth-password '{frm_pw}' "
         f"--from {frm} --to {to}",
-        f"curl -s --user '{to}:{to_pw}' 'imap://{host}:{ports['imap']}/INBOX;MAILINDEX=1'",
+        f"curl -s --user '{to}:{to_pw}' {read}",
     ]
+
+
+def _enabled(loaded: loading.Loaded, protocol: str) -> bool:
+    return any(d.obj["spec"]["mailstore"][protocol] for d in loaded.domains)
 
 
 def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: str) -> str:
@@ -110,8 +115,8 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
         f"  SMTP        {host}:{ports['smtp']:<6} inbound, like port 25",
         f"  submission  {host}:{ports['submission']:<6} STARTTLS + AUTH, like port 587",
         f"  SMTPS       {host}:{ports['smtps']:<6} implicit TLS, like port 465",
-        f"  IMAP        {host}:{ports['imap']:<6} IMAPS {host}:{ports['imaps']}",
-        f"  POP3        {host}:{ports['pop3']:<6} POP3S {host}:{ports['pop3s']}",
+        *([f"  IMAP        {host}:{ports['imap']:<6} IMAPS {host}:{ports['imaps']}"] if _enabled(loaded, "imap") else []),
+        *([f"  POP3        {host}:{ports['pop3']:<6} POP3S {host}:{ports['pop3s']}"] if _enabled(loaded, "pop3") else []),
         "  TLS uses a self-signed certificate unless the YAML includes the TLS Secret.",
         "",
     ]

@@ -12,6 +12,7 @@ import email
 import email.policy
 import ssl
 import threading
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,13 @@ class Zone(BaseResolver):
         for addr in addresses:
             self._add(name, "AAAA" if ":" in addr else "A", AAAA(addr) if ":" in addr else A(addr))
 
+    def clear(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.names.clear()
+            self.servfail.clear()
+            self.queries.clear()
+
     def exists(self, name: str) -> None:
         with self.lock:
             self.names.add(name.rstrip(".").lower())
@@ -85,15 +93,24 @@ class Zone(BaseResolver):
         return reply
 
 
-@pytest.fixture
-def dns_zone():
+@pytest.fixture(scope="session")
+def _dns_server():
     zone = Zone()
-    server = DNSServer(zone, port=0, address="127.0.0.1", tcp=False, logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
+    server = DNSServer(zone, port=0, address="127.0.0.1", tcp=False,
+                       logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
     server.start_thread()
     zone.port = server.server.server_address[1]
     yield zone
     server.stop()
     server.server.server_close()
+
+
+@pytest.fixture
+def dns_zone(_dns_server):
+    """The loopback DNS server's zone, empty at the start of each test."""
+    _dns_server.clear()
+    yield _dns_server
+    _dns_server.clear()
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +160,7 @@ class SinkHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.data_reply:
             return self.data_reply
-        login = session.login_data.decode() if isinstance(session.login_data, bytes) else session.login_data
+        login = session.auth_data.login.decode() if session.auth_data is not None else None
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
                                       tls=session.ssl is not None, login=login, server=self.name))
         return "250 2.0.0 Ok: queued"
@@ -194,10 +211,16 @@ async def start_smtp(handler: SinkHandler, host: str, port: int, *, lmtp: bool =
         def authenticator(server, session, envelope, mechanism, auth_data):
             login = auth_data.login.decode()
             ok = auth.get(login) == auth_data.password.decode()
-            return AuthResult(success=ok, handled=False)
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
         kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls is not None)
     cls = CountingLMTP if lmtp else CountingSMTP
-    return await loop.create_server(lambda: cls(handler, **kwargs), host=host, port=port, reuse_address=True)
+
+    def factory():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # AUTH without TLS: fine on loopback in a test
+            return cls(handler, **kwargs)
+
+    return await loop.create_server(factory, host=host, port=port, reuse_address=True)
 
 
 def make_cert(tmp: Path, name: str = "mx.remote.test") -> tuple[Path, Path]:

@@ -1,0 +1,267 @@
+"""Outbound delivery: MX hosts from the loopback DNS in preference order,
+fallbacks, bounces, STARTTLS, connection reuse, concurrency, the smarthost and
+the mailstore's per-recipient replies."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import HOSTNAME, SinkHandler, message, start_smtp
+from reports import check_fields, parse_report
+
+from correo_server.config import Smarthost
+from correo_server.queue.records import BOUNCED, DEFERRED
+
+
+def the_message(h):
+    (msg,) = list(h.service.state)
+    return msg
+
+
+async def two_mx(h):
+    h.zone.mx("remote.test", (10, "mx1.remote.test"), (20, "mx2.remote.test"))
+    mx1 = await h.add_mx("mx1.remote.test", "127.0.0.2")
+    mx2 = await h.add_mx("mx2.remote.test", "127.0.0.3")
+    return mx1, mx2
+
+
+async def test_delivery_goes_to_the_preferred_mx(harness):
+    mx1, mx2 = await two_mx(harness)
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    assert [m.recipients for m in mx1.messages] == [["bob@remote.test"]]
+    assert mx1.messages[0].sender == "alice@example.com"
+    assert not mx2.messages
+    assert not list(harness.service.state)
+
+
+async def test_falls_back_to_the_next_mx_when_the_first_refuses_connections(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"), (20, "mx2.remote.test"))
+    harness.zone.a("mx1.remote.test", "127.0.0.4")  # nothing listens there
+    mx2 = await harness.add_mx("mx2.remote.test", "127.0.0.3")
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    assert [m.recipients for m in mx2.messages] == [["bob@remote.test"]]
+
+
+async def test_falls_back_to_the_next_mx_on_4xx(harness):
+    mx1, mx2 = await two_mx(harness)
+    mx1.rcpt_reply = "451 4.3.2 try another server"
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test", "carl@remote.test"])
+    await harness.settle()
+    assert not mx1.messages
+    assert [m.recipients for m in mx2.messages] == [["bob@remote.test", "carl@remote.test"]]
+
+
+async def test_4xx_everywhere_is_deferred_then_delivered_on_retry(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    mx1.rcpt_reply = "451 4.7.1 greylisted, come back later"
+    await harness.start()
+    t0 = harness.clock.now()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED
+    assert r.reply == "451 4.7.1 greylisted, come back later"
+    assert r.next_attempt == t0 + 300  # the domain's initial delay
+    assert r.destination == "mx1.remote.test"
+    mx1.rcpt_reply = None
+    await harness.run_until(t0 + 299)
+    assert not mx1.messages  # not before its time
+    await harness.run_until(t0 + 300)
+    assert [m.recipients for m in mx1.messages] == [["bob@remote.test"]]
+    assert not list(harness.service.state)
+    assert not harness.notices("alice@example.com")  # no notice for a short delay
+
+
+async def test_5xx_bounces_at_once_with_a_failure_notice_to_the_local_sender(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    mx1.rcpt_reply = lambda rcpt: "550 5.1.1 <nobody@remote.test>: no such user" if rcpt.startswith("nobody") else None
+    await harness.start()
+    await harness.send("alice@example.com", ["nobody@remote.test", "bob@remote.test"],
+                       message("lunch", to="nobody@remote.test"))
+    await harness.settle()
+    assert [m.recipients for m in mx1.messages] == [["bob@remote.test"]]
+    (notice,) = harness.notices("alice@example.com")
+    report = parse_report(notice)
+    check_fields(report, hostname=HOSTNAME, action="failed")
+    (rcpt,) = report.per_recipient
+    assert rcpt["Final-Recipient"] == "rfc822; nobody@remote.test"
+    assert rcpt["Status"] == "5.1.1"
+    assert rcpt["Remote-MTA"] == "dns; mx1.remote.test"
+    assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 <nobody@remote.test>: no such user"
+    assert "Subject: lunch" in report.headers
+    assert [a.addr_spec for a in notice["To"].addresses] == ["alice@example.com"]
+    assert notice["Subject"] == "Undelivered Mail Returned to Sender"
+    assert not list(harness.service.state)  # bounced, reported, gone
+
+
+async def test_null_mx_bounces_at_once(harness):
+    harness.zone.null_mx("nomail.test")
+    await harness.start()
+    await harness.send("alice@example.com", ["x@nomail.test"])
+    await harness.settle()
+    (notice,) = harness.notices("alice@example.com")
+    (rcpt,) = parse_report(notice).per_recipient
+    assert rcpt["Status"] == "5.1.10"
+    assert rcpt["Diagnostic-Code"].startswith("smtp; 556 5.1.10")
+    assert harness.service.state.figures.total.bounced == 1
+
+
+async def test_domain_without_mx_is_delivered_to_its_a_record(harness):
+    plain = SinkHandler("plain.test")
+    harness.servers.append(await start_smtp(plain, "127.0.0.5", harness.remote_port))
+    harness.zone.a("plain.test", "127.0.0.5")
+    await harness.start()
+    await harness.send("alice@example.com", ["x@plain.test"])
+    await harness.settle()
+    assert [m.recipients for m in plain.messages] == [["x@plain.test"]]
+
+
+async def test_domain_that_does_not_exist_bounces(harness):
+    await harness.start()
+    await harness.send("alice@example.com", ["x@nowhere.test"])
+    await harness.settle()
+    (notice,) = harness.notices("alice@example.com")
+    (rcpt,) = parse_report(notice).per_recipient
+    assert rcpt["Status"] == "5.1.2"
+
+
+async def test_dns_server_failure_is_temporary(harness):
+    harness.zone.servfail.add("flaky.test")
+    await harness.start()
+    t0 = harness.clock.now()
+    await harness.send("alice@example.com", ["x@flaky.test"])
+    await harness.settle()
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED and r.reply.startswith("451 4.4.3"), r.reply
+    harness.zone.servfail.clear()
+    harness.zone.mx("flaky.test", (5, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    await harness.run_until(t0 + 300)
+    assert [m.recipients for m in mx1.messages] == [["x@flaky.test"]]
+
+
+async def test_starttls_is_used_when_the_mx_offers_it(harness, server_tls):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2", tls=server_tls)
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    assert [m.tls for m in mx1.messages] == [True]
+
+
+async def test_one_connection_carries_many_messages(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    await harness.start(concurrency_per_destination=1)
+    await asyncio.gather(*(harness.send("alice@example.com", [f"u{i}@remote.test"]) for i in range(6)))
+    await harness.settle()
+    assert len(mx1.messages) == 6
+    assert mx1.connections == 1
+
+
+async def test_concurrency_per_destination_is_limited(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    active = {"now": 0, "max": 0}
+    real = mx1.handle_DATA
+
+    async def slow(server, session, envelope):
+        active["now"] += 1
+        active["max"] = max(active["max"], active["now"])
+        await asyncio.sleep(0.1)
+        active["now"] -= 1
+        return await real(server, session, envelope)
+
+    mx1.handle_DATA = slow
+    await harness.start(concurrency_per_destination=2, concurrency_total=10)
+    await asyncio.gather(*(harness.send("alice@example.com", [f"u{i}@remote.test"]) for i in range(8)))
+    await harness.settle()
+    assert len(mx1.messages) == 8
+    assert active["max"] == 2
+
+
+async def test_total_concurrency_is_limited(harness):
+    seen = {"now": 0, "max": 0}
+    for n in range(4):
+        domain = f"d{n}.test"
+        harness.zone.mx(domain, (10, f"mx.{domain}"))
+        mx = await harness.add_mx(f"mx.{domain}", f"127.0.0.{10 + n}")
+        real = mx.handle_DATA
+
+        async def slow(server, session, envelope, real=real):
+            seen["now"] += 1
+            seen["max"] = max(seen["max"], seen["now"])
+            await asyncio.sleep(0.1)
+            seen["now"] -= 1
+            return await real(server, session, envelope)
+
+        mx.handle_DATA = slow
+    await harness.start(concurrency_per_destination=4, concurrency_total=3)
+    await asyncio.gather(*(harness.send("alice@example.com", [f"u{i}@d{i % 4}.test"]) for i in range(12)))
+    await harness.settle()
+    assert sum(len(mx.messages) for mx in harness.mx.values()) == 12
+    assert seen["max"] == 3
+
+
+@pytest.mark.parametrize("tls", ["none", "starttls"])
+async def test_smarthost_with_auth(harness, server_tls, tls):
+    relay = SinkHandler("smarthost.test")
+    server = await start_smtp(relay, "127.0.0.1", 0, auth={"relayuser": "s3cret"},
+                              tls=server_tls if tls == "starttls" else None)
+    harness.servers.append(server)
+    port = server.sockets[0].getsockname()[1]
+    (harness.root / "config").mkdir(exist_ok=True)
+    (harness.root / "config" / "smarthost-user").write_text("relayuser\n")
+    (harness.root / "config" / "smarthost-pass").write_text("s3cret\n")
+    await harness.start(smarthost=Smarthost(host="127.0.0.1", port=port, tls=tls, username_file="smarthost-user",
+                                            password_file="smarthost-pass"))
+    await harness.send("alice@example.com", ["x@remote.test", "bob@example.com"])
+    await harness.settle()
+    assert [(m.recipients, m.login, m.tls) for m in relay.messages] == [(["x@remote.test"], "relayuser", tls != "none")]
+    assert harness.mailstore.for_rcpt("bob@example.com")  # local mail does not go to the smarthost
+
+
+async def test_smarthost_refusing_the_login_keeps_the_mail(harness):
+    relay = SinkHandler("smarthost.test")
+    server = await start_smtp(relay, "127.0.0.1", 0, auth={"relayuser": "other"})
+    harness.servers.append(server)
+    port = server.sockets[0].getsockname()[1]
+    (harness.root / "config").mkdir(exist_ok=True)
+    (harness.root / "config" / "u").write_text("relayuser")
+    (harness.root / "config" / "p").write_text("wrong")
+    await harness.start(smarthost=Smarthost(host="127.0.0.1", port=port, tls="none", username_file="u",
+                                            password_file="p"))
+    await harness.send("alice@example.com", ["x@remote.test"])
+    await harness.settle()
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED
+    assert "authentication at smarthost 127.0.0.1 failed" in r.reply
+    assert r.destination == f"127.0.0.1:{port}"
+
+
+async def test_mailstore_replies_per_recipient_are_honoured(harness):
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    harness.mailstore.per_rcpt = {
+        "erin@other.org": "452 4.2.2 <erin@other.org> mailbox full, try later",
+        "alice@example.com": "552 5.2.2 <alice@example.com> over quota",
+    }.get
+    await harness.start()
+    await harness.send("x@remote.test", ["bob@example.com", "erin@other.org", "alice@example.com"])
+    await harness.settle()
+    assert [r for r, _ in harness.mailstore.delivered] == ["bob@example.com"]
+    states = {r.rcpt.address: r.state for r in the_message(harness).rcpts}
+    assert states == {"bob@example.com": "delivered", "erin@other.org": DEFERRED, "alice@example.com": BOUNCED}
+    # The remote sender hears about alice through its MX, from <>.
+    (notice,) = mx1.messages
+    assert notice.sender == "<>" and notice.recipients == ["x@remote.test"]
+    (rcpt,) = parse_report(notice.parsed()).per_recipient
+    assert rcpt["Final-Recipient"] == "rfc822; alice@example.com"
+    assert rcpt["Status"] == "5.2.2"

@@ -48,6 +48,7 @@ def make_resolver(nameservers: tuple[str, ...] | list[str], timeout: float = 5.0
         resolver = dns.asyncresolver.Resolver()
     resolver.timeout = min(timeout, 5.0)
     resolver.lifetime = timeout
+    resolver.cache = dns.resolver.LRUCache(10000)  # answers kept for their TTL, as every MTA does
     return resolver
 
 

@@ -410,11 +410,11 @@ class Runner:
         streak = 0
         while True:
             streak = streak + 1 if self.quiet() else 0
-            if streak >= 3:
+            if streak >= 2:
                 return
             if loop.time() > end:
                 raise TimeoutError("queue did not become idle")
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.001)
 
 
 __all__ = ["Runner", "Job", "DELIVERED", "BOUNCED", "DEFERRED"]

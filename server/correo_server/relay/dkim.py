@@ -1,9 +1,9 @@
 """DKIM signatures (RFC 6376) for mail that authenticated users send from
 hosted domains, with keys from the configuration folder.
 
-Which domain signs: the domain of the ``From:`` header when it is hosted (so
-that the signature aligns for DMARC), else the envelope sender's domain when
-that is hosted; ``d=`` is that domain as written (its A-label form for
+Which domain signs: the domain of the ``From:`` header when it is hosted and
+has a key (so that the signature aligns for DMARC), else the envelope
+sender's domain when that is hosted and has a key; ``d=`` is that domain as written (its A-label form for
 internationalised names), the key and ``s=`` come from its
 :class:`~correo_server.config.Domain` (``dkimKeyFile``, ``dkimSelector``), so
 alias domains sign with their main domain's key and need the same DNS record
@@ -72,18 +72,19 @@ class DkimSigner:
         self._keys: dict[Path, tuple[tuple[int, int, int], bytes]] = {}
         self._warned: set[str] = set()
 
-    def signing_domain(self, message: bytes, envelope_sender: str | None) -> tuple[str, Domain] | None:
-        """(d= domain, hosted Domain) for this message, or None when it is not
-        ours to sign."""
+    def signing_domains(self, message: bytes, envelope_sender: str | None) -> list[tuple[str, Domain]]:
+        """Candidates for d=, best first: the ``From:`` domain, then the
+        envelope sender's, each only when hosted.  Empty when the message is
+        not ours to sign (nothing hosted, or several ``From:`` fields)."""
         domains = from_domains(message)
         if len(domains) > 1:
-            return None
-        for candidate in (domains[0] if domains else "",
-                          (envelope_sender or "").rpartition("@")[2].lower()):
+            return []
+        out: list[tuple[str, Domain]] = []
+        for candidate in (domains[0] if domains else "", (envelope_sender or "").rpartition("@")[2].lower()):
             hosted = hosted_domain(self.config, candidate)
-            if hosted is not None:
-                return candidate, hosted
-        return None
+            if hosted is not None and candidate not in (d for d, _ in out):
+                out.append((candidate, hosted))
+        return out
 
     def key_for(self, domain: Domain) -> bytes | None:
         if not domain.dkim_key_file:
@@ -108,12 +109,11 @@ class DkimSigner:
     def sign_now(self, message: bytes, envelope_sender: str | None) -> bytes | None:
         """The ``DKIM-Signature:`` header field (ending with CRLF) to put on top
         of ``message``, or None when it is not to be signed (or cannot be)."""
-        found = self.signing_domain(message, envelope_sender)
-        if found is None:
-            return None
-        d, domain = found
-        key = self.key_for(domain)
-        if key is None:
+        for d, domain in self.signing_domains(message, envelope_sender):
+            key = self.key_for(domain)
+            if key is not None:
+                break
+        else:
             return None
         try:
             return dkimpy.sign(message, domain.dkim_selector.encode("ascii"), _dns_name(d).encode("ascii"), key,

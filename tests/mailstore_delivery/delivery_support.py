@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import smtplib
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Coroutine
@@ -178,3 +180,71 @@ def lmtp_deliver(port: int, sender: str, recipients: list[str], message: bytes,
             for rcpt in accepted[1:]:
                 replies[rcpt] = client.getreply()
     return LmtpResult(refused, replies)
+
+
+class ServerProcess:
+    """``correo serve mailstore --config DIR --ports-file F`` as a real process."""
+
+    def __init__(self, config_dir: Path, workdir: Path) -> None:
+        import subprocess
+        import sys
+
+        self.ports_file = workdir / f"ports-{time.monotonic_ns()}.json"
+        self.log_file = open(workdir / "mailstore.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "correo_operator.cli", "serve", "mailstore", "--config", str(config_dir),
+             "--ports-file", str(self.ports_file), "--log-format", "json"],
+            stdout=self.log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self.ports_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"mailstore did not start; see {workdir / 'mailstore.log'}")
+            time.sleep(0.05)
+        self.ports: dict[str, int] = json.loads(self.ports_file.read_text())
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log_file.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+        self.log_file.close()
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def lmtp_transaction(client: smtplib.LMTP, sender: str, recipients: list[str], message: bytes
+                     ) -> dict[str, int]:
+    """One transaction on an open LMTP connection: reply code per recipient
+    (the RCPT reply when refused there, else the reply after DATA)."""
+    codes: dict[str, int] = {}
+    code, text = client.mail(sender, ["BODY=8BITMIME"])
+    if code != 250:
+        raise smtplib.SMTPResponseException(code, text)
+    accepted = []
+    for rcpt in recipients:
+        code, _ = client.rcpt(rcpt)
+        if code == 250:
+            accepted.append(rcpt)
+        else:
+            codes[rcpt] = code
+    if accepted:
+        code, _ = client.data(message)
+        codes[accepted[0]] = code
+        for rcpt in accepted[1:]:
+            codes[rcpt] = client.getreply()[0]
+    return codes

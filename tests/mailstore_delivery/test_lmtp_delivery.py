@@ -169,21 +169,21 @@ class TestByteForByte:
         _, messages = mailstore.inbox(ALICE)
         assert mailstore.read(ALICE, messages[0].uid).endswith(b"\r\n\r\nline one\nline two\r\n")
 
-    def test_too_big_is_refused_and_session_stays_usable(self, start_mailstore):
+    def test_too_big_is_refused_per_recipient_and_session_stays_usable(self, start_mailstore):
         mailstore = start_mailstore(max_literal_bytes=2000)
         import smtplib
         with smtplib.LMTP("127.0.0.1", mailstore.ports["lmtp"]) as client:
             client.ehlo()
-            client.mail("x@example.org")
-            client.rcpt(ALICE)
-            code, _ = client.data(b"Subject: big\r\n\r\n" + (b"a" * 98 + b"\r\n") * 30)
-            assert code == 552
-            client.rset()
-            client.mail("x@example.org")
-            client.rcpt(ALICE)
-            code, _ = client.data(b"Subject: one long line\r\n\r\n" + b"a" * 3000 + b"\r\n")
-            assert 500 <= code < 600
-            client.rset()
+            for body in ((b"a" * 98 + b"\r\n") * 30,  # too much data
+                         b"a" * 3000 + b"\r\n"):  # one line longer than the limit
+                client.mail("x@example.org")
+                client.rcpt(ALICE)
+                client.rcpt(BOB)
+                code, text = client.data(b"Subject: big\r\n\r\n" + body)
+                second = client.getreply()  # LMTP: one reply per recipient
+                assert 500 <= code < 600 and second[0] == code, (code, text, second)
+                assert text.startswith((b"5.3.4", b"5.5.2"))
             client.mail("x@example.org")
             client.rcpt(ALICE)
             assert client.data(SIMPLE)[0] == 250
+        assert len(mailstore.inbox(ALICE)[1]) == 1

@@ -105,6 +105,9 @@ class DeliveryHandler:
         self.idle.clear()
         try:
             return await self._data(envelope)
+        except Exception as exc:  # never one reply where LMTP owes one per recipient
+            log.exception("lmtp_data_failed", error=repr(exc))
+            return "\r\n".join([str(policy.store_failed())] * len(envelope.rcpt_tos))
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -183,13 +186,27 @@ class DeliveryHandler:
         return "451 4.3.0 internal error, try again later"
 
 
+# aiosmtpd's own refusals of a message after DATA, given once; LMTP owes one
+# reply per accepted recipient (RFC 2033 section 4.2), or the client waits forever.
+_DATA_REFUSALS = {
+    "552 Error: Too much mail data": "552 5.3.4 message too big for this system",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 line too long",
+}
+
+
 class _LMTP(LMTP):
     """aiosmtpd's LMTP with a per-instance line-length limit (aiosmtpd reads it
-    when it builds its StreamReader, in ``__init__``)."""
+    when it builds its StreamReader, in ``__init__``), and aiosmtpd's single
+    post-DATA refusals repeated once per recipient."""
 
     def __init__(self, handler, *, line_length_limit: int, **kwargs) -> None:
         self.line_length_limit = line_length_limit
         super().__init__(handler, **kwargs)
+
+    async def push(self, status) -> None:
+        if isinstance(status, str) and status in _DATA_REFUSALS and self.envelope and self.envelope.rcpt_tos:
+            status = "\r\n".join([_DATA_REFUSALS[status]] * len(self.envelope.rcpt_tos))
+        await super().push(status)
 
 
 def size_limit(ctx: MailstoreContext) -> int:

@@ -92,6 +92,7 @@ async def test_connections_per_client(make_relay):
     code, lines = await third.reply()
     assert (code, lines[-1][4:9]) == (421, "4.7.0")
     assert await third.closed()
+    await third.close()
     await first.cmd("QUIT")
     await first.close()
     fourth = await RawClient.connect(relay.smtp)  # a slot is free again
@@ -107,6 +108,7 @@ async def test_connections_total(make_relay):
     code, lines = await second.reply()
     assert code == 421 and "too many connections" in lines[-1]
     assert await second.closed()
+    await second.close()
     await first.close()
 
 
@@ -119,6 +121,7 @@ async def test_commands_per_session(make_relay):
     code, lines = await client.cmd("NOOP")
     assert (code, lines[-1][4:9]) == (421, "4.7.0")
     assert await client.closed()
+    await client.close()
 
 
 async def test_long_command_line(make_relay):

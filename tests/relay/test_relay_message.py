@@ -74,8 +74,12 @@ async def test_dkim_alias_domain_signs_as_itself(make_relay, dkim_pair):
 async def test_no_signature_for_inbound_mail_claiming_a_hosted_from(make_relay):
     """Port 25 mail is not ours to vouch for, whatever its From: says."""
     relay = await make_relay()
-    assert await in_thread(lambda: smtp_client(relay.smtp).sendmail(
-        "alice@example.com", ["bob@example.com"], MESSAGE)) == {}
+
+    def send():
+        with smtp_client(relay.smtp) as client:
+            return client.sendmail("alice@example.com", ["bob@example.com"], MESSAGE)
+
+    assert await in_thread(send) == {}
     assert b"DKIM-Signature" not in relay.sink.messages[0].content
 
 

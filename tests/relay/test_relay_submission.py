@@ -141,6 +141,7 @@ async def test_wrong_password_suspended_mailbox_and_failure_limit(make_relay):
     code, lines = await client.reply()
     assert (code, lines[-1][4:9]) == (421, "4.7.0")
     assert await client.closed()
+    await client.close()
     metrics = relay.service.context.metrics
     assert metrics.value("relay_auth_total", result="invalid") == 2
     assert metrics.value("relay_auth_total", result="suspended") == 1

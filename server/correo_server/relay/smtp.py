@@ -20,12 +20,13 @@ import asyncio
 import base64
 import binascii
 import collections
+import functools
 import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 
 from .. import logs
 from ..guard import plaintext_login_allowed
@@ -140,6 +141,7 @@ class RelaySMTP(SMTP):
     def _guarded(self, method):
         limit = self.ctx.config.relay.max_commands_per_session
 
+        @functools.wraps(method)  # keeps aiosmtpd's HELP text
         async def run(arg: str | None) -> None:
             self._commands += 1
             if limit and self._commands > limit:
@@ -174,6 +176,16 @@ class RelaySMTP(SMTP):
         self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
         await super()._handle_client()
 
+    def _timeout_cb(self) -> None:
+        """Idle too long: say so (RFC 5321 section 4.5.3.2 allows the 421), then close."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.log.info("session_timeout")
+            try:
+                self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+            except Exception:  # the transport may already be failing
+                pass
+        super()._timeout_cb()
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted:
             self._admitted = False
@@ -183,6 +195,7 @@ class RelaySMTP(SMTP):
         super().connection_lost(error)
 
     # -- greeting and capabilities -------------------------------------------
+    @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
@@ -199,6 +212,7 @@ class RelaySMTP(SMTP):
         await self._raw("\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}"
                                     for i, line in enumerate(lines)))
 
+    @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
         if not hostname:
             await self.push("501 5.5.4 Syntax: HELO hostname")
@@ -208,6 +222,7 @@ class RelaySMTP(SMTP):
         self.session.host_name = hostname
         await self._raw(f"250 {self.hostname}")
 
+    @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if self.tls_active:
             await self.push("503 5.5.1 TLS is already active")
@@ -259,6 +274,7 @@ class RelaySMTP(SMTP):
             return None
         return user, password
 
+    @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str | None) -> None:
         session = self.session
         if not self.listener.requires_auth:
@@ -319,6 +335,7 @@ class RelaySMTP(SMTP):
             return Reply(530, "5.7.0", "Authentication required", "auth_required")
         return None
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         refusal = await self._transaction_refusal()
         if refusal:
@@ -361,6 +378,7 @@ class RelaySMTP(SMTP):
         self.session.rcpt_attempts = 0
         await self.push(f"250 2.1.0 Sender <{self.envelope.mail_from}> OK")
 
+    @syntax("RCPT TO: <address>")
     async def smtp_RCPT(self, arg: str | None) -> None:
         refusal = await self._transaction_refusal()
         if refusal:
@@ -402,6 +420,7 @@ class RelaySMTP(SMTP):
             self.envelope.rcpt_tos.append(address)
         await self.push(f"250 2.1.5 Recipient <{address}> OK")
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
         refusal = await self._transaction_refusal()
         if refusal:
@@ -433,7 +452,14 @@ class RelaySMTP(SMTP):
                 self._set_post_data_state()
                 await self._refuse(refusal)
                 return
-            reply = await self._accept(reader.content())
+            self._reset_timeout()  # the hand-off is the server's time, not the client's
+            try:
+                reply = await self._accept(reader.content())
+            except Exception as exc:  # a bug must not leave the transaction half-open
+                self.log.error("accept_failed", error=type(exc).__name__, exc_info=exc)
+                reply = Reply(451, "4.3.0", "Internal error; message not accepted, try again later",
+                              "internal_error")
+                self.ctx.count_rejection(reply.reason)
             self._set_post_data_state()
             await self.push(str(reply))
         finally:

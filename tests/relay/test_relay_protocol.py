@@ -1,0 +1,75 @@
+"""The conversation itself: what EHLO advertises, enhanced status codes on
+every reply, plain old HELO clients, idle timeouts."""
+from __future__ import annotations
+
+import base64
+import re
+
+from relay_helpers import PASSWORDS, RawClient
+
+ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
+
+
+async def test_ehlo_advertises_the_extensions(make_relay):
+    relay = await make_relay(tls=True, relay={"max_message_bytes": 12345})
+    client = await RawClient.connect(relay.smtp)
+    code, lines = await client.cmd("EHLO client.example")
+    assert code == 250
+    assert [line[4:] for line in lines] == ["mx.example.com", "PIPELINING", "SIZE 12345", "8BITMIME", "SMTPUTF8",
+                                            "ENHANCEDSTATUSCODES", "STARTTLS"]
+    await client.close()
+    client = await RawClient.connect(relay.submission)
+    code, lines = await client.cmd("EHLO client.example")
+    assert lines[-1] == "250 AUTH PLAIN LOGIN"  # loopback: plaintext login allowed by default
+    await client.close()
+
+
+async def test_every_reply_carries_an_enhanced_status_code(make_relay):
+    relay = await make_relay()
+    client = await RawClient.connect(relay.submission)
+    plain = base64.b64encode(b"\0alice@example.com\0" + PASSWORDS["alice@example.com"].encode()).decode()
+    commands = ["MAIL FROM:<alice@example.com>", "HELO", "EHLO", "EHLO client.example", "NOOP", "HELP",
+                "VRFY alice@example.com", "EXPN staff", "RCPT TO:<x@foreign.example>", "DATA",
+                "AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0wrong").decode(),
+                "AUTH PLAIN " + plain, "MAIL FROM:<bob@example.com>", "MAIL FROM:<alice@example.com> SIZE=x",
+                "MAIL FROM:<alice@example.com>", "MAIL FROM:<alice@example.com>", "RCPT TO:<bad",
+                "RCPT TO:<friend@foreign.example> NOTIFY=NEVER", "RCPT TO:<friend@foreign.example>",
+                "DATA extra", "STARTTLS", "RSET x", "RSET", "BDAT 10 LAST", "QUIT"]
+    for command in commands:
+        code, lines = await client.cmd(command)
+        assert code, command
+        if command == "HELP":
+            assert "MAIL" in lines[-1] and "STARTTLS" not in lines[-1]  # no TLS configured
+        if command.startswith("EHLO client"):
+            continue  # the EHLO reply lists extensions (RFC 2034 exempts it)
+        for line in lines:
+            assert ENHANCED.match(line), (command, line)
+    await client.close()
+
+
+async def test_helo_client(make_relay):
+    relay = await make_relay()
+    client = await RawClient.connect(relay.smtp)
+    code, lines = await client.cmd("HELO old.example")
+    assert lines == ["250 mx.example.com"]
+    code, lines = await client.cmd("MAIL FROM:<someone@foreign.example> SIZE=10")
+    assert code == 501  # parameters need EHLO
+    assert (await client.cmd("MAIL FROM:<someone@foreign.example>"))[0] == 250
+    assert (await client.cmd("RCPT TO:<alice@example.com>"))[0] == 250
+    assert (await client.cmd("DATA"))[0] == 354
+    await client.send(b"Subject: old\r\n\r\nold\r\n.\r\n")
+    assert (await client.reply())[0] == 250
+    await client.close()
+    assert b"from old.example (unknown [127.0.0.1])\r\n\tby mx.example.com (correo) with SMTP id" in \
+        relay.sink.messages[0].content
+
+
+async def test_greeting_and_idle_timeout(make_relay):
+    relay = await make_relay(relay={"timeout_seconds": 1})
+    client = await RawClient.connect(relay.smtp, greet=False)
+    code, lines = await client.reply()
+    assert lines == ["220 mx.example.com ESMTP correo"]
+    code, lines = await client.reply(timeout=5)
+    assert (code, lines[-1][4:9]) == (421, "4.4.2")
+    assert await client.closed()
+    await client.close()

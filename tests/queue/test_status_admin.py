@@ -122,7 +122,7 @@ async def test_admin_http_list_show_retry_delete(harness):
         async with http.get(harness.http + "/queue") as resp:
             doc = await resp.json()
         assert doc["count"] == 2
-        first, second = doc["messages"]
+        first, second = sorted(doc["messages"], key=lambda m: m["recipients"][0]["address"])
         assert first["sender"] == "alice@example.com"
         (r,) = first["recipients"]
         assert (r["address"], r["state"], r["attempts"], r["lastReply"]) == \

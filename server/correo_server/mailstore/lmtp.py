@@ -120,17 +120,28 @@ class DeliveryHandler:
         content = bytes(content or b"")
         sender = envelope.mail_from or ""
         directory = self._directory()
-        replies: list[policy.Reply] = []
-        done: dict[str, policy.Reply] = {}  # mailbox → its reply in this transaction
+        # One delivery per mailbox (an address and its alias in one transaction
+        # get one copy); different mailboxes are written concurrently, each
+        # under its own lock in the store.
+        targets: list[tuple[str, str | None]] = []  # (rcpt, mailbox key or None)
+        first_rcpt: dict[str, tuple[str, object]] = {}
         for rcpt in envelope.rcpt_tos:
             entry = directory.lookup(rcpt)
-            if entry is not None and entry.address.lower() in done:
-                replies.append(done[entry.address.lower()])
-                continue
-            reply = await self._deliver_one(sender, rcpt, entry, content)
-            if entry is not None:
-                done[entry.address.lower()] = reply
-            replies.append(reply)
+            key = entry.address.lower() if entry is not None else None
+            targets.append((rcpt, key))
+            if key is not None and key not in first_rcpt:
+                first_rcpt[key] = (rcpt, entry)
+        outcomes = await asyncio.gather(*(self._deliver_one(sender, rcpt, entry, content)
+                                          for rcpt, entry in first_rcpt.values()), return_exceptions=True)
+        by_mailbox: dict[str, policy.Reply] = {}
+        for key, outcome in zip(first_rcpt, outcomes):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                log.error("lmtp_delivery_failed", mailbox=key, error=repr(outcome))
+                outcome = policy.store_failed()
+            by_mailbox[key] = outcome
+        replies = [by_mailbox[key] if key is not None else policy.unknown(rcpt) for rcpt, key in targets]
         for reply in replies:
             result = "delivered" if reply.ok else "deferred" if reply.temporary else "rejected"
             self.ctx.metrics.inc("mailstore_deliveries_total", result=result)

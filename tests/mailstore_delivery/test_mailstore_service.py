@@ -1,0 +1,60 @@
+"""MailstoreService in-process: what start() binds, what stop() does to open
+sessions, and the side port's answers."""
+from __future__ import annotations
+
+import json
+import poplib
+import smtplib
+
+import pytest
+
+from .delivery_support import ALICE, BOB, PASSWORDS, http_get, lmtp_deliver
+
+MESSAGE = b"Subject: s\r\nMessage-ID: <s1@example.org>\r\n\r\nbody\r\n"
+
+
+def test_listeners_follow_configuration(start_mailstore):
+    plain = start_mailstore(tls=False, pop3_enabled=True)
+    assert set(plain.ports) == {"lmtp", "pop3", "http"}  # no certificate: no POP3S
+    plain.stop()
+    no_pop = start_mailstore(pop3_enabled=False)
+    assert set(no_pop.ports) == {"lmtp", "http"}
+    assert http_get(no_pop.ports["http"], "/readyz")[0] == 200
+
+
+def test_stop_ends_pop3_sessions_without_update_and_closes_lmtp(start_mailstore):
+    mailstore = start_mailstore()
+    lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [ALICE], MESSAGE)
+    pop = poplib.POP3("127.0.0.1", mailstore.ports["pop3"], timeout=30)
+    pop.user(ALICE)
+    pop.pass_(PASSWORDS[ALICE])
+    pop.dele(1)
+    lmtp = smtplib.LMTP("127.0.0.1", mailstore.ports["lmtp"], timeout=30)
+    lmtp.ehlo()
+    mailstore.stop()
+    with pytest.raises(poplib.error_proto, match=r"SYS/TEMP.*shutting down"):
+        pop.stat()
+    with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
+        lmtp.noop()
+    pop.close()
+    restarted = start_mailstore()
+    assert len(restarted.inbox(ALICE)[1]) == 1  # DELE without QUIT removed nothing
+
+
+def test_status_and_metrics_on_the_side_port(mailstore):
+    assert http_get(mailstore.ports["http"], "/readyz") == (200, b"ready\n")
+    lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [ALICE, BOB, "nobody@example.com"], MESSAGE)
+    code, body = http_get(mailstore.ports["http"], "/status")
+    doc = json.loads(body)
+    assert code == 200 and doc["ready"] is True and doc["time"].endswith("Z")
+    stored = len(mailstore.read(ALICE, mailstore.inbox(ALICE)[1][0].uid))
+    assert doc["mailboxes"][ALICE]["messages"] == 1
+    assert doc["mailboxes"][ALICE]["bytes"] == stored
+    assert doc["mailboxes"][BOB]["lastDelivery"] is not None
+    code, body = http_get(mailstore.ports["http"], "/metrics")
+    text = body.decode()
+    assert 'correo_mailstore_deliveries_total{result="delivered"} 2' in text
+    assert 'correo_mailstore_deliveries_total{result="rejected"} 1' in text
+    assert "# TYPE correo_mailstore_stored_bytes gauge" in text
+    assert f"correo_mailstore_stored_messages 2" in text
+    assert 'correo_mailstore_mailbox_quota_bytes{mailbox="dave@example.com"} 3000' in text

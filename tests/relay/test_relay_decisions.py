@@ -16,7 +16,7 @@ from correo_server.relay.replies import Reply, with_status
 CONFIG = ServerConfig(name="t", hostname="mx.example.com",
                       domains=(Domain("example.com", aliases=("example.net",)), Domain("xn--bcher-kva.example")))
 ALICE = MailboxEntry("alice@example.com", aliases=("postmaster@example.com",))
-DIRECTORY = Directory((ALICE, MailboxEntry("bob@example.com")), CONFIG)
+DIRECTORY = Directory((ALICE, MailboxEntry("bob@example.com"), MailboxEntry("hans@xn--bcher-kva.example")), CONFIG)
 
 
 def rcpt(text: str) -> Mailbox:
@@ -117,6 +117,12 @@ class TestOpenRelayRules:
         box = resolve_postmaster(rcpt("<Postmaster>"), CONFIG)
         assert box.address == "postmaster@example.com"
         assert check_recipient(Listener.SMTP, False, box, CONFIG, DIRECTORY) is None
+
+    def test_internationalised_domain_recipient_and_sender(self):
+        for form in ("<hans@bücher.example>", "<hans@xn--bcher-kva.example>", "<HANS@BÜCHER.example>"):
+            assert check_recipient(Listener.SMTP, False, rcpt(form), CONFIG, DIRECTORY) is None, form
+            hans = DIRECTORY.lookup("hans@xn--bcher-kva.example")
+            assert check_sender(Listener.SUBMISSION, hans, rcpt(form), DIRECTORY) is None, form
 
     def test_internationalised_domain_either_form(self):
         assert hosted_domain(CONFIG, "bücher.example").name == "xn--bcher-kva.example"

@@ -61,6 +61,13 @@ def hosted_domain(config: ServerConfig, domain: str) -> Domain | None:
     return None
 
 
+def lookup_form(box: Mailbox, config: ServerConfig | None) -> str:
+    """The address to look up in the directory: a hosted domain written in
+    another form (U-label, alias) is replaced by its configured name."""
+    hosted = hosted_domain(config, box.domain) if config is not None else None
+    return Mailbox(box.local, hosted.name).address if hosted is not None else box.address
+
+
 @dataclass(frozen=True)
 class MailOptions:
     """The parameters of an accepted ``MAIL FROM``."""
@@ -128,7 +135,7 @@ def check_sender(listener: Listener, mailbox: MailboxEntry | None, sender: Mailb
         return Reply(530, "5.7.0", "Authentication required", "auth_required")
     if sender is None:
         return None
-    if directory.owns(mailbox, sender.address):
+    if directory.owns(mailbox, lookup_form(sender, directory.config)):
         return None
     return Reply(553, "5.7.1", f"<{sender.address}>: Sender address rejected: not owned by the authenticated user",
                  "sender_mismatch")
@@ -157,7 +164,7 @@ def check_recipient(listener: Listener, authenticated: bool, rcpt: Mailbox,
         if tricky:
             return Reply(554, "5.7.1", f"<{rcpt.address}>: Relay access denied (%, ! and quoted @ are not relayed)",
                          "relay_denied")
-        if directory.lookup(rcpt.address) is None:
+        if directory.lookup(lookup_form(rcpt, config)) is None:
             return Reply(550, "5.1.1", f"<{rcpt.address}>: Recipient address rejected: User unknown",
                          "unknown_recipient")
         return None

@@ -115,7 +115,6 @@ class Pop3Connection:
                 await self.send_text("-ERR Disconnected for inactivity.")
                 return
             except LineTooLong:
-                line = b""
                 if self.session.sasl_pending:
                     self.session.sasl_pending = False
                     reply = Reply(False, "[AUTH] SASL response too long.")
@@ -125,10 +124,17 @@ class Pop3Connection:
                 if line is None:
                     return
                 reply = await self.answer(line)
-            if reply.then is Then.SASL:
-                await self.send_text("+ ")
-                continue
-            await self.send(reply)
+            try:
+                # a client that stops reading is as idle as one that stops writing
+                async with asyncio.timeout(self.idle):
+                    if reply.then is Then.SASL:
+                        await self.send_text("+ ")
+                        continue
+                    await self.send(reply)
+            except TimeoutError:
+                self.log.info("pop3_write_timeout")
+                self.writer.transport.abort()
+                return
             if reply.then is Then.CLOSE:
                 return
             if reply.then is Then.STARTTLS and not await self.start_tls():

@@ -1,0 +1,162 @@
+"""The index beside each Maildir folder: UIDs, flags and modification sequences.
+
+One SQLite database per folder (``correo-index.sqlite`` in the folder's
+directory, WAL mode, ``synchronous=FULL`` so that a commit is on disk when it
+returns).  It holds the folder's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, one
+row per message (UID → file, size, internal date, flags incl. keywords,
+MODSEQ), the keyword letters used in file names, and — in INBOX's index only —
+the mailbox's subscription list and its UIDVALIDITY counter.
+
+This module is synchronous and knows nothing about Maildir names or IMAP;
+:mod:`.store` drives it from worker threads, one thread at a time per folder
+(the folder's lock), and keeps the cached view in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+INDEX_FILE = "correo-index.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS messages (
+    uid INTEGER PRIMARY KEY,
+    base TEXT NOT NULL UNIQUE,      -- the unchanging part of the file name
+    path TEXT NOT NULL,             -- new/<base> or cur/<base>:2,<letters>
+    size INTEGER NOT NULL,
+    internaldate REAL NOT NULL,     -- seconds since the epoch
+    tzoffset INTEGER NOT NULL,      -- minutes east of UTC of the internal date
+    flags TEXT NOT NULL,            -- space-separated system flags and keywords
+    modseq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keywords (letter TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+"""
+
+
+class IndexCorrupt(Exception):
+    """The database cannot be read; the store moves it aside and rebuilds."""
+
+
+@dataclass
+class Row:
+    uid: int
+    base: str
+    path: str
+    size: int
+    internaldate: float
+    tzoffset: int
+    flags: frozenset[str]
+    modseq: int
+
+
+def _flags_text(flags: frozenset[str] | set[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+class Index:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            self.db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise IndexCorrupt(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK if the block raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta ---------------------------------------------------------------
+    def get_meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- messages -----------------------------------------------------------
+    def rows(self) -> list[Row]:
+        cur = self.db.execute(
+            "SELECT uid, base, path, size, internaldate, tzoffset, flags, modseq FROM messages ORDER BY uid")
+        return [Row(uid, base, path, size, idate, tz, frozenset(flags.split()) if flags else frozenset(), modseq)
+                for uid, base, path, size, idate, tz, flags, modseq in cur]
+
+    def totals(self) -> tuple[int, int]:
+        """(messages, bytes) without loading the rows."""
+        count, total = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        return int(count), int(total)
+
+    def insert(self, row: Row) -> None:
+        self.db.execute(
+            "INSERT INTO messages(uid, base, path, size, internaldate, tzoffset, flags, modseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.uid, row.base, row.path, row.size, row.internaldate, row.tzoffset,
+             _flags_text(row.flags), row.modseq))
+
+    def update(self, uid: int, *, flags: frozenset[str], modseq: int, path: str) -> None:
+        self.db.execute("UPDATE messages SET flags = ?, modseq = ?, path = ? WHERE uid = ?",
+                        (_flags_text(flags), modseq, path, uid))
+
+    def set_path(self, uid: int, path: str) -> None:
+        self.db.execute("UPDATE messages SET path = ? WHERE uid = ?", (path, uid))
+
+    def delete(self, uids: list[int]) -> None:
+        self.db.executemany("DELETE FROM messages WHERE uid = ?", [(u,) for u in uids])
+
+    # -- keywords (letters in file names) ------------------------------------
+    def keywords(self) -> dict[str, str]:
+        """keyword → letter."""
+        return {name: letter for letter, name in self.db.execute("SELECT letter, name FROM keywords")}
+
+    def add_keyword(self, letter: str, name: str) -> None:
+        self.db.execute("INSERT INTO keywords(letter, name) VALUES (?, ?)", (letter, name))
+
+    # -- subscriptions (INBOX's index) ----------------------------------------
+    def subscriptions(self) -> list[str]:
+        return [name for (name,) in self.db.execute("SELECT name FROM subscriptions ORDER BY name")]
+
+    def subscribe(self, name: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO subscriptions(name) VALUES (?)", (name,))
+
+    def unsubscribe(self, name: str) -> None:
+        self.db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+
+def read_totals(path: Path) -> tuple[int, int] | None:
+    """(messages, bytes) of a folder's index without opening it for writing;
+    None when there is no readable index."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            count, total = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+            return int(count), int(total)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None

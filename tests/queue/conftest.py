@@ -204,9 +204,10 @@ class CountingLMTP(LMTP):
 
 
 async def start_smtp(handler: SinkHandler, host: str, port: int, *, lmtp: bool = False,
-                     tls: ssl.SSLContext | None = None, auth: dict[str, str] | None = None) -> asyncio.AbstractServer:
+                     tls: ssl.SSLContext | None = None, auth: dict[str, str] | None = None,
+                     smtputf8: bool = True) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    kwargs = dict(hostname=handler.name, enable_SMTPUTF8=True, decode_data=False, loop=loop, tls_context=tls)
+    kwargs = dict(hostname=handler.name, enable_SMTPUTF8=smtputf8, decode_data=False, loop=loop, tls_context=tls)
     if auth is not None:
         def authenticator(server, session, envelope, mechanism, auth_data):
             login = auth_data.login.decode()
@@ -365,9 +366,10 @@ class Harness:
     cfg: ServerConfig | None = None
     config_dir: Path | None = None
 
-    async def add_mx(self, name: str, addr: str, *, tls: ssl.SSLContext | None = None) -> SinkHandler:
+    async def add_mx(self, name: str, addr: str, *, tls: ssl.SSLContext | None = None,
+                     smtputf8: bool = True) -> SinkHandler:
         handler = SinkHandler(name)
-        self.servers.append(await start_smtp(handler, addr, self.remote_port, tls=tls))
+        self.servers.append(await start_smtp(handler, addr, self.remote_port, tls=tls, smtputf8=smtputf8))
         self.zone.a(name, addr)
         self.mx[name] = handler
         return handler

@@ -265,3 +265,43 @@ async def test_mailstore_replies_per_recipient_are_honoured(harness):
     (rcpt,) = parse_report(notice.parsed()).per_recipient
     assert rcpt["Final-Recipient"] == "rfc822; alice@example.com"
     assert rcpt["Status"] == "5.2.2"
+
+
+async def test_mailstore_down_is_temporary_and_mail_flows_when_it_is_back(harness):
+    await harness.start()
+    harness.servers[0].close()  # the mailstore sink
+    await harness.servers[0].wait_closed()
+    t0 = harness.clock.now()
+    await harness.send("x@remote.test", ["bob@example.com"])
+    await harness.settle()
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED and r.reply.startswith("451 4.4.1 connect to mailstore")
+    assert r.destination == "mailstore"
+    harness.servers[0] = await start_smtp(harness.mailstore, "127.0.0.1", harness.mailstore_port, lmtp=True)
+    await harness.run_until(t0 + 300)
+    assert [r for r, _ in harness.mailstore.delivered] == ["bob@example.com"]
+
+
+async def test_internationalised_addresses_go_out_with_smtputf8(harness):
+    harness.zone.mx("xn--exmple-cua.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    await harness.start()
+    replies = await harness.send("alice@example.com", ["jürgen@exämple.test"],
+                                 message(to="jürgen@exämple.test", body="Grüße\n"))
+    assert all(r.startswith("250") for r in replies.values()), replies
+    await harness.settle()
+    (got,) = mx1.messages
+    assert got.recipients == ["jürgen@exämple.test"]
+    assert "Grüße".encode() in got.data
+
+
+async def test_internationalised_address_to_a_server_without_smtputf8_bounces(harness):
+    harness.zone.mx("xn--exmple-cua.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2", smtputf8=False)
+    await harness.start()
+    await harness.send("alice@example.com", ["jürgen@exämple.test"])
+    await harness.settle()
+    assert not mx1.messages
+    (notice,) = harness.notices("alice@example.com")
+    (rcpt,) = parse_report(notice).per_recipient
+    assert rcpt["Status"] == "5.6.7"

@@ -1,0 +1,168 @@
+"""The pure parts: retry decisions, reply parsing, data transparency, notice
+fields, state events, the journal's group commit."""
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+
+import pytest
+from reports import check_fields, parse_report
+
+from correo_server.config import RetryPolicy
+from correo_server.queue import dsn, schedule
+from correo_server.queue.records import (Attempt, Envelope, Message, QueueState, Rcpt, Recipient,
+                                         attempt_event, notice_event)
+from correo_server.queue.smtpclient import ProtocolError, Reply, parse_extensions, parse_reply_line, wire_data
+from correo_server.queue.spool import Spool, decode_message, encode_message
+
+POLICY = RetryPolicy()  # 300 s, x2, max 3600, warn 4 h, give up 5 d
+T0 = 1_800_000_000.0
+
+
+def env(sender="alice@example.com", n=1) -> Envelope:
+    return Envelope(id="ABC", sender=sender, recipients=tuple(Rcpt(f"r{i}@remote.test", f"r{i}@remote.test")
+                                                              for i in range(n)),
+                    arrival=T0, size=10, domain="example.com", sender_mailbox=sender)
+
+
+class TestRetryDecisions:
+    def test_success_and_permanent_failure_are_final(self):
+        assert schedule.after_attempt(POLICY, T0, 1, T0, 250, "250 ok").state == "delivered"
+        out = schedule.after_attempt(POLICY, T0, 1, T0, 550, "550 5.1.1 no")
+        assert (out.state, out.reason) == ("bounced", "550 5.1.1 no")
+
+    def test_temporary_failures_back_off_up_to_the_maximum(self):
+        delays = [schedule.after_attempt(POLICY, T0, n, T0 + 10, 451, "451 x").next_attempt - (T0 + 10)
+                  for n in range(1, 8)]
+        assert delays == [300, 600, 1200, 2400, 3600, 3600, 3600]
+
+    def test_the_last_try_is_at_the_give_up_time_and_then_it_bounces(self):
+        near_end = T0 + POLICY.give_up_after_seconds - 100
+        out = schedule.after_attempt(POLICY, T0, 50, near_end, 451, "451 4.4.1 refused")
+        assert out.next_attempt == T0 + POLICY.give_up_after_seconds
+        out = schedule.after_attempt(POLICY, T0, 51, T0 + POLICY.give_up_after_seconds, 451, "451 4.4.1 refused")
+        assert out.state == "bounced" and out.reason == "gave up after 5 days: 451 4.4.1 refused"
+
+    def test_delayed_notice_is_due_at_warn_time_once_and_never_for_the_null_sender(self):
+        msg = Message.fresh(env())
+        msg.rcpts[0].state, msg.rcpts[0].next_attempt = "deferred", T0 + 20000
+        warn = T0 + POLICY.warn_after_seconds
+        assert schedule.next_due(POLICY, msg) == warn
+        assert not schedule.due_now(POLICY, msg, warn - 1)
+        assert schedule.due_now(POLICY, msg, warn).delayed_notice == [0]
+        msg.delayed_notified = True
+        assert schedule.next_due(POLICY, msg) == T0 + 20000
+        null = Message.fresh(env(sender=""))
+        null.rcpts[0].state, null.rcpts[0].next_attempt = "deferred", T0 + 20000
+        assert schedule.next_due(POLICY, null) == T0 + 20000
+        assert not schedule.due_now(POLICY, null, warn)
+
+    def test_notices_wait_for_deliveries_in_flight(self):
+        msg = Message.fresh(env(n=2))
+        msg.rcpts[0].state, msg.rcpts[0].notified = "bounced", False
+        msg.rcpts[1].busy = True
+        assert schedule.due_now(POLICY, msg, T0).failure_notice == []
+        msg.rcpts[1].busy = False
+        msg.rcpts[1].state = "delivered"
+        assert schedule.due_now(POLICY, msg, T0).failure_notice == [0]
+
+    @pytest.mark.parametrize("seconds,text", [(14400, "4 hours"), (432000, "5 days"), (6, "6 seconds"),
+                                              (60, "1 minute"), (7200, "2 hours")])
+    def test_durations_read_like_english(self, seconds, text):
+        assert schedule.human_duration(seconds) == text
+
+
+class TestReplies:
+    def test_reply_lines(self):
+        assert parse_reply_line(b"250-PIPELINING\r\n") == (250, True, "PIPELINING")
+        assert parse_reply_line(b"451 4.7.1 greylisted\r\n") == (451, False, "4.7.1 greylisted")
+        assert parse_reply_line(b"220\r\n") == (220, False, "")
+        for bad in (b"hello\r\n", b"25\r\n", b"250x\r\n", b"650 no\r\n"):
+            with pytest.raises(ProtocolError):
+                parse_reply_line(bad)
+
+    def test_enhanced_codes_and_classes(self):
+        assert Reply(550, ("5.1.1 no such user",)).enhanced == "5.1.1"
+        assert Reply(550, ("no such user",)).enhanced == "5.0.0"
+        assert Reply(451, ("5.1.1 inconsistent",)).enhanced == "4.0.0"
+        assert Reply(421, ("bye",)).temporary and Reply(554, ("x",)).permanent and Reply(250, ("",)).ok
+        assert Reply(250, ("a", "b")).text == "250 a b"
+
+    def test_ehlo_keywords(self):
+        ext = parse_extensions(Reply(250, ("mx.example", "SIZE 1000", "starttls", "AUTH PLAIN LOGIN")))
+        assert ext == {"SIZE": "1000", "STARTTLS": "", "AUTH": "PLAIN LOGIN"}
+
+    def test_data_transparency_and_line_ends(self):
+        assert wire_data(b".hidden\r\nline\r\n..two\r\n") == b"..hidden\r\nline\r\n...two\r\n.\r\n"
+        assert wire_data(b"no final newline") == b"no final newline\r\n.\r\n"
+        # bare LF and bare CR cannot end the data early (SMTP smuggling)
+        assert wire_data(b"a\n.\nb\r.\rc\r\n") == b"a\r\n..\r\nb\r\n..\r\nc\r\n.\r\n"
+
+
+class TestNotices:
+    def make(self, kind, reply, attempts=1):
+        e = env(n=1)
+        r = Recipient(e.recipients[0], state="bounced" if kind == "failed" else "deferred", reply=reply,
+                      remote_mta="mx1.remote.test", attempts=[Attempt(T0 + 60, "mx1", reply)] * attempts)
+        notice = dsn.build(kind, hostname="mx.example.com", env=e, recipients=[r],
+                           header=b"From: a@example.com\r\nSubject: hi\r\n\r\nbody, never quoted\r\n",
+                           now=T0 + 100, retry_until=T0 + 432000, warn_after=14400)
+        return email.message_from_bytes(notice.data, policy=email.policy.default)
+
+    def test_failed(self):
+        report = parse_report(self.make("failed", "550 5.7.1 rejected"))
+        check_fields(report, hostname="mx.example.com", action="failed")
+        assert report.per_recipient[0]["Status"] == "5.7.1"
+        assert "Subject: hi" in report.headers and "never quoted" not in report.headers
+
+    def test_delayed(self):
+        report = parse_report(self.make("delayed", "451 4.4.1 connect to mx1: Connection refused"))
+        check_fields(report, hostname="mx.example.com", action="delayed")
+        assert report.per_recipient[0]["Status"] == "4.4.1"
+
+    def test_gave_up(self):
+        report = parse_report(self.make("failed", "gave up after 5 days: 451 4.7.1 greylisted"))
+        rcpt = report.per_recipient[0]
+        assert rcpt["Status"] == "5.4.7" and rcpt["Diagnostic-Code"] == "smtp; 451 4.7.1 greylisted"
+
+
+class TestState:
+    def test_events_drive_state_and_figures(self):
+        state = QueueState()
+        msg = Message.fresh(env(n=2))
+        state.add(msg)
+        state.apply(attempt_event(msg, 0, time=T0, server="s", destination="mx1", remote_mta="mx1",
+                                  reply="250 ok", state="delivered"))
+        state.apply(attempt_event(msg, 1, time=T0, server="s", destination="mx1", remote_mta="mx1",
+                                  reply="550 no", state="bounced"))
+        assert not msg.complete()  # the bounce is not reported yet
+        state.apply(notice_event(msg, "failed", [1], time=T0, notice_id="ABCF1"))
+        assert msg.complete()
+        f = state.figures
+        assert (f.total.delivered, f.total.bounced, f.domains["example.com"].bounced) == (1, 1, 1)
+        assert f.senders["alice@example.com"].last_bounce["recipient"] == "r1@remote.test"
+
+    def test_snapshot_round_trip(self):
+        state = QueueState()
+        msg = Message.fresh(env())
+        state.add(msg)
+        state.apply(attempt_event(msg, 0, time=T0, server="s", destination="mx1", remote_mta="mx1",
+                                  reply="451 later", state="deferred", next_attempt=T0 + 300))
+        snap = json.loads(json.dumps(state.snapshot()))
+        again = Message.from_json(msg.env, snap["messages"]["ABC"])
+        assert again == msg
+        assert Envelope.from_json(json.loads(json.dumps(msg.env.to_json()))) == msg.env
+        assert decode_message(encode_message(msg.env, b"data\r\n")) == (msg.env, b"data\r\n")
+
+
+async def test_the_journal_commits_concurrent_changes_together(tmp_path):
+    spool = Spool(tmp_path)
+    spool.recover()
+    journal = spool.open_journal(lambda: {"figures": {}, "messages": {}})
+    await asyncio.gather(*(journal.append([{"e": "retry", "id": f"M{i}", "t": T0}]) for i in range(50)))
+    assert journal.flushes < 10  # group commit: 50 changes, a few fsyncs
+    await journal.close()
+    found = Spool(tmp_path).recover()
+    assert [ev["id"] for ev in found.events] == [f"M{i}" for i in range(50)]

@@ -116,10 +116,11 @@ def _fingerprint(mailbox: dict) -> tuple:
             (mailbox.get("spec") or {}).get("address"))
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> dict[str, Any]:
-    """Register every handler into ``registry``; returns a holder whose ``runtime``
-    is filled at startup (tests read it)."""
-    holder: dict[str, Any] = {}
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
+             holder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register every handler into ``registry``; returns ``holder`` (a new dict by
+    default), whose ``runtime`` is filled at startup."""
+    holder = holder if holder is not None else {}
 
     def rt() -> Runtime:
         return holder["runtime"]
@@ -160,6 +161,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> dict[st
         if runtime is None:
             return
         runtime.ready = False
+        await runtime.reconciler.close()
         if runtime.sideport:
             await runtime.sideport.stop()
         if isinstance(runtime.writer.fetch, HttpStatusReader):
@@ -167,7 +169,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> dict[st
         if isinstance(runtime.kube, HttpKube):
             await runtime.kube.close()
 
-    @kopf.index(GROUP, VERSION, "maildomains", registry=registry)
+    @kopf.index(GROUP, VERSION, "maildomains", id="maildomain_names", registry=registry)
     def maildomain_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
         spec = body.get("spec") or {}
         names = {str(spec.get("domain", "")).lower(), *(str(a).lower() for a in spec.get("aliasDomains") or [])}
@@ -225,16 +227,22 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> dict[st
                 runtime.seen_mailboxes[uid] = _fingerprint(mailbox)
                 await runtime.writer.orphan(runtime.kube, mailbox, await _password_secret(runtime.kube, mailbox))
 
-    def secret_is_referenced(namespace: str, name: str, body: kopf.Body, **_: Any) -> bool:
+    def secret_matters(namespace: str, name: str, body: kopf.Body, **_: Any) -> bool:
+        """A Secret some MailDomain uses, in a version no pass has read yet; or any
+        Secret of a namespace where a pass is running (it may have read the old one)."""
         runtime = holder.get("runtime")
-        if runtime is None or not runtime.reconciler.domains_using_secret(namespace, name):
+        if runtime is None:
             return False
-        rv = body.get("metadata", {}).get("resourceVersion")
-        return runtime.seen_secrets.get((namespace, name)) != rv
+        if runtime.reconciler.domains_using_secret(namespace, name):
+            rv = body.get("metadata", {}).get("resourceVersion")
+            return runtime.seen_secrets.get((namespace, name)) != rv
+        return bool(runtime.reconciler.busy_in(namespace))
 
-    @kopf.on.event("v1", "secrets", id="secret-changed", when=secret_is_referenced, registry=registry)
+    @kopf.on.event("v1", "secrets", id="secret-changed", when=secret_matters, registry=registry)
     async def secret_event(namespace: str, name: str, **_: Any) -> None:
-        for target in sorted(rt().reconciler.domains_using_secret(namespace, name)):
+        reconciler = rt().reconciler
+        targets = reconciler.domains_using_secret(namespace, name) or reconciler.busy_in(namespace)
+        for target in sorted(targets):
             await reconcile_now(*target, "secret")
 
     return holder
@@ -276,13 +284,15 @@ def _status_doc(runtime: Runtime) -> dict:
 
 
 async def run(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any = None,
-              registry: kopf.OperatorRegistry | None = None) -> dict[str, Any]:
-    """Run the operator until ``stop_flag`` is set (or forever); returns the holder."""
-    registry = registry or kopf.OperatorRegistry()
-    holder = register(registry, config)
-    settings = settings_for(config)
+              holder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the operator until ``stop_flag`` is set (or forever).
+
+    ``holder`` (a dict) receives ``runtime`` at startup, for tests that look inside.
+    """
+    registry = kopf.OperatorRegistry()
+    holder = register(registry, config, holder)
     await kopf.operator(
-        registry=registry, settings=settings, standalone=True,
+        registry=registry, settings=settings_for(config), standalone=True,
         clusterwide=not config.namespaces, namespaces=config.namespaces,
         stop_flag=stop_flag, ready_flag=ready_flag, memo=kopf.Memo(),
     )

@@ -353,6 +353,11 @@ class Reconciler:
     def domains_using_secret(self, namespace: str, name: str) -> set[DomainKey]:
         return {(namespace, d) for d in self.secret_refs.get((namespace, name), ())}
 
+    def busy_in(self, namespace: str) -> set[DomainKey]:
+        """MailDomains of ``namespace`` with a pass running or waiting."""
+        return {k for k, s in self._state.items() if k[0] == namespace
+                and (s.pending is not None or (s.worker is not None and not s.worker.done()))}
+
     def _remember(self, outcome: Outcome) -> None:
         ns, name = outcome.inputs.domain["metadata"]["namespace"], outcome.inputs.domain["metadata"]["name"]
         self.forget(ns, name)
@@ -427,6 +432,17 @@ class Reconciler:
         if self.metrics:
             self.metrics.reconciled(trigger, ok=True, seconds=time.monotonic() - started)
         return outcome
+
+    async def close(self) -> None:
+        """Cancel passes in progress (at shutdown)."""
+        workers = [s.worker for s in self._state.values() if s.worker and not s.worker.done()]
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for state in self._state.values():
+            if state.pending is not None and not state.pending.done():
+                state.pending.cancel()
+        self._state.clear()
 
     async def idle(self) -> None:
         """Wait until no pass is running or pending (for tests and the benchmark)."""

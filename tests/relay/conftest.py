@@ -4,13 +4,12 @@ material made on the fly, and a raw line-level SMTP client for bad input.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import datetime
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography import x509

@@ -202,3 +202,17 @@ async def test_tls_session_forgets_what_was_said_before_starttls(make_relay):
     assert code == 530  # and log in again
     assert (await client.cmd("STARTTLS"))[0] == 503
     await client.close()
+
+
+async def test_commands_pipelined_behind_starttls_are_discarded(make_relay):
+    """CVE-2011-0411-style injection: plaintext sent after STARTTLS, before the
+    handshake, must not be executed inside the TLS session."""
+    relay = await make_relay(tls=True)
+    client = await RawClient.connect(relay.submission)
+    await client.cmd("EHLO client.example")
+    await client.send(b"STARTTLS\r\nHELP\r\n")
+    assert (await client.reply())[0] == 220
+    await client.writer.start_tls(client_tls())
+    code, lines = await client.cmd("NOOP")
+    assert lines == ["250 2.0.0 OK"]  # the reply to NOOP, not to the injected HELP
+    await client.close()

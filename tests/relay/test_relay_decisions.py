@@ -7,7 +7,7 @@ import pytest
 
 from correo_server.config import Domain, ServerConfig
 from correo_server.directory import Directory, MailboxEntry
-from correo_server.relay.handoff import HandoffError, Outcome, client_reply, dot_stuff
+from correo_server.relay.handoff import HandoffError, Outcome, client_reply, data_lines, dot_stuff
 from correo_server.relay.paths import Mailbox, PathError, parse_params, parse_path, split_keyword
 from correo_server.relay.policy import (Listener, RateLimiter, check_mail_params, check_recipient, check_sender,
                                         hosted_domain, resolve_postmaster)
@@ -243,4 +243,6 @@ class TestHandoffReply:
         assert (reply.code, reply.status) == (451, "4.3.0")
 
     def test_dot_stuffing(self):
-        assert dot_stuff(b".a\r\n..b\r\nc") == b"..a\r\n...b\r\nc\r\n"
+        assert dot_stuff(b".a\r\n..b\r\nc") == b"..a\r\n...b\r\nc"
+        assert data_lines([b"H: 1\r\n", b".a\r\n..b\r\nc"]) == [b"H: 1\r\n", b"..a\r\n...b\r\nc", b"\r\n",
+                                                                 b".\r\n"]

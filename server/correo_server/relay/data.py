@@ -82,7 +82,9 @@ class MessageReader:
         """The message as received (CRLF line endings, dots unstuffed)."""
         if self.problem is not None:
             raise ValueError("the message was rejected")
-        return b"".join(self._parts)
+        if len(self._parts) != 1:
+            self._parts = [b"".join(self._parts)]  # keep one copy, not two
+        return self._parts[0] if self._parts else b""
 
     def refusal(self) -> Reply | None:
         """The reply for the problem found, or None."""

@@ -97,13 +97,21 @@ def _printable(text: str) -> str:
 
 
 def dot_stuff(data: bytes) -> bytes:
-    """RFC 5321 section 4.5.2 transparency, and the CRLF before the end marker."""
+    """RFC 5321 section 4.5.2 transparency for a piece of a message that
+    starts at the beginning of a line (copies only when there is a dot to stuff)."""
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
+    return data.replace(b"\r\n.", b"\r\n..")
+
+
+def data_lines(pieces: list[bytes]) -> list[bytes]:
+    """What goes on the wire after ``354``: the stuffed pieces, a CRLF if the
+    message does not end with one, and the end marker."""
+    out = [dot_stuff(p) for p in pieces if p]
+    if out and not out[-1].endswith(b"\r\n"):
+        out.append(b"\r\n")
+    out.append(b".\r\n")
+    return out
 
 
 @dataclass
@@ -167,9 +175,12 @@ class QueueClient:
             if len(lines) > MAX_REPLY_LINES:
                 raise HandoffError("protocol", "reply too long")
 
-    async def _send(self, conn: _Connection, data: bytes) -> None:
+    async def _send(self, conn: _Connection, data: bytes | list[bytes]) -> None:
         try:
-            conn.writer.write(data)
+            if isinstance(data, list):
+                conn.writer.writelines(data)
+            else:
+                conn.writer.write(data)
             await asyncio.wait_for(conn.writer.drain(), self.timeout)
         except asyncio.TimeoutError:
             raise HandoffError("timeout", "the queue does not read") from None
@@ -251,10 +262,14 @@ class QueueClient:
         self._release(conn)
         return True
 
-    async def deliver(self, sender: str, recipients: list[str], data: bytes, *,
+    async def deliver(self, sender: str, recipients: list[str], data: bytes | list[bytes], *,
                       smtputf8: bool = False, body: str | None = None) -> Outcome:
-        """Run one LMTP transaction.  Raises :class:`HandoffError` when the
-        queue cannot be asked; otherwise returns what it said."""
+        """Run one LMTP transaction for the message ``data`` (bytes, or pieces
+        each starting at a line start, to spare a copy of a large message).
+        Raises :class:`HandoffError` when the queue cannot be asked; otherwise
+        returns what it said."""
+        if isinstance(data, bytes):
+            data = [data]
         for _attempt in range(3):
             conn, pooled = await self._acquire()
             try:
@@ -270,14 +285,14 @@ class QueueClient:
         raise HandoffError("unreachable", "pooled connections kept failing")
 
     async def _transaction(self, conn: _Connection, pooled: bool, sender: str, recipients: list[str],
-                           data: bytes, smtputf8: bool, body: str | None) -> Outcome:
+                           data: list[bytes], smtputf8: bool, body: str | None) -> Outcome:
         params = []
         if smtputf8 and "SMTPUTF8" in conn.extensions:
             params.append("SMTPUTF8")
         if body == "8BITMIME" and "8BITMIME" in conn.extensions:
             params.append("BODY=8BITMIME")
         if "SIZE" in conn.extensions:
-            params.append(f"SIZE={len(data)}")
+            params.append(f"SIZE={sum(len(p) for p in data)}")
         mail = f"MAIL FROM:<{sender}>" + "".join(" " + p for p in params)
         rcpts = [f"RCPT TO:<{r}>" for r in recipients]
         try:
@@ -307,7 +322,7 @@ class QueueClient:
         if start.code != 354:
             await self._reset(conn)
             return Outcome(recipients, [start] * len(recipients), "data")
-        await self._send(conn, dot_stuff(data) + b".\r\n")
+        await self._send(conn, data_lines(data))
         replies = [await self._read_reply(conn) for _ in recipients]
         return Outcome(recipients, replies, "data")
 

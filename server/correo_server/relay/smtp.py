@@ -497,14 +497,15 @@ class RelaySMTP(SMTP):
         header = received_header(helo=session.host_name, peer_ip=self.peer_ip, hostname=self.hostname,
                                  protocol=protocol, queue_id=relay_id, tls=tls, recipients=envelope.rcpt_tos,
                                  when=datetime.fromtimestamp(self.ctx.clock(), timezone.utc))
-        message = header + content
+        pieces = [header, content]
         if session.mailbox is not None:
-            signature = await self.ctx.signer.sign(message, envelope.mail_from)
+            signature = await self.ctx.signer.sign(header + content, envelope.mail_from)
             if signature:
-                message = signature + message
+                pieces.insert(0, signature)
+        size = sum(len(p) for p in pieces)
         started = time.monotonic()
         try:
-            outcome = await self.ctx.queue.deliver(envelope.mail_from, list(envelope.rcpt_tos), message,
+            outcome = await self.ctx.queue.deliver(envelope.mail_from, list(envelope.rcpt_tos), pieces,
                                                    smtputf8=envelope.smtp_utf8,
                                                    body=options.body if options else None)
         except HandoffError as exc:
@@ -516,9 +517,9 @@ class RelaySMTP(SMTP):
         reply = client_reply(outcome, relay_id)
         if reply.code == 250:
             self.ctx.limiter.record(self.peer_ip)
-            self.ctx.count_accepted(self.listener.value, len(message))
+            self.ctx.count_accepted(self.listener.value, size)
             self.log.info("message_accepted", id=relay_id, queue_id=getattr(outcome, "queue_id", None),
-                          sender=envelope.mail_from, recipients=len(envelope.rcpt_tos), size=len(message),
+                          sender=envelope.mail_from, recipients=len(envelope.rcpt_tos), size=size,
                           protocol=protocol)
         else:
             self.ctx.count_rejection(reply.reason)

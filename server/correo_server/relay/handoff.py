@@ -327,6 +327,12 @@ class QueueClient:
         return Outcome(recipients, replies, "data")
 
     async def _reset(self, conn: _Connection) -> None:
-        reply = await self._command(conn, "RSET")
+        """End a refused transaction; a connection that cannot is dropped
+        (the refusal stands either way)."""
+        try:
+            reply = await self._command(conn, "RSET")
+        except HandoffError:
+            conn.close()
+            return
         if reply.code != 250:
             conn.close()

@@ -2,6 +2,7 @@
 every reply, plain old HELO clients, idle timeouts."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 
@@ -73,3 +74,41 @@ async def test_greeting_and_idle_timeout(make_relay):
     assert (code, lines[-1][4:9]) == (421, "4.4.2")
     assert await client.closed()
     await client.close()
+
+
+async def test_stop_lets_a_message_in_flight_finish_and_closes_idle_sessions(make_relay):
+    relay = await make_relay()
+    relay.service.grace = 5.0
+    relay.sink.delay = 0.5  # the queue takes its time with the message in flight
+    idle = await RawClient.connect(relay.smtp)
+    busy = await RawClient.connect(relay.smtp)
+    await busy.cmd("EHLO client.example")
+    await busy.cmd("MAIL FROM:<someone@foreign.example>")
+    await busy.cmd("RCPT TO:<alice@example.com>")
+    await busy.cmd("DATA")
+    await busy.send(b"Subject: in flight\r\n\r\nx\r\n.\r\n")
+    await asyncio.sleep(0.1)  # the hand-off has started
+    stopping = asyncio.create_task(relay.service.stop())
+    code, lines = await busy.reply()
+    assert code == 250  # the queue has it, and the client hears so
+    assert (await busy.reply())[0] == 421
+    code, lines = await idle.reply()
+    assert (code, lines[-1][4:9]) == (421, "4.3.2")
+    await stopping
+    assert len(relay.sink.messages) == 1
+    for client in (idle, busy):
+        await client.close()
+
+
+async def test_failed_tls_handshake_leaves_the_server_well(make_relay):
+    relay = await make_relay(tls=True)
+    client = await RawClient.connect(relay.submission)
+    await client.cmd("EHLO client.example")
+    assert (await client.cmd("STARTTLS"))[0] == 220
+    await client.send(b"this is not a TLS ClientHello\r\n" * 10)
+    assert await client.closed()
+    await client.close()
+    again = await RawClient.connect(relay.submission)
+    assert (await again.cmd("EHLO client.example"))[0] == 250
+    await again.close()
+    assert relay.service.context.gate.total <= 1

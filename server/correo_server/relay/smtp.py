@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
 
 from .. import logs
 from ..guard import plaintext_login_allowed
@@ -70,6 +70,9 @@ class _Hooks:
     """aiosmtpd calls this when a command raises: log it, answer 451."""
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # a client's failed handshake is not our bug
+            log.info("tls_handshake_failed", error=str(error.__cause__ or error)[:200])
+            return "454 4.7.0 TLS handshake failed"
         log.error("session_error", error=type(error).__name__, detail=str(error)[:200], exc_info=error)
         return "451 4.3.0 Internal error; try again later"
 

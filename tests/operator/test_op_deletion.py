@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 
 import yaml
-from conftest import NS, FakeDataPlane, mailbox, maildomain, password_secret
+from opkit import NS, FakeDataPlane, mailbox, maildomain, password_secret
 
 from correo_operator import deletion, statuspoll
 from correo_operator.reconcile import Reconciler

@@ -3,7 +3,7 @@ written on MailDomains and Mailboxes after simulated queue and mailstore reports
 from __future__ import annotations
 
 import pytest
-from conftest import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
+from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
 
 from correo_operator import dkimkeys, statuspoll
 from correo_operator.reconcile import Reconciler

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import yaml
 from apidouble import Server, Store
-from conftest import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
+from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
 
 from correo_operator import kopfapp, loading
 from correo_operator.kube import PERMISSIONS, Connection

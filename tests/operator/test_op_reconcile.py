@@ -7,7 +7,7 @@ import base64
 
 import pytest
 import yaml
-from conftest import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
+from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
 
 from correo_operator import reconcile, render, statuspoll
 from correo_operator.reconcile import Reconciler

@@ -1,0 +1,54 @@
+"""Fixtures for the chart tests: a real helm (see ``helm_binary``), the chart
+(``chartkit``), and a set of non-default values."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chartkit import Helm  # noqa: E402
+from helm_binary import HOW_TO_GET, find_helm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = find_helm()
+    if path is None:
+        pytest.skip(HOW_TO_GET)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chart(helm) -> Helm:
+    return Helm(helm)
+
+
+@pytest.fixture(scope="session")
+def custom_values(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("values") / "values.yaml"
+    path.write_text(yaml.safe_dump({
+        "image": {"repository": "registry.example.org/mail/correo", "tag": "1.2.3", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "registry-creds"}],
+        "workloadImage": "registry.example.org/mail/correo:1.2.3-services",
+        "crds": {"enabled": False},
+        "watchNamespaces": ["mail-a", "mail-b"],
+        "statusInterval": 10,
+        "logLevel": "debug",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "serviceAccount": {"create": True, "name": "correo-op", "annotations": {"example.org/role": "mail"}},
+        "podAnnotations": {"example.org/scrape": "true"},
+        "podLabels": {"team": "mail"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mail", "effect": "NoSchedule"}],
+        "priorityClassName": "system-cluster-critical",
+        "metrics": {"port": 9090, "service": {"enabled": True},
+                    "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "5s",
+                                       "labels": {"release": "prometheus"}}},
+        "networkPolicy": {"enabled": True, "apiServerPorts": [6443], "apiServerCIDR": "10.0.0.1/32",
+                          "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+    }))
+    return path

@@ -205,15 +205,17 @@ class CountingLMTP(LMTP):
 
 async def start_smtp(handler: SinkHandler, host: str, port: int, *, lmtp: bool = False,
                      tls: ssl.SSLContext | None = None, auth: dict[str, str] | None = None,
-                     smtputf8: bool = True) -> asyncio.AbstractServer:
+                     smtputf8: bool = True, implicit_tls: bool = False) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    kwargs = dict(hostname=handler.name, enable_SMTPUTF8=smtputf8, decode_data=False, loop=loop, tls_context=tls)
+    kwargs = dict(hostname=handler.name, enable_SMTPUTF8=smtputf8, decode_data=False, loop=loop,
+                  tls_context=None if implicit_tls else tls)
     if auth is not None:
         def authenticator(server, session, envelope, mechanism, auth_data):
             login = auth_data.login.decode()
             ok = auth.get(login) == auth_data.password.decode()
             return AuthResult(success=ok, handled=False, auth_data=auth_data)
-        kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=tls is not None)
+        kwargs.update(authenticator=authenticator, auth_required=True,
+                      auth_require_tls=tls is not None and not implicit_tls)
     cls = CountingLMTP if lmtp else CountingSMTP
 
     def factory():
@@ -221,7 +223,8 @@ async def start_smtp(handler: SinkHandler, host: str, port: int, *, lmtp: bool =
             warnings.simplefilter("ignore")  # AUTH without TLS: fine on loopback in a test
             return cls(handler, **kwargs)
 
-    return await loop.create_server(factory, host=host, port=port, reuse_address=True)
+    return await loop.create_server(factory, host=host, port=port, reuse_address=True,
+                                    ssl=tls if implicit_tls else None)
 
 
 def make_cert(tmp: Path, name: str = "mx.remote.test") -> tuple[Path, Path]:

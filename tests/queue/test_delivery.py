@@ -156,6 +156,23 @@ async def test_starttls_is_used_when_the_mx_offers_it(harness, server_tls):
     assert [m.tls for m in mx1.messages] == [True]
 
 
+async def test_a_failed_tls_handshake_falls_back_to_plain_text(harness, server_tls, tmp_path):
+    import ssl
+
+    from conftest import make_cert
+    cert, key = make_cert(tmp_path)
+    demanding = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    demanding.load_cert_chain(str(cert), str(key))
+    demanding.verify_mode = ssl.CERT_REQUIRED  # wants a client certificate the queue does not have
+    demanding.load_verify_locations(str(cert))
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2", tls=demanding)
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    assert [(m.recipients, m.tls) for m in mx1.messages] == [(["bob@remote.test"], False)]
+
+
 async def test_one_connection_carries_many_messages(harness):
     harness.zone.mx("remote.test", (10, "mx1.remote.test"))
     mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
@@ -210,11 +227,11 @@ async def test_total_concurrency_is_limited(harness):
     assert seen["max"] == 3
 
 
-@pytest.mark.parametrize("tls", ["none", "starttls"])
+@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
 async def test_smarthost_with_auth(harness, server_tls, tls):
     relay = SinkHandler("smarthost.test")
     server = await start_smtp(relay, "127.0.0.1", 0, auth={"relayuser": "s3cret"},
-                              tls=server_tls if tls == "starttls" else None)
+                              tls=server_tls if tls != "none" else None, implicit_tls=tls == "implicit")
     harness.servers.append(server)
     port = server.sockets[0].getsockname()[1]
     (harness.root / "config").mkdir(exist_ok=True)
@@ -224,7 +241,9 @@ async def test_smarthost_with_auth(harness, server_tls, tls):
                                             password_file="smarthost-pass"))
     await harness.send("alice@example.com", ["x@remote.test", "bob@example.com"])
     await harness.settle()
-    assert [(m.recipients, m.login, m.tls) for m in relay.messages] == [(["x@remote.test"], "relayuser", tls != "none")]
+    assert [(m.recipients, m.login) for m in relay.messages] == [(["x@remote.test"], "relayuser")]
+    if tls == "starttls":
+        assert relay.messages[0].tls
     assert harness.mailstore.for_rcpt("bob@example.com")  # local mail does not go to the smarthost
 
 

@@ -148,6 +148,7 @@ class Message:
     notice_busy: bool = field(default=False, compare=False)
     notice_retry_at: float = field(default=0.0, compare=False)
     heap_due: float | None = field(default=None, compare=False)
+    removing: bool = field(default=False, compare=False)
 
     @classmethod
     def fresh(cls, env: Envelope) -> "Message":

@@ -76,7 +76,7 @@ class Runner:
         self._total = 0
         self._active_jobs = 0
         self._tasks: set[asyncio.Task] = set()
-        self._notices: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
 
@@ -96,7 +96,7 @@ class Runner:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        pending = list(self._tasks | self._notices)
+        pending = list(self._tasks | self._background)
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
@@ -190,12 +190,25 @@ class Runner:
         if self.state.get(msg.id) is not msg:
             return
         if msg.complete() and not msg.busy:
-            self.spool.remove(msg.id)
-            self.state.remove(msg.id)
-            self.metrics.inc("queue_finished_total")
-            log.info("removed", queue_id=msg.id)
+            if not msg.removing:
+                # Stays in the state (complete) until the file is gone, so that
+                # a snapshot taken meanwhile still lists it and recovery would
+                # finish the removal.
+                msg.removing = True
+                self._track(self._background, asyncio.create_task(self._remove(msg)))
         else:
             self.reschedule(msg)
+
+    async def _remove(self, msg: Message) -> None:
+        await asyncio.to_thread(self.spool.remove, msg.id)
+        self.state.remove(msg.id)
+        self.metrics.inc("queue_finished_total")
+        log.info("removed", queue_id=msg.id)
+
+    @staticmethod
+    def _track(tasks: set, task: asyncio.Task) -> None:
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # -- workers ---------------------------------------------------------------
     def _queue_job(self, job: Job) -> None:
@@ -229,9 +242,7 @@ class Runner:
     def _spawn_worker(self, route: Route) -> None:
         self._workers[route.key] = self._workers.get(route.key, 0) + 1
         self._total += 1
-        task = asyncio.create_task(self._worker(route), name=f"deliver-{route.key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._tasks, asyncio.create_task(self._worker(route), name=f"deliver-{route.key}"))
 
     async def _worker(self, route: Route) -> None:
         key = route.key
@@ -243,7 +254,11 @@ class Runner:
                 dq = self._jobs.get(key)
                 if dq:
                     job = dq.popleft()
-                    await self._run_job(session, job)
+                    try:
+                        await self._run_job(session, job)
+                    except Exception:  # noqa: BLE001 - e.g. the journal closed at shutdown
+                        log.exception("delivery_job_failed", queue_id=job.msg_id, route=key)
+                        session._drop()
                     deadline = loop.time() + self.linger
                     continue
                 if self._starved() or loop.time() >= deadline:
@@ -321,9 +336,7 @@ class Runner:
     # -- notices -----------------------------------------------------------------
     def _spawn_notice(self, msg: Message, kind: str, indices: list[int]) -> None:
         msg.notice_busy = True
-        task = asyncio.create_task(self._notice(msg, kind, indices), name=f"notice-{msg.id}")
-        self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
+        self._track(self._background, asyncio.create_task(self._notice(msg, kind, indices), name=f"notice-{msg.id}"))
 
     async def _notice(self, msg: Message, kind: str, indices: list[int]) -> None:
         now = self.clock.now()
@@ -398,7 +411,7 @@ class Runner:
 
     def quiet(self) -> bool:
         """Nothing in flight and nothing due at the clock's current time."""
-        if self._active_jobs or self._notices or any(self._jobs.values()):
+        if self._active_jobs or self._background or any(self._jobs.values()):
             return False
         due = self.next_due()
         return due is None or due > self.clock.now()

@@ -123,13 +123,16 @@ class Spool:
         self.msg = self.root / "msg"
         self.min_free_bytes = min_free_bytes
         self.journal: Journal | None = None
+        self._counter = secrets.randbelow(0x1000)
         self._dirsync = GroupSync(lambda: _fsync_dir(self.msg))
 
     # -- messages ---------------------------------------------------------
     def new_id(self, now: float) -> str:
-        """Queue ids sort by arrival: milliseconds in hex, then randomness."""
+        """Queue ids sort by arrival: milliseconds in hex, then a counter of
+        this process and randomness (unique across restarts and processes)."""
         while True:
-            qid = f"{int(now * 1000):011X}{secrets.token_hex(3).upper()}"
+            self._counter = (self._counter + 1) & 0xFFF
+            qid = f"{int(now * 1000):011X}{self._counter:03X}{secrets.token_hex(2).upper()[:3]}"
             if not (self.msg / qid).exists():
                 return qid
 

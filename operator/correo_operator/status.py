@@ -177,9 +177,12 @@ def dns_records(domain: Mapping[str, Any], dkim_public_key: str | None) -> list[
         records.append({"purpose": "MX", "type": "MX", "name": f"{name}.", "value": f"10 {host}."})
         records.append({"purpose": "SPF", "type": "TXT", "name": f"{name}.", "value": "v=spf1 mx -all"})
     if spec["dkim"]["enabled"] and dkim_public_key:
-        records.append({"purpose": "DKIM", "type": "TXT",
-                        "name": f"{spec['dkim']['selector']}._domainkey.{spec['domain']}.",
-                        "value": f"v=DKIM1; k=rsa; p={dkim_public_key}"})
+        # The relay signs with d= the From: domain, alias domains included, so
+        # each name gets the key.
+        for name in [spec["domain"], *sorted(spec.get("aliasDomains") or [])]:
+            records.append({"purpose": "DKIM", "type": "TXT",
+                            "name": f"{spec['dkim']['selector']}._domainkey.{name}.",
+                            "value": f"v=DKIM1; k=rsa; p={dkim_public_key}"})
     records.append({"purpose": "DMARC", "type": "TXT", "name": f"_dmarc.{spec['domain']}.",
                     "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{spec['domain']}"})
     return records

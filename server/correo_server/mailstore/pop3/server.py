@@ -56,6 +56,7 @@ class Pop3Connection:
         self.session = Pop3Session(self.backend)
         self.max_line = ctx.config.mailstore.max_line_length
         self.idle = float(ctx.config.mailstore.pop3_idle_timeout_seconds)
+        self.task: asyncio.Task | None = None
 
     def tls_active(self) -> bool:
         return self.writer.get_extra_info("ssl_object") is not None
@@ -183,6 +184,7 @@ async def _handle(ctx: MailstoreContext, live: set, reader: asyncio.StreamReader
     ctx.metrics.inc("mailstore_sessions_total", protocol="pop3")
     ctx.metrics.inc("mailstore_sessions_active", protocol="pop3")
     conn = Pop3Connection(ctx, reader, writer, peer)
+    conn.task = asyncio.current_task()
     conn.log.info("pop3_session_start", tls=conn.tls_active())
     live.add(conn)
     try:
@@ -227,10 +229,16 @@ async def shutdown(server: asyncio.Server) -> None:
     told ``-ERR [SYS/TEMP]`` and closed without the UPDATE state, so messages
     marked deleted stay (RFC 1939: only QUIT removes them)."""
     server.close()
-    for conn in list(_connections.get(server, ())):
+    conns = list(_connections.get(server, ()))
+    for conn in conns:
         try:
             conn.writer.write(b"-ERR [SYS/TEMP] Server is shutting down, try again later.\r\n")
         except (ConnectionError, RuntimeError):
             pass
         conn.writer.close()
+    tasks = [c.task for c in conns if c.task is not None and not c.task.done()]
+    if tasks:  # let each session release its maildrop lock and log its end
+        _, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
     await server.wait_closed()

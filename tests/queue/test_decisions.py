@@ -8,7 +8,7 @@ import email.policy
 import json
 
 import pytest
-from reports import check_fields, parse_report
+from queue_reports import check_fields, parse_report
 
 from correo_server.config import RetryPolicy
 from correo_server.queue import dsn, schedule

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import HOSTNAME, SinkHandler, message, start_smtp
-from reports import check_fields, parse_report
+from queue_support import HOSTNAME, SinkHandler, message, start_smtp
+from queue_reports import check_fields, parse_report
 
 from correo_server.config import Smarthost
 from correo_server.queue.records import BOUNCED, DEFERRED
@@ -159,7 +159,7 @@ async def test_starttls_is_used_when_the_mx_offers_it(harness, server_tls):
 async def test_a_failed_tls_handshake_falls_back_to_plain_text(harness, server_tls, tmp_path):
     import ssl
 
-    from conftest import make_cert
+    from queue_support import make_cert
     cert, key = make_cert(tmp_path)
     demanding = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     demanding.load_cert_chain(str(cert), str(key))

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import MailstoreHandler, lmtp_send, make_config, message, start_smtp
+from queue_support import MailstoreHandler, lmtp_send, make_config, message, start_smtp
 
 
 class QueueProcess:

@@ -6,7 +6,7 @@ import asyncio
 import errno
 import os
 
-from conftest import lmtp_send, message
+from queue_support import lmtp_send, message
 
 from correo_server.queue import spool as spoolmod
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import message
+from queue_support import message
 
 from correo_server.config import RetryPolicy
 from correo_server.queue.records import DEFERRED

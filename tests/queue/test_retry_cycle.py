@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 
-from conftest import HOSTNAME, message
-from reports import check_fields, parse_report
+from queue_support import HOSTNAME, message
+from queue_reports import check_fields, parse_report
 
 from correo_server.config import RetryPolicy
 

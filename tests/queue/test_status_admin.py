@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 import pytest
-from conftest import message
+from queue_support import message
 
 from correo_server import statusdoc
 from correo_server.queue import admin

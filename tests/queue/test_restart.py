@@ -112,3 +112,33 @@ async def test_compaction_keeps_everything(harness):
     await harness.restart()
     assert not list(harness.service.state)
     assert harness.service.status()["totals"]["delivered"] == 5
+
+
+async def test_a_failed_compaction_loses_nothing(harness, monkeypatch):
+    mx1 = await greylisting_mx(harness)
+    await harness.start()
+    journal = harness.service.spool.journal
+    journal._compact_bytes = 200
+    from correo_server.queue import spool as spoolmod
+
+    real_replace = spoolmod.os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("snapshot.json"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(spoolmod.os, "replace", failing_replace)
+    t0 = harness.clock.now()
+    gen = journal.gen
+    for i in range(3):
+        await harness.send("alice@example.com", [f"u{i}@remote.test"], message(f"m{i}"))
+    await harness.run_until(t0 + 300)
+    assert journal.gen == gen  # every compaction failed; the journal kept growing
+    monkeypatch.setattr(spoolmod.os, "replace", real_replace)
+    await harness.restart()
+    msgs = list(harness.service.state)
+    assert len(msgs) == 3 and all(m.rcpts[0].attempt_count == 2 for m in msgs)
+    mx1.rcpt_reply = None
+    await harness.run_until(t0 + 900)
+    assert len(mx1.messages) == 3

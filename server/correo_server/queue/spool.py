@@ -280,23 +280,33 @@ class Journal:
 
     def compact_now(self, snapshot: bytes) -> None:
         """Write ``snapshot`` as the state at the start of a new generation,
-        then drop older journals (blocking)."""
+        then drop older journals (blocking).
+
+        Until the snapshot's rename, the old generation stays the truth (its
+        journal keeps every event); from the rename on, the new one is, and
+        appends go to the new journal at once.  Old journals are deleted only
+        after the rename is durable."""
         root = self.spool.root
         _fsync_dir(self.spool.msg)  # unlinks of finished messages are durable first
         new_gen = self.gen + 1
         fd = os.open(self._path(new_gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _fsync_dir(root)
-        tmp = root / (SNAPSHOT + ".tmp")
-        doc = b'{"version":1,"gen":%d,"state":' % new_gen + snapshot + b"}"
-        with open(tmp, "wb") as fh:
-            fh.write(doc)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / SNAPSHOT)
-        _fsync_dir(root)
+        try:
+            os.ftruncate(fd, 0)  # left over from an earlier attempt that failed
+            _fsync_dir(root)
+            tmp = root / (SNAPSHOT + ".tmp")
+            doc = b'{"version":1,"gen":%d,"state":' % new_gen + snapshot + b"}"
+            with open(tmp, "wb") as fh:
+                fh.write(doc)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, root / SNAPSHOT)
+        except BaseException:
+            os.close(fd)
+            raise
         old_fd, self._fd, self.gen, self._size = self._fd, fd, new_gen, 0
         if old_fd is not None:
             os.close(old_fd)
+        _fsync_dir(root)
         for g, path in self.spool.journals():
             if g < new_gen:
                 path.unlink(missing_ok=True)
@@ -349,14 +359,17 @@ class Journal:
             while True:
                 try:
                     await asyncio.to_thread(self._write, buf)
-                    self._size += len(buf)
-                    if snapshot is not None:
-                        await asyncio.to_thread(self.compact_now, snapshot)
                     break
                 except OSError as exc:
                     # Nothing waiting on these events may proceed; keep trying.
                     log.error("journal_write_failed", error=str(exc))
                     await asyncio.sleep(1.0)
+            self._size += len(buf)
+            if snapshot is not None:
+                try:
+                    await asyncio.to_thread(self.compact_now, snapshot)
+                except OSError as exc:  # the journal goes on growing; next time perhaps
+                    log.error("journal_compaction_failed", error=str(exc))
             self.flushes += 1
             for fut in waiters:
                 if not fut.done():

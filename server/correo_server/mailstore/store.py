@@ -188,6 +188,7 @@ class Folder:
         self._uids: list[int] = []
         self._index: Index | None = None
         self._kw: dict[str, str] = {}  # keyword -> file-name letter
+        self._keywords: set[str] = set()  # every keyword any message here has had
         self.last_used = time.monotonic()
 
     # -- where -------------------------------------------------------------
@@ -233,6 +234,10 @@ class Folder:
         recent = {u for u in self._uids if u >= self._first_recent}
         self._first_recent = self.uidnext
         return recent
+
+    def keywords(self) -> set[str]:
+        """Keywords in use in this folder (for IMAP's FLAGS response)."""
+        return set(self._keywords)
 
     def watch(self, owner: object) -> Watcher:
         """Subscribe ``owner`` (a session) to changes others make here."""
@@ -493,6 +498,9 @@ class Folder:
     def _set(self, msg: MessageInfo) -> None:
         old = self._msgs.get(msg.uid)
         self._msgs[msg.uid] = msg
+        for flag in msg.flags:
+            if not flag.startswith("\\"):
+                self._keywords.add(flag)
         if old is None:
             self._uids.append(msg.uid)
             if len(self._uids) > 1 and self._uids[-2] > msg.uid:
@@ -656,6 +664,7 @@ class Folder:
         self._msgs = {r.uid: MessageInfo(r.uid, r.size, r.internaldate, r.tzoffset, r.flags, r.modseq, r.path, r.base)
                       for r in rows}
         self._uids = sorted(self._msgs)
+        self._keywords = set(self._kw) | {f for m in self._msgs.values() for f in m.flags if not f.startswith("\\")}
         self.mailbox._usage_set(self.name, self.usage())
 
     def _close_sync(self) -> None:

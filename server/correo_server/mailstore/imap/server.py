@@ -1,0 +1,262 @@
+"""The IMAP listener: sockets, TLS, reading whole commands, limits, timeouts.
+
+This is the only IMAP module that does I/O.  For each connection it admits
+the client through ``ctx.imap_gate`` (total and per-address limits), greets,
+then reads one complete command at a time — a line, and for every literal
+the line announces, the continuation ``+`` (unless LITERAL+), the literal's
+octets and the next line — and hands the bytes to
+:meth:`.session.Session.execute`.
+
+Limits: a line longer than ``mailstore.maxLineLength`` is read to its end
+without keeping it and answered ``BAD``; a literal over
+``mailstore.maxLiteralBytes`` is refused *before* it is read — for a
+synchronizing literal with ``NO [TOOBIG]`` (the client never sends it); for
+a non-synchronizing one (LITERAL+, already on its way) with ``BAD`` and
+``BYE``, and the connection is closed, since its octets cannot be told
+apart from commands.  A session idle for ``mailstore.imapIdleTimeoutSeconds``
+(30 minutes by default; RFC 3501 5.4) is logged out.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from ... import logs
+from ...config import Listen
+from ..context import MailstoreContext
+from . import responses as R
+from .parser import literal_at_end, tag_of
+from .session import Session
+
+log = logs.get(__name__)
+
+READ_CHUNK = 64 * 1024
+
+
+class LineTooLong(Exception):
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+
+class LiteralTooLarge(Exception):
+    def __init__(self, tag: str | None, size: int, nonsync: bool) -> None:
+        self.tag, self.size, self.nonsync = tag, size, nonsync
+
+
+class Connection:
+    """Buffered reading and writing on one client connection (a :class:`~.session.Channel`)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 max_line: int, max_literal: int, tls: ssl.SSLContext | None, tls_active: bool) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self._tls = tls
+        self.tls_active = tls_active
+        peer = writer.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        self._in = bytearray()
+        self._out = bytearray()
+        self._scan = 0
+
+    @property
+    def tls_available(self) -> bool:
+        return self._tls is not None
+
+    # -- writing -------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self._out += data
+
+    def pending(self) -> int:
+        return len(self._out)
+
+    async def flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            self.writer.write(data)
+        await self.writer.drain()
+
+    # -- reading ----------------------------------------------------------------
+    async def _fill(self) -> None:
+        data = await self.reader.read(READ_CHUNK)
+        if not data:
+            raise EOFError
+        self._in += data
+
+    async def read_line(self) -> bytes:
+        """One line with its CRLF.  A line over the limit is consumed to its
+        end and :class:`LineTooLong` raised (with its first octets)."""
+        while True:
+            i = self._in.find(b"\n", self._scan)
+            if i >= 0:
+                self._scan = 0
+                if i + 1 > self.max_line + 2:
+                    head = bytes(self._in[:256])
+                    del self._in[:i + 1]
+                    raise LineTooLong(head)
+                line = bytes(self._in[:i + 1])
+                del self._in[:i + 1]
+                return line
+            self._scan = len(self._in)
+            if len(self._in) > self.max_line + 2:
+                head = bytes(self._in[:256])
+                await self._discard_line()
+                raise LineTooLong(head)
+            await self._fill()
+
+    async def _discard_line(self) -> None:
+        self._in.clear()
+        self._scan = 0
+        while True:
+            await self._fill()
+            i = self._in.find(b"\n")
+            if i >= 0:
+                del self._in[:i + 1]
+                return
+            self._in.clear()
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._in) < n:
+            await self._fill()
+        data = bytes(self._in[:n])
+        del self._in[:n]
+        self._scan = 0
+        return data
+
+    async def read_command(self) -> bytes:
+        """A whole command: its lines and literals, as sent."""
+        parts: list[bytes] = []
+        total = 0
+        tag: str | None = None
+        while True:
+            line = await self.read_line()
+            if tag is None:
+                tag = tag_of(line)
+            parts.append(line)
+            literal = literal_at_end(line)
+            if literal is None:
+                return b"".join(parts)
+            size, nonsync = literal
+            total += size
+            if size > self.max_literal or total > self.max_literal + self.max_line:
+                raise LiteralTooLarge(tag, size, nonsync)
+            if not nonsync:
+                self.write(R.continuation("OK"))
+                await self.flush()
+            parts.append(await self.read_exactly(size))
+
+    async def start_tls(self) -> None:
+        """STARTTLS: anything the client sent after the command is dropped
+        (it was not protected; RFC 3501 6.2.1 / CVE-2011-0411 class)."""
+        self._in.clear()
+        self._scan = 0
+        await self.writer.start_tls(self._tls)
+        self.tls_active = True
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+
+
+async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  implicit_tls: bool, connections: set) -> None:
+    ms = ctx.config.mailstore
+    conn = Connection(reader, writer, max_line=ms.max_line_length, max_literal=ms.max_literal_bytes,
+                      tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls)
+    peer = conn.peer
+    gate = ctx.imap_gate
+    refused = gate.admit(peer) if gate is not None else None
+    if refused:
+        try:
+            writer.write(R.untagged(f"BYE {refused[0].upper()}{refused[1:]}, try again later."))
+            await asyncio.wait_for(writer.drain(), 5)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        conn.close()
+        return
+    session = Session(ctx, conn)
+    connections.add((conn, session))
+    ctx.metrics.inc("mailstore_sessions_total", protocol="imap")
+    ctx.metrics.inc("mailstore_sessions_active", protocol="imap")
+    timeout = float(ms.imap_idle_timeout_seconds)
+    try:
+        conn.write(session.greeting())
+        await conn.flush()
+        while not session.closed:
+            try:
+                command = await asyncio.wait_for(conn.read_command(), timeout)
+            except asyncio.TimeoutError:
+                session.bye("Disconnected for inactivity.")
+                break
+            except LineTooLong as exc:
+                conn.write(R.tagged(tag_of(exc.head) or "*", "BAD", "Command line too long."))
+                await conn.flush()
+                continue
+            except LiteralTooLarge as exc:
+                if exc.nonsync:
+                    conn.write(R.tagged(exc.tag or "*", "BAD", "Literal too large.", "TOOBIG"))
+                    session.bye("Literal too large; cannot continue this connection.")
+                    break
+                conn.write(R.tagged(exc.tag or "*", "NO", f"Literal too large (the limit is "
+                                                          f"{ms.max_literal_bytes} octets).", "TOOBIG"))
+                await conn.flush()
+                continue
+            await session.execute(command)
+            await conn.flush()
+        await conn.flush()
+    except (EOFError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+        pass
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("imap_session_crashed", peer=peer)
+    finally:
+        session.close()
+        connections.discard((conn, session))
+        if gate is not None:
+            gate.release(peer)
+        ctx.metrics.inc("mailstore_sessions_active", -1, protocol="imap")
+        conn.close()
+
+
+def register_metrics(ctx: MailstoreContext) -> None:
+    m = ctx.metrics
+    m.counter("mailstore_sessions_total", "Client sessions started, by protocol")
+    m.gauge("mailstore_sessions_active", "Client sessions open now, by protocol")
+    m.counter("mailstore_logins_total", "Logins by protocol and result (ok, failed)")
+    m.counter("mailstore_imap_commands_total", "IMAP commands executed, by command")
+
+
+async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: bool = False) -> asyncio.Server:
+    """Listen for IMAP (or IMAPS with ``implicit_tls``) on ``listen``.  Closing
+    the returned server also says BYE to the sessions still open."""
+    if implicit_tls and ctx.tls is None:
+        raise ValueError("implicit TLS needs a TLS key pair in the configuration")
+    register_metrics(ctx)
+    connections: set = set()
+    server = await asyncio.start_server(
+        lambda r, w: _handle(ctx, r, w, implicit_tls, connections),
+        listen.host, listen.port,
+        ssl=ctx.tls.context if implicit_tls else None,
+        ssl_handshake_timeout=30 if implicit_tls else None,
+        reuse_address=True,
+    )
+    close = server.close
+
+    def close_all() -> None:
+        close()
+        for conn, _session in list(connections):
+            try:
+                conn.write(R.untagged("BYE Server shutting down."))
+                conn.writer.write(bytes(conn._out))
+                conn._out.clear()
+            except (OSError, RuntimeError):
+                pass
+            conn.close()
+
+    server.close = close_all  # type: ignore[method-assign]
+    addr = server.sockets[0].getsockname() if server.sockets else None
+    log.info("imap_listening", address=str(addr), implicit_tls=implicit_tls)
+    return server

@@ -1,0 +1,166 @@
+"""The connection states of RFC 3501 section 3, as classes, and the view a
+selected session has of its folder.
+
+A state says which commands it accepts; :mod:`.session` moves between them
+(``NotAuthenticated`` → ``Authenticated`` ⇄ ``Selected`` → ``Logout``).
+:class:`SelectedView` keeps the session's own message-sequence-number map:
+numbers only change when this session is told (EXPUNGE/EXISTS responses), so
+a change made by another session (LMTP delivery, POP3 deletion, a second IMAP
+client) is held back until the protocol lets the server report it, and then
+turned into untagged responses by :meth:`SelectedView.sync`.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import ClassVar
+
+from ...directory import MailboxEntry
+from ..store import Folder, Mailbox
+from . import responses as R
+from .parser import SeqSet
+
+ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
+AUTHENTICATED = ANY_STATE | {
+    "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB",
+    "STATUS", "APPEND", "NAMESPACE", "ENABLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "IDLE"}
+SELECTED = AUTHENTICATED | {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UNSELECT"}
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class State:
+    name: ClassVar[str]
+    commands: ClassVar[frozenset[str]]
+
+    def allows(self, command: str) -> bool:
+        return command in self.commands
+
+
+class NotAuthenticated(State):
+    name = "not authenticated"
+    commands = ANY_STATE | {"STARTTLS", "AUTHENTICATE", "LOGIN"}
+
+
+class Authenticated(State):
+    name = "authenticated"
+    commands = AUTHENTICATED
+
+    def __init__(self, entry: MailboxEntry, mailbox: Mailbox) -> None:
+        self.entry = entry
+        self.mailbox = mailbox
+
+
+class Selected(Authenticated):
+    name = "selected"
+    commands = SELECTED
+
+    def __init__(self, entry: MailboxEntry, mailbox: Mailbox, view: "SelectedView") -> None:
+        super().__init__(entry, mailbox)
+        self.view = view
+
+
+class Logout(State):
+    name = "logout"
+    commands = frozenset()
+
+
+class FolderGone(Exception):
+    """The selected folder was deleted by another session."""
+
+
+class SelectedView:
+    def __init__(self, folder: Folder, owner: object, *, readonly: bool) -> None:
+        self.folder = folder
+        self.readonly = readonly
+        self.watcher = folder.watch(owner)
+        self.uids: list[int] = folder.uids()
+        self.highest_uid = self.uids[-1] if self.uids else 0
+        if readonly:
+            self.recent = {u for u in self.uids if u >= folder._first_recent}
+        else:
+            self.recent = folder.take_recent()
+        self.pending_expunge: set[int] = set()
+        self.keywords: set[str] = folder.keywords()
+
+    # -- numbers ------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, seqset: SeqSet, uid: bool) -> list[int]:
+        """UIDs (ascending) a sequence set names; ValueError for a message
+        sequence number beyond the last message."""
+        if uid:
+            return seqset.select_uids(self.uids)
+        return [self.uids[s - 1] for s in seqset.seqs(len(self.uids))]
+
+    # -- responses -------------------------------------------------------------
+    def flags_responses(self) -> list[bytes]:
+        kws = sorted(self.keywords)
+        flags = R.flag_list([*SYSTEM_FLAGS, *kws])
+        out = [R.untagged(b"FLAGS " + flags)]
+        if self.readonly:
+            out.append(R.untagged(b"OK [PERMANENTFLAGS ()] Read-only mailbox."))
+        else:
+            perm = R.flag_list([*SYSTEM_FLAGS, *kws]).rstrip(b")") + b" \\*)"
+            out.append(R.untagged(b"OK [PERMANENTFLAGS " + perm + b"] Flags permitted."))
+        return out
+
+    def remove(self, uids: list[int]) -> list[bytes]:
+        """This session's own expunge: EXPUNGE responses (highest number first,
+        so that each number is still right when the client reads it)."""
+        out = []
+        for uid in sorted(uids, reverse=True):
+            seq = self.seq_of(uid)
+            if seq is None:
+                continue
+            del self.uids[seq - 1]
+            self.recent.discard(uid)
+            self.pending_expunge.discard(uid)
+            out.append(R.untagged(b"%d EXPUNGE" % seq))
+        return out
+
+    def sync(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:
+        """Untagged responses for what others changed since the last sync.
+        Raises :class:`FolderGone` when the folder was deleted."""
+        pending = self.watcher.take()
+        if pending.deleted or self.folder.deleted:
+            raise FolderGone()
+        self.pending_expunge |= {u for u in pending.expunged if self.seq_of(u) is not None}
+        out: list[bytes] = []
+        if allow_expunge and self.pending_expunge:
+            out += self.remove(sorted(self.pending_expunge))
+            self.pending_expunge.clear()
+        if pending.appended or self.folder.uidnext - 1 > self.highest_uid:
+            new = [u for u in self.folder.uids() if u > self.highest_uid]
+            if new:
+                self.uids.extend(new)
+                self.highest_uid = new[-1]
+                if not self.readonly:
+                    self.recent |= self.folder.take_recent() & set(new)
+                keywords = self.folder.keywords()
+                if not keywords <= self.keywords:
+                    self.keywords |= keywords
+                    out += self.flags_responses()
+                out.append(R.untagged(b"%d EXISTS" % len(self.uids)))
+                out.append(R.untagged(b"%d RECENT" % len(self.recent)))
+        for uid in sorted(pending.flags):
+            seq = self.seq_of(uid)
+            msg = self.folder.get(uid)
+            if seq is None or msg is None or uid in self.pending_expunge:
+                continue
+            keywords = {f for f in msg.flags if not f.startswith("\\")}
+            if not keywords <= self.keywords:
+                self.keywords |= keywords
+                out += self.flags_responses()
+            flags = msg.flags | {"\\Recent"} if uid in self.recent else msg.flags
+            item = b"%d FETCH (UID %d FLAGS " % (seq, uid) + R.flag_list(flags)
+            if condstore:
+                item += b" MODSEQ (%d)" % msg.modseq
+            out.append(R.untagged(item + b")"))
+        return out
+
+    def close(self) -> None:
+        self.watcher.close()

@@ -290,6 +290,8 @@ class Figures:
         if state != DELIVERED:
             for tally in self._scopes(domain):
                 tally.error(ev["dest"] or "unknown", ev["reply"], when)
+        if ev.get("notice"):
+            return  # the queue's own notices are not mail people sent: errors only
         if state == DELIVERED:
             for tally in self._scopes(domain):
                 tally.delivered += 1

@@ -7,7 +7,10 @@ from the messages in the queue at the time of the request; cumulative ones
 sender last bounce and last delivery) come from :class:`.records.Figures`,
 which the journal keeps across restarts.  Figures per domain count a message
 for the hosted domain it belongs to (its sender's, else its first
-recipient's); figures per sender count hosted sending mailboxes.
+recipient's); figures per sender count hosted sending mailboxes.  The
+queue's own notices count in the live figures and in ``lastErrors`` (a notice
+that cannot be delivered is worth seeing) but not as delivered or bounced
+mail.
 """
 from __future__ import annotations
 

@@ -144,19 +144,20 @@ class Session:
                     return [Result(i, exc.reply, where, destination) for i, _ in rcpts]
             conn = self.conn
             assert conn is not None
+            mta = conn.host if self.route.kind != "mailstore" else ""
             try:
                 replies = await self._transact(conn, env, payload, body8, rcpts)
             except Failure as exc:
                 self._drop()
-                if reused:
+                if reused and not conn.payload_sent:
                     continue  # the server closed an idle connection: try once more on a new one
-                return [Result(i, exc.reply, conn.server, destination, conn.host) for i, _ in rcpts]
+                return [Result(i, exc.reply, conn.server, destination, mta) for i, _ in rcpts]
             if reused and all(r.code == 421 for r in replies):
                 self._drop()
                 continue
             if any(r.code == 421 for r in replies):
                 self._drop()  # the server is closing the connection
-            return [Result(i, reply, conn.server, destination, conn.host) for (i, _), reply in zip(rcpts, replies)]
+            return [Result(i, reply, conn.server, destination, mta) for (i, _), reply in zip(rcpts, replies)]
         raise AssertionError("unreachable")
 
     async def _greet(self, conn: Connection, *, lmtp: bool = False) -> Reply:
@@ -260,8 +261,10 @@ class Session:
             conn = self.conn
             try:
                 replies = await self._transact(conn, env, payload, body8, remaining)
-            except Failure:
+            except Failure as exc:
                 self._drop()
+                if conn.payload_sent:  # it may have arrived: no second copy now, a retry later
+                    return [Result(i, exc.reply, conn.server, conn.host, conn.host) for i, _ in rcpts]
             else:
                 if all(r.code == 421 for r in replies):
                     self._drop()
@@ -292,6 +295,10 @@ class Session:
                 except Failure as exc:
                     conn.abort()
                     record(remaining, [exc.reply] * len(remaining), conn.server, host.name, host.name)
+                    if conn.payload_sent:
+                        # Lost after the message went out: it may have arrived.
+                        # Retry later (RFC 5321 6.1) rather than send a second copy elsewhere now.
+                        return [results[i] for i, _ in rcpts]
                     continue
                 record(remaining, replies, conn.server, host.name, host.name)
                 if remaining or any(r.code == 421 for r in replies):

@@ -34,8 +34,7 @@ from .clock import Clock
 from .intake import Intake, Refusal, dedupe
 from .mx import MXResolver
 from .outbound import Result, Route, Session, Settings, route_for
-from .records import (BOUNCED, DEFERRED, DELIVERED, Message, QueueState, attempt_event, delete_event,
-                      notice_event, retry_event)
+from .records import BOUNCED, DEFERRED, Message, QueueState, attempt_event, delete_event, notice_event, retry_event
 from .smtpclient import local_reply
 from .spool import Spool
 
@@ -430,4 +429,4 @@ class Runner:
             await asyncio.sleep(0.001)
 
 
-__all__ = ["Runner", "Job", "DELIVERED", "BOUNCED", "DEFERRED"]
+__all__ = ["Runner", "Job"]

@@ -130,4 +130,4 @@ def is_delayed(policy: RetryPolicy, msg: Message, index: int, now: float) -> boo
 
 
 __all__ = ["policy_for", "reply_class", "after_attempt", "due_now", "next_due", "Due", "Outcome",
-           "warn_at", "retry_until", "is_delayed", "human_duration", "DELIVERED"]
+           "warn_at", "retry_until", "is_delayed", "human_duration"]

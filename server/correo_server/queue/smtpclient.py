@@ -131,6 +131,7 @@ class Connection:
         self.tls = False
         self.lmtp = False
         self.closed = False
+        self.payload_sent = False  # the last transaction got as far as sending the message
 
     @property
     def server(self) -> str:
@@ -262,6 +263,7 @@ class Connection:
         """One message (``payload`` from :func:`wire_data`): one reply per
         recipient, the one that decides its fate."""
         n = len(recipients)
+        self.payload_sent = False
         limit = self.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) and size > int(limit):
             return [local_reply(552, "5.3.4", f"message is {size} bytes, {self.server} accepts at most {limit}")] * n
@@ -297,6 +299,7 @@ class Connection:
                 results[i] = data_reply
             await self._rset()
             return results
+        self.payload_sent = True
         await self.send(payload)
         if self.lmtp:
             for i in accepted:  # RFC 2033: one reply per accepted recipient, in order

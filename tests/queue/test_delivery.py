@@ -324,3 +324,21 @@ async def test_internationalised_address_to_a_server_without_smtputf8_bounces(ha
     (notice,) = harness.notices("alice@example.com")
     (rcpt,) = parse_report(notice).per_recipient
     assert rcpt["Status"] == "5.6.7"
+
+
+async def test_connection_lost_after_the_data_is_retried_later_not_sent_elsewhere_at_once(harness):
+    mx1, mx2 = await two_mx(harness)
+    real = mx1.handle_DATA
+
+    async def vanish(server, session, envelope):
+        await real(server, session, envelope)
+        server.transport.close()  # the message arrived, the 250 never does
+        return "250 2.0.0 Ok"
+
+    mx1.handle_DATA = vanish
+    await harness.start()
+    await harness.send("alice@example.com", ["bob@remote.test"])
+    await harness.settle()
+    assert len(mx1.messages) == 1 and not mx2.messages
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED and r.reply.startswith("451 4.4.2")

@@ -173,15 +173,15 @@ def format_list(doc: dict) -> str:
         sender = m["sender"] or "MAILER-DAEMON"
         lines.append(f"{m['id']:<19} {_size(m['size']):>8} {m['arrival']:<20}  {sender}")
         for r in m["recipients"]:
-            lines.append(f"{'':<50}{r['address']}  {r['state']}")
+            lines.append(f"{'':<51}{r['address']}  {r['state']}")
             if r["state"] in ("pending", "deferred"):
                 note = f"next attempt {r['nextAttempt']}" if r.get("nextAttempt") else ""
                 if r.get("lastReply"):
                     note = f"{r['lastReply']}; {note}" if note else r["lastReply"]
                 if note:
-                    lines.append(f"{'':<50}  ({note})")
+                    lines.append(f"{'':<51}  ({note})")
             elif r.get("lastReply"):
-                lines.append(f"{'':<50}  ({r['lastReply']})")
+                lines.append(f"{'':<51}  ({r['lastReply']})")
         lines.append("")
     lines.append(f"-- {max(total // 1024, 1) if total else 0} Kbytes in {len(msgs)} Request{'s' if len(msgs) != 1 else ''}.")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from typing import Callable
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult
-from dnslib import AAAA, MX, QTYPE, RCODE, RR, A
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSError
 from dnslib.server import BaseResolver
 
 from correo_server import config as configmod
@@ -43,6 +43,7 @@ class Zone(BaseResolver):
         self.records: dict[tuple[str, str], list[RR]] = defaultdict(list)
         self.names: set[str] = set()
         self.servfail: set[str] = set()
+        self.silent: set[str] = set()  # never answered: the resolver times out
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
@@ -68,6 +69,7 @@ class Zone(BaseResolver):
             self.records.clear()
             self.names.clear()
             self.servfail.clear()
+            self.silent.clear()
             self.queries.clear()
 
     def exists(self, name: str) -> None:
@@ -78,6 +80,8 @@ class Zone(BaseResolver):
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
         qtype = QTYPE[request.q.qtype]
+        if qname in self.silent:
+            raise DNSError("silent: no answer")  # dnslib drops the request quietly
         with self.lock:
             self.queries.append((qname, qtype))
             if qname in self.servfail:

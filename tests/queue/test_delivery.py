@@ -147,6 +147,15 @@ async def test_dns_server_failure_is_temporary(harness):
     assert [m.recipients for m in mx1.messages] == [["x@flaky.test"]]
 
 
+async def test_dns_timeout_is_temporary(harness):
+    harness.zone.silent.add("slow.test")
+    await harness.start(connect_timeout_seconds=1)
+    await harness.send("alice@example.com", ["x@slow.test"])
+    await harness.settle()
+    r = the_message(harness).rcpts[0]
+    assert r.state == DEFERRED and r.reply.startswith("451 4.4.3") and "timed out" in r.reply, r.reply
+
+
 async def test_starttls_is_used_when_the_mx_offers_it(harness, server_tls):
     harness.zone.mx("remote.test", (10, "mx1.remote.test"))
     mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2", tls=server_tls)

@@ -44,3 +44,35 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
                     "-subj", "/CN=mail.example.com", "-addext", "subjectAltName=DNS:mail.example.com",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
+
+
+@pytest.fixture
+def imap(config, directory):
+    """A running IMAP server (plain only) with its store; see ServerThread."""
+    from imaptest_support import ServerThread
+    server = ServerThread(config, directory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_tls(tmp_path, tls_files):
+    """A server with TLS (STARTTLS and implicit) whose plaintext login is refused
+    everywhere (auth.plaintext=never), as on Kubernetes."""
+    from dataclasses import replace
+    from imaptest_support import ServerThread
+    cfg = make_config(tmp_path)
+    cfg = replace(cfg, auth=replace(cfg.auth, plaintext="never"))
+    server = ServerThread(cfg, make_directory(cfg), tls_files=tls_files)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def raw(imap):
+    """A logged-in raw client."""
+    from imaptest_support import RawClient
+    client = RawClient(imap.port)
+    client.login()
+    yield client
+    client.close()

@@ -109,6 +109,7 @@ class Received:
     tls: bool = False
     login: str | None = None
     server: str = ""
+    helo: str = ""
 
     def parsed(self):
         return email.message_from_bytes(self.data, policy=email.policy.default)
@@ -146,7 +147,8 @@ class SinkHandler:
             return self.data_reply
         login = session.auth_data.login.decode() if session.auth_data is not None else None
         self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
-                                      tls=session.ssl is not None, login=login, server=self.name))
+                                      tls=session.ssl is not None, login=login, server=self.name,
+                                      helo=session.host_name or ""))
         return "250 2.0.0 Ok: queued"
 
 
@@ -160,7 +162,8 @@ class MailstoreHandler(SinkHandler):
 
     async def handle_DATA(self, server, session, envelope):
         replies = []
-        msg = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, server="mailstore")
+        msg = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, server="mailstore",
+                       helo=session.host_name or "")
         for rcpt in envelope.rcpt_tos:
             reply = self.per_rcpt(rcpt) if self.per_rcpt else None
             if reply:

@@ -32,6 +32,7 @@ async def test_delivery_goes_to_the_preferred_mx(harness):
     await harness.settle()
     assert [m.recipients for m in mx1.messages] == [["bob@remote.test"]]
     assert mx1.messages[0].sender == "alice@example.com"
+    assert mx1.messages[0].helo == HOSTNAME  # EHLO with the configured hostname
     assert not mx2.messages
     assert not list(harness.service.state)
 

@@ -38,6 +38,11 @@ class TestRetryDecisions:
                   for n in range(1, 8)]
         assert delays == [300, 600, 1200, 2400, 3600, 3600, 3600]
 
+    def test_an_unreachable_mailstore_is_retried_within_seconds(self):
+        delays = [schedule.after_attempt(POLICY, T0, n, T0, 451, "451 4.4.1 connect to mailstore: refused",
+                                         hop_down=True).next_attempt - T0 for n in range(1, 8)]
+        assert delays == [1, 2, 4, 8, 16, 30, 30]
+
     def test_the_last_try_is_at_the_give_up_time_and_then_it_bounces(self):
         near_end = T0 + POLICY.give_up_after_seconds - 100
         out = schedule.after_attempt(POLICY, T0, 50, near_end, 451, "451 4.4.1 refused")

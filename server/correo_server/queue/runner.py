@@ -316,8 +316,9 @@ class Runner:
         events = []
         for res in results:
             r = msg.rcpts[res.index]
+            hop_down = res.destination == "mailstore" and res.reply.enhanced.startswith("4.4.")
             out = schedule.after_attempt(policy, msg.env.arrival, r.attempt_count + 1, now, res.reply.code,
-                                         res.reply.text)
+                                         res.reply.text, hop_down=hop_down)
             events.append(attempt_event(msg, res.index, time=now, server=res.server, destination=res.destination,
                                         remote_mta=res.remote_mta, reply=out.reason, state=out.state,
                                         next_attempt=out.next_attempt))

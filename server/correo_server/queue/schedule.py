@@ -17,6 +17,10 @@ from ..config import RetryPolicy, ServerConfig
 from .records import BOUNCED, DEFERRED, DELIVERED, PENDING, Envelope, Message
 
 NOTICE_RETRY_SECONDS = 60.0  # when writing a notice failed (disk full...), try again after this
+# Our own mailstore not answering means it is restarting (a pod being
+# rescheduled, a crashed process): try again within seconds, not the
+# policy's minutes.  Its real 4xx replies (over quota...) follow the policy.
+HOP_DOWN_RETRY_MAX_SECONDS = 30.0
 
 
 def policy_for(cfg: ServerConfig, env: Envelope) -> RetryPolicy:
@@ -50,8 +54,11 @@ class Outcome:
 
 
 def after_attempt(policy: RetryPolicy, arrival: float, attempts: int, now: float, code: int,
-                  reply: str) -> Outcome:
-    """What becomes of a recipient after its ``attempts``-th attempt got ``code``."""
+                  reply: str, *, hop_down: bool = False) -> Outcome:
+    """What becomes of a recipient after its ``attempts``-th attempt got ``code``.
+
+    ``hop_down``: the next hop is our own mailstore and it could not be reached
+    (so the retry comes after 1, 2, 4 … seconds, at most 30)."""
     kind = reply_class(code)
     if kind == "ok":
         return Outcome(DELIVERED, reason=reply)
@@ -60,8 +67,11 @@ def after_attempt(policy: RetryPolicy, arrival: float, attempts: int, now: float
     give_up_at = arrival + policy.give_up_after_seconds
     if now >= give_up_at:
         return Outcome(BOUNCED, reason=f"gave up after {human_duration(policy.give_up_after_seconds)}: {reply}")
+    delay = policy.delay_after(attempts)
+    if hop_down:
+        delay = min(delay, 2.0 ** min(attempts - 1, 10), HOP_DOWN_RETRY_MAX_SECONDS)
     # The last try happens right at the give-up time, never after it.
-    return Outcome(DEFERRED, next_attempt=min(now + policy.delay_after(attempts), give_up_at), reason=reply)
+    return Outcome(DEFERRED, next_attempt=min(now + delay, give_up_at), reason=reply)
 
 
 def warn_at(policy: RetryPolicy, env: Envelope) -> float:

@@ -1,0 +1,243 @@
+"""Real clients against the real server: imapclient (PyPI) and Debian's
+mbsync (isync) synchronising both ways; and Dovecot reading the Maildir the
+store writes."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import imapclient
+import imapclient.imapclient as imapclient_consts
+import pytest
+
+from imaptest_messages import ATTACHMENT, MIXED, SIMPLE, SIMPLE_BODY
+from imaptest_support import ALICE, PASSWORD, RawClient
+
+
+def test_imapclient_session(imap):
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, MIXED)
+    c = imapclient.IMAPClient("127.0.0.1", port=imap.port, ssl=False)
+    c.login(ALICE, PASSWORD)
+    assert c.has_capability("IDLE") and c.has_capability("MOVE") and c.has_capability("UIDPLUS")
+    folders = {name: flags for flags, _delim, name in c.list_folders()}
+    assert folders["Sent"] == (b"\\HasNoChildren", b"\\Sent")
+    assert c.find_special_folder(imapclient_consts.TRASH) == "Trash"
+    info = c.select_folder("INBOX")
+    assert info[b"EXISTS"] == 2 and info[b"UIDNEXT"] == 3
+    data = c.fetch([1, 2], ["ENVELOPE", "BODYSTRUCTURE", "RFC822.SIZE", "FLAGS", "INTERNALDATE"])
+    env = data[1][b"ENVELOPE"]
+    assert env.subject == b"=?utf-8?q?Caf=C3=A9_menu?=" and env.from_[0].mailbox == b"bob"
+    assert env.to[1].host == b"example.com" and env.message_id == b"<simple@example.org>"
+    bs = data[2][b"BODYSTRUCTURE"]
+    assert bs.is_multipart and bs[1] == b"mixed"
+    assert data[2][b"RFC822.SIZE"] == len(MIXED)
+    assert c.fetch([1], ["BODY.PEEK[TEXT]"])[1][b"BODY[TEXT]"] == SIMPLE_BODY
+    assert c.search(["FROM", "bob", "NOT", "SEEN"]) == [1, 2]
+    assert c.search(["SUBJECT", "café"], charset="UTF-8") == [1]
+    c.add_flags([1], [imapclient.SEEN, b"$Important"])
+    assert set(c.get_flags([1])[1]) == {b"\\Seen", b"\\Recent", b"$Important"}
+    c.remove_flags([1], [b"$Important"])
+    c.copy([1], "Sent")
+    c.move([2], "Trash")
+    assert c.folder_status("Trash", ["MESSAGES"])[b"MESSAGES"] == 1
+    c.append("Drafts", SIMPLE, flags=[imapclient.DRAFT])
+    c.create_folder("Projects/Alpha")
+    c.rename_folder("Projects/Alpha", "Projects/Beta")
+    assert c.folder_exists("Projects/Beta") and not c.folder_exists("Projects/Alpha")
+    c.subscribe_folder("Projects/Beta")
+    assert "Projects/Beta" in [n for _, _, n in c.list_sub_folders()]
+    c.delete_folder("Projects/Beta")
+    assert c.get_quota_root("INBOX")[1][0].limit == 10 * 1024
+    c.add_flags([1], [imapclient.DELETED])
+    c.uid_expunge([1])
+    assert c.search() == []
+    assert c.namespace().personal == (("", "/"),)
+    c.id_({"name": "pytest"})
+    c.unselect_folder()
+    c.logout()
+
+
+def _mbsync_config(tmp_path: Path, port: int) -> Path:
+    local = tmp_path / "local"
+    local.mkdir(exist_ok=True)
+    conf = tmp_path / "mbsyncrc"
+    conf.write_text(textwrap.dedent(f"""\
+        IMAPAccount correo
+        Host 127.0.0.1
+        Port {port}
+        User {ALICE}
+        Pass {PASSWORD}
+        SSLType None
+        AuthMechs PLAIN
+
+        IMAPStore remote
+        Account correo
+
+        MaildirStore local
+        Path {local}/
+        Inbox {local}/INBOX
+        SubFolders Verbatim
+
+        Channel sync
+        Far :remote:
+        Near :local:
+        Patterns *
+        Create Both
+        Expunge Both
+        SyncState *
+        CopyArrivalDate yes
+        """))
+    return conf
+
+
+def _mbsync(conf: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(["mbsync", "-c", str(conf), "-a"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _plain(data: bytes) -> bytes:
+    """What mbsync keeps locally: LF line ends, plus its own X-TUID header."""
+    data = data.replace(b"\r\n", b"\n")
+    return b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b"X-TUID: "))
+
+
+def _local_messages(folder: Path) -> list[bytes]:
+    return sorted(_plain(p.read_bytes()) for sub in ("cur", "new") for p in (folder / sub).iterdir())
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
+def test_mbsync_synchronises_both_ways(imap, tmp_path):
+    binary = SIMPLE.replace(b"Line two", b"Line two\r\n" + ATTACHMENT.replace(b"\r", b"").replace(b"\n", b""))
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, MIXED)
+    imap.deliver(ALICE, binary)
+    conf = _mbsync_config(tmp_path, imap.port)
+    _mbsync(conf)
+    local = tmp_path / "local"
+    assert _local_messages(local / "INBOX") == sorted(_plain(m) for m in (SIMPLE, MIXED, binary))
+    for name in ("Sent", "Drafts", "Trash", "Junk"):
+        assert (local / name / "cur").is_dir()
+
+    # local changes go up: a new message in Sent, a message marked seen and one deleted
+    sent_new = local / "Sent" / "new" / f"{int(time.time())}.1.local"
+    sent_new.write_bytes(MIXED)
+    inbox_files = sorted((local / "INBOX" / "new").iterdir()) + sorted((local / "INBOX" / "cur").iterdir())
+    seen_file = [p for p in inbox_files if _plain(p.read_bytes()) == _plain(SIMPLE)][0]
+    gone_file = [p for p in inbox_files if _plain(p.read_bytes()) == _plain(MIXED)][0]
+    seen_file.rename(local / "INBOX" / "cur" / (seen_file.name.split(":")[0] + ":2,S"))
+    gone_file.rename(local / "INBOX" / "cur" / (gone_file.name.split(":")[0] + ":2,T"))
+    # a server change comes down
+    imap.deliver(ALICE, b"Subject: later\r\n\r\nlater\r\n")
+    _mbsync(conf)
+
+    inbox = imap.folder(ALICE)
+    flags = {imap.call(inbox.read(m.uid)): m.flags for m in inbox.messages()}
+    assert "\\Seen" in flags[SIMPLE]
+    assert MIXED not in flags  # deleted locally, expunged on both sides
+    assert imap.folder(ALICE, "Sent").messages() and len(imap.folder(ALICE, "Sent")) == 1
+    assert _plain(b"Subject: later\r\n\r\nlater\r\n") in _local_messages(local / "INBOX")
+    # a third run has nothing to do and changes nothing
+    before = [(m.uid, m.flags) for m in imap.folder(ALICE).messages()]
+    _mbsync(conf)
+    assert [(m.uid, m.flags) for m in imap.folder(ALICE).messages()] == before
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("dovecot") is None or os.geteuid() != 0,
+                    reason="needs Dovecot, and root to run it and hand the files to its user")
+def test_dovecot_serves_the_maildir_correo_wrote(imap, tmp_path):
+    """The storage is plain Maildir++: Dovecot, pointed at a copy, shows the
+    same folders, messages (byte for byte), flags and keywords."""
+    import imaplib
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, MIXED)
+    c = RawClient(imap.port)
+    c.login()
+    c.cmd("SELECT INBOX")
+    c.cmd("STORE 1 +FLAGS (\\Seen $Work)")
+    c.cmd("CREATE Projects/2024")
+    c.cmd("COPY 2 Projects/2024")
+    c.close()
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="correo-dovecot-"))  # pytest's folders are closed to others
+    os.chmod(base, 0o755)
+    request_cleanup = lambda: shutil.rmtree(base, ignore_errors=True)  # noqa: E731
+    maildir = base / "maildir"
+    shutil.copytree(imap.store.data_dir / ALICE, maildir)
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(maildir)], check=True)
+    run = base / "run"
+    run.mkdir()
+    port = _free_port()
+    conf = tmp_path / "dovecot.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        protocols = imap
+        listen = 127.0.0.1
+        base_dir = {run}
+        state_dir = {run}
+        ssl = no
+        log_path = {run}/dovecot.log
+        mail_location = maildir:{maildir}
+        first_valid_uid = 1
+        default_login_user = nobody
+        default_internal_user = nobody
+        auth_mechanisms = plain
+        disable_plaintext_auth = no
+        namespace inbox {{
+          inbox = yes
+          separator = /
+        }}
+        userdb {{
+          driver = static
+          args = uid=nobody gid=nogroup home={maildir}
+        }}
+        passdb {{
+          driver = static
+          args = password=pw
+        }}
+        service imap-login {{
+          inet_listener imap {{
+            address = 127.0.0.1
+            port = {port}
+          }}
+        }}
+        """))
+    proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = imaplib.IMAP4("127.0.0.1", port)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.skip("Dovecot did not start here: " + (run / "dovecot.log").read_text()[-300:]
+                                if (run / "dovecot.log").exists() else "no log")
+                time.sleep(0.1)
+        client.login("alice", "pw")
+        _, listing = client.list()
+        names = {line.decode().rsplit(" ", 1)[-1].strip('"') for line in listing}
+        assert {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Projects/2024"} <= names
+        client.select("INBOX")
+        _, data = client.fetch("1:2", "(FLAGS BODY.PEEK[])")
+        assert data[0][1] == SIMPLE and b"\\Seen" in data[0][0] and b"$Work" in data[0][0]
+        assert data[2][1] == MIXED
+        client.select('"Projects/2024"')
+        _, data = client.fetch("1", "(BODY.PEEK[])")
+        assert data[0][1] == MIXED
+        client.logout()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        request_cleanup()

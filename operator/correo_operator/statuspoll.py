@@ -114,6 +114,10 @@ def secret_keys(secrets: dict[str, dict]) -> dict[str, frozenset[str]]:
             for name, s in secrets.items()}
 
 
+def _differs(obj: dict, new: dict) -> bool:
+    return json_merge_diff(strip_none(obj.get("status") or {}), strip_none(new)) is not None
+
+
 async def write_status(kube: Kube, obj: dict, new: dict) -> bool:
     """Patch ``obj``'s status to ``new`` when different; post Events for transitions."""
     old = obj.get("status") or {}
@@ -137,8 +141,10 @@ async def write_status(kube: Kube, obj: dict, new: dict) -> bool:
 class StatusWriter:
     """The ``after`` hook of the Reconciler: status for a MailDomain and its Mailboxes."""
 
-    def __init__(self, fetch: Fetch | None = None, *, clock: Clock = statusmod.now_utc, metrics: Any = None) -> None:
+    def __init__(self, fetch: Fetch | None = None, *, clock: Clock = statusmod.now_utc, metrics: Any = None,
+                 concurrency: int = 8) -> None:
         self.fetch = fetch or HttpStatusReader()
+        self.concurrency = concurrency
         self.clock = clock
         self.metrics = metrics
 
@@ -166,9 +172,16 @@ class StatusWriter:
         writes = 0
         new = statusmod.domain_status(domain, outcome.inputs.mailboxes, observed=observed, now=now)
         writes += await write_status(kube, domain, new)
-        for mailbox in outcome.inputs.mailboxes:
-            new = statusmod.mailbox_status(mailbox, domain, observed=observed, now=now)
-            writes += await write_status(kube, mailbox, new)
+        pending = [(mb, statusmod.mailbox_status(mb, domain, observed=observed, now=now))
+                   for mb in outcome.inputs.mailboxes]
+        pending = [(mb, new) for mb, new in pending if _differs(mb, new)]
+        if pending:  # a few at a time: 1,000 new Mailboxes need not wait for 1,000 round trips
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(mb: dict, new: dict) -> bool:
+                async with gate:
+                    return await write_status(kube, mb, new)
+            writes += sum(await asyncio.gather(*(one(mb, new) for mb, new in pending)))
         if self.metrics and writes:
             self.metrics.status_patched(writes)
         return writes

@@ -337,13 +337,13 @@ class Store:
 
     def _emit(self, etype: str, res: Res, obj: dict) -> None:
         rv = int(obj["metadata"]["resourceVersion"]) if etype != "DELETED" else self.rv
-        snap = copy.deepcopy(obj)
+        snap = obj  # stored objects are never changed in place: shared, not copied
         ns = obj["metadata"].get("namespace", "")
         self.history.append((rv, etype, (res.group, res.plural), ns, snap))
         for (gp, wns, sel, queue) in self._watchers:
             if gp == (res.group, res.plural) and (wns is None or wns == ns) \
                     and selector_matches(sel, obj["metadata"].get("labels")):
-                queue.put_nowait({"type": etype, "object": copy.deepcopy(snap)})
+                queue.put_nowait({"type": etype, "object": snap})
 
     def _managed_fields(self, key: Key, obj: dict) -> list[dict]:
         out = []
@@ -379,7 +379,7 @@ class Store:
         new["metadata"]["managedFields"] = self._managed_fields(key, new)
         if old is not None:
             if new == old:
-                return copy.deepcopy(old)
+                return old
             if res.generation and self._content(res, new) != self._content(res, old):
                 new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
         self.rv = next(self._rv)
@@ -390,7 +390,7 @@ class Store:
         self._emit("ADDED" if old is None else "MODIFIED", res, new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(res, key, "Background")
-        return copy.deepcopy(new)
+        return new
 
     # -- reads -------------------------------------------------------------------
     def get(self, res: Res, ns: str | None, name: str, *, record: bool = True) -> dict:
@@ -399,14 +399,14 @@ class Store:
         obj = self.objects.get(self._key(res, ns, name))
         if obj is None:
             raise ApiError(404, "NotFound", f'{res.plural}.{res.group or "core"} "{name}" not found')
-        return copy.deepcopy(obj)
+        return obj
 
     def list(self, res: Res, ns: str | None, selector: str | None = None, *, limit: int | None = None,
              cont: str | None = None, record: bool = True) -> dict:
         if record:
             self.record("list", res, None, ns, None)
         sel = parse_selector(selector)
-        items = [copy.deepcopy(o) for k, o in sorted(self.objects.items())
+        items = [o for k, o in sorted(self.objects.items())
                  if k[:2] == (res.group, res.plural) and (not ns or not res.namespaced or k[2] == ns)
                  and selector_matches(sel, o["metadata"].get("labels"))]
         start = int(base64.b64decode(cont).decode()) if cont else 0
@@ -539,9 +539,9 @@ class Store:
         old = self.objects.get(key)
         if old is None:
             raise ApiError(404, "NotFound", f'{res.plural}.{res.group or "core"} "{name}" not found')
-        changed = change(copy.deepcopy(old))
+        changed = change(old)  # both patch kinds build a new document
         if sub == "status":
-            new = copy.deepcopy(old)
+            new = {**old, "metadata": dict(old["metadata"])}
             if changed.get("status"):
                 new["status"] = changed["status"]
             else:
@@ -591,7 +591,7 @@ class Store:
             raise ApiError(404, "NotFound", f'{res.plural}.{res.group or "core"} "{name}" not found')
         if obj["metadata"].get("finalizers"):
             if obj["metadata"].get("deletionTimestamp"):
-                return copy.deepcopy(obj)
+                return obj
             new = copy.deepcopy(obj)
             new["metadata"]["deletionTimestamp"] = now_rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
@@ -602,8 +602,7 @@ class Store:
         obj = self.objects.pop(key)
         self.owners.pop(key, None)
         self.rv = next(self._rv)
-        gone = copy.deepcopy(obj)
-        gone["metadata"]["resourceVersion"] = str(self.rv)
+        gone = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
         self._emit("DELETED", res, gone)
         self._collect_garbage(obj["metadata"]["uid"], orphan=propagation == "Orphan")
         return gone
@@ -637,7 +636,7 @@ class Store:
             for rv, etype, gp, ons, obj in self.history:
                 if rv > since and gp == (res.group, res.plural) and (ns is None or ons == ns) \
                         and selector_matches(sel, obj["metadata"].get("labels")):
-                    queue.put_nowait({"type": etype, "object": copy.deepcopy(obj)})
+                    queue.put_nowait({"type": etype, "object": obj})
         self._watchers.append(((res.group, res.plural), ns, sel, queue))
         return queue
 
@@ -667,7 +666,7 @@ class Store:
     def put(self, obj: dict, *, manager: str = "kubectl") -> dict:
         """Create (or merge-patch when present) an object as a user would, unrecorded."""
         with self.as_admin():
-            return self._put(obj, manager)
+            return copy.deepcopy(self._put(obj, manager))
 
     def _put(self, obj: dict, manager: str) -> dict:
         res = self.res_for(obj["apiVersion"], obj["kind"])
@@ -682,7 +681,7 @@ class Store:
         res = self.res_for(api_version, kind) if api_version else next(
             r for r in self.resources.values() if r.kind == kind and (r.group != "events.k8s.io"))
         with self.as_admin():
-            return self.delete(res, ns, name, record=False)
+            return copy.deepcopy(self.delete(res, ns, name, record=False))
 
     def edit(self, kind: str, ns: str, name: str, patch: dict, *, manager: str = "kubectl-edit",
              sub: str | None = None) -> dict:
@@ -691,7 +690,7 @@ class Store:
         assert obj is not None, f"{kind} {ns}/{name} does not exist"
         res = self.res_for(obj["apiVersion"], kind)
         with self.as_admin():
-            return self.merge_patch(res, ns, name, patch, manager=manager, sub=sub)
+            return copy.deepcopy(self.merge_patch(res, ns, name, patch, manager=manager, sub=sub))
 
 
 # ---------------------------------------------------------------------------
@@ -704,7 +703,8 @@ def _as_kube_error(exc: ApiError):
 
 
 class DoubleKube:
-    """``correo_operator.kube.Kube`` in memory, over a :class:`Store`."""
+    """``correo_operator.kube.Kube`` in memory, over a :class:`Store`; results are
+    copies (as if they had crossed the wire)."""
 
     def __init__(self, store: Store, *, manager: str = "correo", latency: float = 0.0) -> None:
         self.store = store
@@ -717,7 +717,7 @@ class DoubleKube:
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
         await self._tick()
         try:
-            return self.store.get(self.store.res_for(api_version, kind), namespace, name)
+            return copy.deepcopy(self.store.get(self.store.res_for(api_version, kind), namespace, name))
         except ApiError as exc:
             if exc.code == 404:
                 return None
@@ -728,7 +728,7 @@ class DoubleKube:
         await self._tick()
         selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
         try:
-            return self.store.list(self.store.res_for(api_version, kind), namespace, selector)["items"]
+            return copy.deepcopy(self.store.list(self.store.res_for(api_version, kind), namespace, selector)["items"])
         except ApiError as exc:
             raise _as_kube_error(exc) from None
 
@@ -736,8 +736,8 @@ class DoubleKube:
         await self._tick()
         res = self.store.res_for(obj["apiVersion"], obj["kind"])
         try:
-            return self.store.apply(res, obj["metadata"].get("namespace"), obj["metadata"]["name"], obj,
-                                    manager=self.manager, force=True)
+            return copy.deepcopy(self.store.apply(res, obj["metadata"].get("namespace"), obj["metadata"]["name"],
+                                                  obj, manager=self.manager, force=True))
         except ApiError as exc:
             raise _as_kube_error(exc) from None
 
@@ -745,7 +745,7 @@ class DoubleKube:
         await self._tick()
         res = self.store.res_for(obj["apiVersion"], obj["kind"])
         try:
-            return self.store.create(res, obj["metadata"].get("namespace"), obj, manager=self.manager)
+            return copy.deepcopy(self.store.create(res, obj["metadata"].get("namespace"), obj, manager=self.manager))
         except ApiError as exc:
             if exc.code == 409:
                 return None
@@ -754,8 +754,8 @@ class DoubleKube:
     async def patch_status(self, api_version: str, kind: str, namespace: str, name: str, patch: dict) -> dict | None:
         await self._tick()
         try:
-            return self.store.merge_patch(self.store.res_for(api_version, kind), namespace, name,
-                                          {"status": patch}, manager=self.manager, sub="status")
+            return copy.deepcopy(self.store.merge_patch(self.store.res_for(api_version, kind), namespace, name,
+                                                        {"status": patch}, manager=self.manager, sub="status"))
         except ApiError as exc:
             if exc.code == 404:
                 return None

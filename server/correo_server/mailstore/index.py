@@ -1,8 +1,10 @@
 """The index beside each Maildir folder: UIDs, flags and modification sequences.
 
 One SQLite database per folder (``correo-index.sqlite`` in the folder's
-directory, WAL mode, ``synchronous=FULL`` so that a commit is on disk when it
-returns).  It holds the folder's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, one
+directory, WAL mode with ``synchronous=NORMAL``: every commit survives a
+crash of the process; after a power loss the last flag changes or expunges
+may be undone, never a message — new messages are fsynced, file and folder,
+before their row is written, and a file without a row is adopted on open).  It holds the folder's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, one
 row per message (UID → file, size, internal date, flags incl. keywords,
 MODSEQ), the keyword letters used in file names, and — in INBOX's index only —
 the mailbox's subscription list and its UIDVALIDITY counter.
@@ -65,7 +67,7 @@ class Index:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             self.db.execute("PRAGMA quick_check(1)").fetchone()
         except sqlite3.DatabaseError as exc:

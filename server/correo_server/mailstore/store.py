@@ -32,7 +32,10 @@ replaced only under that lock.  Crash safety: a message is written to
 ``tmp/``, fsynced, renamed into ``new/`` or ``cur/`` and the directory fsynced
 before its index row commits; an expunge unlinks (and fsyncs) before the rows
 go.  Opening a folder repairs the index from the files: a file without a row
-gets a new UID, a row without a file is expunged.  A write interrupted by
+gets a new UID, a row without a file is expunged.  Durability: new mail is
+fsynced (file and directory) before it is acknowledged; the index survives
+any process crash, and after a power loss may lose its last flag changes or
+expunges (Dovecot's default ``mail_fsync=optimized`` makes the same trade).  A write interrupted by
 task cancellation still completes before the lock is released.
 """
 from __future__ import annotations
@@ -387,8 +390,9 @@ class Folder:
                 found = maildir.scan(self.path).get(msg.base)
                 if found:
                     os.unlink(self.path / found)
-        for sub in ("cur", "new"):
-            maildir.fsync_dir(self.path / sub)
+        # Files go before rows, so a crash in between only leaves rows without
+        # files (expunged again on open).  No fsync: after a power loss an
+        # expunge may be undone, as with Dovecot's default mail_fsync.
         assert self._index is not None
         modseq = self.highestmodseq + 1
         with self._index.transaction():

@@ -186,8 +186,9 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
         await conn.flush()
         while not session.closed:
             try:
-                command = await asyncio.wait_for(conn.read_command(), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):  # no extra task per command
+                    command = await conn.read_command()
+            except TimeoutError:
                 session.bye("Disconnected for inactivity.")
                 break
             except LineTooLong as exc:
@@ -257,6 +258,18 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
             conn.close()
 
     server.close = close_all  # type: ignore[method-assign]
+    server.correo_connections = connections  # type: ignore[attr-defined]
     addr = server.sockets[0].getsockname() if server.sockets else None
     log.info("imap_listening", address=str(addr), implicit_tls=implicit_tls)
     return server
+
+
+async def shutdown(server: asyncio.Server, timeout: float = 10.0) -> None:
+    """Stop listening, say BYE to every open session, and wait (up to
+    ``timeout``) until they have ended; what the service calls on stop."""
+    server.close()
+    connections = getattr(server, "correo_connections", set())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    await server.wait_closed()

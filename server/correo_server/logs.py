@@ -15,10 +15,34 @@ import structlog
 _configured = False
 
 
+class _Stderr:
+    """``sys.stderr`` as it is when a line is written, not when logging was set
+    up (test runners and daemons swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+class _StderrHandler(logging.StreamHandler):
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup(fmt: str = "json", level: str = "info", service: str | None = None, stream=None) -> None:
     global _configured
     level_no = getattr(logging, level.upper(), logging.INFO)
-    stream = stream or sys.stderr
+    stream = stream or _Stderr()
     renderer = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"
@@ -38,7 +62,7 @@ def setup(fmt: str = "json", level: str = "info", service: str | None = None, st
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (aiosmtpd, kopf, asyncio) go the same way.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if not isinstance(stream, _Stderr) else _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=processors, processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer])

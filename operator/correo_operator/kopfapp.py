@@ -299,9 +299,9 @@ async def run(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any 
     return holder
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", stream: Any = None) -> None:
     """structlog JSON, with the object's namespace and name in kopf's own lines too."""
-    logs.setup("json", level=level, service="operator")
+    logs.setup("json", level=level, service="operator", stream=stream)
     renderer = structlog.processors.JSONRenderer(sort_keys=False)
     pre_chain = [
         structlog.contextvars.merge_contextvars,

@@ -16,12 +16,11 @@ from correo_operator.reconcile import Reconciler
 
 
 @pytest.fixture
-def json_logs(monkeypatch):
+def json_logs():
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    monkeypatch.setattr("sys.stderr", stream)
-    kopfapp.setup_logging("info")
+    kopfapp.setup_logging("info", stream=stream)
     try:
         yield stream
     finally:

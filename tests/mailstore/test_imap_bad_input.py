@@ -95,6 +95,26 @@ def test_oversize_nonsynchronizing_literal_closes_the_connection(imap):
     c.login()
 
 
+def test_a_command_of_endless_empty_literals_is_cut_off(imap):
+    c = RawClient(imap.port)
+    c.login()
+    c.cmd("SELECT INBOX")
+    try:  # 1 MiB for a whole command is this server's limit; it stops reading before the end
+        c.send(b"e SEARCH " + b"TEXT {0+}\r\n " * 120_000 + b"ALL\r\n")
+    except ConnectionError:
+        pass
+    assert c.readline().startswith(b"e BAD [TOOBIG]")
+    assert c.readline().startswith(b"* BYE")
+
+
+def test_overlong_continuation_line_is_answered_with_the_commands_tag(imap):
+    c = RawClient(imap.port)
+    c.login()
+    c.send(b"cont SEARCH TEXT {1+}\r\nx " + b"z" * 20_000 + b"\r\n")
+    assert c.readline() == b"cont BAD Command line too long.\r\n"
+    assert status(c.cmd("NOOP")) == b"OK"
+
+
 def test_literals_everywhere_a_string_goes(imap):
     c = RawClient(imap.port)
     c.send(b"l1 LOGIN {17}\r\n")

@@ -44,6 +44,7 @@ import asyncio
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -278,7 +279,7 @@ class Folder:
         self.last_used = time.monotonic()
         if msg.size <= _SYNC_READ_LIMIT:
             return self._read_sync(msg)
-        return await asyncio.to_thread(self._read_sync, msg)
+        return await self.mailbox.store.io(self._read_sync, msg)
 
     # -- writing (each under the mailbox lock, blocking parts in a thread) ----
     async def append(self, data: bytes, *, flags: Iterable[str] = (), internaldate: float | None = None,
@@ -496,8 +497,8 @@ class Folder:
         """Run blocking work in a thread, to completion (the caller holds the lock)."""
         self.last_used = time.monotonic()
         if self._index is None:
-            await _finish(asyncio.ensure_future(asyncio.to_thread(self._open_sync, False)))
-        return await _finish(asyncio.ensure_future(asyncio.to_thread(fn, *args)))
+            await _finish(asyncio.ensure_future(self.mailbox.store.io(self._open_sync, False)))
+        return await _finish(asyncio.ensure_future(self.mailbox.store.io(fn, *args)))
 
     def _set(self, msg: MessageInfo) -> None:
         old = self._msgs.get(msg.uid)
@@ -766,7 +767,7 @@ class Mailbox:
                 maildir.check_name(name)
             except maildir.BadFolderName as exc:
                 raise NoSuchFolder(f"no folder {name}: {exc}") from None
-            await _finish(asyncio.ensure_future(asyncio.to_thread(folder._open_sync, create or name == "INBOX")))
+            await _finish(asyncio.ensure_future(self.store.io(folder._open_sync, create or name == "INBOX")))
             self._folders[name] = folder
             self.store._opened(folder)
         return folder
@@ -786,7 +787,7 @@ class Mailbox:
     async def list_folders(self) -> list[FolderEntry]:
         """Every folder, plus the parents implied by a child (not selectable),
         sorted by name with INBOX first."""
-        names = set(await asyncio.to_thread(self._existing_names))
+        names = set(await self.store.io(self._existing_names))
         implied = set()
         for name in names:
             parts = name.split(maildir.DELIMITER)
@@ -834,8 +835,8 @@ class Mailbox:
             folder = self._folders.pop(name, None)
             if folder is not None:
                 folder.deleted = True
-                await asyncio.to_thread(folder._close_sync)
-            await asyncio.to_thread(self._remove_dir, path)
+                await self.store.io(folder._close_sync)
+            await self.store.io(self._remove_dir, path)
             self._usage.pop(name, None)
             if folder is not None:
                 folder.hub.publish("delete")
@@ -880,20 +881,20 @@ class Mailbox:
                 target = new + name[len(old):]
                 folder = self._folders.pop(name, None)
                 if folder is not None:
-                    await asyncio.to_thread(folder._close_sync)
+                    await self.store.io(folder._close_sync)
                 src, dst = self.root / maildir.dir_for(name), self.root / maildir.dir_for(target)
-                await asyncio.to_thread(os.rename, src, dst)
+                await self.store.io(os.rename, src, dst)
                 if name in self._usage:
                     self._usage[target] = self._usage.pop(name)
                 if folder is not None:
                     folder.name = target
                     self._folders[target] = folder
-                    await _finish(asyncio.ensure_future(asyncio.to_thread(folder._open_sync, False)))
+                    await _finish(asyncio.ensure_future(self.store.io(folder._open_sync, False)))
                     folder.hub.publish("rename", new_name=target)
                 if name in self._subscriptions:
                     await self._subscribe_locked(target, True)
                     await self._subscribe_locked(name, False)
-            await asyncio.to_thread(maildir.fsync_dir, self.root)
+            await self.store.io(maildir.fsync_dir, self.root)
 
     # -- subscriptions --------------------------------------------------------------
     def subscriptions(self) -> list[str]:
@@ -938,14 +939,14 @@ class Mailbox:
         async with self.lock:
             inbox = Folder(self, "INBOX")
             self._folders["INBOX"] = inbox
-            await _finish(asyncio.ensure_future(asyncio.to_thread(self._open_inbox_sync, inbox)))
+            await _finish(asyncio.ensure_future(self.store.io(self._open_inbox_sync, inbox)))
             self.store._opened(inbox)
             if fresh and create:
                 for name in DEFAULT_FOLDERS:
                     await self._open_locked(name, create=True)
                 for name in ("INBOX", *DEFAULT_FOLDERS):
                     await self._subscribe_locked(name, True)
-            for name in await asyncio.to_thread(self._existing_names):
+            for name in await self.store.io(self._existing_names):
                 if name not in self._folders:
                     await self._open_locked(name)
 
@@ -978,12 +979,24 @@ class Store:
     clock: Callable[[], float] = time.time
     max_open_folders: int = 512
     idle_close_seconds: float = 60.0
+    io_threads: int = 4
     _mailboxes: dict[str, Mailbox] = field(default_factory=dict, repr=False)
     _opening: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
     _open_folders: list[Folder] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        # The store's own few threads for disk work: SQLite and file buffers
+        # stay in few malloc arenas (the default executor's many threads each
+        # grow their own and keep the memory), and a burst of password checks
+        # on the default executor never queues ahead of the disk.
+        self._executor: ThreadPoolExecutor | None = None
+
+    def io(self, fn, *args) -> "asyncio.Future":
+        """Run blocking disk work on the store's threads."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.io_threads, thread_name_prefix="mailstore-io")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @classmethod
     def from_config(cls, config, directory: DirectorySource = None, **kwargs) -> "Store":
@@ -1068,9 +1081,12 @@ class Store:
         for mbox in list(self._mailboxes.values()):
             async with mbox.lock:
                 for folder in list(mbox._folders.values()):
-                    await asyncio.to_thread(folder._close_sync)
+                    await self.io(folder._close_sync)
         self._mailboxes.clear()
         self._open_folders.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     # -- bounding open files -----------------------------------------------------------
     def _opened(self, folder: Folder) -> None:

@@ -34,8 +34,9 @@ READ_CHUNK = 64 * 1024
 
 
 class LineTooLong(Exception):
-    def __init__(self, head: bytes) -> None:
+    def __init__(self, head: bytes, tag: str | None = None) -> None:
         self.head = head
+        self.tag = tag if tag is not None else tag_of(head)
 
 
 class LiteralTooLarge(Exception):
@@ -47,9 +48,11 @@ class Connection:
     """Buffered reading and writing on one client connection (a :class:`~.session.Channel`)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 max_line: int, max_literal: int, tls: ssl.SSLContext | None, tls_active: bool) -> None:
+                 max_line: int, max_literal: int, tls: ssl.SSLContext | None, tls_active: bool,
+                 write_timeout: float = 1800.0) -> None:
         self.reader = reader
         self.writer = writer
+        self.write_timeout = write_timeout
         self.max_line = max_line
         self.max_literal = max_literal
         self._tls = tls
@@ -72,11 +75,14 @@ class Connection:
         return len(self._out)
 
     async def flush(self) -> None:
+        """Send what is buffered; a client that stops reading for as long as
+        the autologout timer is disconnected (TimeoutError)."""
         if self._out:
             data = bytes(self._out)
             self._out.clear()
             self.writer.write(data)
-        await self.writer.drain()
+        async with asyncio.timeout(self.write_timeout):
+            await self.writer.drain()
 
     # -- reading ----------------------------------------------------------------
     async def _fill(self) -> None:
@@ -131,7 +137,12 @@ class Connection:
         total = 0
         tag: str | None = None
         while True:
-            line = await self.read_line()
+            try:
+                line = await self.read_line()
+            except LineTooLong as exc:
+                if parts:  # a continuation line: answer with the command's tag
+                    raise LineTooLong(exc.head, tag) from None
+                raise
             if tag is None:
                 tag = tag_of(line)
             parts.append(line)
@@ -139,7 +150,7 @@ class Connection:
             if literal is None:
                 return b"".join(parts)
             size, nonsync = literal
-            total += size
+            total += size + len(line)  # lines count too: many {0} literals are no way around it
             if size > self.max_literal or total > self.max_literal + self.max_line:
                 raise LiteralTooLarge(tag, size, nonsync)
             if not nonsync:
@@ -164,7 +175,8 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                   implicit_tls: bool, connections: set) -> None:
     ms = ctx.config.mailstore
     conn = Connection(reader, writer, max_line=ms.max_line_length, max_literal=ms.max_literal_bytes,
-                      tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls)
+                      tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls,
+                      write_timeout=float(ms.imap_idle_timeout_seconds))
     peer = conn.peer
     gate = ctx.imap_gate
     refused = gate.admit(peer) if gate is not None else None
@@ -192,7 +204,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                 session.bye("Disconnected for inactivity.")
                 break
             except LineTooLong as exc:
-                conn.write(R.tagged(tag_of(exc.head) or "*", "BAD", "Command line too long."))
+                conn.write(R.tagged(exc.tag or "*", "BAD", "Command line too long."))
                 await conn.flush()
                 continue
             except LiteralTooLarge as exc:
@@ -207,7 +219,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
             await session.execute(command)
             await conn.flush()
         await conn.flush()
-    except (EOFError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+    except (EOFError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, TimeoutError):
         pass
     except asyncio.CancelledError:
         raise

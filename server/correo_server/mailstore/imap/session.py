@@ -128,8 +128,8 @@ class Session:
             reply = ("NO", "Mailbox already exists", "ALREADYEXISTS")
         except (FolderError, StoreError) as exc:
             reply = ("NO", str(exc) or "Operation failed", "CANNOT")
-        except (EOFError, ConnectionError, asyncio.IncompleteReadError):
-            raise
+        except (EOFError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            raise  # the connection is gone or stuck: the server loop ends it
         except Exception:
             self.log.exception("imap_command_failed", command=cmd.name)
             reply = ("NO", "Internal error occurred, the server's log has the details", "SERVERBUG")

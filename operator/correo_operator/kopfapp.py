@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,10 +344,10 @@ def main(args) -> int:
         metrics_port=args.metrics_port,
         image=args.image or os.environ.get("CORREO_IMAGE") or rendering.DEFAULT_IMAGE,
     )
-    stop = threading.Event()
+    # kopf stops on SIGTERM/SIGINT by itself.  (No threading.Event stop flag here:
+    # kopf would wait on it in an executor thread that asyncio.run then joins forever.)
     try:
-        asyncio.run(run(config, stop_flag=stop))
+        asyncio.run(run(config))
     except KeyboardInterrupt:
-        stop.set()
         return 130
     return 0

@@ -265,3 +265,49 @@ async def test_the_metrics_port_counts_reconciles_and_api_writes(cluster):
     assert 'correo_operator_api_writes_total{resource="apps/deployments",verb="patch"}' in text
     assert "correo_operator_reconcile_duration_seconds_count" in text
     assert status["ready"] is True and status["passes"] >= 1
+
+
+async def test_correo_operator_command_runs_and_stops_on_sigterm(tmp_path):
+    """``correo operator`` as the pod runs it: kubeconfig credentials, JSON logs, side port, SIGTERM."""
+    import os
+    import signal
+    import socket
+    import sys
+
+    from correo_operator.kube import write_kubeconfig
+
+    store = Store(crds=loading.crds(), rbac=granted())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with Server(store) as server:
+        env = {**os.environ, "KUBECONFIG": write_kubeconfig(server.url, str(tmp_path / "kubeconfig")),
+               "CORREO_LOG_LEVEL": "info"}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "correo_operator.cli", "operator", f"--metrics-port={port}",
+            "--status-interval=60", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            async def ready() -> bool:
+                try:
+                    async with aiohttp.ClientSession() as session:
+                        async with session.get(f"http://127.0.0.1:{port}/readyz") as rsp:
+                            return rsp.status == 200
+                except aiohttp.ClientError:
+                    return False
+            deadline = time.monotonic() + 30
+            while not await ready():
+                assert proc.returncode is None, (await proc.stderr.read()).decode()[-2000:]
+                assert time.monotonic() < deadline, "the operator never became ready"
+                await asyncio.sleep(0.2)
+            await until(lambda: any(r.verb == "watch" and r.resource == "maildomains" for r in store.requests),
+                        what="watching MailDomains")
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    records = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(r.get("event") == "operator started" for r in records)
+    assert all(r.get("service") == "operator" for r in records)
+    assert store.denied == []

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import concurrent.futures
 import logging
 import sys
 import threading
@@ -124,7 +125,7 @@ async def run_kopf(n: int, plaintext: bool, interval: float, timeout: float) -> 
     async with Server(store) as server:
         config = kopfapp.OperatorConfig(status_interval=interval, metrics_port=None,
                                         connection=Connection(server=server.url), status_fetch=dataplane)
-        stop, ready, holder = threading.Event(), threading.Event(), {}
+        stop, ready, holder = concurrent.futures.Future(), threading.Event(), {}
         thread = threading.Thread(target=lambda: asyncio.run(kopfapp.run(config, stop_flag=stop, ready_flag=ready,
                                                                          holder=holder)), daemon=True)
         thread.start()
@@ -154,7 +155,7 @@ async def run_kopf(n: int, plaintext: bool, interval: float, timeout: float) -> 
         noop = summarize(store, quiet, n)
         noop_passes = holder["runtime"].reconciler.passes - passes_quiet
 
-        stop.set()
+        stop.set_result(None)
         await asyncio.to_thread(thread.join, 30)
     report("kopf operator over HTTP", n, plaintext, created, created + in_directory,
            created + in_directory + all_ready, passes, figures, noop, noop_passes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import threading
 import time
@@ -43,7 +44,9 @@ class OperatorThread:
 
     def __init__(self, config: kopfapp.OperatorConfig) -> None:
         self.config = config
-        self.stop_flag = threading.Event()
+        # A concurrent Future, not a threading.Event: kopf would wait for the latter in an
+        # executor thread that outlives the operator.
+        self.stop_flag: concurrent.futures.Future = concurrent.futures.Future()
         self.ready_flag = threading.Event()
         self.holder: dict[str, Any] = {}
         self.error: BaseException | None = None
@@ -62,7 +65,8 @@ class OperatorThread:
         assert self.error is None, self.error
 
     async def stop(self) -> None:
-        self.stop_flag.set()
+        if not self.stop_flag.done():
+            self.stop_flag.set_result(None)
         await asyncio.to_thread(self.thread.join, 30)
         assert not self.thread.is_alive(), "kopf did not stop"
         assert self.error is None, self.error

@@ -3,9 +3,14 @@ mbsync (isync) synchronising both ways; and Dovecot reading the Maildir the
 store writes."""
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import os
+import re
 import shutil
+import socket
 import subprocess
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -15,7 +20,7 @@ import imapclient.imapclient as imapclient_consts
 import pytest
 
 from imaptest_messages import ATTACHMENT, MIXED, SIMPLE, SIMPLE_BODY
-from imaptest_support import ALICE, PASSWORD, RawClient
+from imaptest_support import ALICE, PASSWORD, RawClient, ServerThread
 
 
 def test_imapclient_session(imap):
@@ -155,33 +160,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("dovecot") is None or os.geteuid() != 0,
-                    reason="needs Dovecot, and root to run it and hand the files to its user")
-def test_dovecot_serves_the_maildir_correo_wrote(imap, tmp_path):
-    """The storage is plain Maildir++: Dovecot, pointed at a copy, shows the
-    same folders, messages (byte for byte), flags and keywords."""
-    import imaplib
-    imap.deliver(ALICE, SIMPLE)
-    imap.deliver(ALICE, MIXED)
-    c = RawClient(imap.port)
-    c.login()
-    c.cmd("SELECT INBOX")
-    c.cmd("STORE 1 +FLAGS (\\Seen $Work)")
-    c.cmd("CREATE Projects/2024")
-    c.cmd("COPY 2 Projects/2024")
-    c.close()
-    import tempfile
-    base = Path(tempfile.mkdtemp(prefix="correo-dovecot-"))  # pytest's folders are closed to others
+needs_dovecot = pytest.mark.skipif(shutil.which("dovecot") is None or os.geteuid() != 0,
+                                   reason="needs Dovecot, and root to run it and hand the files to its user")
+
+
+@contextlib.contextmanager
+def dovecot_serving(maildir_source: Path | None = None):
+    """A Dovecot IMAP server on 127.0.0.1 (a free port) over a Maildir in a
+    world-readable temporary folder (pytest's are closed to Dovecot's user):
+    a copy of ``maildir_source``, or a new one.  Yields (port, maildir path);
+    any user logs in with the password "pw"."""
+    base = Path(tempfile.mkdtemp(prefix="correo-dovecot-"))
     os.chmod(base, 0o755)
-    request_cleanup = lambda: shutil.rmtree(base, ignore_errors=True)  # noqa: E731
     maildir = base / "maildir"
-    shutil.copytree(imap.store.data_dir / ALICE, maildir)
+    if maildir_source is not None:
+        shutil.copytree(maildir_source, maildir)
+    else:
+        maildir.mkdir()
     subprocess.run(["chown", "-R", "nobody:nogroup", str(maildir)], check=True)
     run = base / "run"
     run.mkdir()
     port = _free_port()
-    conf = tmp_path / "dovecot.conf"
-    conf.write_text(textwrap.dedent(f"""\
+    conf = base / "dovecot.conf"
+    conf.write_text(textwrap.dedent(f"""\\
         protocols = imap
         listen = 127.0.0.1
         base_dir = {run}
@@ -218,13 +219,35 @@ def test_dovecot_serves_the_maildir_correo_wrote(imap, tmp_path):
         deadline = time.monotonic() + 10
         while True:
             try:
-                client = imaplib.IMAP4("127.0.0.1", port)
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.skip("Dovecot did not start here: " + (run / "dovecot.log").read_text()[-300:]
-                                if (run / "dovecot.log").exists() else "no log")
+                    log = run / "dovecot.log"
+                    pytest.skip("Dovecot did not start here: " + (log.read_text()[-300:] if log.exists() else ""))
                 time.sleep(0.1)
+        yield port, maildir
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_dovecot
+def test_dovecot_serves_the_maildir_correo_wrote(imap):
+    """The storage is plain Maildir++: Dovecot, pointed at a copy, shows the
+    same folders, messages (byte for byte), flags and keywords."""
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, MIXED)
+    c = RawClient(imap.port)
+    c.login()
+    c.cmd("SELECT INBOX")
+    c.cmd("STORE 1 +FLAGS (\\Seen $Work)")
+    c.cmd("CREATE Projects/2024")
+    c.cmd("COPY 2 Projects/2024")
+    c.close()
+    with dovecot_serving(imap.store.data_dir / ALICE) as (port, _):
+        client = imaplib.IMAP4("127.0.0.1", port)
         client.login("alice", "pw")
         _, listing = client.list()
         names = {line.decode().rsplit(" ", 1)[-1].strip('"') for line in listing}
@@ -237,7 +260,45 @@ def test_dovecot_serves_the_maildir_correo_wrote(imap, tmp_path):
         _, data = client.fetch("1", "(BODY.PEEK[])")
         assert data[0][1] == MIXED
         client.logout()
+
+
+@needs_dovecot
+def test_correo_takes_over_a_maildir_dovecot_kept(tmp_path, config, directory):
+    """Migration: the UIDs, UIDVALIDITY, flags, keywords and subscriptions a
+    Dovecot user's clients know stay the same under correo, and messages
+    Dovecot stored with LF line ends come back as Dovecot served them."""
+    with dovecot_serving() as (port, maildir):
+        d = imaplib.IMAP4("127.0.0.1", port)
+        d.login("alice", "pw")
+        d.create("Work/Projects")
+        d.subscribe("Work/Projects")
+        d.subscribe("INBOX")
+        for msg in (SIMPLE, MIXED, b"Subject: gone\r\n\r\nx\r\n", SIMPLE):
+            d.append("INBOX", "(\\Seen $Label1)" if msg is MIXED else None, None, msg)
+        d.select("INBOX")
+        d.store("3", "+FLAGS", "(\\Deleted)")
+        d.expunge()
+        _, status = d.status("INBOX", "(UIDVALIDITY UIDNEXT)")
+        _, dovecot_view = d.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
+        d.logout()
+        target = Path(config.mailstore.data_dir) / ALICE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(maildir, target)
+    server = ServerThread(config, directory)
+    try:
+        c = RawClient(server.port)
+        c.login()
+        mine = c.cmd("STATUS INBOX (UIDVALIDITY UIDNEXT)")[0]
+        assert re.search(rb"UIDVALIDITY (\d+)", mine).group(1) == re.search(rb"UIDVALIDITY (\d+)", status[0]).group(1)
+        assert re.search(rb"UIDNEXT (\d+)", mine).group(1) == re.search(rb"UIDNEXT (\d+)", status[0]).group(1)
+        c.cmd("SELECT INBOX")
+        lines = c.cmd("UID FETCH 1:* (FLAGS BODY.PEEK[])")[:-1]
+        expected = [(re.search(rb"UID (\d+)", head).group(1), body) for head, body in dovecot_view[::2]]
+        got = [(re.search(rb"UID (\d+)", l).group(1), l.split(b"}\r\n", 1)[1].rsplit(b")", 1)[0]) for l in lines]
+        assert got == expected == [(b"1", SIMPLE), (b"2", MIXED), (b"4", SIMPLE)]
+        assert b"$Label1" in lines[1] and b"\\Seen" in lines[1]
+        lsub = c.cmd('LSUB "" "*"')
+        assert b'* LSUB () "/" "INBOX"\r\n' in lsub and b'* LSUB () "/" "Work/Projects"\r\n' in lsub
+        assert re.search(rb"OK \[APPENDUID \d+ 5\]", c.cmd(b"APPEND INBOX {4+}\r\nabcd")[-1])
     finally:
-        proc.terminate()
-        proc.wait(10)
-        request_cleanup()
+        server.stop()

@@ -349,3 +349,42 @@ async def test_pop3_lock_is_exclusive(store: Store):
     assert not mbox.try_lock("pop3", b)
     mbox.unlock("pop3", a)
     assert mbox.try_lock("pop3", b)
+
+
+# -- taking over a Maildir that Dovecot kept -------------------------------------------------
+
+async def test_a_dovecot_maildir_keeps_its_uids_keywords_subscriptions_and_gets_crlf(tmp_path, directory):
+    root = tmp_path / "mail" / ALICE
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+        (root / ".Work.Projects" / sub).mkdir(parents=True)
+    (root / "cur" / "1700000001.M1P1.old,S=19,W=22:2,Sa").write_bytes(b"Subject: a\n\nbody\n\n")
+    (root / "cur" / "1700000002.M2P1.old,S=10,W=12:2,").write_bytes(b"Subject: b\n")
+    (root / "new" / "1700000003.M3P1.old").write_bytes(b"Subject: c\r\n\r\nkept as is\r\n")
+    (root / "dovecot-uidlist").write_text("3 V1234567 N9 Gabc\n"
+                                          "7 :1700000001.M1P1.old,S=19,W=22\n"
+                                          "8 W12 :1700000002.M2P1.old,S=10,W=12\n")
+    (root / "dovecot-keywords").write_text("0 $Label1\n")
+    (root / "subscriptions").write_text("V\t2\n\nINBOX\nWork\tProjects\n")
+    store = Store(tmp_path / "mail", directory)
+    mbox = await store.mailbox(ALICE)
+    inbox = await mbox.folder("INBOX")
+    assert inbox.uidvalidity == 1234567
+    assert inbox.uids() == [7, 8, 9] and inbox.uidnext == 10
+    assert inbox.get(7).flags == {"\\Seen", "$Label1"}
+    assert await inbox.read(7) == b"Subject: a\r\n\r\nbody\r\n\r\n" and inbox.get(7).size == 22
+    assert await inbox.read(9) == b"Subject: c\r\n\r\nkept as is\r\n"  # already CRLF: untouched
+    assert mbox.subscriptions() == ["INBOX", "Work/Projects"]
+    assert {e.name for e in await mbox.list_folders()} >= {"INBOX", "Work", "Work/Projects"}
+    # a flag change keeps the Dovecot letters, a copy keeps the line-end conversion
+    await inbox.store([8], ["$Label1"], "add")
+    assert inbox.get(8).path.endswith(":2,a")
+    work = await mbox.folder("Work/Projects")
+    [(_, new_uid)] = await inbox.copy([7], work)
+    assert await work.read(new_uid) == await inbox.read(7)
+    await store.close()
+    store = Store(tmp_path / "mail", directory)  # and it stays so once the index exists
+    inbox = await (await store.mailbox(ALICE)).folder("INBOX")
+    assert inbox.uids() == [7, 8, 9] and inbox.uidvalidity == 1234567
+    assert await inbox.read(8) == b"Subject: b\r\n"
+    await store.close()

@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS messages (
     internaldate REAL NOT NULL,     -- seconds since the epoch
     tzoffset INTEGER NOT NULL,      -- minutes east of UTC of the internal date
     flags TEXT NOT NULL,            -- space-separated system flags and keywords
-    modseq INTEGER NOT NULL
+    modseq INTEGER NOT NULL,
+    lf INTEGER NOT NULL DEFAULT 0   -- 1: stored with bare LF line ends (taken over from
+                                    -- Dovecot and the like): served with CRLF
 );
 CREATE TABLE IF NOT EXISTS keywords (letter TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
@@ -55,6 +57,7 @@ class Row:
     tzoffset: int
     flags: frozenset[str]
     modseq: int
+    lf: bool = False
 
 
 def _flags_text(flags: frozenset[str] | set[str]) -> str:
@@ -104,9 +107,10 @@ class Index:
     # -- messages -----------------------------------------------------------
     def rows(self) -> list[Row]:
         cur = self.db.execute(
-            "SELECT uid, base, path, size, internaldate, tzoffset, flags, modseq FROM messages ORDER BY uid")
-        return [Row(uid, base, path, size, idate, tz, frozenset(flags.split()) if flags else frozenset(), modseq)
-                for uid, base, path, size, idate, tz, flags, modseq in cur]
+            "SELECT uid, base, path, size, internaldate, tzoffset, flags, modseq, lf FROM messages ORDER BY uid")
+        return [Row(uid, base, path, size, idate, tz, frozenset(flags.split()) if flags else frozenset(), modseq,
+                    bool(lf))
+                for uid, base, path, size, idate, tz, flags, modseq, lf in cur]
 
     def totals(self) -> tuple[int, int]:
         """(messages, bytes) without loading the rows."""
@@ -115,10 +119,10 @@ class Index:
 
     def insert(self, row: Row) -> None:
         self.db.execute(
-            "INSERT INTO messages(uid, base, path, size, internaldate, tzoffset, flags, modseq) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages(uid, base, path, size, internaldate, tzoffset, flags, modseq, lf) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row.uid, row.base, row.path, row.size, row.internaldate, row.tzoffset,
-             _flags_text(row.flags), row.modseq))
+             _flags_text(row.flags), row.modseq, int(row.lf)))
 
     def update(self, uid: int, *, flags: frozenset[str], modseq: int, path: str) -> None:
         self.db.execute("UPDATE messages SET flags = ?, modseq = ?, path = ? WHERE uid = ?",

@@ -306,3 +306,76 @@ def write_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# Taking over a Maildir Dovecot kept (migration): its UIDs, keywords, subscriptions
+# ---------------------------------------------------------------------------
+
+def read_dovecot_uidlist(folder: Path) -> tuple[int | None, int, dict[str, int]]:
+    """``dovecot-uidlist`` → (UIDVALIDITY, next UID, base name → UID); formats
+    1 and 3.  (None, 1, {}) when there is none or it cannot be read."""
+    try:
+        lines = (folder / "dovecot-uidlist").read_text("utf-8", "replace").splitlines()
+    except OSError:
+        return None, 1, {}
+    if not lines:
+        return None, 1, {}
+    head = lines[0].split()
+    validity, nextuid = None, 1
+    try:
+        if head[0] == "1" and len(head) >= 3:
+            validity, nextuid = int(head[1]), int(head[2])
+        elif head[0] in ("2", "3"):
+            for field in head[1:]:
+                if field[:1] == "V":
+                    validity = int(field[1:])
+                elif field[:1] == "N":
+                    nextuid = int(field[1:])
+        else:
+            return None, 1, {}
+    except (ValueError, IndexError):
+        return None, 1, {}
+    uids: dict[str, int] = {}
+    for line in lines[1:]:
+        left, sep, name = line.partition(" :")
+        if not sep:  # format 1: "uid name"
+            left, _, name = line.partition(" ")
+        try:
+            uid = int(left.split()[0])
+        except (ValueError, IndexError):
+            continue
+        if name and uid > 0:
+            uids[base_name(name.strip())] = uid
+    if uids:
+        nextuid = max(nextuid, max(uids.values()) + 1)
+    return (validity if validity and validity > 0 else None), max(nextuid, 1), uids
+
+
+def read_dovecot_keywords(folder: Path) -> dict[str, str]:
+    """``dovecot-keywords`` (``0 $Label1``...) → keyword → file-name letter."""
+    out: dict[str, str] = {}
+    try:
+        text = (folder / "dovecot-keywords").read_text("utf-8", "replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        num, _, keyword = line.partition(" ")
+        if num.isdigit() and int(num) < len(KEYWORD_LETTERS) and keyword.strip():
+            out[keyword.strip()] = KEYWORD_LETTERS[int(num)]
+    return out
+
+
+def read_dovecot_subscriptions(root: Path) -> list[str]:
+    """Dovecot's ``subscriptions`` file (``V\t2``, a blank line, one name per
+    line with TAB between hierarchy levels) → names with our delimiter."""
+    try:
+        lines = (root / "subscriptions").read_text("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    names = []
+    for line in lines:
+        if not line or line.startswith("V\t"):
+            continue
+        names.append(normalize_name(line.replace("\t", DELIMITER)))
+    return names

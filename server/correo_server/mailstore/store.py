@@ -124,6 +124,7 @@ class MessageInfo:
     modseq: int
     path: str  # relative to the folder: new/<base> or cur/<base>:2,<letters>
     base: str
+    lf: bool = False  # stored with bare LF line ends (taken over from Dovecot): served with CRLF
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class Folder:
         self._index: Index | None = None
         self._kw: dict[str, str] = {}  # keyword -> file-name letter
         self._keywords: set[str] = set()  # every keyword any message here has had
+        self.created_index = False  # the index was made on this open (not found on disk)
         self.last_used = time.monotonic()
 
     # -- where -------------------------------------------------------------
@@ -267,9 +269,10 @@ class Folder:
 
     def _read_sync(self, msg: MessageInfo) -> bytes:
         try:
-            return (self.path / msg.path).read_bytes()
+            data = (self.path / msg.path).read_bytes()
         except FileNotFoundError:
-            return self._locate(msg).read_bytes()
+            data = self._locate(msg).read_bytes()
+        return data.replace(b"\n", b"\r\n") if msg.lf else data
 
     async def read(self, uid: int) -> bytes:
         """The message's bytes exactly as stored (as delivered or appended)."""
@@ -302,7 +305,7 @@ class Folder:
                 tmp = maildir.write_tmp(self.path, data, mtime=idate, now=now)
             except OSError as exc:
                 raise (DiskFull(f"disk full: {exc.strerror}") if maildir.is_disk_full(exc) else exc) from exc
-            return self._commit_new([(tmp, len(data), idate, tz, flags)], delivery=delivery and now)[0]
+            return self._commit_new([(tmp, len(data), idate, tz, flags, False)], delivery=delivery and now)[0]
 
         async with self.mailbox.lock:
             self._check_alive()
@@ -423,7 +426,7 @@ class Folder:
                     if not src.exists():
                         src = self._locate(msg)
                     tmp = maildir.link_tmp(dest.path, src, mtime=msg.internaldate)
-                    staged.append((tmp, msg.size, msg.internaldate, msg.tzoffset, msg.flags))
+                    staged.append((tmp, msg.size, msg.internaldate, msg.tzoffset, msg.flags, msg.lf))
             except OSError as exc:
                 for item in staged:
                     item[0].unlink(missing_ok=True)
@@ -465,7 +468,7 @@ class Folder:
                         os.rename(self._locate(msg), target)
                     except (MessageGone, FileNotFoundError):
                         continue
-                staged.append((target, msg.size, msg.internaldate, msg.tzoffset, msg.flags))
+                staged.append((target, msg.size, msg.internaldate, msg.tzoffset, msg.flags, msg.lf))
                 moved.append(msg)
             for sub in ("cur", "new"):
                 maildir.fsync_dir(self.path / sub)
@@ -554,7 +557,7 @@ class Folder:
         unseen mail), ``cur/`` with its ``:2,`` info otherwise."""
         return ("cur/" + base + maildir.info_for(flags, self._kw)) if flags else "new/" + base
 
-    def _commit_new(self, staged: list[tuple[Path, int, float, int, frozenset[str]]], *,
+    def _commit_new(self, staged: list[tuple[Path, int, float, int, frozenset[str], bool]], *,
                     delivery: float | bool = False) -> list[MessageInfo]:
         """Rename files staged in ``tmp/`` into place, fsync, and commit their
         rows with new UIDs (one transaction).  Runs in a worker thread."""
@@ -564,21 +567,22 @@ class Folder:
         uid = self.uidnext
         modseq = self.highestmodseq + 1
         made: list[MessageInfo] = []
-        for tmp, size, idate, tz, flags in staged:
+        for tmp, size, idate, tz, flags, lf in staged:
             if tmp.parent.name == "tmp":
                 rel = self._final_rel(tmp.name, flags)
                 os.rename(tmp, self.path / rel)
             else:  # already placed (MOVE)
                 rel = f"{tmp.parent.name}/{tmp.name}"
             base = maildir.base_name(tmp.name)
-            made.append(MessageInfo(uid, size, idate, tz, flags, modseq, rel, base))
+            made.append(MessageInfo(uid, size, idate, tz, flags, modseq, rel, base, lf))
             uid += 1
         maildir.fsync_dir(self.path / "new")
         if any(m.path.startswith("cur/") for m in made):
             maildir.fsync_dir(self.path / "cur")
         with self._index.transaction():
             for m in made:
-                self._index.insert(Row(m.uid, m.base, m.path, m.size, m.internaldate, m.tzoffset, m.flags, m.modseq))
+                self._index.insert(Row(m.uid, m.base, m.path, m.size, m.internaldate, m.tzoffset, m.flags, m.modseq,
+                                       m.lf))
             self._index.set_meta("uidnext", uid)
             self._index.set_meta("highestmodseq", modseq)
             self._index.set_meta("first_recent", self._first_recent)
@@ -611,22 +615,37 @@ class Folder:
                     os.replace(p, Path(str(aside) + suffix))
             idx = Index(index_path)
         self._index = idx
+        self.created_index = False
+        preset: dict[str, int] = {}
         uidvalidity = idx.get_meta("uidvalidity")
         if uidvalidity is None:
+            # A new index.  If Dovecot kept this folder, take over its UIDs,
+            # UIDVALIDITY and keyword letters: clients keep their caches, and
+            # POP3 UIDLs (which derive from them) stay what they were.
+            validity, nextuid, preset = maildir.read_dovecot_uidlist(path)
+            keywords = maildir.read_dovecot_keywords(path)
             with idx.transaction():
-                idx.set_meta("uidvalidity", self.mailbox._allocate_uidvalidity(self))
-                idx.set_meta("uidnext", 1)
+                if validity is not None:
+                    self.mailbox._note_uidvalidity(validity)
+                idx.set_meta("uidvalidity", validity or self.mailbox._allocate_uidvalidity(self))
+                idx.set_meta("uidnext", nextuid)
                 idx.set_meta("highestmodseq", 1)
-                idx.set_meta("first_recent", 1)
+                idx.set_meta("first_recent", nextuid)
+                for keyword, letter in keywords.items():
+                    idx.add_keyword(letter, keyword)
+            self.created_index = True
+            if validity is not None:
+                log.info("dovecot_uids_taken_over", mailbox=self.mailbox.address, folder=self.name,
+                         uidvalidity=validity, messages=len(preset))
         self.uidvalidity = int(idx.get_meta("uidvalidity"))
         self.uidnext = int(idx.get_meta("uidnext"))
         self.highestmodseq = int(idx.get_meta("highestmodseq"))
         self._first_recent = int(idx.get_meta("first_recent", 1))
         self._kw = idx.keywords()
         rows = idx.rows()
-        self._repair(idx, rows)
+        self._repair(idx, rows, preset)
 
-    def _repair(self, idx: Index, rows: list[Row]) -> None:
+    def _repair(self, idx: Index, rows: list[Row], preset: dict[str, int] | None = None) -> None:
         """Make the index agree with the files (after a crash, or when another
         program changed the Maildir) and load the view."""
         maildir.clean_tmp(self.path)
@@ -641,24 +660,37 @@ class Folder:
             for base in extra:
                 rel = files[base]
                 try:
-                    st = os.stat(self.path / rel)
+                    data = (self.path / rel).read_bytes()
+                    mtime = os.stat(self.path / rel).st_mtime
                 except FileNotFoundError:
                     continue
-                infos.append((st.st_mtime, base, rel, st.st_size))
+                # Dovecot and most MDAs store LF line ends and convert when serving;
+                # such a file (no CR at all) is served with CRLF, and sized so.
+                lf = b"\r" not in data and b"\n" in data
+                size = len(data) + data.count(b"\n") if lf else len(data)
+                infos.append((mtime, base, rel, size, lf))
             infos.sort()
-            uid, modseq = self.uidnext, self.highestmodseq + 1
+            preset = preset or {}
+            taken = {r.uid for r in rows}
+            uid = max([self.uidnext, *(u + 1 for u in preset.values())])
+            modseq = self.highestmodseq + 1
             added = []
             with idx.transaction():
                 idx.delete([r.uid for r in missing])
                 for r, rel in moved:
                     idx.set_path(r.uid, rel)
                     r.path = rel
-                for mtime, base, rel, size in infos:
-                    row = Row(uid, base, rel, size, mtime, _local_offset_minutes(mtime),
-                              maildir.flags_from_name(rel, letters), modseq)
+                for mtime, base, rel, size, lf in infos:
+                    known_uid = preset.get(base)
+                    if known_uid is not None and known_uid not in taken:
+                        this = known_uid
+                    else:
+                        this, uid = uid, uid + 1
+                    taken.add(this)
+                    row = Row(this, base, rel, size, mtime, _local_offset_minutes(mtime),
+                              maildir.flags_from_name(rel, letters), modseq, lf)
                     idx.insert(row)
                     added.append(row)
-                    uid += 1
                 idx.set_meta("uidnext", uid)
                 idx.set_meta("highestmodseq", modseq)
             self.uidnext, self.highestmodseq = uid, modseq
@@ -666,7 +698,8 @@ class Folder:
             rows = [r for r in rows if r.uid not in gone] + added
             log.info("folder_repaired", mailbox=self.mailbox.address, folder=self.name,
                      expunged=len(missing), added=len(added), renamed=len(moved))
-        self._msgs = {r.uid: MessageInfo(r.uid, r.size, r.internaldate, r.tzoffset, r.flags, r.modseq, r.path, r.base)
+        self._msgs = {r.uid: MessageInfo(r.uid, r.size, r.internaldate, r.tzoffset, r.flags, r.modseq, r.path,
+                                         r.base, r.lf)
                       for r in rows}
         self._uids = sorted(self._msgs)
         self._keywords = set(self._kw) | {f for m in self._msgs.values() for f in m.flags if not f.startswith("\\")}
@@ -932,6 +965,17 @@ class Mailbox:
         maildir.write_atomic(counter, f"{value}\n")
         return value
 
+    def _note_uidvalidity(self, value: int) -> None:
+        """A UIDVALIDITY taken over from elsewhere: later ones must exceed it."""
+        counter = self.root / UIDVALIDITY_FILE
+        try:
+            last = int(counter.read_text().strip() or 0)
+        except (OSError, ValueError):
+            last = 0
+        if value > last:
+            maildir.write_atomic(counter, f"{value}\n")
+        self._last_uidvalidity = max(self._last_uidvalidity, value)
+
     async def _open(self, create: bool) -> None:
         """Open INBOX (creating the Maildir and default folders when new), load
         subscriptions, repair and total every folder."""
@@ -954,6 +998,12 @@ class Mailbox:
         self.root.mkdir(parents=True, exist_ok=True)
         inbox._open_sync(True)
         assert inbox._index is not None
+        if inbox.created_index:
+            dovecot_subscriptions = maildir.read_dovecot_subscriptions(self.root)
+            if dovecot_subscriptions:
+                with inbox._index.transaction():
+                    for name in dovecot_subscriptions:
+                        inbox._index.subscribe(name)
         self._subscriptions = set(inbox._index.subscriptions())
         ld = inbox._index.get_meta("last_delivery")
         self.last_delivery = float(ld) if ld is not None else None

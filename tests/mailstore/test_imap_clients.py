@@ -302,3 +302,48 @@ def test_correo_takes_over_a_maildir_dovecot_kept(tmp_path, config, directory):
         assert re.search(rb"OK \[APPENDUID \d+ 5\]", c.cmd(b"APPEND INBOX {4+}\r\nabcd")[-1])
     finally:
         server.stop()
+
+
+def test_a_thunderbird_session(imap):
+    """The commands Thunderbird sends, in its spelling, and what it relies on."""
+    import base64
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, MIXED)
+    c = RawClient(imap.port)
+    assert c.cmd("capability")[-1].split()[1] == b"OK"
+    c.cmd('ID ("name" "Thunderbird" "version" "115.3.1")')
+    token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+    assert b"OK [CAPABILITY" in c.cmd(f"authenticate PLAIN {token}")[-1]
+    assert c.cmd("namespace")[0].startswith(b"* NAMESPACE")
+    lines = c.cmd('list (subscribed) "" "*" return (special-use)')
+    assert b'* LIST (\\Subscribed \\Sent) "/" "Sent"\r\n' in lines or \
+        b'* LIST (\\HasNoChildren \\Subscribed \\Sent) "/" "Sent"\r\n' in lines
+    lines = c.cmd('select "INBOX" (CONDSTORE)')
+    assert any(l.startswith(b"* OK [HIGHESTMODSEQ ") for l in lines)
+    assert c.cmd('getquotaroot "INBOX"')[1].startswith(b'* QUOTA "" (STORAGE ')
+    lines = c.cmd("UID fetch 1:* (FLAGS)")
+    assert lines[0].startswith(b"* 1 FETCH (UID 1 FLAGS (\\Recent) MODSEQ (")
+    lines = c.cmd("UID fetch 1:2 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date "
+                  "Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
+    assert b"BODY[HEADER.FIELDS (FROM TO CC BCC SUBJECT DATE MESSAGE-ID PRIORITY X-PRIORITY REFERENCES " \
+           b"NEWSGROUPS IN-REPLY-TO CONTENT-TYPE REPLY-TO)] {" in lines[0]
+    assert b"Subject: =?utf-8?q?Caf=C3=A9_menu?=\r\n" in lines[0]
+    lines = c.cmd("UID fetch 2 (UID RFC822.SIZE BODYSTRUCTURE)")
+    assert b'"mixed"' in lines[0]
+    lines = c.cmd("UID fetch 2 (UID RFC822.SIZE BODY.PEEK[1.1.MIME] BODY.PEEK[1.1])")
+    assert b"quoted-printable" in lines[0]
+    c.send(b"i IDLE\r\n")
+    assert c.readline() == b"+ idling\r\n"
+    imap.deliver(ALICE, SIMPLE)
+    assert c.readline() == b"* 3 EXISTS\r\n"
+    c.readline()  # RECENT
+    c.send(b"DONE\r\n")
+    assert c.readline().startswith(b"i OK")
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ (" in c.cmd("UID store 1 +Flags (\\Seen)")[0]
+    lines = c.cmd('UID move 2 "Trash"')
+    assert lines[0].startswith(b"* OK [COPYUID ") and lines[1] == b"* 2 EXPUNGE\r\n"
+    lines = c.cmd(b'append "Sent" (\\Seen) "27-Nov-2026 07:00:00 +0100" {%d+}\r\n' % len(SIMPLE) + SIMPLE)
+    assert b"[APPENDUID " in lines[-1]
+    assert b'* STATUS "Sent" (UIDNEXT 2 MESSAGES 1 UNSEEN 0 RECENT 1)\r\n' in \
+        c.cmd('STATUS "Sent" (UIDNEXT MESSAGES UNSEEN RECENT)')
+    assert c.cmd("logout")[0] == b"* BYE Logging out\r\n"

@@ -193,8 +193,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     @kopf.on.delete(GROUP, VERSION, "maildomains", id="reclaim", registry=registry)
     async def domain_deleted(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
-            await deletion.finalize_domain(rt().kube, _plain(body))
-            rt().reconciler.forget(namespace, name)
+            runtime = rt()
+            await deletion.finalize_domain(runtime.kube, _plain(body))
+            runtime.reconciler.forget(namespace, name)
+            mailboxes = [mb for mb in await runtime.kube.list(MAILBOX.api_version, "Mailbox", namespace)
+                         if (mb.get("status") or {}).get("domain") == name]
+            await runtime.writer.release(runtime.kube, namespace, mailboxes)
 
     @kopf.timer(GROUP, VERSION, "maildomains", id="resync", interval=config.status_interval,
                 initial_delay=config.status_interval, registry=registry)

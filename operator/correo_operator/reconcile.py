@@ -219,6 +219,8 @@ class Inputs:
     secrets: dict[str, dict]
     missing_secrets: set[str]
     dkim_public_key: str | None = None
+    # Mailboxes of the namespace that are not the domain's (some may have been before).
+    others: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -238,9 +240,11 @@ async def gather(kube: Kube, domain: dict) -> Inputs:
     """The domain's Mailboxes and referenced Secrets, as the API has them now."""
     domain = loading.apply_defaults(domain)
     ns = domain["metadata"]["namespace"]
-    mailboxes = [loading.apply_defaults(m) for m in await kube.list(MAILBOX.api_version, "Mailbox", ns)
+    listed = await kube.list(MAILBOX.api_version, "Mailbox", ns)
+    mailboxes = [loading.apply_defaults(m) for m in listed
                  if belongs(m, domain) and not m["metadata"].get("deletionTimestamp")]
     mailboxes.sort(key=lambda m: m["metadata"]["name"])
+    others = [m for m in listed if not belongs(m, domain)]
     wanted = rendering.referenced_secrets(domain, mailboxes)
     secrets: dict[str, dict] = {}
     if len(wanted) > SECRET_LIST_THRESHOLD:
@@ -253,7 +257,7 @@ async def gather(kube: Kube, domain: dict) -> Inputs:
             if s is not None:
                 secrets[name] = s
     missing = set(wanted) - set(secrets)
-    return Inputs(domain, mailboxes, secrets, missing)
+    return Inputs(domain, mailboxes, secrets, missing, others=others)
 
 
 async def list_children(kube: Kube, domain: dict, kinds: tuple[tuple[str, str], ...] = CHILD_KINDS) -> list[dict]:

@@ -26,7 +26,7 @@ from correo_server import logs
 from . import render as rendering
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
-from .reconcile import LABEL_COMPONENT, Outcome
+from .reconcile import LABEL_COMPONENT, Outcome, domain_for_mailbox
 
 log = logs.get(__name__)
 
@@ -182,8 +182,23 @@ class StatusWriter:
                 async with gate:
                     return await write_status(kube, mb, new)
             writes += sum(await asyncio.gather(*(one(mb, new) for mb, new in pending)))
+        released = [mb for mb in outcome.inputs.others
+                    if (mb.get("status") or {}).get("domain") == domain["metadata"]["name"]]
+        if released:
+            writes += await self.release(kube, domain["metadata"]["namespace"], released)
         if self.metrics and writes:
             self.metrics.status_patched(writes)
+        return writes
+
+    async def release(self, kube: Kube, namespace: str, mailboxes: list[dict]) -> int:
+        """Mailboxes a MailDomain no longer serves (it went, or stopped hosting their
+        domain): ``DomainNotFound``, unless another MailDomain claims them (its next
+        pass writes their status then)."""
+        domains = await kube.list(MAILDOMAIN.api_version, "MailDomain", namespace)
+        writes = 0
+        for mb in mailboxes:
+            if domain_for_mailbox(mb, domains) is None:
+                writes += await self.orphan(kube, mb)
         return writes
 
     async def orphan(self, kube: Kube, mailbox: dict, secrets: dict[str, dict] | None = None) -> bool:

@@ -200,6 +200,10 @@ class TestMailDomainHandlers:
         assert retained and f"mail-{DOMAIN}-mailstore-0" in retained[0]["message"]
         assert cluster.store.find("StatefulSet", NS) == []
         assert cluster.store.one("PersistentVolumeClaim", NS, f"mail-{DOMAIN}-mailstore-0") is not None
+        for name in ("alice", "bob"):  # their MailDomain is gone, and they say so
+            mb = cluster.store.one("Mailbox", NS, name)
+            ready = {c["type"]: c for c in mb["status"]["conditions"]}["Ready"]
+            assert (ready["status"], ready["reason"]) == ("False", "DomainNotFound")
 
 
 class TestMailboxAndSecretHandlers:

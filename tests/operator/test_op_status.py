@@ -189,6 +189,23 @@ class TestMailboxes:
         assert await writer.orphan(kube, store.one("Mailbox", NS, "zed")) is False  # unchanged: no write
 
 
+    async def test_a_mailbox_the_domain_stops_hosting_is_released(self, world, store):
+        store.edit("MailDomain", NS, DOMAIN, {"spec": {"aliasDomains": ["example.net"]}})
+        store.put(password_secret("erin-password", "e"))
+        store.put(mailbox("erin", "erin@example.net"))
+        await world.run(NS, DOMAIN)
+        assert store.one("Mailbox", NS, "erin")["status"]["domain"] == DOMAIN
+        store.edit("MailDomain", NS, DOMAIN, {"spec": {"aliasDomains": None}})
+        await world.run(NS, DOMAIN)
+        erin = store.one("Mailbox", NS, "erin")
+        ready = conditions(erin)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "DomainNotFound")
+        assert "domain" not in erin["status"]
+        mark = len(store.requests)
+        await world.run(NS, DOMAIN)
+        assert not [w for w in store.writes(since=mark) if w.name == "erin"]
+
+
 class TestPublishedRecords:
     async def test_dns_records_include_the_generated_dkim_key(self, world, store):
         secret = store.one("Secret", NS, f"{DOMAIN}-dkim")

@@ -39,7 +39,7 @@ import structlog
 from correo_server import logs
 
 from . import dkimkeys, loading, render as rendering
-from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, Kube, b64
+from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
 
 log = logs.get(__name__)
 
@@ -212,6 +212,36 @@ def for_apply(obj: dict) -> dict:
 # One pass
 # ---------------------------------------------------------------------------
 
+class ApplyFailed(Exception):
+    """Some children could not be applied (the others were); the pass is retried."""
+
+    def __init__(self, failures: list[tuple[ObjKey, ApiError]], message: str) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+def immutable_change(exc: ApiError, obj: dict) -> bool:
+    """The API refused a StatefulSet change to a field it never updates in place
+    (volumeClaimTemplates, serviceName, selector, podManagementPolicy)."""
+    return (obj.get("kind") == "StatefulSet" and exc.status == 422
+            and "Forbidden" in exc.message and "statefulset spec" in exc.message.lower())
+
+
+async def apply_one(kube: Kube, obj: dict, log_: Any) -> dict:
+    """Apply; a StatefulSet whose immutable fields changed (e.g. a new volume size in
+    the claim template) is deleted with ``propagationPolicy=Orphan`` and applied
+    again: its pods and volume claims stay and the new StatefulSet adopts them."""
+    try:
+        return await kube.apply(obj)
+    except ApiError as exc:
+        if not immutable_change(exc, obj):
+            raise
+    meta = obj["metadata"]
+    log_.warning("statefulset recreated, pods and volumes kept", object=f"StatefulSet/{meta['name']}")
+    await kube.delete(obj["apiVersion"], "StatefulSet", meta["namespace"], meta["name"], propagation="Orphan")
+    return await kube.apply(obj)
+
+
 @dataclass
 class Inputs:
     domain: dict
@@ -295,11 +325,19 @@ async def reconcile_domain(kube: Kube, domain: dict, *, image: str = rendering.D
     plan = plan_changes(inputs.domain, desired, live, keep={dkim_name})
     current = {obj_key(o): o for o in live}
     outcome = Outcome(inputs, [])
+    failures: list[tuple[ObjKey, ApiError]] = []
+    live_keys = {obj_key(o) for o in live}
     for obj in plan.apply:
         key = obj_key(obj)
-        current[key] = await kube.apply(obj)
+        try:
+            current[key] = await apply_one(kube, obj, bound)
+        except ApiError as exc:  # one bad object does not hold back the others
+            failures.append((key, exc))
+            bound.error("apply failed", object=f"{key[0]}/{key[2]}", status=exc.status, reason=exc.reason,
+                        error=exc.message[:300])
+            continue
         outcome.applied.append(key)
-        bound.info("applied", object=f"{key[0]}/{key[2]}", created=key not in {obj_key(o) for o in live})
+        bound.info("applied", object=f"{key[0]}/{key[2]}", created=key not in live_keys)
     for obj in plan.delete:
         key = obj_key(obj)
         await kube.delete(obj["apiVersion"], obj["kind"], key[1], key[2])
@@ -310,6 +348,10 @@ async def reconcile_domain(kube: Kube, domain: dict, *, image: str = rendering.D
         bound.warning("secrets missing", secrets=sorted(inputs.missing_secrets))
     outcome.children = list(current.values())
     outcome.seconds = time.monotonic() - started
+    if failures:
+        (key, exc), *_ = failures
+        raise ApplyFailed(failures, f"{len(failures)} object(s) could not be applied; first {key[0]}/{key[2]}: "
+                                    f"{exc.status} {exc.reason}: {exc.message[:300]}")
     bound.info("reconciled", mailboxes=len(inputs.mailboxes), applied=len(outcome.applied),
                pruned=len(outcome.deleted), unchanged=plan.unchanged, seconds=round(outcome.seconds, 3))
     return outcome

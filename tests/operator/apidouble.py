@@ -499,13 +499,13 @@ class Store:
                 del_path(new, p)
         for p in new_paths:
             set_path(new, p, get_path(cfg_part, p))
+        self._check_update(res, old, new)  # before any bookkeeping changes
         for k, p in conflicts:  # forced: the others lose what was taken over
             owners[k].paths.discard(p)
         for o in others.values():
             o.paths = {p for p in o.paths if get_path(new, p) is not _MISSING}
         if mine.paths != new_paths or mine.operation != "Apply" or new != old:
             owners[me] = Owned("Apply", new_paths, now_rfc3339())
-        self._check_finalizers(old, new)
         return self._commit(res, key, new, old)
 
     def merge_patch(self, res: Res, ns: str | None, name: str, patch: dict, *, manager: str = "unknown",
@@ -553,9 +553,23 @@ class Store:
             meta = {k: v for k, v in (new.get("metadata") or {}).items() if k not in SYSTEM_META}
             new["metadata"] = {**meta, **{k: old["metadata"][k] for k in SYSTEM_META & old["metadata"].keys()}}
             new = self._normalize(res, new)
-        self._check_finalizers(old, new)
+        self._check_update(res, old, new)
         self._take_changes(key, manager, "status" if sub == "status" else "", old, new)
         return self._commit(res, key, new, old)
+
+    def _check_update(self, res: Res, old: dict, new: dict) -> None:
+        self._check_finalizers(old, new)
+        if res.kind == "StatefulSet" and res.group == "apps":
+            mutable = {"replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                       "minReadySeconds"}
+            changed = {k for k in (old.get("spec") or {}).keys() | (new.get("spec") or {}).keys()
+                       if (old.get("spec") or {}).get(k) != (new.get("spec") or {}).get(k)}
+            if changed - mutable:
+                raise ApiError(422, "Invalid", f'StatefulSet.apps "{old["metadata"]["name"]}" is invalid: spec: '
+                                               "Forbidden: updates to statefulset spec for fields other than "
+                                               "'replicas', 'ordinals', 'template', 'updateStrategy', "
+                                               "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+                                               "are forbidden")
 
     def _check_finalizers(self, old: dict, new: dict) -> None:
         if old["metadata"].get("deletionTimestamp"):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
 
+from correo_operator import kube as kubemod
 from correo_operator import reconcile, render, statuspoll
 from correo_operator.reconcile import Reconciler
 
@@ -195,6 +196,40 @@ class TestDrift:
         assert [w for w in store.writes(since=mark) if w.resource not in ("maildomains/status", "events")] == []
         relay = store.one("Deployment", NS, f"{DOMAIN}-relay")
         assert relay["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+
+
+    async def test_a_new_volume_size_recreates_the_statefulset_keeping_pods_and_volumes(self, store, kube, clock):
+        setup_domain(store)
+        r = reconciler(kube, clock)
+        await r.run(NS, DOMAIN)
+        old = store.one("StatefulSet", NS, f"{DOMAIN}-mailstore")
+        pod = store.put({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": f"{DOMAIN}-mailstore-0", "namespace": NS,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": f"{DOMAIN}-mailstore",
+                                 "uid": old["metadata"]["uid"], "controller": True}]},
+            "spec": {"containers": [{"name": "mailstore", "image": "x"}]}})
+        store.edit("MailDomain", NS, DOMAIN, {"spec": {"mailstore": {"storage": {"size": "50Gi"}}}})
+        outcome = await r.run(NS, DOMAIN)
+        new = store.one("StatefulSet", NS, f"{DOMAIN}-mailstore")
+        assert new["metadata"]["uid"] != old["metadata"]["uid"]
+        assert new["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+        assert ("StatefulSet", NS, f"{DOMAIN}-mailstore") in outcome.applied
+        assert store.one("Pod", NS, pod["metadata"]["name"]) is not None, "the pod was orphaned, not deleted"
+        deletes = [r for r in store.requests if r.verb == "delete" and r.resource == "statefulsets"]
+        assert len(deletes) == 1
+
+    async def test_an_object_the_api_refuses_does_not_hold_back_the_others(self, store, kube, clock):
+        setup_domain(store)
+        r = reconciler(kube, clock)
+        await r.run(NS, DOMAIN)
+        store.remove("Deployment", NS, f"{DOMAIN}-relay")
+        store.remove("ConfigMap", NS, f"{DOMAIN}-config")
+        store.rbac = {(g, res, v) for (g, res), verbs in kubemod.PERMISSIONS.items() for v in verbs} - {
+            ("apps", "deployments", "create")}
+        with pytest.raises(reconcile.ApplyFailed) as err:
+            await r.run(NS, DOMAIN)
+        assert "Deployment" in str(err.value)
+        assert store.one("ConfigMap", NS, f"{DOMAIN}-config") is not None
 
 
 class TestNoOp:

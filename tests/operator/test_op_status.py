@@ -252,3 +252,15 @@ class TestReadingStatus:
         finally:
             await side.stop()
             await reader.close()
+
+
+class TestWrittenObjectsAreValid:
+    async def test_events_and_the_dkim_secret_pass_strict_validation_for_1_36(self, world, store):
+        import kubernetes_validate
+        from correo_operator.kube import event_body
+        d = domain(store)
+        kubernetes_validate.validate(event_body(d, type="Warning", reason="Bounced", message="x" * 2000),
+                                     "1.36.0", strict=True)
+        for event in store.find("Event", NS):
+            kubernetes_validate.validate(event, "1.36.0", strict=True)
+        kubernetes_validate.validate(dkimkeys.secret_for(d, dkimkeys.generate_pem(1024)), "1.36.0", strict=True)

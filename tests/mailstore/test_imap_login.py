@@ -29,6 +29,7 @@ def test_greeting_and_capabilities_before_and_after_login(imap):
         assert cap in line
     assert c.cmd("ID NIL")[0] == b'* ID ("name" "correo" "version" "0.1.0" "vendor" "correo")\r\n'
     assert c.cmd('ID ("name" "test" "version" "1")')[-1].split()[1] == b"OK"
+    assert c.cmd('ID ("event" "x" "level" NIL)')[-1].split()[1] == b"OK"  # any field name is just data
     assert c.cmd("NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
     lines = c.cmd("LOGOUT")
     assert lines[0] == b"* BYE Logging out\r\n" and lines[1].split()[1] == b"OK"

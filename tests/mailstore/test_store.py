@@ -388,3 +388,20 @@ async def test_a_dovecot_maildir_keeps_its_uids_keywords_subscriptions_and_gets_
     assert inbox.uids() == [7, 8, 9] and inbox.uidvalidity == 1234567
     assert await inbox.read(8) == b"Subject: b\r\n"
     await store.close()
+
+
+async def test_a_cancelled_write_still_completes_and_the_view_agrees(store):
+    inbox = await (await store.mailbox(ALICE)).folder("INBOX")
+    for _ in range(5):
+        task = asyncio.ensure_future(inbox.append(MSG))
+        await asyncio.sleep(0.001)  # the write is under way in a thread
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    rows = Index(inbox.path / INDEX_FILE).rows()
+    assert inbox.uids() == [r.uid for r in rows]  # what the index holds, the view shows
+    assert set(maildir.scan(inbox.path)) == {r.base for r in rows}
+    assert not inbox.mailbox.lock.locked()
+    assert await store.deliver(ALICE, MSG) == max(inbox.uids())

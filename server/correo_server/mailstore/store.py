@@ -147,10 +147,11 @@ def _address_dir(address: str) -> str:
     return name.replace("%", "%25").replace("/", "%2F").replace("\x00", "%00")
 
 
-async def _finish(fut: "asyncio.Future[Any]") -> Any:
+async def _finish(fut: "asyncio.Future[Any]", apply: Callable[[Any], None] | None = None) -> Any:
     """Await a thread's future to its end even if we are cancelled meanwhile
-    (the lock around it must not be released while the thread still works);
-    re-raise the cancellation afterwards."""
+    (the lock around it must not be released while the thread still works),
+    then ``apply`` its result on the event loop — the only place the
+    in-memory view changes — and re-raise the cancellation afterwards."""
     cancelled = False
     while True:
         try:
@@ -164,6 +165,8 @@ async def _finish(fut: "asyncio.Future[Any]") -> Any:
                 cancelled = True
                 break
             cancelled = True
+    if apply is not None:
+        apply(result)
     if cancelled:
         raise asyncio.CancelledError
     return result
@@ -309,7 +312,7 @@ class Folder:
 
         async with self.mailbox.lock:
             self._check_alive()
-            msg = await self._run(work)
+            msg = await self._run(work, apply=lambda m: self._set(m))
         self.hub.publish("append", (msg.uid,))
         return msg.uid
 
@@ -365,11 +368,13 @@ class Folder:
                     pass
             return updated, failed, renames
 
+        def apply(result) -> None:
+            for msg in result[0]:
+                self._set(msg)
+
         async with self.mailbox.lock:
             self._check_alive()
-            updated, failed, _ = await self._run(work)
-            for msg in updated:
-                self._set(msg)
+            updated, failed, _ = await self._run(work, apply=apply)
         if updated:
             self.hub.publish("flags", tuple(m.uid for m in updated), origin=origin)
         return updated, failed
@@ -378,7 +383,7 @@ class Folder:
         """Remove these messages for good; returns the UIDs removed (in order)."""
         async with self.mailbox.lock:
             self._check_alive()
-            gone = await self._run(self._expunge_sync, sorted(set(uids)))
+            gone = await self._run(self._expunge_sync, sorted(set(uids)), apply=self._drop)
         if gone:
             self.hub.publish("expunge", tuple(gone), origin=origin)
         return gone
@@ -403,9 +408,7 @@ class Folder:
             self._index.delete([m.uid for m in victims])
             self._index.set_meta("highestmodseq", modseq)
         self.highestmodseq = modseq
-        gone = [m.uid for m in victims]
-        self._drop(gone)
-        return gone
+        return [m.uid for m in victims]
 
     async def copy(self, uids: Iterable[int], dest: "Folder", *, quota_bytes: int | None = None
                    ) -> list[tuple[int, int]]:
@@ -432,12 +435,12 @@ class Folder:
                     item[0].unlink(missing_ok=True)
                 raise (DiskFull(f"disk full: {exc.strerror}") if maildir.is_disk_full(exc) else exc) from exc
             new = dest._commit_new(staged)
-            return [(m.uid, n.uid) for m, n in zip(msgs, new)]
+            return [(m.uid, n.uid) for m, n in zip(msgs, new)], new
 
         async with self.mailbox.lock:
             self._check_alive()
             dest._check_alive()
-            pairs = await self._run(work)
+            pairs, _ = await self._run(work, apply=lambda result: dest._apply_new(result[1]))
         if pairs:
             dest.hub.publish("append", tuple(p[1] for p in pairs))
         return pairs
@@ -479,13 +482,17 @@ class Folder:
                 self._index.delete([m.uid for m in moved])
                 self._index.set_meta("highestmodseq", modseq)
             self.highestmodseq = modseq
-            self._drop([m.uid for m in moved])
-            return [(m.uid, n.uid) for m, n in zip(moved, new)]
+            return [(m.uid, n.uid) for m, n in zip(moved, new)], new
+
+        def apply(result) -> None:
+            pairs, new = result
+            dest._apply_new(new)
+            self._drop([src for src, _ in pairs])
 
         async with self.mailbox.lock:
             self._check_alive()
             dest._check_alive()
-            pairs = await self._run(work)
+            pairs, _ = await self._run(work, apply=apply)
         if pairs:
             dest.hub.publish("append", tuple(p[1] for p in pairs))
             self.hub.publish("expunge", tuple(p[0] for p in pairs), origin=origin)
@@ -496,12 +503,13 @@ class Folder:
         if self.deleted:
             raise NoSuchFolder(f"folder {self.name} was deleted")
 
-    async def _run(self, fn, *args):
-        """Run blocking work in a thread, to completion (the caller holds the lock)."""
+    async def _run(self, fn, *args, apply: Callable[[Any], None] | None = None):
+        """Run blocking work in a thread, to completion, then ``apply`` its
+        result to the view on the event loop (the caller holds the lock)."""
         self.last_used = time.monotonic()
         if self._index is None:
             await _finish(asyncio.ensure_future(self.mailbox.store.io(self._open_sync, False)))
-        return await _finish(asyncio.ensure_future(self.mailbox.store.io(fn, *args)))
+        return await _finish(asyncio.ensure_future(self.mailbox.store.io(fn, *args)), apply)
 
     def _set(self, msg: MessageInfo) -> None:
         old = self._msgs.get(msg.uid)
@@ -592,9 +600,11 @@ class Folder:
         self.highestmodseq = modseq
         if delivery:
             self.mailbox.last_delivery = float(delivery)
+        return made  # the caller applies them to the view, on the event loop
+
+    def _apply_new(self, made: list[MessageInfo]) -> None:
         for m in made:
             self._set(m)
-        return made
 
     def _open_sync(self, create: bool) -> None:
         """Open (and repair) the index; runs in a worker thread under the lock."""
@@ -739,7 +749,7 @@ class Mailbox:
     def usage(self) -> Usage:
         """Messages and bytes in all folders (kept current, no I/O)."""
         total = Usage()
-        for u in self._usage.values():
+        for u in list(self._usage.values()):  # a folder being opened may add an entry meanwhile
             total += u
         return total
 

@@ -187,7 +187,7 @@ class Session:
         if params:
             self.client_id = {k: (v.decode("utf-8", "replace") if v is not None else None)
                               for k, v in params.items()}
-            self.log.info("imap_client_id", **{k[:30]: (v or "")[:80] for k, v in list(self.client_id.items())[:10]})
+            self.log.info("imap_client_id", client={k[:30]: (v or "")[:80] for k, v in list(self.client_id.items())[:10]})
         self.ch.write(R.untagged(b"ID (" + b" ".join(R.string(x) for x in (
             "name", "correo", "version", VERSION, "vendor", "correo")) + b")"))
         return ("OK", "ID completed.", None)

@@ -92,6 +92,8 @@ def test_authenticate_plain_with_and_without_initial_response(imap):
     c.send(b"not base64!\r\n")
     assert c.read_response(b"b")[-1].startswith(b"b BAD")
     assert c.cmd("AUTHENTICATE CRAM-MD5")[-1].split()[1] == b"NO"
+    other = base64.b64encode(f"bob@example.com\0{ALICE}\0{PASSWORD}".encode()).decode()
+    assert b"NO [AUTHENTICATIONFAILED]" in c.cmd(f"AUTHENTICATE PLAIN {other}")[-1]  # acting as someone else
     c.close()
     client = imaplib.IMAP4("127.0.0.1", imap.port)  # AUTH=LOGIN, as old clients use it
     answers = iter([ALICE, PASSWORD])

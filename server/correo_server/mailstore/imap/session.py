@@ -236,7 +236,11 @@ class Session:
                     return ("BAD", "Authentication cancelled.", None)
                 user = base64.b64decode(first, validate=True).decode("utf-8")
                 password = base64.b64decode(second, validate=True).decode("utf-8")
-        except (SaslError, ValueError, UnicodeDecodeError):
+        except SaslError as exc:
+            if str(exc) == "not valid base64":
+                return ("BAD", "Invalid base64 data in the SASL response.", None)
+            return await self._login_failed("invalid")  # e.g. another authorization identity
+        except (ValueError, UnicodeDecodeError):
             return ("BAD", "Invalid base64 data in the SASL response.", None)
         return await self._login(user, password)
 

@@ -147,13 +147,16 @@ async def run_kopf(n: int, plaintext: bool, interval: float, timeout: float) -> 
         figures = summarize(store, mark, n)
         passes = holder["runtime"].reconciler.passes - passes_before
 
-        # No-op resyncs: let the timer fire a few times with nothing new.
-        await asyncio.sleep(interval * 1.5)
+        # No-op resyncs: let the timer run three passes with nothing new.
+        reconciler = holder["runtime"].reconciler
+        settle = reconciler.passes
+        await until(lambda: reconciler.passes >= settle + 1, timeout)
+        await until(lambda: not reconciler._state, timeout)  # that pass (in kopf's thread) is over
         quiet = len(store.requests)
-        passes_quiet = holder["runtime"].reconciler.passes
-        await asyncio.sleep(interval * 3.2)
+        passes_quiet = reconciler.passes
+        await until(lambda: reconciler.passes >= passes_quiet + 3, timeout)
         noop = summarize(store, quiet, n)
-        noop_passes = holder["runtime"].reconciler.passes - passes_quiet
+        noop_passes = reconciler.passes - passes_quiet
 
         stop.set_result(None)
         await asyncio.to_thread(thread.join, 30)

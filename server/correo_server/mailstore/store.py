@@ -6,37 +6,47 @@ is a Maildir (:mod:`.maildir`) with a SQLite index beside each folder
 (:mod:`.index`).  Change notification between sessions is :mod:`.changes`.
 
 Quick reference (everything that touches the disk is ``async`` and runs its
-blocking work in a worker thread)::
+blocking work on the store's own few threads, :meth:`Store.io`)::
 
     store = Store.from_config(cfg, directory)          # directory: Reloading[Directory] or Directory
     uid = await store.deliver("alice@example.com", data)   # QuotaExceeded / DiskFull
     usage = await store.usage("alice@example.com")     # Usage(messages, bytes), all folders
     store.last_delivery("alice@example.com")           # float | None (epoch seconds)
 
-    mbox = await store.mailbox("alice@example.com")    # created on first use
+    mbox = await store.mailbox("alice@example.com")    # created on first use (INBOX, Sent, Drafts, Trash, Junk)
     inbox = await mbox.folder("INBOX")                 # NoSuchFolder
     inbox.uidvalidity, inbox.uidnext, inbox.highestmodseq
     for msg in inbox.messages():                       # MessageInfo(uid, size, flags, ...), UID order
         data = await inbox.read(msg.uid)               # MessageGone if expunged meanwhile
-    await inbox.expunge([3, 4])                        # remove these UIDs (POP3 UPDATE state)
+    await inbox.store([3], ["\\Seen"], "add", origin=session)
+    await inbox.expunge([3, 4], origin=session)        # remove these UIDs (POP3 UPDATE state)
     watcher = inbox.watch(session)                     # changes made by others; see .changes
     mbox.try_lock("pop3", session) / mbox.unlock("pop3", session)
 
-POP3's UIDL is ``f"{folder.uidvalidity}.{uid}"``: stable across sessions and
-restarts, and the same UID IMAP shows.
+POP3's UIDL derives from ``folder.uidvalidity`` and the UID: stable across
+sessions and restarts, and the same UID IMAP shows.
 
 Consistency: every write to one mailbox (any folder) runs under that
 mailbox's lock, so IMAP, POP3 and LMTP sessions on the same mailbox see one
-order of events; reads use the in-memory view of each open folder, which is
-replaced only under that lock.  Crash safety: a message is written to
-``tmp/``, fsynced, renamed into ``new/`` or ``cur/`` and the directory fsynced
-before its index row commits; an expunge unlinks (and fsyncs) before the rows
-go.  Opening a folder repairs the index from the files: a file without a row
-gets a new UID, a row without a file is expunged.  Durability: new mail is
-fsynced (file and directory) before it is acknowledged; the index survives
-any process crash, and after a power loss may lose its last flag changes or
-expunges (Dovecot's default ``mail_fsync=optimized`` makes the same trade).  A write interrupted by
-task cancellation still completes before the lock is released.
+order of events.  Threads only touch the disk and the index; each folder's
+in-memory view changes on the event loop, right after the thread's work,
+even when the task that asked was cancelled meanwhile (the lock is held
+until then).
+
+Crash safety: a message is written to ``tmp/``, fsynced, renamed into
+``new/`` or ``cur/`` and the directory fsynced before its index row commits;
+an expunge unlinks before the rows go; a move renames straight into the
+other folder.  Opening a folder repairs the index from the files: a file
+without a row gets a new UID, a row without a file is expunged, ``tmp/`` is
+emptied.  Durability: new mail is on disk before it is acknowledged; the
+index survives any process crash, and after a power loss may lose its last
+flag changes or expunges (Dovecot's default ``mail_fsync=optimized`` makes
+the same trade).
+
+Migration: a Maildir Dovecot kept is taken over with its UIDs, UIDVALIDITY,
+keyword letters and subscriptions (``dovecot-uidlist``, ``dovecot-keywords``,
+``subscriptions``) the first time correo indexes it, and messages stored with
+bare LF line ends are served with CRLF, as Dovecot serves them.
 """
 from __future__ import annotations
 

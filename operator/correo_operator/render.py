@@ -291,7 +291,9 @@ def _container(domain: dict, component: str, image: str, ports: list[tuple[str, 
         "args": ["serve", component, "--config", CONFIG_MOUNT],
         "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in ports]
                  + [{"name": "http", "containerPort": http_port, "protocol": "TCP"}],
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        # argon2 checks take 19 MiB each; glibc would keep that in a malloc
+        # arena per thread (250 MB RSS under load instead of 80 MB).
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "MALLOC_ARENA_MAX", "value": "2"}],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}, *mounts],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10,

@@ -327,22 +327,31 @@ _EVENTFUL = {
 }
 
 
+# Reasons that are a normal step, not news: a new Mailbox waits for the
+# mailstore to load the directory for a second or two.
+_QUIET_REASONS = {"Provisioning", "QuotaUnknown"}
+
+
 def transitions(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Events for what changed: (event type, reason, message).
 
-    A condition changing status (Ready, Delivering, QuotaExceeded); more
-    bounces than before (the latest one named); more delay notices than before.
+    A condition that changes status (Ready, Delivering, QuotaExceeded) is told,
+    except quiet steps (``Provisioning``).  On first sight only what needs
+    attention is told (Ready, or anything unhealthy), not that all is well.
+    More bounces than before are told with the latest one; so are more delay
+    notices.
     """
     events: list[tuple[str, str, str]] = []
     for cond in new.get("conditions") or []:
         before = get_condition(old, cond["type"])
         if before is not None and before.get("status") == cond["status"]:
             continue
-        if before is None and cond["status"] != FALSE and cond["type"] != "Ready":
-            continue  # a first status that is all well is not news, except Ready
         kind = _EVENTFUL.get((cond["type"], cond["status"]))
-        if kind:
-            events.append((kind, cond["reason"], cond["message"]))
+        if kind is None or cond["reason"] in _QUIET_REASONS:
+            continue
+        if before is None and kind == "Normal" and cond["type"] != "Ready":
+            continue  # "within quota", "delivering": not news on first sight
+        events.append((kind, cond["reason"], cond["message"]))
     for section in ("queue", "delivery"):
         before, after = (old or {}).get(section) or {}, new.get(section) or {}
         if after.get("bounced", 0) > before.get("bounced", 0):

@@ -52,6 +52,20 @@ DEFAULT_PORTS = {
 }
 
 
+# libyaml when present (5-10x faster on a directory of thousands of
+# mailboxes); the same bytes either way.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+
+
+def yaml_dump(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names file and key."""
 
@@ -333,7 +347,7 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 
 def parse(text: str, *, source: str = CONFIG_FILE, base_dir: str = ".") -> ServerConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -374,7 +388,7 @@ def validate(cfg: ServerConfig) -> list[str]:
 
 def dump(cfg: ServerConfig) -> str:
     """The YAML text of a configuration; deterministic (same config, same bytes)."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml_dump(to_dict(cfg))
 
 
 def load(config_dir: str | os.PathLike[str]) -> ServerConfig:

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
-import yaml
 
 from . import passwords
-from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict
+from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict, yaml_dump, yaml_load
 
 FORMAT_VERSION = 1
 
@@ -160,12 +159,12 @@ class Directory:
 def dump(mailboxes: list[MailboxEntry] | tuple[MailboxEntry, ...]) -> str:
     """The YAML text of ``directory.yaml``; deterministic (sorted by address)."""
     doc = to_dict(DirectoryFile(mailboxes=tuple(sorted(mailboxes, key=lambda m: m.address))))
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml_dump(doc)
 
 
 def parse(text: str, *, source: str = DIRECTORY_FILE, config: ServerConfig | None = None) -> Directory:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     try:

@@ -177,3 +177,17 @@ def test_transitions_become_events():
     assert ("Warning", "DelayNoticeSent") in reasons
     assert any("b@r.test: 550 no such user" in e[2] for e in events)
     assert st.transitions(bad, bad) == []
+
+
+def test_a_new_mailbox_is_quiet_until_ready():
+    mb = mailbox()
+    first = st.mailbox_status(mb, domain(), observed=observed(mailboxes={}), now=NOW)
+    assert st.transitions(None, first) == []  # Provisioning, within quota: not news
+    mb["status"] = first
+    ready = st.mailbox_status(mb, domain(), observed=observed(), now=NOW)
+    assert [(e[0], e[1]) for e in st.transitions(first, ready)] == [("Normal", "Ready")]
+
+
+def test_a_mailbox_that_cannot_log_in_is_told_at_once():
+    s = st.mailbox_status(mailbox(passwordSecretRef={"name": "nope"}), domain(), observed=observed(), now=NOW)
+    assert [(e[0], e[1]) for e in st.transitions(None, s)] == [("Warning", "PasswordSecretMissing")]

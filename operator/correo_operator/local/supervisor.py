@@ -69,7 +69,7 @@ class Supervisor:
         ports_file = self.layout.ports_file(name)
         ports_file.unlink(missing_ok=True)
         child = self.children.setdefault(name, Child(name))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = {"MALLOC_ARENA_MAX": "2", **os.environ, "PYTHONUNBUFFERED": "1"}  # as the pods (render.py)
         child.process = await asyncio.create_subprocess_exec(
             *self.command(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             start_new_session=True)  # Ctrl-C reaches us, not them: we stop them in order

@@ -24,6 +24,7 @@ from aiosmtpd.lmtp import LMTP
 from .. import logs
 from ..config import Listen
 from ..metrics import Registry
+from ..smtpbase import Speedups
 from .intake import Intake, Refusal, dedupe
 from .spool import Spool, SpoolFull
 
@@ -45,8 +46,9 @@ _REWRITE = {
 }
 
 
-class QueueLMTP(LMTP):
-    """aiosmtpd's LMTP with enhanced status codes and per-recipient errors."""
+class QueueLMTP(Speedups, LMTP):
+    """aiosmtpd's LMTP (made cheaper by :class:`~correo_server.smtpbase.Speedups`)
+    with enhanced status codes and per-recipient errors."""
 
     async def push(self, status):  # type: ignore[override]
         if isinstance(status, str):

@@ -23,6 +23,7 @@ import collections
 import functools
 import secrets
 import time
+import types
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,6 +32,7 @@ from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
 from .. import logs
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain
+from ..smtpbase import Speedups
 from . import context as ctxmod
 from .context import RelayContext
 from .data import MessageReader
@@ -77,7 +79,43 @@ class _Hooks:
         return "451 4.3.0 Internal error; try again later"
 
 
-class RelaySMTP(SMTP):
+_HOOKS = _Hooks()  # stateless: one for every session
+
+
+def _guard(func):
+    """``smtp_<VERB>`` wrapped with the checks every command gets: the
+    per-session command budget and the NUL refusal."""
+
+    @functools.wraps(func)  # keeps aiosmtpd's HELP text
+    async def run(self: "RelaySMTP", arg: str | None) -> None:
+        self._commands += 1
+        limit = self.ctx.config.relay.max_commands_per_session
+        if limit and self._commands > limit:
+            self.ctx.count_rejection("too_many_commands")
+            await self.push("421 4.7.0 Too many commands in one session; closing connection")
+            self._close()
+            return
+        if arg is not None and "\x00" in arg:
+            self.ctx.count_rejection("nul")
+            await self.push("500 5.5.2 NUL characters are not allowed in commands")
+            return
+        await func(self, arg)
+    return run
+
+
+_GUARDED: dict[type, dict[str, Any]] = {}
+
+
+def _guarded_methods(cls: type) -> dict[str, Any]:
+    """VERB → guarded function, made once per class."""
+    table = _GUARDED.get(cls)
+    if table is None:
+        table = _GUARDED[cls] = {name[5:]: _guard(getattr(cls, name)) for name in dir(cls)
+                                 if name.startswith("smtp_")}
+    return table
+
+
+class RelaySMTP(Speedups, SMTP):
     def __init__(self, ctx: RelayContext, listener: Listener, *, starttls: Any = None,
                  implicit_tls: bool = False) -> None:
         relay = ctx.config.relay
@@ -93,14 +131,15 @@ class RelaySMTP(SMTP):
         self.peer_ip = ""
         self.busy = False  # inside DATA: do not cut the connection on shutdown
         self.log = log
-        super().__init__(_Hooks(), data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
+        super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
                          decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
                          tls_context=starttls, timeout=relay.timeout_seconds, auth_require_tls=True,
                          loop=asyncio.get_running_loop())
         # aiosmtpd keeps these limits on the class; give this session its own.
         self.command_size_limits = collections.defaultdict(
             lambda: SMTP.command_size_limit, {"MAIL": 1024, "RCPT": 1024, "AUTH": self.line_length_limit})
-        self._smtp_methods = {name: self._guarded(method) for name, method in self._smtp_methods.items()}
+        self._smtp_methods = {verb: types.MethodType(func, self)
+                              for verb, func in _guarded_methods(type(self)).items()}
 
     # -- plumbing ------------------------------------------------------------
     def _create_session(self) -> Session:
@@ -140,24 +179,6 @@ class RelaySMTP(SMTP):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    def _guarded(self, method):
-        limit = self.ctx.config.relay.max_commands_per_session
-
-        @functools.wraps(method)  # keeps aiosmtpd's HELP text
-        async def run(arg: str | None) -> None:
-            self._commands += 1
-            if limit and self._commands > limit:
-                self.ctx.count_rejection("too_many_commands")
-                await self.push("421 4.7.0 Too many commands in one session; closing connection")
-                self._close()
-                return
-            if arg is not None and "\x00" in arg:
-                self.ctx.count_rejection("nul")
-                await self.push("500 5.5.2 NUL characters are not allowed in commands")
-                return
-            await method(arg)
-        return run
 
     # -- connection ----------------------------------------------------------
     async def _handle_client(self) -> None:

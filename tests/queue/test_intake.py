@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
+from pathlib import Path
 
 from queue_support import lmtp_send, message
 
@@ -31,21 +33,52 @@ async def test_each_recipient_gets_250_with_the_queue_id_and_the_file_is_on_disk
 
 async def test_no_250_before_the_spool_folder_is_fsynced(harness, monkeypatch):
     await harness.start()
-    spool = harness.service.spool
-    gate = asyncio.Event()
-    real = spool._dirsync
+    msg_dir = harness.root / "spool" / "msg"
+    gate = threading.Event()
+    synced: list[str] = []
+    real = spoolmod._fsync_dir
 
-    async def slow_dirsync():
-        await gate.wait()
-        await real()
+    def slow_fsync_dir(path):
+        if Path(path) == msg_dir:
+            gate.wait(10)
+            synced.append(sorted(p.name for p in msg_dir.iterdir())[-1])
+        real(path)
 
-    monkeypatch.setattr(spool, "_dirsync", slow_dirsync)
+    monkeypatch.setattr(spoolmod, "_fsync_dir", slow_fsync_dir)
     send = asyncio.create_task(harness.send("alice@example.com", ["bob@example.com"]))
     await asyncio.sleep(0.3)
     assert not send.done(), "acknowledged before the directory fsync"
+    assert spooled(harness), "the file is renamed into msg/ before the directory fsync"
     gate.set()
     replies = await send
     assert replies["bob@example.com"].startswith("250 ")
+    assert synced and synced[0] == replies["bob@example.com"].rsplit(" ", 1)[1]
+
+
+async def test_messages_arriving_together_are_each_fsynced_before_their_250(harness, monkeypatch):
+    """Group commit: many sessions at once share directory fsyncs, and no one
+    hears 250 before the file of its own message was fsynced."""
+    await harness.start()
+    fsynced: set[str] = set()
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        real_fsync(fd)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        fsynced.add(Path(name).name)
+
+    monkeypatch.setattr(spoolmod.os, "fsync", recording_fsync)
+
+    async def one(i: int) -> str:
+        replies = await harness.send(f"s{i}@remote.test", ["bob@example.com"])
+        reply = replies["bob@example.com"]
+        assert reply.startswith("250 "), reply
+        qid = reply.rsplit(" ", 1)[1]
+        assert qid in fsynced, "250 before the message file was fsynced"
+        return qid
+
+    ids = await asyncio.gather(*(one(i) for i in range(20)))
+    assert len(set(ids)) == 20
 
 
 async def test_unknown_hosted_recipient_is_refused_at_rcpt_and_others_still_accepted(harness):

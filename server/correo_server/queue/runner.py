@@ -199,7 +199,7 @@ class Runner:
             self.reschedule(msg)
 
     async def _remove(self, msg: Message) -> None:
-        await asyncio.to_thread(self.spool.remove, msg.id)
+        await self.spool.discard(msg.id)
         self.state.remove(msg.id)
         self.metrics.inc("queue_finished_total")
         log.info("removed", queue_id=msg.id)

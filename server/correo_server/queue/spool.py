@@ -11,8 +11,16 @@ Layout of the spool folder (``queue.spoolDir``)::
 
 **Messages** are written to ``tmp/``, fsynced, renamed into ``msg/`` and the
 directory is fsynced; only then does :meth:`Spool.store` return (and the LMTP
-listener answer 250).  Directory fsyncs are grouped: many messages written at
-the same time share one.
+listener answer 250).  Writes are grouped (:class:`GroupCommit`): the messages
+that arrive while one batch is being written go together in the next, in one
+worker-thread call: every file written, then each fsynced (the first fsync
+commits the file system journal for all of them, the others find little left
+to do), renamed, and one fsync of ``msg/`` for the batch.  Each message's own
+file fsync, rename and directory fsync happen before its own ``store`` returns.
+The bytes of a message just stored stay in memory (within a budget) for its
+first delivery attempt, so that the runner does not read back what it has just
+written; later attempts read the file.  Finished messages are unlinked in
+batches too (:meth:`Spool.discard`).
 
 **State changes** go to the journal: :meth:`Journal.append` queues events and
 returns a future that completes once they are on disk (one write + fsync for
@@ -35,7 +43,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from .. import logs
 from .records import Envelope
@@ -46,6 +54,9 @@ MAGIC = b"CORREO-QUEUE 1\n"
 SNAPSHOT = "snapshot.json"
 JOURNAL_PREFIX = "journal."
 COMPACT_BYTES = 8 * 1024 * 1024
+FRESH_BYTES = 32 * 1024 * 1024  # messages kept in memory for their first attempt, at most
+
+T = TypeVar("T")
 
 
 class SpoolFull(OSError):
@@ -60,35 +71,56 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class GroupSync:
-    """Coalesce calls to a blocking function run in a thread: every caller
-    returns after a run of ``fn`` that *started* after it called."""
+class GroupCommit(Generic[T]):
+    """Run a blocking function over everything submitted meanwhile, in one
+    worker-thread call per batch.
 
-    def __init__(self, fn: Callable[[], None]) -> None:
+    ``fn(items)`` returns one result per item: None when it succeeded, else
+    the exception for that item.  :meth:`submit` returns (or raises) once the
+    batch holding its item has been processed, never earlier; items submitted
+    while a batch runs wait for the next one.  Fewer thread hand-offs is the
+    point: each costs the event loop tens of microseconds."""
+
+    def __init__(self, fn: Callable[[list[T]], list[BaseException | None]], max_batch: int = 256) -> None:
         self._fn = fn
-        self._next: asyncio.Future | None = None
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
-    async def __call__(self) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        fut = self._next
+    async def submit(self, item: T) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         await asyncio.shield(fut)
 
     async def _run(self) -> None:
-        while self._next is not None:
-            fut, self._next = self._next, None
-            try:
-                await asyncio.to_thread(self._fn)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                if not fut.done():
-                    fut.set_exception(exc)
-                fut.exception()  # mark retrieved even if nobody waits any more
-            else:
-                if not fut.done():
-                    fut.set_result(None)
+        batch: list[tuple[T, asyncio.Future]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:self._max], self._pending[self._max:]
+                try:
+                    results = await asyncio.to_thread(self._fn, [item for item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every waiter of the batch
+                    results = [exc] * len(batch)
+                for (_, fut), result in zip(batch, results):
+                    _settle(fut, result)
+                batch = []
+        except BaseException as exc:  # cancelled (shutdown): nobody may wait forever
+            for _, fut in batch + self._pending:
+                _settle(fut, exc if isinstance(exc, Exception) else OSError(errno.EIO, "spool writer stopped"))
+            self._pending = []
+            raise
+
+
+def _settle(fut: asyncio.Future, result: BaseException | None) -> None:
+    if fut.done():
+        return
+    if result is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(result)
+        fut.exception()  # marked retrieved even if the waiter went away
 
 
 def encode_message(env: Envelope, data: bytes) -> bytes:
@@ -117,14 +149,19 @@ class Recovered:
 
 
 class Spool:
-    def __init__(self, root: str | os.PathLike[str], *, min_free_bytes: int = 0) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, min_free_bytes: int = 0,
+                 fresh_bytes: int = FRESH_BYTES) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.msg = self.root / "msg"
         self.min_free_bytes = min_free_bytes
         self.journal: Journal | None = None
         self._counter = secrets.randbelow(0x1000)
-        self._dirsync = GroupSync(lambda: _fsync_dir(self.msg))
+        self._writer: GroupCommit[tuple[Envelope, bytes]] = GroupCommit(self._write_batch)
+        self._unlinker: GroupCommit[str] = GroupCommit(self._unlink_batch)
+        self._fresh: dict[str, bytes] = {}  # just stored, not yet read for delivery
+        self._fresh_bytes = 0
+        self._fresh_limit = fresh_bytes
 
     # -- messages ---------------------------------------------------------
     def new_id(self, now: float) -> str:
@@ -145,31 +182,75 @@ class Spool:
         except OSError:
             return False
 
-    def _write(self, env: Envelope, data: bytes) -> None:
-        tmp = self.tmp / env.id
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def _write_batch(self, items: list[tuple[Envelope, bytes]]) -> list[BaseException | None]:
+        """Write, fsync and rename every message, then fsync ``msg/`` once
+        (blocking).  One result per message; a failed one leaves nothing in
+        ``tmp/`` or ``msg/``."""
+        results: list[BaseException | None] = [None] * len(items)
+        open_fds: list[tuple[int, int]] = []  # (index, fd)
+
+        def fail(i: int, exc: BaseException) -> None:
+            results[i] = exc
             try:
-                view = memoryview(encode_message(env, data))
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.msg / env.id)
-        except BaseException:
-            try:
-                tmp.unlink()
+                (self.tmp / items[i][0].id).unlink()
             except OSError:
                 pass
-            raise
+
+        try:
+            for i, (env, data) in enumerate(items):
+                try:
+                    fd = os.open(self.tmp / env.id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except OSError as exc:
+                    results[i] = exc
+                    continue
+                open_fds.append((i, fd))
+                try:
+                    view = memoryview(encode_message(env, data))
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError as exc:
+                    fail(i, exc)
+            for i, fd in open_fds:
+                if results[i] is None:
+                    try:
+                        os.fsync(fd)
+                    except OSError as exc:
+                        fail(i, exc)
+        finally:
+            for _, fd in open_fds:
+                os.close(fd)
+        renamed = []
+        for i, (env, _data) in enumerate(items):
+            if results[i] is None:
+                try:
+                    os.rename(self.tmp / env.id, self.msg / env.id)
+                    renamed.append(i)
+                except OSError as exc:
+                    fail(i, exc)
+        if renamed:
+            try:
+                _fsync_dir(self.msg)
+            except OSError as exc:
+                # In msg/ but not known durable: not acknowledged (a restart
+                # would deliver it: a second copy at worst, never a loss).
+                for i in renamed:
+                    results[i] = exc
+        return results
 
     async def store(self, env: Envelope, data: bytes) -> None:
         """Write a message durably; raises :class:`SpoolFull` or ``OSError``."""
         if not self.has_room(len(data)):
             raise SpoolFull(errno.ENOSPC, "spool free space below the minimum")
-        await asyncio.to_thread(self._write, env, data)
-        await self._dirsync()
+        await self._writer.submit((env, data))
+        if self._fresh_bytes + len(data) <= self._fresh_limit:
+            self._fresh[env.id] = data
+            self._fresh_bytes += len(data)
+
+    def _forget(self, msg_id: str) -> bytes | None:
+        data = self._fresh.pop(msg_id, None)
+        if data is not None:
+            self._fresh_bytes -= len(data)
+        return data
 
     def exists(self, msg_id: str) -> bool:
         return (self.msg / msg_id).exists()
@@ -178,15 +259,39 @@ class Spool:
         return decode_message((self.msg / msg_id).read_bytes())
 
     async def read(self, msg_id: str) -> bytes:
-        """The message bytes (FileNotFoundError when it was deleted)."""
+        """The message bytes (FileNotFoundError when it was deleted): from
+        memory for the first read after :meth:`store`, else from the file."""
+        data = self._forget(msg_id)
+        if data is not None:
+            return data
         _env, data = await asyncio.to_thread(self._read, msg_id)
         return data
 
     def remove(self, msg_id: str) -> None:
+        """Unlink a message file (blocking)."""
+        self._forget(msg_id)
         try:
             (self.msg / msg_id).unlink()
         except FileNotFoundError:
             pass
+
+    def _unlink_batch(self, ids: list[str]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        for msg_id in ids:
+            try:
+                (self.msg / msg_id).unlink()
+                results.append(None)
+            except FileNotFoundError:
+                results.append(None)
+            except OSError as exc:
+                results.append(exc)
+        return results
+
+    async def discard(self, msg_id: str) -> None:
+        """Unlink a finished message's file, batched with others (no fsync:
+        a compaction fsyncs ``msg/`` before it forgets a message)."""
+        self._forget(msg_id)
+        await self._unlinker.submit(msg_id)
 
     # -- recovery ---------------------------------------------------------
     def recover(self) -> Recovered:

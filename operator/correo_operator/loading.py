@@ -48,9 +48,14 @@ def crd_dir() -> Path:
 
 
 @functools.cache
-def crd(kind: str) -> dict:
+def _crd(kind: str) -> dict:
     with open(crd_dir() / KINDS[kind], encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def crd(kind: str) -> dict:
+    """The CustomResourceDefinition of ``kind`` (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_crd(kind))
 
 
 def crds() -> list[dict]:
@@ -58,7 +63,8 @@ def crds() -> list[dict]:
 
 
 def schema(kind: str) -> dict:
-    (version,) = [v for v in crd(kind)["spec"]["versions"] if v["name"] == VERSION]
+    """The openAPIV3Schema of ``kind``; shared, so read it, never change it."""
+    (version,) = [v for v in _crd(kind)["spec"]["versions"] if v["name"] == VERSION]
     return version["schema"]["openAPIV3Schema"]
 
 

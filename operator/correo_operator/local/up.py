@@ -137,7 +137,7 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         return 1
     stack.write_config(loaded, layout, ports, options)
     state = {
-        "pid": os.getpid(), "data": str(layout.root), "paths": [str(Path(p).resolve()) for p in paths],
+        "pid": os.getpid(), "data": str(layout.root), "paths": paths,
         "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports),
         "generations": generations(loaded, previous.get("generations")),
         "options": {"portBase": options.port_base, "ephemeral": options.ephemeral, "dns": list(options.dns),
@@ -213,7 +213,8 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
 
 def main(args) -> int:
     logs.setup(args.log_format)
-    paths = default_paths(args.paths)
+    # Absolute from here on: state.json keeps them for `apply` and the watcher.
+    paths = [str(Path(p).resolve()) for p in default_paths(args.paths)]
     loaded = _load(paths)
     if loaded is None:
         return 1

@@ -11,6 +11,7 @@ from queue_reports import check_fields, parse_report
 
 from correo_server.config import Smarthost
 from correo_server.queue.records import BOUNCED, DEFERRED
+from correo_server.queue.smtpclient import Connection, wire_data
 
 
 def the_message(h):
@@ -352,3 +353,91 @@ async def test_connection_lost_after_the_data_is_retried_later_not_sent_elsewher
     assert len(mx1.messages) == 1 and not mx2.messages
     r = the_message(harness).rcpts[0]
     assert r.state == DEFERRED and r.reply.startswith("451 4.4.2")
+
+
+class ScriptedServer:
+    """A raw SMTP/LMTP server that offers PIPELINING, answers each command
+    from a script and records every read: what the queue puts on the wire."""
+
+    def __init__(self, replies: dict[str, str], *, lmtp: bool = False) -> None:
+        self.replies = replies
+        self.lmtp = lmtp
+        self.reads: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _serve(self, reader, writer) -> None:
+        writer.write(b"220 mx.test ESMTP\r\n")
+        rcpts = 0
+        while chunk := await reader.read(65536):
+            self.reads.append(chunk)
+            out = []
+            for line in chunk.split(b"\r\n")[:-1]:
+                verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper().decode(errors="replace")
+                if verb in ("EHLO", "LHLO"):
+                    out.append("250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME")
+                elif verb == "MAIL":
+                    rcpts = 0
+                if verb in self.replies:
+                    out.append(self.replies[verb])
+                    rcpts += verb == "RCPT" and self.replies[verb].startswith("2")
+                elif verb in ("RSET", "QUIT"):
+                    out.append("250 2.0.0 ok" if verb == "RSET" else "221 2.0.0 bye")
+                elif line == b".":
+                    out.extend(["250 2.0.0 stored"] * (rcpts if self.lmtp else 1))
+            if out:
+                writer.write(("\r\n".join(out) + "\r\n").encode())
+
+    async def connect(self) -> Connection:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        conn = await Connection.open("mx.test", "127.0.0.1", port, connect_timeout=5, timeout=5)
+        await conn.hello("queue.test", lmtp=self.lmtp)
+        return conn
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+async def test_mail_rcpt_and_data_go_out_in_one_write_when_pipelining_is_offered(lmtp):
+    server = ScriptedServer({"MAIL": "250 2.1.0 ok", "RCPT": "250 2.1.5 ok", "DATA": "354 go on"}, lmtp=lmtp)
+    conn = await server.connect()
+    try:
+        replies = await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"],
+                                         wire_data(b"Subject: s\r\n\r\nbody\r\n"), size=20)
+    finally:
+        await conn.quit()
+        server.close()
+    assert [r.code for r in replies] == [250, 250]
+    group = next(r for r in server.reads if r.startswith(b"MAIL"))
+    assert group.split(b"\r\n")[1:4] == [b"RCPT TO:<x@remote.test>", b"RCPT TO:<y@remote.test>", b"DATA"]
+    assert conn.payload_sent
+
+
+async def test_a_server_that_says_354_after_refusing_every_recipient_gets_no_message():
+    server = ScriptedServer({"MAIL": "250 2.1.0 ok", "RCPT": "550 5.1.1 unknown", "DATA": "354 go on"})
+    conn = await server.connect()
+    try:
+        replies = await conn.transaction("a@example.com", ["x@remote.test"], wire_data(b"Subject: secret\r\n\r\n"),
+                                         size=20)
+        await asyncio.sleep(0.05)
+    finally:
+        server.close()
+    assert [r.text for r in replies] == ["550 5.1.1 unknown"]
+    assert not conn.payload_sent and conn.closed  # hung up instead of sending the data
+    assert not any(b"secret" in r for r in server.reads)
+
+
+async def test_a_refused_sender_with_pipelining_resets_and_keeps_the_connection():
+    server = ScriptedServer({"MAIL": "451 4.3.0 try later", "RCPT": "503 5.5.1 need MAIL", "DATA": "503 5.5.1 no"})
+    conn = await server.connect()
+    try:
+        replies = await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"], wire_data(b"x\r\n"),
+                                         size=3)
+        assert [r.code for r in replies] == [451, 451]
+        assert not conn.closed and not conn.payload_sent
+    finally:
+        await conn.quit()
+        server.close()
+    assert any(r.startswith(b"RSET") for r in server.reads)

@@ -27,9 +27,13 @@ class Received:
 class LMTPSink:
     """A queue stand-in: records what arrives; ``rcpt_reply``/``data_reply``
     (callables recipient → reply or None) make it refuse, ``delay`` makes it
-    slow, ``stop()`` takes it down (open connections included)."""
+    slow, ``stop()`` takes it down (open connections included).  It offers
+    PIPELINING as an LMTP server must (RFC 2033), unless ``pipelining`` is
+    False; ``commands`` lists the MAIL, RCPT and completed DATA it saw."""
 
     def __init__(self) -> None:
+        self.pipelining = True
+        self.commands: list[str] = []
         self.messages: list[Received] = []
         self.rcpt_reply: Callable[[str], str | None] | None = None
         self.data_reply: Callable[[str], str | None] | None = None
@@ -40,7 +44,19 @@ class LMTPSink:
         self._protocols: list[LMTP] = []
         self._count = 0
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"] if self.pipelining else []
+        return [responses[0], *extra, *responses[1:]]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.commands.append("MAIL")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.commands.append("RCPT")
         reply = self.rcpt_reply(address) if self.rcpt_reply else None
         if reply:
             return reply
@@ -48,6 +64,7 @@ class LMTPSink:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.commands.append("DATA-END")
         if self.delay:
             await asyncio.sleep(self.delay)
         replies, accepted = [], []

@@ -69,6 +69,12 @@ class Handler:
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
 
+    async def handle_EHLO(self, server, session, envelope, hostname: str, responses: list[str]) -> list[str]:
+        # RFC 2033 section 5: an LMTP server must offer PIPELINING and
+        # ENHANCEDSTATUSCODES (aiosmtpd reads pipelined commands one by one).
+        session.host_name = hostname
+        return [responses[0], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *responses[1:]]
+
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
         if not self.spool.has_room():
             self.metrics.inc("queue_rejected_total", reason="disk_full")

@@ -278,22 +278,26 @@ class Connection:
             params.append("SMTPUTF8")
         mail = " ".join([f"MAIL FROM:<{sender}>", *params])
         rcpt_lines = [f"RCPT TO:<{r}>" for r in recipients]
+        data_reply: Reply | None = None
         if "PIPELINING" in self.extensions:
-            await self.send(b"".join(self._line(c) for c in [mail, *rcpt_lines]))
+            # RFC 2920: DATA may end the group; the message waits for its 354.
+            await self.send(b"".join(self._line(c) for c in [mail, *rcpt_lines, "DATA"]))
             mail_reply = await self.read_reply()
             rcpt_replies = [await self.read_reply() for _ in recipients]
+            data_reply = await self.read_reply()
         else:
             mail_reply = await self.command(mail)
             rcpt_replies = [await self.command(c) for c in rcpt_lines] if mail_reply.ok else []
         if not mail_reply.ok:
-            await self._rset()
+            await self._end_refused(data_reply)
             return [mail_reply] * n
         accepted = [i for i, r in enumerate(rcpt_replies) if r.ok]
         results: list[Reply] = list(rcpt_replies)
         if not accepted:
-            await self._rset()
+            await self._end_refused(data_reply)
             return results
-        data_reply = await self.command("DATA")
+        if data_reply is None:
+            data_reply = await self.command("DATA")
         if data_reply.code != 354:
             for i in accepted:
                 results[i] = data_reply
@@ -309,6 +313,14 @@ class Connection:
             for i in accepted:
                 results[i] = final
         return results
+
+    async def _end_refused(self, data_reply: Reply | None) -> None:
+        """Nothing to send after all: RSET, or, when a pipelined DATA got
+        ``354`` anyway, drop the connection (no message was sent)."""
+        if data_reply is not None and data_reply.code == 354:
+            self.abort()
+            return
+        await self._rset()
 
     async def _rset(self) -> None:
         try:

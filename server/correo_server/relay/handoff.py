@@ -14,7 +14,12 @@ client a single reply, so :func:`client_reply` folds them:
 
 Recipients are sent to the queue before the data, and if the queue refuses
 any of them there (e.g. ``452 4.3.1`` when its disk is full) the transaction
-is reset before the data is sent, so the queue keeps nothing.  The queue
+is reset before the data is sent, so the queue keeps nothing.  With
+PIPELINING (RFC 2920; every LMTP server offers it, RFC 2033) ``MAIL``, the
+``RCPT``\ s and ``DATA`` go in one write and the message follows the ``354``:
+two round trips per message instead of four.  Should the queue answer ``354``
+although it refused a recipient, the connection is dropped instead of
+sending the data, so that the queue still keeps nothing.  The queue
 being unreachable, slow past ``timeout`` or talking nonsense ends in
 ``451 4.3.0``; the connection is then dropped, never reused.
 
@@ -295,11 +300,13 @@ class QueueClient:
             params.append(f"SIZE={sum(len(p) for p in data)}")
         mail = f"MAIL FROM:<{sender}>" + "".join(" " + p for p in params)
         rcpts = [f"RCPT TO:<{r}>" for r in recipients]
+        start: Reply | None = None  # the reply to a pipelined DATA
         try:
             if "PIPELINING" in conn.extensions:
-                await self._send(conn, ("\r\n".join([mail, *rcpts]) + "\r\n").encode("utf-8"))
+                await self._send(conn, ("\r\n".join([mail, *rcpts, "DATA"]) + "\r\n").encode("utf-8"))
                 mail_reply = await self._read_reply(conn)
                 rcpt_replies = [await self._read_reply(conn) for _ in rcpts]
+                start = await self._read_reply(conn)
             else:
                 mail_reply = await self._command(conn, mail)
                 rcpt_replies = []
@@ -313,18 +320,28 @@ class QueueClient:
         if pooled and mail_reply.code == 421:
             raise _Stale()
         if mail_reply.code != 250:
-            await self._reset(conn)
+            await self._end_refused(conn, start)
             return Outcome(recipients, [mail_reply] * len(recipients), "mail")
         if not rcpt_replies or any(r.code not in (250, 251) for r in rcpt_replies):
-            await self._reset(conn)
+            await self._end_refused(conn, start)
             return Outcome(recipients, rcpt_replies, "rcpt")
-        start = await self._command(conn, "DATA")
+        if start is None:
+            start = await self._command(conn, "DATA")
         if start.code != 354:
             await self._reset(conn)
             return Outcome(recipients, [start] * len(recipients), "data")
         await self._send(conn, data_lines(data))
         replies = [await self._read_reply(conn) for _ in recipients]
         return Outcome(recipients, replies, "data")
+
+    async def _end_refused(self, conn: _Connection, data_reply: Reply | None) -> None:
+        """After a refusal at MAIL or RCPT: reset, unless a pipelined DATA was
+        answered ``354`` (the queue waits for data it must not get): then the
+        connection is dropped, which ends the transaction with nothing kept."""
+        if data_reply is not None and data_reply.code == 354:
+            conn.close()
+            return
+        await self._reset(conn)
 
     async def _reset(self, conn: _Connection) -> None:
         """End a refused transaction; a connection that cannot is dropped

@@ -5,7 +5,7 @@ The relay (:mod:`correo_server.relay.smtp`), the queue's LMTP listener
 (:mod:`correo_server.queue.lmtp_in`) and the mailstore's
 (:mod:`correo_server.mailstore.lmtp`) mix :class:`Speedups` into their aiosmtpd
 classes.  Profiling the SMTP ingest benchmark (``bench/smtp_ingest.py``) showed
-two costs of aiosmtpd 1.4 that have nothing to do with mail:
+costs of aiosmtpd 1.4 that have nothing to do with mail:
 
 * **construction**: ``SMTP.__init__`` finds the ``smtp_*``, ``auth_*`` and
   ``handle_*`` methods with ``inspect.getmembers`` and ``dir`` on every new
@@ -15,6 +15,8 @@ two costs of aiosmtpd 1.4 that have nothing to do with mail:
   is built by aiosmtpd's own ``__init__`` as well, and if the two disagree on
   the attributes they set (a newer aiosmtpd), that class keeps aiosmtpd's
   ``__init__`` from then on;
+* **the idle timer**: aiosmtpd cancels and creates a timer for every
+  command; here the timer is re-armed only when it fires early;
 * **addresses**: ``SMTP._getaddr`` parses every ``MAIL FROM``/``RCPT TO``
   path with the ``email`` package's RFC 5322 header parser and defines a
   ``typing.Protocol`` class on each call, about 0.1 ms a command.  The common
@@ -92,6 +94,27 @@ class Speedups:
                 log.warning("smtp_fast_init_unavailable", cls=cls.__name__, reason="aiosmtpd sets other attributes")
             return
         _fast_init(self, handler, **kwargs)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, without a new timer for every command: the
+        timer fires at the earliest deadline and, if the session was active
+        since, waits again until the deadline moved to."""
+        loop = self.loop  # type: ignore[attr-defined]
+        deadline = loop.time() + (duration or self._timeout_duration)  # type: ignore[attr-defined]
+        self._idle_deadline = deadline
+        handle = self._timeout_handle  # type: ignore[has-type]
+        if handle is not None and not handle.cancelled() and handle.when() <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._timeout_handle = None
+        if self._idle_deadline - self.loop.time() > 0.001:  # type: ignore[attr-defined]
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)  # type: ignore[attr-defined]
+        else:
+            self._timeout_cb()  # type: ignore[attr-defined]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = simple_path(arg) if arg else None

@@ -9,6 +9,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from relay_helpers import RawClient
 
 from correo_server import smtpbase
 from correo_server.mailstore.lmtp import _LMTP
@@ -113,3 +114,19 @@ async def test_a_local_part_over_the_limit_is_still_refused():
     server = Limited(_Handler(), hostname="mx.example", loop=asyncio.get_running_loop())
     assert server._getaddr("<abcdefgh@example.com>") == (None, None)
     assert server._getaddr("<abc@example.com>") == ("abc@example.com", "")
+
+
+async def test_the_idle_timeout_counts_from_the_last_command(make_relay):
+    relay = await make_relay(relay={"timeout_seconds": 1})
+    client = await RawClient.connect(relay.smtp)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(3):  # active for longer than the timeout: still served
+        await asyncio.sleep(0.6)
+        assert (await client.cmd("NOOP"))[0] == 250
+    last = loop.time()
+    code, lines = await client.reply(timeout=5)
+    assert (code, lines[-1][4:9]) == (421, "4.4.2")
+    assert 0.9 <= loop.time() - last <= 2.5 and loop.time() - start > 2.5
+    assert await client.closed()
+    await client.close()

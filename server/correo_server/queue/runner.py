@@ -266,7 +266,8 @@ class Runner:
                 signal.clear()
                 self._idle[key] = self._idle.get(key, 0) + 1
                 try:
-                    await asyncio.wait_for(signal.wait(), max(deadline - loop.time(), 0.0))
+                    async with asyncio.timeout_at(deadline):
+                        await signal.wait()
                 except asyncio.TimeoutError:
                     pass
                 finally:

@@ -171,7 +171,8 @@ class Connection:
         code = 0
         while True:
             try:
-                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+                async with asyncio.timeout(self.timeout):  # no task per line, unlike wait_for
+                    raw = await self.reader.readline()
             except asyncio.TimeoutError:
                 raise self._lost("timeout waiting for a reply") from None
             except (OSError, ValueError, asyncio.LimitOverrunError):
@@ -196,7 +197,8 @@ class Connection:
             raise Failure(local_reply(451, "4.4.2", f"connection to {self.server} already closed"))
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
         except asyncio.TimeoutError:
             raise self._lost("timeout sending") from None
         except (OSError, RuntimeError):

@@ -161,7 +161,8 @@ class QueueClient:
         code = 0
         while True:
             try:
-                raw = await asyncio.wait_for(conn.reader.readline(), self.timeout)
+                async with asyncio.timeout(self.timeout):  # no task per line, unlike wait_for
+                    raw = await conn.reader.readline()
             except asyncio.TimeoutError:
                 raise HandoffError("timeout", "no reply from the queue") from None
             except (ValueError, asyncio.LimitOverrunError):
@@ -186,7 +187,8 @@ class QueueClient:
                 conn.writer.writelines(data)
             else:
                 conn.writer.write(data)
-            await asyncio.wait_for(conn.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await conn.writer.drain()
         except asyncio.TimeoutError:
             raise HandoffError("timeout", "the queue does not read") from None
         except (ConnectionError, OSError) as exc:

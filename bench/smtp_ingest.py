@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """SMTP ingest: Postfix's ``smtp-source`` into correo (relay → queue →
-mailstore) and, in the same run, into Postfix delivering to a Maildir on
-loopback; both timed until every message is in the mailbox.
+mailstore) and into Postfix delivering to a Maildir on loopback; both timed
+until every message is in the mailbox.
 
-    .venv/bin/python bench/smtp_ingest.py [--sessions 10] [--messages 2000] [--size 2048]
+    python bench/smtp_ingest.py [--sessions 10] [--messages 2000] [--size 2048] [--runs 3]
 
-Prints messages/s for both and the ratio (correo / Postfix).  Needs Debian's
+Each run starts a fresh ``correo up`` (the local runtime: three processes
+under a supervisor that relays their logs) and a fresh Postfix, one after the
+other, so that both see the same machine; ``--runs`` repeats that pair and
+the summary takes the median.  Per run it prints the accept rate (until
+``smtp-source`` has its last ``250``), the end-to-end rate (until the last
+message is in the mailbox) and CPU per message: for correo per process (from
+``/proc``), and for the whole machine during the run (everything, the load
+generator and other work on the machine included) for both.  Needs Debian's
 ``postfix`` (for ``smtp-source`` and the baseline; the baseline needs root
 for Postfix's ``virtual`` delivery agent).  Not a test: nothing asserts.
 
@@ -22,6 +29,7 @@ import pwd
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +89,33 @@ def smtp_source(port: int, args) -> float:
     return time.monotonic() - start
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent not idle (all cores), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle - steal) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def correo_processes(up_pid: int) -> dict[str, int]:
+    """The supervisor (``up``) and its services, by name."""
+    found = {"up": up_pid}
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(up_pid)], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        for name in ("relay", "queue", "mailstore"):
+            if f" serve {name} " in f" {args} ":
+                found[name] = int(pid)
+    return found
+
+
 def count_maildir(root: Path) -> int:
     n = 0
     for sub in ("new", "cur"):
@@ -121,11 +156,16 @@ def run_correo(args, work: Path) -> dict:
             except (OSError, KeyError, ValueError):
                 return 0
 
+        pids = correo_processes(proc.pid)
+        cpu0 = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        busy0 = machine_busy_seconds()
         start = time.monotonic()
         accept = smtp_source(st["ports"]["smtp"], args)
         wait(lambda: stored() >= args.messages, 600, "correo to store every message", 0.1)
         total = time.monotonic() - start
-        return {"accept_seconds": accept, "total_seconds": total}
+        busy = machine_busy_seconds() - busy0
+        cpu = {name: process_cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": busy, "cpu": cpu}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -185,11 +225,12 @@ def run_postfix(args, work: Path) -> dict | None:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
         wait(listening, 30, "postfix smtpd")
+        busy0 = machine_busy_seconds()
         start = time.monotonic()
         accept = smtp_source(port, args)
         wait(lambda: count_maildir(mail) >= args.messages, 600, "postfix to deliver every message", 0.1)
         total = time.monotonic() - start
-        return {"accept_seconds": accept, "total_seconds": total}
+        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": machine_busy_seconds() - busy0}
     finally:
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)  # stop it by PID
@@ -198,29 +239,51 @@ def run_postfix(args, work: Path) -> dict | None:
         time.sleep(1)
 
 
+def line(name: str, result: dict, n: int) -> str:
+    text = (f"{name:7}: {n / result['accept_seconds']:5.0f} msg/s accepted, {n / result['total_seconds']:5.0f} msg/s "
+            f"end to end ({result['total_seconds']:5.2f}s); CPU ms/msg: machine {result['machine_cpu'] / n * 1000:5.2f}")
+    if "cpu" in result:
+        text += "".join(f", {k} {v / n * 1000:.2f}" for k, v in sorted(result["cpu"].items()))
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=10, help="parallel SMTP sessions (smtp-source -s)")
     parser.add_argument("--messages", type=int, default=2000, help="messages in all (smtp-source -m)")
     parser.add_argument("--size", type=int, default=2048, help="message size in bytes (smtp-source -l)")
+    parser.add_argument("--runs", type=int, default=3, help="correo/Postfix pairs to run (the summary is the median)")
+    parser.add_argument("--only", choices=("correo", "postfix"), help="run one side only")
     args = parser.parse_args()
     if not shutil.which("smtp-source"):
         raise SystemExit("smtp-source not found: apt-get install postfix")
-    work = Path(tempfile.mkdtemp(prefix="correo-bench-"))
-    try:
-        print(f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, on {os.cpu_count()} cores")
-        correo = run_correo(args, work)
-        print(f"correo : accepted in {correo['accept_seconds']:.2f}s, all stored in {correo['total_seconds']:.2f}s"
-              f"  → {args.messages / correo['total_seconds']:.0f} messages/s end to end,"
-              f" {args.messages / correo['accept_seconds']:.0f} messages/s accepted")
-        postfix = run_postfix(args, work)
-        if postfix:
-            print(f"postfix: accepted in {postfix['accept_seconds']:.2f}s, all stored in {postfix['total_seconds']:.2f}s"
-                  f"  → {args.messages / postfix['total_seconds']:.0f} messages/s end to end,"
-                  f" {args.messages / postfix['accept_seconds']:.0f} messages/s accepted")
-            print(f"ratio correo/postfix (end to end): {postfix['total_seconds'] / correo['total_seconds']:.2f}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    n = args.messages
+    print(f"smtp-source -s {args.sessions} -m {n} -l {args.size}, {args.runs} run(s), on {os.cpu_count()} cores")
+    results: dict[str, list[dict]] = {"correo": [], "postfix": []}
+    for run in range(1, args.runs + 1):
+        work = Path(tempfile.mkdtemp(prefix="correo-bench-"))
+        try:
+            if args.only != "postfix":
+                results["correo"].append(run_correo(args, work))
+                print(f"run {run} " + line("correo", results["correo"][-1], n), flush=True)
+            if args.only != "correo":
+                postfix = run_postfix(args, work)
+                if postfix:
+                    results["postfix"].append(postfix)
+                    print(f"run {run} " + line("postfix", postfix, n), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    medians = {}
+    for name, runs in results.items():
+        if runs:
+            accept = statistics.median(n / r["accept_seconds"] for r in runs)
+            e2e = statistics.median(n / r["total_seconds"] for r in runs)
+            cpu = statistics.median(r["machine_cpu"] / n * 1000 for r in runs)
+            medians[name] = e2e
+            print(f"median {name:7}: {accept:5.0f} msg/s accepted, {e2e:5.0f} msg/s end to end, "
+                  f"machine CPU {cpu:.2f} ms/msg")
+    if len(medians) == 2:
+        print(f"ratio correo/postfix (end to end, medians): {medians['correo'] / medians['postfix']:.2f}")
 
 
 if __name__ == "__main__":

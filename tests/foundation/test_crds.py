@@ -1,6 +1,8 @@
 """The CRDs are valid API objects, structural, self-explaining and defaulted."""
 from __future__ import annotations
 
+import copy
+
 import celpy
 import jsonschema
 import kubernetes_validate
@@ -75,7 +77,9 @@ def test_every_default_is_valid_against_its_own_schema(kind):
     for path, node in walk(loading.schema(kind)["properties"]["spec"]):
         if "default" in node:
             sub = loading._strict(node, top=False)
-            default = loading._defaults(node, node["default"]) if isinstance(node["default"], dict) else node["default"]
+            default = copy.deepcopy(node["default"])
+            if isinstance(default, dict):
+                default = loading._defaults(node, default)
             jsonschema.validate(default, sub)
 
 

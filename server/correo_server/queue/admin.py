@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..guard import is_loopback
 from ..sideport import SidePort
 from ..statusdoc import rfc3339
 from .records import Message
@@ -72,12 +73,24 @@ class AdminSidePort(SidePort):
 
     def app(self) -> web.Application:
         app = super().app()
+        app.middlewares.append(self._loopback_only)
         app.router.add_get("/queue", self._list)
         app.router.add_post("/queue/retry-all", self._retry_all)
         app.router.add_get("/queue/{id}", self._show)
         app.router.add_post("/queue/{id}/retry", self._retry)
         app.router.add_delete("/queue/{id}", self._delete)
         return app
+
+    @web.middleware
+    async def _loopback_only(self, request: web.Request, handler):
+        """The admin API lists addresses and deletes mail: it answers only
+        connections from this host (on Kubernetes: ``kubectl port-forward``
+        or ``exec``).  /status, /metrics and the probes stay open to the
+        cluster for the operator and Prometheus."""
+        if request.path.startswith("/queue") and not is_loopback(request.remote):
+            return web.json_response(
+                {"error": "the queue admin API answers only on loopback; use kubectl port-forward"}, status=403)
+        return await handler(request)
 
     @staticmethod
     def _missing(msg_id: str) -> web.Response:

@@ -171,3 +171,32 @@ async def test_the_journal_commits_concurrent_changes_together(tmp_path):
     await journal.close()
     found = Spool(tmp_path).recover()
     assert [ev["id"] for ev in found.events] == [f"M{i}" for i in range(50)]
+
+
+async def test_spool_disk_work_is_batched_and_each_waiter_resumes_after_its_own_work(tmp_path):
+    """Message files, journal events and unlinks asked for together share
+    worker-thread calls; each store returns with its file in msg/."""
+    spool = Spool(tmp_path)
+    spool.recover()
+    journal = spool.open_journal(lambda: {"figures": {}, "messages": {}})
+    old = Envelope(id="OLD", sender="a@example.com", recipients=(Rcpt("b@example.com", "b@example.com", True),),
+                   arrival=T0, size=4)
+    await spool.store(old, b"old\n")
+    calls = spool.disk.calls
+    envs = [Envelope(id=f"M{i}", sender="a@example.com", recipients=old.recipients, arrival=T0, size=4)
+            for i in range(20)]
+
+    async def store(env):
+        await spool.store(env, b"new\n")
+        assert (tmp_path / "msg" / env.id).exists()
+
+    await asyncio.gather(*(store(env) for env in envs), journal.append([{"e": "retry", "id": "OLD", "t": T0}]),
+                         spool.discard("OLD"))
+    assert spool.disk.calls - calls < 10
+    assert not (tmp_path / "msg" / "OLD").exists()
+    assert await spool.read("M3") == b"new\n"  # the first read comes from memory...
+    assert await spool.read("M3") == b"new\n"  # ...the next from the file
+    await journal.close()
+    found = Spool(tmp_path).recover()
+    assert sorted(found.envelopes) == sorted(env.id for env in envs)
+    assert [ev["id"] for ev in found.events] == ["OLD"]

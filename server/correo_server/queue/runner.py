@@ -2,9 +2,10 @@
 
 One loop keeps a heap of (due time, message) and sleeps on the injected clock
 until the earliest one, or until something new arrives (then it wakes at
-once: a message the relay just handed over is attempted immediately, and a
-retry due in two seconds happens in two seconds, not on a coarse tick).  What
-is due comes from :mod:`.schedule`; the loop turns it into
+once: a retry due in two seconds happens in two seconds, not on a coarse
+tick).  What is already due when it is (re)scheduled, such as a message the
+relay just handed over, is dispatched at once, without the heap.  What is due
+comes from :mod:`.schedule`; the loop turns it into
 
 - **jobs**: one message, its due recipients for one route (:mod:`.outbound`),
   queued per route and taken by workers; at most
@@ -78,6 +79,7 @@ class Runner:
         self._background: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
+        self._inline = False  # dispatching from reschedule (no second level)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +114,21 @@ class Runner:
         due = schedule.next_due(self.policy(msg), msg)
         if due is None or (msg.heap_due is not None and msg.heap_due <= due):
             return
+        if not self._inline and self.running and not self._stopping:
+            now = self.clock.now()
+            if due <= now:
+                # Due already (new mail, mostly): dispatched here and now
+                # rather than through the heap and a wake-up of the loop.
+                msg.heap_due = None  # an entry still in the heap is stale now
+                self._inline = True
+                try:
+                    self._dispatch(msg, now)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the queue
+                    log.exception("dispatch_failed", queue_id=msg.id)
+                finally:
+                    self._inline = False
+                self.reschedule(msg)
+                return
         msg.heap_due = due
         entry = (due, next(self._seq), msg.id)
         heapq.heappush(self._heap, entry)

@@ -11,20 +11,21 @@ Layout of the spool folder (``queue.spoolDir``)::
 
 **Messages** are written to ``tmp/``, fsynced, renamed into ``msg/`` and the
 directory is fsynced; only then does :meth:`Spool.store` return (and the LMTP
-listener answer 250).  Writes are grouped (:class:`GroupCommit`): the messages
-that arrive while one batch is being written go together in the next, in one
-worker-thread call: every file written, then each fsynced (the first fsync
-commits the file system journal for all of them, the others find little left
-to do), renamed, and one fsync of ``msg/`` for the batch.  Each message's own
-file fsync, rename and directory fsync happen before its own ``store`` returns.
-The bytes of a message just stored stay in memory (within a budget) for its
-first delivery attempt, so that the runner does not read back what it has just
-written; later attempts read the file.  Finished messages are unlinked in
-batches too (:meth:`Spool.discard`).
+listener answer 250).  The bytes of a message just stored stay in memory
+(within a budget) for its first delivery attempt, so that the runner does not
+read back what it has just written; later attempts read the file.
+
+**Disk work is batched** (:class:`DiskWork`): one worker-thread call does all
+that was asked for since the previous call: new message files (each written
+and fsynced, renamed, then one fsync of ``msg/`` for all), journal events
+(one write and fsync), and unlinks of finished messages.  Each caller resumes
+once the call holding its work is done, so nobody hears 250 before its own
+message and folder were fsynced.  A thread hand-off costs more CPU than a
+small write or an unlink, hence one for everything rather than one each.
 
 **State changes** go to the journal: :meth:`Journal.append` queues events and
 returns a future that completes once they are on disk (one write + fsync for
-everything queued meanwhile: group commit).  When the journal grows past a
+everything queued meanwhile: group commit, in the batches above).  When the journal grows past a
 limit (and at every start) it is *compacted*: the state is written to
 ``snapshot.json`` (temp file, fsync, rename, directory fsync) and a new journal
 generation begins.  A crash at any point leaves either the old snapshot and
@@ -43,7 +44,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable
 
 from .. import logs
 from .records import Envelope
@@ -55,8 +56,6 @@ SNAPSHOT = "snapshot.json"
 JOURNAL_PREFIX = "journal."
 COMPACT_BYTES = 8 * 1024 * 1024
 FRESH_BYTES = 32 * 1024 * 1024  # messages kept in memory for their first attempt, at most
-
-T = TypeVar("T")
 
 
 class SpoolFull(OSError):
@@ -71,46 +70,99 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class GroupCommit(Generic[T]):
-    """Run a blocking function over everything submitted meanwhile, in one
-    worker-thread call per batch.
+class DiskWork:
+    """The spool's disk work in batches: each worker-thread call performs, in
+    this order, everything asked for since the previous call:
 
-    ``fn(items)`` returns one result per item: None when it succeeded, else
-    the exception for that item.  :meth:`submit` returns (or raises) once the
-    batch holding its item has been processed, never earlier; items submitted
-    while a batch runs wait for the next one.  Fewer thread hand-offs is the
-    point: each costs the event loop tens of microseconds."""
+    1. new message files (:meth:`Spool.store`): written, each fsynced,
+       renamed into ``msg/``, then ``msg/`` fsynced once;
+    2. journal events (:meth:`Journal.append`): appended and fsynced;
+    3. finished message files (:meth:`Spool.discard`): unlinked (their final
+       events were committed by an earlier call, before discard was asked).
 
-    def __init__(self, fn: Callable[[list[T]], list[BaseException | None]], max_batch: int = 256) -> None:
-        self._fn = fn
-        self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future]] = []
+    A failed journal write is retried (first thing in a later call, a second
+    later); nothing waiting on those events proceeds meanwhile."""
+
+    def __init__(self, spool: "Spool") -> None:
+        self.spool = spool
+        self._writes: list[tuple[tuple[Envelope, bytes], asyncio.Future]] = []
+        self._unlinks: list[tuple[str, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
+        self.calls = 0  # worker-thread calls made (for tests and curiosity)
 
-    async def submit(self, item: T) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
+    def kick(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
+            self._task = asyncio.create_task(self._run(), name="spool-disk")
+
+    async def write(self, env: Envelope, data: bytes) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._writes.append(((env, data), fut))
+        self.kick()
         await asyncio.shield(fut)
 
+    async def unlink(self, msg_id: str) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._unlinks.append((msg_id, fut))
+        self.kick()
+        await asyncio.shield(fut)
+
+    async def drain(self) -> None:
+        """Wait until nothing is pending."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def _journal_pending(self) -> bool:
+        journal = self.spool.journal
+        return journal is not None and journal.pending()
+
     async def _run(self) -> None:
-        batch: list[tuple[T, asyncio.Future]] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[:self._max], self._pending[self._max:]
-                try:
-                    results = await asyncio.to_thread(self._fn, [item for item, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - handed to every waiter of the batch
-                    results = [exc] * len(batch)
-                for (_, fut), result in zip(batch, results):
-                    _settle(fut, result)
-                batch = []
-        except BaseException as exc:  # cancelled (shutdown): nobody may wait forever
-            for _, fut in batch + self._pending:
-                _settle(fut, exc if isinstance(exc, Exception) else OSError(errno.EIO, "spool writer stopped"))
-            self._pending = []
-            raise
+        while self._writes or self._unlinks or self._journal_pending():
+            writes, self._writes = self._writes, []
+            unlinks, self._unlinks = self._unlinks, []
+            journal = self.spool.journal
+            batch = journal.take() if journal is not None and journal.pending() else None
+            spool = self.spool
+
+            def work() -> tuple[list[BaseException | None], OSError | None, list[BaseException | None]]:
+                written = spool._write_batch([item for item, _ in writes]) if writes else []
+                failed = None
+                if batch is not None:
+                    assert journal is not None
+                    try:
+                        journal._write(batch.data)
+                    except OSError as exc:
+                        failed = exc
+                unlinked = spool._unlink_batch([item for item, _ in unlinks]) if unlinks else []
+                return written, failed, unlinked
+
+            try:
+                written, failed, unlinked = await asyncio.to_thread(work)
+            except BaseException as exc:  # a bug, or cancelled at shutdown: nobody may wait forever
+                error = exc if isinstance(exc, Exception) else OSError(errno.EIO, "spool stopped")
+                for _, fut in writes + unlinks:
+                    _settle(fut, error)
+                if batch is not None:
+                    assert journal is not None
+                    journal.give_back(batch)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error("spool_disk_work_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            self.calls += 1
+            for (_, fut), result in zip(writes, written):
+                _settle(fut, result)
+            for (_, fut), result in zip(unlinks, unlinked):
+                _settle(fut, result)
+            if batch is not None:
+                assert journal is not None
+                if failed is None:
+                    await journal.committed(batch)
+                else:
+                    # Nothing waiting on these events may proceed; keep trying.
+                    log.error("journal_write_failed", error=str(failed))
+                    journal.give_back(batch)
+                    await asyncio.sleep(1.0)
 
 
 def _settle(fut: asyncio.Future, result: BaseException | None) -> None:
@@ -137,6 +189,15 @@ def decode_message(blob: bytes) -> tuple[Envelope, bytes]:
 
 
 @dataclass
+class _Batch:
+    """Journal events on their way to disk, and who waits for them."""
+
+    data: bytes
+    waiters: list[asyncio.Future]
+    snapshot: bytes | None  # the state to compact to after writing, if due
+
+
+@dataclass
 class Recovered:
     """What :meth:`Spool.recover` found on disk."""
 
@@ -157,8 +218,7 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self.journal: Journal | None = None
         self._counter = secrets.randbelow(0x1000)
-        self._writer: GroupCommit[tuple[Envelope, bytes]] = GroupCommit(self._write_batch)
-        self._unlinker: GroupCommit[str] = GroupCommit(self._unlink_batch)
+        self.disk = DiskWork(self)
         self._fresh: dict[str, bytes] = {}  # just stored, not yet read for delivery
         self._fresh_bytes = 0
         self._fresh_limit = fresh_bytes
@@ -241,7 +301,7 @@ class Spool:
         """Write a message durably; raises :class:`SpoolFull` or ``OSError``."""
         if not self.has_room(len(data)):
             raise SpoolFull(errno.ENOSPC, "spool free space below the minimum")
-        await self._writer.submit((env, data))
+        await self.disk.write(env, data)
         if self._fresh_bytes + len(data) <= self._fresh_limit:
             self._fresh[env.id] = data
             self._fresh_bytes += len(data)
@@ -291,7 +351,7 @@ class Spool:
         """Unlink a finished message's file, batched with others (no fsync:
         a compaction fsyncs ``msg/`` before it forgets a message)."""
         self._forget(msg_id)
-        await self._unlinker.submit(msg_id)
+        await self.disk.unlink(msg_id)
 
     # -- recovery ---------------------------------------------------------
     def recover(self) -> Recovered:
@@ -375,8 +435,7 @@ class Journal:
         self._size = 0
         self._buf: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._retry: _Batch | None = None  # a write that failed, first in line
         self._closed = False
         self.flushes = 0
 
@@ -425,10 +484,43 @@ class Journal:
         for ev in events:
             self._buf.append(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
         self._waiters.append(fut)
-        self._kick.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._flusher())
+        self.spool.disk.kick()
         return fut
+
+    # -- what DiskWork calls ----------------------------------------------------
+    def pending(self) -> bool:
+        return self._retry is not None or bool(self._waiters)
+
+    def take(self) -> "_Batch":
+        """The events to write next (a failed batch first)."""
+        if self._retry is not None:
+            batch, self._retry = self._retry, None
+            return batch
+        data, waiters = b"".join(self._buf), self._waiters
+        self._buf, self._waiters = [], []
+        snapshot = None
+        if self._size + len(data) > self._compact_bytes:
+            # Taken in the same step as the buffer: it holds exactly the
+            # events up to here (events are applied when appended).
+            snapshot = json.dumps(self._snapshot_fn(), separators=(",", ":")).encode()
+        return _Batch(data, waiters, snapshot)
+
+    def give_back(self, batch: "_Batch") -> None:
+        """A batch that was not written: it goes first next time (without its
+        snapshot, which newer events would make stale)."""
+        self._retry = _Batch(batch.data, batch.waiters, None)
+
+    async def committed(self, batch: "_Batch") -> None:
+        self._size += len(batch.data)
+        if batch.snapshot is not None:
+            try:
+                await asyncio.to_thread(self.compact_now, batch.snapshot)
+            except OSError as exc:  # the journal goes on growing; next time perhaps
+                log.error("journal_compaction_failed", error=str(exc))
+        self.flushes += 1
+        for fut in batch.waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -446,47 +538,9 @@ class Journal:
                 pass
             raise
 
-    async def _flusher(self) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            if not self._waiters:
-                if self._closed:
-                    return
-                continue
-            buf, waiters = b"".join(self._buf), self._waiters
-            self._buf, self._waiters = [], []
-            snapshot = None
-            if self._size + len(buf) > self._compact_bytes:
-                # Taken in the same step as the buffer: it holds exactly the
-                # events up to here (events are applied when appended).
-                snapshot = json.dumps(self._snapshot_fn(), separators=(",", ":")).encode()
-            while True:
-                try:
-                    await asyncio.to_thread(self._write, buf)
-                    break
-                except OSError as exc:
-                    # Nothing waiting on these events may proceed; keep trying.
-                    log.error("journal_write_failed", error=str(exc))
-                    await asyncio.sleep(1.0)
-            self._size += len(buf)
-            if snapshot is not None:
-                try:
-                    await asyncio.to_thread(self.compact_now, snapshot)
-                except OSError as exc:  # the journal goes on growing; next time perhaps
-                    log.error("journal_compaction_failed", error=str(exc))
-            self.flushes += 1
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            if self._closed and not self._waiters:
-                return
-
     async def close(self) -> None:
         self._closed = True
-        self._kick.set()
-        if self._task is not None:
-            await self._task
+        await self.spool.disk.drain()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

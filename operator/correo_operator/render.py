@@ -397,6 +397,23 @@ def _network_policies(domain: dict) -> list[dict]:
     ]
 
 
+def _statefulset(domain: dict, component: str, service_name: str, volume: str, container: dict,
+                 config_hash: str) -> dict:
+    """A single-replica StatefulSet whose data lives on a volumeClaimTemplate;
+    the volume is kept or deleted with the MailDomain per ``reclaimPolicy``."""
+    spec = domain["spec"]
+    retention = "Delete" if spec["reclaimPolicy"] == "Delete" else "Retain"
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": _meta(domain, names(domain)[component], component),
+        "spec": {"replicas": 1, "serviceName": service_name, "podManagementPolicy": "OrderedReady",
+                 "selector": {"matchLabels": _selector(domain, component)},
+                 "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
+                 "volumeClaimTemplates": [_pvc(volume, spec[component]["storage"], component, domain)],
+                 "template": _template(domain, component, _pod_spec(domain, component, container), config_hash)},
+    }
+
+
 _RESOURCES = {
     "relay": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
     "queue": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
@@ -412,7 +429,6 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
     config_text = cfgmod.dump(server_config(domain))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets))
     config_hash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
-    retention = "Delete" if spec["reclaimPolicy"] == "Delete" else "Retain"
     relay_replicas = spec["relay"]["replicas"]
 
     objects: list[dict] = [
@@ -441,12 +457,7 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
     queue_c = _container(domain, "queue", image, [("lmtp", PORTS["queue_lmtp"])], PORTS["queue_http"],
                          [{"name": "spool", "mountPath": "/var/lib/correo/queue"}], _RESOURCES["queue"])
     objects += [
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(domain, n["queue"], "queue"),
-         "spec": {"replicas": 1, "serviceName": n["queue"], "podManagementPolicy": "OrderedReady",
-                  "selector": {"matchLabels": _selector(domain, "queue")},
-                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
-                  "volumeClaimTemplates": [_pvc("spool", spec["queue"]["storage"], "queue", domain)],
-                  "template": _template(domain, "queue", _pod_spec(domain, "queue", queue_c), config_hash)}},
+        _statefulset(domain, "queue", n["queue"], "spool", queue_c, config_hash),
         _service(domain, n["queue"], "queue",
                  [("lmtp", PORTS["queue_lmtp"], PORTS["queue_lmtp"]), ("http", PORTS["queue_http"], PORTS["queue_http"])],
                  headless=True),
@@ -461,12 +472,7 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
                     if (p[0].startswith("imap") and spec["mailstore"]["imap"])
                     or (p[0].startswith("pop3") and spec["mailstore"]["pop3"])]
     objects += [
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(domain, n["mailstore"], "mailstore"),
-         "spec": {"replicas": 1, "serviceName": n["mailstore_internal"], "podManagementPolicy": "OrderedReady",
-                  "selector": {"matchLabels": _selector(domain, "mailstore")},
-                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
-                  "volumeClaimTemplates": [_pvc("mail", spec["mailstore"]["storage"], "mailstore", domain)],
-                  "template": _template(domain, "mailstore", _pod_spec(domain, "mailstore", store_c), config_hash)}},
+        _statefulset(domain, "mailstore", n["mailstore_internal"], "mail", store_c, config_hash),
         _service(domain, n["mailstore_internal"], "mailstore",
                  [("lmtp", PORTS["mailstore_lmtp"], PORTS["mailstore_lmtp"]),
                   ("http", PORTS["mailstore_http"], PORTS["mailstore_http"])], headless=True),

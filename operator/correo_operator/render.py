@@ -428,7 +428,13 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
     spec, n = domain["spec"], names(domain)
     config_text = cfgmod.dump(server_config(domain))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets))
-    config_hash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    # The servers read correo.yaml once, so a change rolls the pods.  So does
+    # the TLS Secret appearing (cert-manager issues it after the pods start,
+    # and a server without a key pair at start offers no TLS); its renewals
+    # do not: the servers reload renewed files by themselves.
+    tls_name = (spec.get("tls") or {}).get("secretName")
+    tls_state = "" if not tls_name else ("tls:present" if tls_name in secrets else "tls:waiting")
+    config_hash = hashlib.sha256((config_text + tls_state).encode()).hexdigest()[:16]
     relay_replicas = spec["relay"]["replicas"]
 
     objects: list[dict] = [

@@ -183,3 +183,14 @@ def test_a_domain_config_change_rolls_the_pods_through_the_hash_annotation():
     hashes = lambda objs: {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["annotations"]["correo.dev/config-hash"]
                            for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
     assert all(hashes(a)[k] != hashes(b)[k] for k in hashes(a))
+
+
+def test_pods_roll_once_when_the_tls_secret_appears_but_not_on_renewal():
+    def hashes(secrets):
+        objs = render.render(maildomain(tls={"secretName": "mail-tls"}), [], secrets)
+        return {o["spec"]["template"]["metadata"]["annotations"]["correo.dev/config-hash"]
+                for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+    waiting = hashes({})
+    issued = hashes({"mail-tls": {"data": {"tls.crt": "QQ==", "tls.key": "QQ=="}}})
+    renewed = hashes({"mail-tls": {"data": {"tls.crt": "Qg==", "tls.key": "Qg=="}}})
+    assert waiting != issued and issued == renewed

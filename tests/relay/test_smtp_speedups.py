@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,3 +131,96 @@ async def test_the_idle_timeout_counts_from_the_last_command(make_relay):
     assert 0.9 <= loop.time() - last <= 2.5 and loop.time() - start > 2.5
     assert await client.closed()
     await client.close()
+
+
+# -- DATA: read in large pieces, with aiosmtpd's rules ---------------------------------
+class _Recorder:
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_NOOP(self, server, session, envelope, arg):
+        return "250 2.0.0 end of the conversation"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.contents.append(envelope.original_content)
+        return "\r\n".join(f"250 2.0.0 <{r}> ok {len(envelope.original_content)}" for r in envelope.rcpt_tos)
+
+
+class _Small:
+    line_length_limit = 40  # tiny limits, so that examples reach them
+
+
+class _FastLMTP(_Small, smtpbase.Speedups, LMTP):
+    pass
+
+
+class _PlainLMTP(_Small, LMTP):
+    pass
+
+
+async def _serve(cls, handler):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: cls(handler, data_size_limit=300, enable_SMTPUTF8=True, decode_data=False, hostname="t.example",
+                    loop=loop), "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _talk(port: int, pieces: list[bytes]) -> list[bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"LHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    for piece in pieces:
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0)
+    writer.write(b"NOOP\r\n")  # still in step after the data
+    replies = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        replies.append(line)
+        if line.startswith(b"250 2.0.0 end") or not line:  # NOOP's reply (or the end)
+            break
+    writer.close()
+    return replies
+
+
+_LINE = st.one_of(
+    st.text(alphabet="ab .", max_size=12),
+    st.text(alphabet="xy", min_size=30, max_size=40),  # about the line limit (38 octets and CRLF fit)
+    st.text(alphabet="xy", min_size=41, max_size=90),  # too long, even for the reader's buffer
+    st.sampled_from([".", "..", ". x", "a\rb", "a\nb", "\r", "\n", "end.", ".\n"]),
+).map(lambda s: s.encode())
+
+
+_SHORT = st.text(alphabet="ab .", min_size=10, max_size=38).map(lambda s: s.encode())
+# Mostly fitting lines that cross the size limit, maybe with one long line about there.
+_OVER = st.builds(lambda lines, at, long: lines[:at] + [long] + lines[at:] if long else lines,
+                  st.lists(_SHORT, min_size=8, max_size=25), st.integers(min_value=0, max_value=25),
+                  st.one_of(st.just(b""), st.integers(min_value=39, max_value=200).map(lambda n: b"z" * n)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.one_of(st.lists(_LINE, max_size=30), _OVER),
+       cuts=st.lists(st.integers(min_value=1, max_value=800), max_size=6))
+def test_data_is_read_with_aiosmtpd_s_rules(lines, cuts):
+    """Same replies and same content as aiosmtpd's line-by-line DATA, for
+    messages under and over the size limit (300) and the line limit (40),
+    dots at line starts, bare CR and LF, however the bytes arrive."""
+    body = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines) + b".\r\n"
+    points = sorted({c for c in cuts if c < len(body)})
+    pieces = [body[i:j] for i, j in zip([0, *points], [*points, len(body)])]
+
+    async def run():
+        fast_h, plain_h = _Recorder(), _Recorder()
+        fast, fast_port = await _serve(_FastLMTP, fast_h)
+        plain, plain_port = await _serve(_PlainLMTP, plain_h)
+        try:
+            got = await _talk(fast_port, pieces)
+            want = await _talk(plain_port, pieces)
+        finally:
+            fast.close()
+            plain.close()
+        assert got == want
+        assert fast_h.contents == plain_h.contents
+
+    asyncio.run(run())

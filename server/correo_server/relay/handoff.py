@@ -23,8 +23,10 @@ sending the data, so that the queue still keeps nothing.  The queue
 being unreachable, slow past ``timeout`` or talking nonsense ends in
 ``451 4.3.0``; the connection is then dropped, never reused.
 
-Connections are kept open between messages (a small idle pool) and checked
-before reuse; a pooled connection found dead before the data was sent is
+Connections are kept open between messages (an idle pool of up to 32, so
+that as many concurrent hand-offs do not open new connections each time; one
+idle for longer than 30 s is closed instead of reused) and checked before
+reuse; a pooled connection found dead before the data was sent is
 replaced transparently.  :meth:`QueueClient.ping` (LHLO on a new connection,
 NOOP on a pooled one) is what the relay's readiness reports.
 """
@@ -141,7 +143,7 @@ class QueueClient:
     """LMTP client for the queue at ``listen``, with a small connection pool."""
 
     def __init__(self, listen: Listen, *, local_hostname: str, timeout: float = 120.0,
-                 connect_timeout: float = 10.0, max_idle: int = 8, idle_seconds: float = 30.0) -> None:
+                 connect_timeout: float = 10.0, max_idle: int = 32, idle_seconds: float = 30.0) -> None:
         self.host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else ("::1" if listen.host == "::" else listen.host)
         self.port = listen.port
         self.local_hostname = local_hostname

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from correo_server.relay.data import MessageReader, Problem
 from correo_server.relay.received import TLSInfo, protocol_name, received_header
@@ -82,6 +84,56 @@ class TestEndOfData:
     def test_first_problem_wins(self):
         r = read(b"a\nb\r\nc\x00\r\n.\r\n")
         assert r.problem is Problem.BARE_NEWLINE
+
+
+def read_in_stretches(data: bytes, cuts: list[int], *, max_bytes: int, max_line: int) -> MessageReader:
+    """Feed ``data`` (ending with the end-of-data line) as the relay reads it:
+    in stretches cut anywhere (a CR at a cut held back until the next)."""
+    reader = MessageReader(max_bytes, max_line)
+    body = data[:-3]
+    points = sorted({c for c in cuts if 0 < c < len(body)})
+    held = b""
+    for i, j in zip([0, *points], [*points, len(body)]):
+        stretch, held = held + body[i:j], b""
+        if j < len(body) and stretch.endswith(b"\r"):
+            stretch, held = stretch[:-1], b"\r"
+        reader.feed_bytes(stretch)
+    reader.feed_bytes(held)
+    reader.finish()
+    return reader
+
+
+_LINES = st.lists(st.one_of(st.text(alphabet="ab .", max_size=10),
+                            st.sampled_from([".", "..x", "a\rb", "a\nb", "\r", "n\x00l", "x" * 25, "y" * 40])
+                            ).map(lambda t: t.encode()), max_size=25)
+
+
+class TestStretches:
+    """The relay reads a message in a few large stretches (MessageReader.feed_bytes);
+    the outcome is the one line-by-line reading gives."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(lines=_LINES, cuts=st.lists(st.integers(min_value=1, max_value=600), max_size=5),
+           max_bytes=st.sampled_from([0, 60, 200, 10_000]))
+    def test_same_outcome_as_line_by_line(self, lines, cuts, max_bytes):
+        data = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines) + b".\r\n"
+        want = read(data, max_bytes=max_bytes, max_line=30)
+        got = read_in_stretches(data, cuts, max_bytes=max_bytes, max_line=30)
+        assert want.done and got.done
+        assert (got.problem is None) == (want.problem is None)
+        if want.problem is None:
+            assert got.content() == want.content()
+        assert got.received == want.received
+        whole_lines = read_in_stretches(data, [i + 1 for i in range(len(data)) if data[i - 1:i + 1] == b"\r\n"],
+                                        max_bytes=max_bytes, max_line=30)
+        assert whole_lines.problem is want.problem  # cut at line ends only: the same problem named
+        assert (whole_lines.size, whole_lines.received) == (want.size, want.received)
+
+    def test_a_crlf_cut_in_two_is_not_a_bare_cr(self):
+        data = b"Subject: x\r\n\r\nbody\r\n.\r\n"
+        for cut in range(1, len(data) - 3):
+            r = read_in_stretches(data, [cut], max_bytes=1000, max_line=998)
+            assert r.problem is None and r.content() == data[:-3], cut
 
 
 class TestReceived:

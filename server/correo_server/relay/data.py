@@ -21,6 +21,11 @@ a line too long for the reader's buffer arrives in several pieces
 * removes the transparency dot (RFC 5321 section 4.5.2).
 
 The first problem found is the one reported.
+
+:meth:`MessageReader.feed` takes one line (or a piece of a long one);
+:meth:`MessageReader.feed_bytes` takes any stretch of the message, and takes
+whole lines that break no rule in one step (the common case: a message read
+in a few large pieces instead of a line at a time).
 """
 from __future__ import annotations
 
@@ -77,6 +82,36 @@ class MessageReader:
         if complete:
             self._line_len = 0
         return False
+
+    def feed_bytes(self, data: bytes) -> None:
+        """Take the next stretch of the message, of any length, short of the
+        end-of-data line.  A CR that ends ``data`` must be held back by the
+        caller until the octet after it has come (a CRLF is not split)."""
+        if not data:
+            return
+        if (self.problem is None and not self._midline and data.endswith(b"\r\n") and b"\x00" not in data
+                and data.count(b"\r") == data.count(b"\r\n") == data.count(b"\n")
+                and len(max(data.split(b"\r\n"), key=len)) <= self.max_line):
+            # Whole lines, no bare CR or LF, no NUL, none too long: one step.
+            content = (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n")
+            if not self.max_bytes or self.size + len(content) <= self.max_bytes:
+                self.received += len(data)
+                self.size += len(content)
+                self._parts.append(content)
+                return
+        start = 0  # anything else: line by line, by the rules of feed()
+        while start < len(data):
+            end = data.find(b"\r\n", start)
+            if end < 0:
+                self.feed(data[start:], False)
+                return
+            self.feed(data[start:end + 2], True)
+            start = end + 2
+
+    def finish(self) -> None:
+        """The end-of-data line has been read."""
+        self.received += 3
+        self.done = True
 
     def content(self) -> bytes:
         """The message as received (CRLF line endings, dots unstuffed)."""

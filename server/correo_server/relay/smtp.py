@@ -490,20 +490,33 @@ class RelaySMTP(Speedups, SMTP):
             self.busy = False
 
     async def _read_message(self, reader: MessageReader) -> bool:
-        """Read up to the end-of-data line; False when the connection went away."""
+        """Read up to the end-of-data line; False when the connection went away.
+
+        Reads up to each ``.<CRLF>`` (a few large pieces for a whole message,
+        not a line at a time); only a ``.`` line after a CRLF ends the data."""
+        stream = self._reader
         last_reset = self.loop.time()
+        tail = b"\r\n"  # the last two octets read: the data starts at a line start
+        held = b""  # a CR that ended a piece, kept until the octet after it comes
         while self.transport is not None:
             try:
-                chunk = await self._reader.readuntil(b"\r\n")
-                complete = True
+                chunk = await stream.readuntil(b".\r\n")
+                end = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
             except asyncio.LimitOverrunError as exc:
-                chunk = await self._reader.read(exc.consumed)
-                complete = False
+                chunk = await stream.readexactly(exc.consumed)  # no ".<CRLF>" starts in there
+                end = False
             except asyncio.IncompleteReadError:
                 self._close()
                 return False
-            if reader.feed(chunk, complete):
+            tail = (tail + chunk[-2:])[-2:]
+            data, held = held + (chunk[:-3] if end else chunk), b""
+            if end:
+                reader.feed_bytes(data)
+                reader.finish()
                 return True
+            if data.endswith(b"\r"):
+                data, held = data[:-1], b"\r"
+            reader.feed_bytes(data)
             now = self.loop.time()
             if now - last_reset > 1.0:  # a slow, big message is not an idle session
                 self._reset_timeout()

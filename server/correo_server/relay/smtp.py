@@ -49,11 +49,19 @@ _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
 
 
 def new_id() -> str:
-    """A message id for logs and the Received header (12 characters)."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    """A message id for logs and the Received header (12 characters; one
+    call for randomness, not one per character)."""
+    n = secrets.randbelow(len(_ID_ALPHABET) ** 12)
+    out = []
+    for _ in range(12):
+        n, digit = divmod(n, len(_ID_ALPHABET))
+        out.append(_ID_ALPHABET[digit])
+    return "".join(out)
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():  # the usual case: nothing to replace
+        return text
     return "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in text)
 
 

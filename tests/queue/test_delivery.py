@@ -238,6 +238,27 @@ async def test_total_concurrency_is_limited(harness):
     assert seen["max"] == 3
 
 
+async def test_local_delivery_is_limited_by_the_total_only(harness):
+    """The mailstore is every hosted mailbox, not one destination: local mail
+    gets as many workers as the total allows."""
+    seen = {"now": 0, "max": 0}
+    real = harness.mailstore.handle_DATA
+
+    async def slow(server, session, envelope):
+        seen["now"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        await asyncio.sleep(0.1)
+        seen["now"] -= 1
+        return await real(server, session, envelope)
+
+    harness.mailstore.handle_DATA = slow
+    await harness.start(concurrency_per_destination=2, concurrency_total=5)
+    await asyncio.gather(*(harness.send(f"x{i}@remote.test", ["bob@example.com"]) for i in range(12)))
+    await harness.settle()
+    assert len(harness.mailstore.for_rcpt("bob@example.com")) == 12
+    assert seen["max"] == 5
+
+
 @pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
 async def test_smarthost_with_auth(harness, server_tls, tls):
     relay = SinkHandler("smarthost.test")

@@ -10,8 +10,11 @@ comes from :mod:`.schedule`; the loop turns it into
 - **jobs**: one message, its due recipients for one route (:mod:`.outbound`),
   queued per route and taken by workers; at most
   ``queue.concurrencyPerDestination`` workers per route and
-  ``queue.concurrencyTotal`` in all.  A worker keeps its connection between
-  jobs and lingers a little for more work, unless other routes are waiting;
+  ``queue.concurrencyTotal`` in all.  The mailstore route is limited by the
+  total only: it is not one destination but every hosted mailbox (four
+  workers for all local mail made delivery fall behind what the relay
+  accepts).  A worker keeps its connection between jobs and lingers a little
+  for more work, unless other routes are waiting;
 - **notices**: a "delayed" or "failed" DSN (:mod:`.dsn`) written into the
   spool as a new message from ``<>`` (through :mod:`.intake`).
 
@@ -34,7 +37,7 @@ from . import dsn, schedule
 from .clock import Clock
 from .intake import Intake, Refusal, dedupe
 from .mx import MXResolver
-from .outbound import Result, Route, Session, Settings, route_for
+from .outbound import MAILSTORE, Result, Route, Session, Settings, route_for
 from .records import BOUNCED, DEFERRED, Message, QueueState, attempt_event, delete_event, notice_event, retry_event
 from .smtpclient import local_reply
 from .spool import Spool
@@ -235,8 +238,12 @@ class Runner:
         """Work waits for a worker that the total limit does not allow."""
         if self._total < self.total_limit:
             return False
-        return any(dq and self._workers.get(k, 0) < self.per_destination and len(dq) > self._idle.get(k, 0)
+        return any(dq and self._workers.get(k, 0) < self._limit(k) and len(dq) > self._idle.get(k, 0)
                    for k, dq in self._jobs.items())
+
+    def _limit(self, key: str) -> int:
+        """Workers allowed for one route."""
+        return self.total_limit if key == MAILSTORE.key else self.per_destination
 
     def _pump(self) -> None:
         if self._stopping:
@@ -247,7 +254,7 @@ class Runner:
             if self._idle.get(key, 0):
                 self._signals[key].set()
             need = len(dq) - self._idle.get(key, 0)
-            while need > 0 and self._workers.get(key, 0) < self.per_destination and self._total < self.total_limit:
+            while need > 0 and self._workers.get(key, 0) < self._limit(key) and self._total < self.total_limit:
                 self._spawn_worker(dq[0].route)
                 need -= 1
         if self._starved():  # idle workers of other routes make room

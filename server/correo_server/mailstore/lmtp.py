@@ -132,8 +132,15 @@ class DeliveryHandler:
             targets.append((rcpt, key))
             if key is not None and key not in first_rcpt:
                 first_rcpt[key] = (rcpt, entry)
-        outcomes = await asyncio.gather(*(self._deliver_one(sender, rcpt, entry, content)
-                                          for rcpt, entry in first_rcpt.values()), return_exceptions=True)
+        if len(first_rcpt) == 1:  # the usual case: no task to make
+            ((rcpt, entry),) = first_rcpt.values()
+            try:
+                outcomes: list = [await self._deliver_one(sender, rcpt, entry, content)]
+            except Exception as exc:  # noqa: BLE001 - as gather(return_exceptions=True) would hand it over
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(*(self._deliver_one(sender, rcpt, entry, content)
+                                              for rcpt, entry in first_rcpt.values()), return_exceptions=True)
         by_mailbox: dict[str, policy.Reply] = {}
         for key, outcome in zip(first_rcpt, outcomes):
             if isinstance(outcome, BaseException):

@@ -175,8 +175,11 @@ def _settle(fut: asyncio.Future, result: BaseException | None) -> None:
         fut.exception()  # marked retrieved even if the waiter went away
 
 
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once, not per call
+
+
 def encode_message(env: Envelope, data: bytes) -> bytes:
-    return MAGIC + json.dumps(env.to_json(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n" + data
+    return MAGIC + _compact_json(env.to_json()).encode() + b"\n" + data
 
 
 def decode_message(blob: bytes) -> tuple[Envelope, bytes]:
@@ -230,7 +233,7 @@ class Spool:
         while True:
             self._counter = (self._counter + 1) & 0xFFF
             qid = f"{int(now * 1000):011X}{self._counter:03X}{secrets.token_hex(2).upper()[:3]}"
-            if not (self.msg / qid).exists():
+            if not os.path.exists(os.path.join(self.msg, qid)):
                 return qid
 
     def free_bytes(self) -> int:
@@ -482,7 +485,7 @@ class Journal:
             fut.set_exception(RuntimeError("journal closed"))
             return fut
         for ev in events:
-            self._buf.append(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            self._buf.append(_compact_json(ev).encode() + b"\n")
         self._waiters.append(fut)
         self.spool.disk.kick()
         return fut

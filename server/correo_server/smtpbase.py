@@ -23,8 +23,8 @@ costs of aiosmtpd 1.4 that have nothing to do with mail:
   for a whole message) and unstuffs the dots in one pass.  The rules are
   aiosmtpd's: the same end of data (``<CRLF>.<CRLF>`` only), the same size
   and line-length limits and which of them is reported first (once the size
-  limit is crossed, the rest is read by aiosmtpd's own line loop), the same
-  replies and hooks;
+  limit is crossed, aiosmtpd's per-line order decides), the same replies and
+  hooks;
 * **addresses**: ``SMTP._getaddr`` parses every ``MAIL FROM``/``RCPT TO``
   path with the ``email`` package's RFC 5322 header parser and defines a
   ``typing.Protocol`` class on each call, about 0.1 ms a command.  The common
@@ -94,12 +94,12 @@ class Speedups:
                         and set(probe._smtp_methods) == set(expected["_smtp_methods"])
                         and set(probe._auth_methods) == set(expected["_auth_methods"])
                         and set(probe._handle_hooks) == set(expected["_handle_hooks"]))
+                reason = "" if same else "aiosmtpd sets other attributes"
             except Exception as exc:  # noqa: BLE001 - anything odd: keep aiosmtpd's way
-                log.warning("smtp_fast_init_unavailable", cls=cls.__name__, error=repr(exc))
-                same = False
+                same, reason = False, repr(exc)
             _verified[cls] = same
             if not same:
-                log.warning("smtp_fast_init_unavailable", cls=cls.__name__, reason="aiosmtpd sets other attributes")
+                log.warning("smtp_fast_init_unavailable", cls=cls.__name__, reason=reason)
             return
         _fast_init(self, handler, **kwargs)
 

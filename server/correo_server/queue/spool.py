@@ -117,6 +117,7 @@ class DiskWork:
 
     async def _run(self) -> None:
         while self._writes or self._unlinks or self._journal_pending():
+            await asyncio.sleep(0)  # what else this turn of the event loop asks for comes along
             writes, self._writes = self._writes, []
             unlinks, self._unlinks = self._unlinks, []
             journal = self.spool.journal

@@ -167,14 +167,22 @@ class Connection:
         return Failure(local_reply(451, "4.4.2", f"{what} with {self.server}"))
 
     async def read_reply(self) -> Reply:
+        return (await self.read_replies(1))[0]
+
+    async def read_replies(self, n: int) -> list[Reply]:
+        """The next ``n`` replies (of a pipelined group), within one timeout."""
+        try:
+            async with asyncio.timeout(self.timeout):  # one timer, not a task per line like wait_for
+                return [await self._reply() for _ in range(n)]
+        except asyncio.TimeoutError:
+            raise self._lost("timeout waiting for a reply") from None
+
+    async def _reply(self) -> Reply:
         lines: list[str] = []
         code = 0
         while True:
             try:
-                async with asyncio.timeout(self.timeout):  # no task per line, unlike wait_for
-                    raw = await self.reader.readline()
-            except asyncio.TimeoutError:
-                raise self._lost("timeout waiting for a reply") from None
+                raw = await self.reader.readline()
             except (OSError, ValueError, asyncio.LimitOverrunError):
                 raise self._lost("connection lost") from None
             if not raw or not raw.endswith(b"\n"):
@@ -284,9 +292,7 @@ class Connection:
         if "PIPELINING" in self.extensions:
             # RFC 2920: DATA may end the group; the message waits for its 354.
             await self.send(b"".join(self._line(c) for c in [mail, *rcpt_lines, "DATA"]))
-            mail_reply = await self.read_reply()
-            rcpt_replies = [await self.read_reply() for _ in recipients]
-            data_reply = await self.read_reply()
+            mail_reply, *rcpt_replies, data_reply = await self.read_replies(n + 2)
         else:
             mail_reply = await self.command(mail)
             rcpt_replies = [await self.command(c) for c in rcpt_lines] if mail_reply.ok else []
@@ -307,9 +313,9 @@ class Connection:
             return results
         self.payload_sent = True
         await self.send(payload)
-        if self.lmtp:
-            for i in accepted:  # RFC 2033: one reply per accepted recipient, in order
-                results[i] = await self.read_reply()
+        if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
+            for i, reply in zip(accepted, await self.read_replies(len(accepted))):
+                results[i] = reply
         else:
             final = await self.read_reply()
             for i in accepted:

@@ -155,18 +155,23 @@ class QueueClient:
 
     # -- connections -------------------------------------------------------
     async def _read_reply(self, conn: _Connection) -> Reply:
-        code, lines = await self._read_lines(conn)
-        return Reply.parse(code, lines)
+        return (await self._read_replies(conn, 1))[0]
+
+    async def _read_replies(self, conn: _Connection, n: int) -> list[Reply]:
+        """The next ``n`` replies (of a pipelined group), within one timeout."""
+        try:
+            async with asyncio.timeout(self.timeout):  # one timer, not a task per line like wait_for
+                return [Reply.parse(*await self._read_lines(conn)) for _ in range(n)]
+        except asyncio.TimeoutError:
+            raise HandoffError("timeout", "no reply from the queue") from None
 
     async def _read_lines(self, conn: _Connection) -> tuple[int, list[str]]:
+        """One reply's code and lines (the caller sets the timeout)."""
         lines: list[str] = []
         code = 0
         while True:
             try:
-                async with asyncio.timeout(self.timeout):  # no task per line, unlike wait_for
-                    raw = await conn.reader.readline()
-            except asyncio.TimeoutError:
-                raise HandoffError("timeout", "no reply from the queue") from None
+                raw = await conn.reader.readline()
             except (ValueError, asyncio.LimitOverrunError):
                 raise HandoffError("protocol", "reply line too long") from None
             if not raw.endswith(b"\n"):
@@ -214,7 +219,11 @@ class QueueClient:
             if greeting.code != 220:
                 raise HandoffError("unreachable", f"greeting {greeting}")
             await self._send(conn, f"LHLO {self.local_hostname}\r\n".encode("utf-8"))
-            code, lines = await self._read_lines(conn)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    code, lines = await self._read_lines(conn)
+            except asyncio.TimeoutError:
+                raise HandoffError("timeout", "no reply from the queue") from None
             if code != 250:
                 raise HandoffError("protocol", f"LHLO refused: {code} {' '.join(lines)[:100]}")
         except BaseException:
@@ -308,9 +317,7 @@ class QueueClient:
         try:
             if "PIPELINING" in conn.extensions:
                 await self._send(conn, ("\r\n".join([mail, *rcpts, "DATA"]) + "\r\n").encode("utf-8"))
-                mail_reply = await self._read_reply(conn)
-                rcpt_replies = [await self._read_reply(conn) for _ in rcpts]
-                start = await self._read_reply(conn)
+                mail_reply, *rcpt_replies, start = await self._read_replies(conn, len(rcpts) + 2)
             else:
                 mail_reply = await self._command(conn, mail)
                 rcpt_replies = []
@@ -335,7 +342,7 @@ class QueueClient:
             await self._reset(conn)
             return Outcome(recipients, [start] * len(recipients), "data")
         await self._send(conn, data_lines(data))
-        replies = [await self._read_reply(conn) for _ in recipients]
+        replies = await self._read_replies(conn, len(recipients))
         return Outcome(recipients, replies, "data")
 
     async def _end_refused(self, conn: _Connection, data_reply: Reply | None) -> None:

@@ -17,6 +17,7 @@ objects it gets from the API.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import importlib.resources
@@ -28,6 +29,7 @@ from typing import Any, Iterator
 import celpy
 import jsonschema
 import yaml
+from correo_server import passwords
 
 GROUP = "correo.dev"
 VERSION = "v1alpha1"
@@ -355,7 +357,17 @@ def load_paths(paths: list[str]) -> Loaded:
 
 def _take(loaded: Loaded, doc: Document) -> None:
     kind, api = doc.kind, doc.obj.get("apiVersion")
-    if kind in KINDS and (api == API_VERSION or str(api).startswith(GROUP + "/")):
+    if not kind:
+        loaded.problems.append(Problem(doc.where(), "kind", "required field is missing"))
+        return
+    if not api:
+        loaded.problems.append(Problem(doc.where(), "apiVersion", "required field is missing"))
+        return
+    if str(api).split("/")[0] == GROUP:
+        if kind not in KINDS:
+            loaded.problems.append(Problem(doc.where(), "kind", (
+                f"no kind {kind!r} in {GROUP}: expected one of {', '.join(KINDS)}")))
+            return
         doc.obj = apply_defaults(doc.obj)
         doc.obj.setdefault("metadata", {})
         if isinstance(doc.obj["metadata"], dict):
@@ -363,29 +375,55 @@ def _take(loaded: Loaded, doc: Document) -> None:
         for fld, msg in validate_object(doc.obj):
             loaded.problems.append(Problem(doc.where(), fld, msg))
         (loaded.domains if kind == "MailDomain" else loaded.mailboxes).append(doc)
+    elif kind in KINDS:
+        loaded.problems.append(Problem(doc.where(), "apiVersion", f"expected {API_VERSION}, got {api!r}"))
     elif kind == "Secret" and api == "v1":
-        if doc.name:
-            loaded.secrets[(doc.namespace, doc.name)] = doc
-        else:
+        if not doc.name:
             loaded.problems.append(Problem(doc.where(), "metadata.name", "required field is missing"))
-    elif kind:
-        loaded.other.append(doc)  # e.g. a cert-manager Certificate: for kubectl, not for correo
+            return
+        for key, raw in sorted((doc.obj.get("data") or {}).items()):
+            if _decode(raw) is None:
+                loaded.problems.append(Problem(doc.where(), f"data.{key}", "not valid base64 of UTF-8 text"))
+        loaded.secrets[(doc.namespace, doc.name)] = doc
     else:
-        loaded.problems.append(Problem(doc.where(), "kind", "required field is missing"))
+        loaded.other.append(doc)  # e.g. a cert-manager Certificate: for kubectl, not for correo
+
+
+def _decode(raw: Any) -> str | None:
+    try:
+        return base64.b64decode(str(raw), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def secret_value(secret: dict, key: str) -> str | None:
-    """The decoded value of ``key`` in a Secret object (``data`` or ``stringData``)."""
-    import base64
+    """The decoded value of ``key`` in a Secret object (``data`` or ``stringData``);
+    None when absent or not decodable."""
     if key in (secret.get("stringData") or {}):
         return str(secret["stringData"][key])
     raw = (secret.get("data") or {}).get(key)
-    if raw is None:
+    return None if raw is None else _decode(raw)
+
+
+def usable_keys(secret: dict) -> frozenset[str]:
+    """The keys of a Secret whose value can be used: decodable, not empty, not
+    a mangled hash.  This is what status gets (values never leave here)."""
+    keys = set((secret.get("data") or {})) | set((secret.get("stringData") or {}))
+    return frozenset(k for k in keys if secret_value(secret, k) is not None
+                     and password_problem(secret_value(secret, k)) is None)
+
+
+def password_problem(value: str | None) -> str | None:
+    """Why a Secret's password value cannot be used, or None.  An empty value
+    would be a mailbox anyone can log in to; a value dressed as a hash that is
+    not one would be taken for a password."""
+    if value is None:
         return None
-    try:
-        return base64.b64decode(raw).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
+    if not value.strip():
+        return "is empty: a mailbox without a password could be logged in to by anyone"
+    if passwords.looks_like_hash(value) and not passwords.is_hash(value):
+        return "looks like a {SCHEME} hash but is not a valid ARGON2ID, BCRYPT or SHA512-CRYPT hash"
+    return None
 
 
 def _cross_check(loaded: Loaded) -> None:
@@ -443,6 +481,13 @@ def _cross_check(loaded: Loaded) -> None:
                 loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.name", (
                     f"Secret {ref['name']} is not in the files given; the mailbox cannot log in until it exists"),
                     "warning"))
-            elif secret_value(secret.obj, ref.get("key", "password")) is None:
-                loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
-                                               f"Secret {ref['name']} has no key {ref.get('key', 'password')!r}"))
+            else:
+                key = ref.get("key", "password")
+                present = key in (secret.obj.get("data") or {}) or key in (secret.obj.get("stringData") or {})
+                problem = password_problem(secret_value(secret.obj, key))
+                if not present:
+                    loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
+                                                   f"Secret {ref['name']} has no key {key!r}"))
+                elif problem:
+                    loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef",
+                                                   f"Secret {ref['name']} key {key!r} {problem}"))

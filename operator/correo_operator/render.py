@@ -190,8 +190,10 @@ def _password_hash(mailbox: dict, secrets: dict[str, dict]) -> str | None:
     if value is None:
         return None
     value = value.strip("\r\n")
+    if loading.password_problem(value):
+        return None  # empty, or a mangled hash: nobody can log in (validate and status say why)
     if passwords.is_hash(value):
-        return value
+        return value.strip()
     # A plaintext password: hashed here with a salt derived from where it came
     # from, so that re-rendering yields the same bytes and no churn.
     salt = passwords.stable_salt(namespace(mailbox) if "metadata" in mailbox else "", ref.get("name", ""), key,

@@ -32,7 +32,7 @@ class Observed:
     ``None`` for a status document means it could not be read.  ``availability``
     gives (ready, wanted) replicas per component when the runtime knows them
     (Kubernetes workloads, local processes).  ``secret_keys`` names the Secrets
-    that exist and their keys (never their values).
+    that exist and their usable keys (``loading.usable_keys``: never values).
     """
 
     relay: Mapping[str, Any] | None = None
@@ -246,7 +246,8 @@ def mailbox_ready(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, 
     if keys is None:
         return FALSE, "PasswordSecretMissing", f"Secret {ref.get('name')} does not exist; {address} cannot log in."
     if key not in keys:
-        return FALSE, "PasswordSecretMissing", f"Secret {ref.get('name')} has no key {key!r}; {address} cannot log in."
+        return FALSE, "PasswordSecretMissing", (f"Secret {ref.get('name')} has no usable key {key!r} (missing, "
+                                                f"empty or a malformed hash); {address} cannot log in.")
     if spec.get("suspended"):
         return FALSE, "Suspended", f"{address} is suspended: it cannot log in and mail to it is refused."
     if observed.mailstore is None:

@@ -23,6 +23,7 @@ import aiohttp
 
 from correo_server import logs
 
+from . import loading
 from . import render as rendering
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
@@ -110,8 +111,7 @@ def endpoints(domain: dict, children: list[dict]) -> dict[str, str]:
 
 
 def secret_keys(secrets: dict[str, dict]) -> dict[str, frozenset[str]]:
-    return {name: frozenset((s.get("data") or {}).keys() | (s.get("stringData") or {}).keys())
-            for name, s in secrets.items()}
+    return {name: loading.usable_keys(s) for name, s in secrets.items()}
 
 
 def _differs(obj: dict, new: dict) -> bool:

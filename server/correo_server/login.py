@@ -35,7 +35,8 @@ async def check_login(directory: Directory, throttle: LoginThrottle, peer: str,
     ``"suspended"`` so that the server can say why; everything else that
     fails is ``"invalid"``."""
     entry = directory.lookup(username) if "@" in username else None
-    ok = bool(entry and entry.password_hash) and await asyncio.to_thread(
+    # An empty password never logs in, whatever a hash says.
+    ok = bool(entry and entry.password_hash and password) and await asyncio.to_thread(
         passwords.verify, entry.password_hash, password)
     if ok and not entry.suspended:
         throttle.succeeded(peer)

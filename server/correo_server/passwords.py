@@ -52,13 +52,28 @@ def split_scheme(stored: str) -> tuple[str, str]:
     raise UnknownScheme("not a recognised password hash")
 
 
+def looks_like_hash(value: str) -> bool:
+    """True for anything written as a ``{SCHEME}...`` value or a ``$id$...``
+    crypt string, valid or not."""
+    return bool(_SCHEME_RE.match(value)) or value.startswith(("$argon2", "$2a$", "$2b$", "$2y$", "$6$"))
+
+
+_VALID = {
+    "ARGON2ID": re.compile(r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$"),
+    "BCRYPT": re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"),
+    "SHA512-CRYPT": re.compile(r"^\$6\$(rounds=\d+\$)?[^$:\n]{0,16}\$[./A-Za-z0-9]{86}$"),
+}
+
+
 def is_hash(value: str) -> bool:
-    """True when ``value`` looks like a hash correo can check (not a plaintext password)."""
+    """True when ``value`` is a well-formed hash correo can check (not a
+    plaintext password, not a mangled hash)."""
     try:
-        scheme, rest = split_scheme(value)
+        scheme, rest = split_scheme(value.strip())
     except UnknownScheme:
         return False
-    return scheme in SCHEMES and rest.startswith("$")
+    pattern = _VALID.get(scheme)
+    return bool(pattern and pattern.match(rest))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -182,3 +182,30 @@ def test_other_kinds_are_left_for_kubectl(tmp_path):
     write(tmp_path, "c.yaml", DOMAIN + "---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: c}\n")
     loaded = loading.load_paths([str(tmp_path)])
     assert loaded.errors == [] and [d.kind for d in loaded.other] == ["Certificate"]
+
+
+def test_an_empty_password_is_an_error_not_an_open_mailbox(tmp_path):
+    errors = errors_for(tmp_path, DOMAIN, mailbox(), SECRET.replace("password: hunter2", 'password: ""'))
+    assert "is empty" in the_error(errors, "spec.passwordSecretRef")
+
+
+def test_a_mangled_hash_is_an_error(tmp_path):
+    errors = errors_for(tmp_path, DOMAIN, mailbox(), SECRET.replace("hunter2", "'{BCRYPT}garbage'"))
+    assert "not a valid" in the_error(errors, "spec.passwordSecretRef")
+
+
+def test_bad_base64_in_secret_data_says_so(tmp_path):
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: bob-password}\ndata: {password: 'abc'}\n"
+    errors = errors_for(tmp_path, DOMAIN, mailbox(), secret)
+    assert "not valid base64" in the_error(errors, "data.password")
+
+
+@pytest.mark.parametrize("kind", ["MailBox", "Mailbx", "MailDomains"])
+def test_a_typo_in_kind_is_an_error_not_a_silent_skip(tmp_path, kind):
+    errors = errors_for(tmp_path, DOMAIN, mailbox().replace("kind: Mailbox", f"kind: {kind}"), SECRET)
+    assert "no kind" in the_error(errors, "kind")
+
+
+def test_a_document_without_apiversion_is_an_error(tmp_path):
+    errors = errors_for(tmp_path, DOMAIN.replace("apiVersion: correo.dev/v1alpha1\n", ""))
+    assert "required" in the_error(errors, "apiVersion")

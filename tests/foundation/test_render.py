@@ -194,3 +194,12 @@ def test_pods_roll_once_when_the_tls_secret_appears_but_not_on_renewal():
     issued = hashes({"mail-tls": {"data": {"tls.crt": "QQ==", "tls.key": "QQ=="}}})
     renewed = hashes({"mail-tls": {"data": {"tls.crt": "Qg==", "tls.key": "Qg=="}}})
     assert waiting != issued and issued == renewed
+
+
+@pytest.mark.parametrize("value", ["", "  ", "{BCRYPT}garbage", "{ARGON2ID}$argon2id$broken"])
+def test_an_empty_or_mangled_password_renders_a_mailbox_nobody_can_log_in_to(value):
+    objects = render.render(maildomain(), [mailbox("alice")], {"pw": secret("pw", value)})
+    directory = next(o for o in objects if o["metadata"]["name"].endswith("-directory"))
+    (entry,) = dirmod.parse(base64.b64decode(directory["data"]["directory.yaml"]).decode()).mailboxes
+    assert entry.password_hash is None
+    assert not entry.check_password(value)

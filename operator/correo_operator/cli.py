@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run relay, queue and mailstore on this machine",
                         description="Load and validate the resources under PATH, render their configuration "
                                     "with the operator's renderer, and run the three services as local "
-                                    "processes on 127.0.0.1 until Ctrl-C.",
+                                    "processes (on 127.0.0.1 unless --host says otherwise) until Ctrl-C.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("paths", nargs="*", metavar="PATH", help="YAML files or folders (default: examples/quickstart or .)")
     up.add_argument("--data", default=".correo", help="data folder (default: ./.correo)")
@@ -69,14 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-format", choices=["console", "json"], default="console")
     up.set_defaults(target="correo_operator.local.up:main")
 
-    ap = sub.add_parser("apply", help="apply changed YAML to a running `correo up` without restarting it")
-    ap.add_argument("paths", nargs="*", metavar="PATH")
-    ap.add_argument("--data", default=".correo")
+    ap = sub.add_parser("apply", help="apply changed YAML to a running `correo up` without restarting it",
+                        description="Validate the YAML and write the new configuration of a running `correo up`: "
+                                    "mailbox changes are reloaded by the services in place; a MailDomain change "
+                                    "restarts them.")
+    ap.add_argument("paths", nargs="*", metavar="PATH",
+                    help="YAML files or folders (default: what `correo up` was started with); "
+                         "`correo up` watches these from now on")
+    ap.add_argument("--data", default=".correo", help="data folder of the running `correo up` (default ./.correo)")
     ap.set_defaults(target="correo_operator.local.up:apply")
 
-    st = sub.add_parser("status", help="status of the local stack's MailDomains and Mailboxes")
-    st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    st.add_argument("--data", default=".correo")
+    st = sub.add_parser("status", help="status of the local stack's MailDomains and Mailboxes",
+                        description="The status the operator would write on Kubernetes, computed from the local "
+                                    "services: conditions, queue figures, usage, delivery, DNS records, endpoints.")
+    st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+                    help="table (default), or json/yaml: a List of the resources with status, plus endpoints")
+    st.add_argument("--data", default=".correo", help="data folder of the running `correo up` (default ./.correo)")
     st.set_defaults(target="correo_operator.local.statuscmd:main")
 
     q = sub.add_parser("queue", help="inspect and manage the delivery queue (like mailq, postqueue, postsuper)")

@@ -216,3 +216,22 @@ def test_sigterm_stops_everything(tmp_path, quickstart):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert "stopped; mail and queue are kept" in s.log()
+
+
+def test_services_do_not_outlive_a_killed_up_and_the_data_folder_is_free_again(tmp_path, quickstart):
+    s = start_stack(tmp_path / "data", [quickstart])
+    pids = list(s.state["services"].values())
+    os.killpg(s.process.pid, signal.SIGKILL)  # `correo up` and nothing else: services run in their own sessions
+    s.process.wait(10)
+
+    def all_gone():
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            return False
+        return True
+    s.wait_for(all_gone, timeout=30, what="the services to exit with their parent")
+    again = start_stack(tmp_path / "data", [quickstart])  # the lock died with the process
+    again.stop()

@@ -76,3 +76,35 @@ def test_up_refuses_invalid_yaml_before_starting_anything(tmp_path, capsys):
     assert up.main(args) == 1
     assert "spec.domain" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_off_loopback_the_try_it_line_reads_over_tls_trusting_the_stack_certificate(examples_dir, tmp_path):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    ports = {**{n: cfgmod.DEFAULT_PORTS[n] for n in stack.PUBLIC}}
+    cert = tmp_path / "tls.crt"
+    _send, read = up.try_it(loaded, ports, "192.0.2.10", cert)
+    assert read == f"curl -s --cacert {cert} --user 'bob@example.com:canwefixit' 'imaps://192.0.2.10:2993/INBOX;MAILINDEX=1'"
+
+
+def test_the_self_signed_certificate_covers_the_listen_address(tmp_path, examples_dir):
+    from correo_operator.local import keys
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    layout = Layout.at(tmp_path)
+    options = stack.Options(host="192.0.2.10")
+    stack.write_config(loaded, layout, stack.choose_ports(stack.Options(ephemeral=True)), options)
+    names = keys.certificate_names(layout.config / "tls" / "tls.crt")
+    assert {"mail.example.com", "localhost", "127.0.0.1", "192.0.2.10"} <= names
+
+
+def test_hints_name_the_data_folder_unless_it_is_the_default(tmp_path):
+    assert up.data_flag(Layout.at(tmp_path)) == f" --data {tmp_path.resolve()}"
+    assert up.data_flag(Layout.at(".correo")) == ""
+
+
+def test_a_second_up_cannot_take_the_data_folder(tmp_path):
+    layout = Layout.at(tmp_path)
+    layout.create()
+    first = up.lock_data(layout)
+    assert first is not None and up.lock_data(layout) is None
+    first.close()
+    assert up.lock_data(layout) is not None

@@ -17,14 +17,16 @@ from cryptography.x509.oid import NameOID
 from .layout import write_atomic
 
 
-def self_signed(cert_path: Path, key_path: Path, hostnames: list[str], *, days: int = 825) -> None:
-    """A self-signed certificate for ``hostnames`` (and localhost, 127.0.0.1, ::1)."""
+def self_signed(cert_path: Path, key_path: Path, hostnames: list[str], *, ips: tuple[str, ...] = (),
+                days: int = 825) -> None:
+    """A self-signed certificate for ``hostnames`` (and localhost, 127.0.0.1,
+    ::1 and ``ips``: the address the stack listens on)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0]),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "correo (self-signed, local)")])
     now = datetime.datetime.now(datetime.timezone.utc)
     sans: list[x509.GeneralName] = [x509.DNSName(h) for h in dict.fromkeys([*hostnames, "localhost"])]
-    sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(["127.0.0.1", "::1", *ips])]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
@@ -37,12 +39,13 @@ def self_signed(cert_path: Path, key_path: Path, hostnames: list[str], *, days: 
 
 
 def certificate_names(cert_path: Path) -> set[str]:
+    """The DNS names and IP addresses (as text) a certificate is for."""
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                   .get_values_for_type(x509.DNSName))
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return set()
+    return set(san.get_values_for_type(x509.DNSName)) | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
 
 
 def ensure_dkim_key(path: Path) -> str:

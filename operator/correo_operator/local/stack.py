@@ -10,6 +10,7 @@ multi-domain), relay limits are the largest of them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +144,10 @@ def write_keys(loaded: loading.Loaded, layout: Layout, cfg: cfgmod.ServerConfig)
     else:
         hostnames = sorted({d.hostname for d in cfg.domains if d.hostname} or {cfg.hostname})
         hostnames.sort(key=lambda h: h != cfg.hostname)
-        if not set(hostnames) <= keys.certificate_names(tls_dir / "tls.crt"):
-            keys.self_signed(tls_dir / "tls.crt", tls_dir / "tls.key", hostnames)
+        host = cfg.relay.smtp.host
+        ips = (host,) if _is_ip(host) and host not in ("0.0.0.0", "::") else ()
+        if not set(hostnames) | set(ips) <= keys.certificate_names(tls_dir / "tls.crt"):
+            keys.self_signed(tls_dir / "tls.crt", tls_dir / "tls.key", hostnames, ips=ips)
     public: dict[str, str] = {}
     for dom in cfg.domains:
         if dom.dkim_key_file:
@@ -158,6 +161,14 @@ def write_keys(loaded: loading.Loaded, layout: Layout, cfg: cfgmod.ServerConfig)
                 if value is not None:
                     write_atomic(layout.config / "smarthost" / path, value, 0o600)
     return public
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], options: Options) -> tuple[bool, bool]:

@@ -9,6 +9,7 @@ ports file (it is listening) and its ``/readyz`` answers.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import sys
@@ -25,6 +26,21 @@ log = logs.get("correo.up")
 
 ORDER = ("mailstore", "queue", "relay")  # each needs the one before it
 HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "relay_http"}
+
+
+def _die_with_parent(parent: int):
+    """A preexec function: the child gets SIGTERM when ``correo up`` dies,
+    even by SIGKILL (Linux's parent-death signal), so no service is left
+    running orphaned on the data folder."""
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return  # not Linux: the lock on the data folder still protects it
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return preexec
 
 
 def _ready(port: int) -> bool:
@@ -72,7 +88,8 @@ class Supervisor:
         env = {"MALLOC_ARENA_MAX": "2", **os.environ, "PYTHONUNBUFFERED": "1"}  # as the pods (render.py)
         child.process = await asyncio.create_subprocess_exec(
             *self.command(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-            start_new_session=True)  # Ctrl-C reaches us, not them: we stop them in order
+            start_new_session=True,  # Ctrl-C reaches us, not them: we stop them in order
+            preexec_fn=_die_with_parent(os.getpid()))
         child.started_at = time.monotonic()
         child.stopping = False
         child.pump = asyncio.create_task(self._pump(child))

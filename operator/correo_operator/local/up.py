@@ -11,6 +11,7 @@ another terminal.  Ctrl-C or SIGTERM stops everything cleanly.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from correo_server import logs, passwords
+from correo_server.guard import is_loopback
 
 from .. import loading
 from . import stack
@@ -27,6 +29,22 @@ from .layout import Layout, read_json, running_state, write_json
 from .supervisor import Supervisor
 
 log = logs.get("correo.up")
+
+
+DEFAULT_DATA = ".correo"
+
+
+def lock_data(layout: Layout):
+    """Hold an exclusive lock on the data folder for as long as this process
+    lives (the kernel drops it when we die, however we die).  None when
+    another ``correo up`` holds it."""
+    fh = open(layout.root / "up.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def default_paths(paths: list[str]) -> list[str]:
@@ -77,8 +95,11 @@ def endpoints(host: str, ports: dict[str, int]) -> dict:
     }
 
 
-def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str) -> list[str]:
-    """Two commands that work as printed: send with swaks, read with curl."""
+def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str, cert: Path | None = None) -> list[str]:
+    """Two commands that work as printed: send with swaks, read with curl.
+
+    Off loopback a login needs TLS, so the reading line then uses IMAPS/POP3S
+    and trusts the stack's certificate (``cert``)."""
     people = []
     for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
         secrets = loaded.secrets_in(d.namespace)
@@ -94,17 +115,25 @@ def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str) -> list[str
     if len(people) < 2:
         return []
     (frm, frm_pw), (to, to_pw) = people[0], people[1]
-    read = (f"'imap://{host}:{ports['imap']}/INBOX;MAILINDEX=1'" if _enabled(loaded, "imap")
-            else f"'pop3://{host}:{ports['pop3']}/1'")
+    plain = is_loopback(host) or cert is None
+    scheme, port = (("imap", ports["imap"]) if plain else ("imaps", ports["imaps"])) if _enabled(loaded, "imap") \
+        else (("pop3", ports["pop3"]) if plain else ("pop3s", ports["pop3s"]))
+    path = "INBOX;MAILINDEX=1" if scheme.startswith("imap") else "1"
+    trust = "" if plain else f" --cacert {cert}"
     return [
         f"swaks --server {host}:{ports['submission']} -tls --auth-user {frm} --auth-password '{frm_pw}' "
         f"--from {frm} --to {to}",
-        f"curl -s --user '{to}:{to_pw}' {read}",
+        f"curl -s{trust} --user '{to}:{to_pw}' '{scheme}://{host}:{port}/{path}'",
     ]
 
 
 def _enabled(loaded: loading.Loaded, protocol: str) -> bool:
     return any(d.obj["spec"]["mailstore"][protocol] for d in loaded.domains)
+
+
+def data_flag(layout: Layout) -> str:
+    """`` --data DIR`` for the hints, unless DIR is the default."""
+    return "" if layout.root == Layout.at(DEFAULT_DATA).root else f" --data {layout.root}"
 
 
 def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: str) -> str:
@@ -120,10 +149,12 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
         "  TLS uses a self-signed certificate unless the YAML includes the TLS Secret.",
         "",
     ]
-    tries = try_it(loaded, ports, host)
+    tries = try_it(loaded, ports, host, layout.config / "tls" / "tls.crt")
     if tries:
         lines += ["Try it:", *(f"  {t}" for t in tries), ""]
-    lines += ["See what the mail is doing: correo status  ·  the queue: correo queue list  ·  stop: Ctrl-C", ""]
+    flag = data_flag(layout)
+    lines += [f"See what the mail is doing: correo status{flag}  ·  the queue: correo queue list{flag}"
+              "  ·  stop: Ctrl-C", ""]
     return "\n".join(lines)
 
 
@@ -155,6 +186,7 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         print(f"correo up: {exc}", file=sys.stderr)
         await sup.stop()
         return 1
+    running_config = _config_digest(layout)
     state["services"] = sup.pids()
     write_json(layout.state_file, state)
     print(banner(loaded, layout, ports, options.host), flush=True)
@@ -174,8 +206,9 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
             if now != signature:
                 signature = now
                 restart |= await asyncio.to_thread(apply_once, paths, layout, options, ports) == "restart"
-            if restart and not stop.is_set():
+            if restart and not stop.is_set() and _config_digest(layout) != running_config:
                 log.info("domain_changed_restarting_services")
+                running_config = _config_digest(layout)
                 await sup.restart()
             current = read_json(layout.state_file) or state
             if current.get("services") != sup.pids():
@@ -187,6 +220,13 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         layout.state_file.unlink(missing_ok=True)
         print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
     return 0
+
+
+def _config_digest(layout: Layout) -> str:
+    try:
+        return hashlib.sha256((layout.config / "correo.yaml").read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: dict[str, int],
@@ -219,11 +259,13 @@ def main(args) -> int:
     if loaded is None:
         return 1
     layout = Layout.at(args.data)
-    if running_state(layout):
-        print(f"correo up: a stack is already running with data in {layout.root} "
-              f"(pid {running_state(layout)['pid']}); use `correo apply` to change it", file=sys.stderr)
-        return 1
     layout.create()
+    lock = lock_data(layout)
+    if lock is None:
+        holder = running_state(layout)
+        print(f"correo up: a stack is already running with data in {layout.root}"
+              + (f" (pid {holder['pid']})" if holder else "") + "; use `correo apply` to change it", file=sys.stderr)
+        return 1
     options = stack.Options(
         host=args.host,
         port_base=0 if args.port_base is None else args.port_base,
@@ -233,7 +275,10 @@ def main(args) -> int:
     )
     if not shutil.which("swaks"):
         log.info("swaks_not_installed", hint="apt-get install swaks to use the try-it line")
-    return asyncio.run(_run(args, loaded, paths, layout, options))
+    try:
+        return asyncio.run(_run(args, loaded, paths, layout, options))
+    finally:
+        lock.close()
 
 
 def apply(args) -> int:
@@ -243,7 +288,7 @@ def apply(args) -> int:
     if state is None:
         print(f"correo apply: no `correo up` is running with data in {layout.root}", file=sys.stderr)
         return 1
-    paths = args.paths or state["paths"]
+    paths = [str(Path(p).resolve()) for p in args.paths] or state["paths"]
     opts = state.get("options") or {}
     options = stack.Options(host=state.get("host", "127.0.0.1"), port_base=opts.get("portBase", 0),
                             ephemeral=opts.get("ephemeral", False), dns=tuple(opts.get("dns") or ()),
@@ -251,7 +296,10 @@ def apply(args) -> int:
     loaded = _load(paths)
     if loaded is None:
         return 1
+    old_paths = state.get("paths")
     result = apply_once(paths, layout, options, state["ports"], loaded)
+    if [str(Path(p).resolve()) for p in paths] != old_paths:
+        print(f"correo apply: `correo up` now watches {', '.join(paths)} (was {', '.join(old_paths or [])})")
     if result == "restart":
         os.kill(state["pid"], signal.SIGHUP)
         print("correo apply: the domain configuration changed; `correo up` restarts the services")

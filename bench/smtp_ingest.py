@@ -241,7 +241,8 @@ def run_postfix(args, work: Path) -> dict | None:
 
 def line(name: str, result: dict, n: int) -> str:
     text = (f"{name:7}: {n / result['accept_seconds']:5.0f} msg/s accepted, {n / result['total_seconds']:5.0f} msg/s "
-            f"end to end ({result['total_seconds']:5.2f}s); CPU ms/msg: machine {result['machine_cpu'] / n * 1000:5.2f}")
+            f"end to end ({result['total_seconds']:5.2f}s); "
+            f"CPU ms/msg: machine {result['machine_cpu'] / n * 1000:5.2f}")
     if "cpu" in result:
         text += "".join(f", {k} {v / n * 1000:.2f}" for k, v in sorted(result["cpu"].items()))
     return text

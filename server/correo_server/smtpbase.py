@@ -119,8 +119,9 @@ class Speedups:
 
     def _idle_check(self) -> None:
         self._timeout_handle = None
-        if self._idle_deadline - self.loop.time() > 0.001:  # type: ignore[attr-defined]
-            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)  # type: ignore[attr-defined]
+        loop = self.loop  # type: ignore[attr-defined]
+        if self._idle_deadline - loop.time() > 0.001:
+            self._timeout_handle = loop.call_at(self._idle_deadline, self._idle_check)
         else:
             self._timeout_cb()  # type: ignore[attr-defined]
 
@@ -279,8 +280,8 @@ class Speedups:
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = simple_path(arg) if arg else None
-        if found is not None and not (self.local_part_limit  # type: ignore[attr-defined]
-                                      and len(found[0].rpartition("@")[0]) > self.local_part_limit):  # type: ignore[attr-defined]
+        limit = self.local_part_limit  # type: ignore[attr-defined]
+        if found is not None and not (limit and len(found[0].rpartition("@")[0]) > limit):
             return found
         return SMTP._getaddr(self, arg)  # type: ignore[arg-type]
 

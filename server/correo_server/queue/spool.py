@@ -25,10 +25,10 @@ small write or an unlink, hence one for everything rather than one each.
 
 **State changes** go to the journal: :meth:`Journal.append` queues events and
 returns a future that completes once they are on disk (one write + fsync for
-everything queued meanwhile: group commit, in the batches above).  When the journal grows past a
-limit (and at every start) it is *compacted*: the state is written to
-``snapshot.json`` (temp file, fsync, rename, directory fsync) and a new journal
-generation begins.  A crash at any point leaves either the old snapshot and
+everything queued meanwhile: group commit, in the batches above).  When the
+journal grows past a limit (and at every start) it is *compacted*: the state
+is written to ``snapshot.json`` (temp file, fsync, rename, directory fsync)
+and a new journal generation begins.  A crash at any point leaves either the old snapshot and
 its journals or the new ones, and recovery replays every journal from the
 snapshot's generation on.  Before a snapshot is written the ``msg/`` folder is
 fsynced, so that a message the snapshot no longer lists is really gone (else it

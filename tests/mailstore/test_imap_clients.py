@@ -153,6 +153,37 @@ def test_mbsync_synchronises_both_ways(imap, tmp_path):
     assert [(m.uid, m.flags) for m in imap.folder(ALICE).messages()] == before
 
 
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
+def test_mbsync_with_a_non_ascii_local_folder_gets_a_refusal_not_duplicates(imap, tmp_path):
+    """mbsync 1.4 sends a local folder name as raw UTF-8.  The server refuses
+    it (not modified UTF-7) instead of creating "Caf&AOk-", which mbsync would
+    then see as another folder and copy back as a duplicate on every run."""
+    conf = _mbsync_config(tmp_path, imap.port)
+    local = tmp_path / "local"
+    for sub in ("cur", "new", "tmp"):
+        (local / "Café" / sub).mkdir(parents=True)
+    (local / "Café" / "new" / "1.1.local").write_bytes(b"Subject: x\n\nhello\n")
+    for _ in range(2):
+        result = subprocess.run(["mbsync", "-c", str(conf), "-a"], capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert "NO [CANNOT] Mailbox name is not valid modified UTF-7" in result.stdout + result.stderr
+    assert sorted(p.name for p in local.iterdir()) == ["Café", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+    c = RawClient(imap.port)
+    c.login()
+    listed = [line for line in c.cmd('LIST "" "*"') if line.startswith(b"* LIST")]
+    assert len(listed) == 5 and not any(b"&" in line for line in listed)
+
+    # a folder with a valid modified UTF-7 name syncs down and up again as one folder
+    shutil.rmtree(local / "Café")
+    assert c.cmd('CREATE "Entw&APw-rfe"')[-1].split()[1] == b"OK"
+    assert c.cmd(b'APPEND "Entw&APw-rfe" {%d+}\r\n' % len(SIMPLE) + SIMPLE)[-1].split()[1] == b"OK"
+    _mbsync(conf)
+    _mbsync(conf)
+    assert _local_messages(local / "Entw&APw-rfe") == [_plain(SIMPLE)]
+    listed = [line for line in c.cmd('LIST "" "*"') if line.startswith(b"* LIST")]
+    assert len(listed) == 6 and len(imap.folder(ALICE, "Entw&APw-rfe")) == 1
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as sock:

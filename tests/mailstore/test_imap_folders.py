@@ -53,6 +53,74 @@ def test_non_ascii_names_travel_as_modified_utf7(raw):
     assert raw.cmd('SELECT "Entw&APw-rfe"')[-1].split()[1] == b"OK"
 
 
+NOT_MUTF7 = b"NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n"
+INVALID_NAMES = [
+    "Café".encode(),  # raw UTF-8: what mbsync 1.4 sends for a local folder "Café"
+    b"Caf\xe9",       # raw Latin-1
+    b"x&AOk",         # unterminated & sequence
+    b"&AGE-",         # printable ASCII ("a") must not be encoded
+    b"&Jjo!",         # not modified base64
+]
+
+
+def test_names_that_are_not_modified_utf7_are_refused(imap, raw):
+    """RFC 3501 5.1.3: mailbox names are 7-bit modified UTF-7.  A name that
+    is not is refused (as Dovecot does without UTF8=ACCEPT), never converted
+    behind the client's back; the session goes on."""
+    imap.deliver(ALICE, SIMPLE)
+    raw.cmd("CREATE Valid")
+    for bad in INVALID_NAMES:
+        q = b'"' + bad + b'"'
+        for command in (b"CREATE " + q, b"RENAME Valid " + q, b"RENAME " + q + b" Other", b"SELECT " + q,
+                        b"EXAMINE " + q, b"STATUS " + q + b" (MESSAGES)", b"SUBSCRIBE " + q,
+                        b"UNSUBSCRIBE " + q, b"DELETE " + q, b"GETQUOTAROOT " + q,
+                        b"APPEND " + q + b" {5+}\r\nhello", b"CREATE {%d+}\r\n" % len(bad) + bad):
+            lines = raw.cmd(command)
+            assert lines[-1].split(b" ", 1)[1] == NOT_MUTF7, (command, lines)
+    raw.cmd("SELECT INBOX")
+    for bad in INVALID_NAMES:
+        for verb in (b"COPY", b"MOVE", b"UID COPY", b"UID MOVE"):
+            assert raw.cmd(verb + b' 1 "' + bad + b'"')[-1].split(b" ", 1)[1] == NOT_MUTF7
+    assert len(imap.folder(ALICE)) == 1  # nothing moved
+    # a refused SELECT leaves no folder selected, like any failed SELECT
+    assert raw.cmd(b'SELECT "Caf\xc3\xa9"')[-1].split(b" ", 1)[1] == NOT_MUTF7
+    assert raw.cmd("FETCH 1 FLAGS")[-1].split()[1] == b"BAD"
+    listed = names(raw.cmd('LIST "" "*"'))
+    assert set(listed) == {"INBOX", "Drafts", "Junk", "Sent", "Trash", "Valid"}
+    assert "Valid" not in names(raw.cmd('LSUB "" "*"'))
+    assert raw.cmd("SELECT INBOX")[-1].split()[1] == b"OK"
+
+
+def test_valid_modified_utf7_names_round_trip(raw):
+    assert raw.cmd('CREATE "Caf&AOk-"')[-1].split()[1] == b"OK"
+    assert raw.cmd('CREATE "Caf&AOk-/&ZeVnLIqe-"')[-1].split()[1] == b"OK"  # 日本語
+    assert raw.cmd('CREATE "Tom &- Jerry"')[-1].split()[1] == b"OK"
+    listed = names(raw.cmd('LIST "" "*"'))
+    assert {"Caf&AOk-", "Caf&AOk-/&ZeVnLIqe-", "Tom &- Jerry"} <= set(listed)
+    assert b'* STATUS "Caf&AOk-" (MESSAGES 0)\r\n' in raw.cmd('STATUS "Caf&AOk-" (MESSAGES)')
+    assert raw.cmd(b'APPEND "Caf&AOk-" {5+}\r\nhello')[-1].split()[1] == b"OK"
+    assert raw.cmd('RENAME "Caf&AOk-" "D&AOk-j&AOA- vu"')[-1].split()[1] == b"OK"
+    assert b"* 1 EXISTS\r\n" in raw.cmd('SELECT "D&AOk-j&AOA- vu"')
+    assert "D&AOk-j&AOA- vu/&ZeVnLIqe-" in names(raw.cmd('LIST "" "*"'))
+    # a UTF-8 LIST pattern or reference is only a pattern: it matches the
+    # encoded name (as in Dovecot), and the name comes back in mUTF-7
+    assert list(names(raw.cmd(b'LIST "" "D\xc3\xa9j\xc3\xa0 vu"'))) == ["D&AOk-j&AOA- vu"]
+    assert list(names(raw.cmd(b'LIST "D\xc3\xa9j\xc3\xa0 vu/" "%"'))) == ["D&AOk-j&AOA- vu/&ZeVnLIqe-"]
+
+
+def test_imapclient_round_trips_unicode_folder_names(imap):
+    import imapclient
+    from imaptest_support import PASSWORD
+    c = imapclient.IMAPClient("127.0.0.1", port=imap.port, ssl=False)
+    c.login(ALICE, PASSWORD)
+    c.create_folder("Café/Entwürfe")  # imapclient encodes to modified UTF-7
+    assert {"Café", "Café/Entwürfe"} <= {n for _, _, n in c.list_folders()}
+    c.append("Café/Entwürfe", SIMPLE)
+    assert c.select_folder("Café/Entwürfe")[b"EXISTS"] == 1
+    c.logout()
+    assert len(imap.folder(ALICE, "Caf&AOk-/Entw&APw-rfe")) == 1
+
+
 def test_delete_and_parents_that_remain(raw):
     raw.cmd("CREATE a/b")
     assert raw.cmd("DELETE a")[-1].split()[1] == b"OK"

@@ -142,6 +142,7 @@ class Command:
     name: str  # upper case; "FETCH" for both FETCH and UID FETCH
     uid: bool = False
     args: dict[str, Any] = field(default_factory=dict)
+    invalid_mailbox: str | None = None  # a mailbox argument that is not modified UTF-7 (refused NO)
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class Reader:
         self.buf = buf
         self.pos = 0
         self.depth = 0
+        self.invalid_mailbox: str | None = None
 
     def fail(self, message: str) -> None:
         raise _Fail(message)
@@ -266,14 +268,34 @@ class Reader:
         return self.string()
 
     def mailbox(self) -> str:
+        """A mailbox name, which IMAP4rev1 carries in 7-bit modified UTF-7
+        (RFC 3501 5.1.3).  A name that is not — 8-bit octets (raw UTF-8 from
+        a client that assumes UTF8=ACCEPT, which correo does not offer), a
+        broken ``&...-`` sequence — is syntactically a string, so the
+        command parses, but the name is recorded in :attr:`invalid_mailbox`
+        and the session refuses the command ``NO`` (as Dovecot does).  It is
+        never converted: a client that sent ``Café`` and found ``Caf&AOk-``
+        in LIST would see a different folder and create it again (mbsync)."""
         raw = self.astring("a mailbox name")
-        try:
-            name = utf7.from_wire(raw)
-        except UnicodeDecodeError:
-            self.fail("mailbox name is neither modified UTF-7 nor UTF-8")
+        name = raw.decode("utf-8", "replace")
+        if not raw.isascii() or not utf7.is_valid(name):
+            if self.invalid_mailbox is None:
+                self.invalid_mailbox = name
+            return name
         if name.upper() == "INBOX":
             return "INBOX"
         return name
+
+    def reference(self) -> str:
+        """The reference of LIST/LSUB: like a pattern, not a mailbox name —
+        an 8-bit UTF-8 reference is converted to modified UTF-7 and an
+        invalid one simply matches nothing (as in Dovecot)."""
+        raw = self.astring("a reference")
+        try:
+            name = utf7.from_wire(raw)
+        except UnicodeDecodeError:
+            self.fail("reference is neither modified UTF-7 nor UTF-8")
+        return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
         c = self.peek()
@@ -408,7 +430,7 @@ def parse_command(buf: bytes) -> Command:
         raise BadCommand(tag, f"Error in IMAP command{where}: {exc}") from None
     except RecursionError:
         raise BadCommand(tag, "Error in IMAP command: too deeply nested") from None
-    return Command(tag, name, uid, args)
+    return Command(tag, name, uid, args, r.invalid_mailbox)
 
 
 def _none(r: Reader) -> None:
@@ -498,7 +520,7 @@ def _list(r: Reader) -> dict:
         if "RECURSIVEMATCH" in select and len(set(select) - {"RECURSIVEMATCH", "REMOTE"}) == 0:
             r.fail("RECURSIVEMATCH needs another selection option")
         r.sp()
-    reference = r.mailbox() if r.peek() not in (b"",) else ""
+    reference = r.reference()
     r.sp()
     if r.peek() == b"(":
         extended = True
@@ -532,7 +554,7 @@ def _list(r: Reader) -> dict:
 
 def _lsub(r: Reader) -> dict:
     r.sp()
-    reference = r.mailbox()
+    reference = r.reference()
     r.sp()
     return {"reference": reference, "patterns": [r.list_mailbox()]}
 

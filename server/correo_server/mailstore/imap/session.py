@@ -25,7 +25,6 @@ from ..store import (DiskFull, FolderError, FolderExists, MessageGone, NoSuchFol
 from . import fetch as F
 from . import responses as R
 from . import search as S
-from . import utf7
 from .parser import BadCommand, Command, parse_command
 from .states import (Authenticated, FolderGone, Logout, NotAuthenticated, Selected, SelectedView,
                      State)
@@ -36,6 +35,7 @@ VERSION = "0.1.0"
 DELIMITER = "/"
 Reply = tuple[str, str, "str | None"]
 FLUSH_AT = 256 * 1024
+NOT_MUTF7 = "Mailbox name is not valid modified UTF-7"
 _CACHE = F.ParsedCache()
 
 
@@ -109,6 +109,9 @@ class Session:
         if not self.state.allows(cmd.name):
             self.ch.write(R.tagged(cmd.tag, "BAD", self._wrong_state(cmd.name)))
             return
+        if cmd.invalid_mailbox is not None:
+            self._refuse_name(cmd)
+            return
         handler = getattr(self, "cmd_" + cmd.name.lower())
         started = time.monotonic()
         try:
@@ -148,6 +151,16 @@ class Session:
         if status == "OK" and cmd.name in ("FETCH", "SEARCH", "STORE", "SELECT", "EXAMINE", "LIST", "STATUS"):
             text = f"{text} ({time.monotonic() - started:.3f} secs)."
         self.ch.write(R.tagged(cmd.tag, status, text, code))
+
+    def _refuse_name(self, cmd: Command) -> None:
+        """A mailbox name that is not modified UTF-7: ``NO [CANNOT]`` (RFC
+        3501 5.1.3; Dovecot answers the same without UTF8=ACCEPT).  A
+        refused SELECT/EXAMINE leaves no folder selected, as any failed
+        SELECT does."""
+        if cmd.name in ("SELECT", "EXAMINE"):
+            self._leave_selected()
+        self.log.info("imap_invalid_mailbox_name", command=cmd.name, mailbox=cmd.invalid_mailbox[:100])
+        self.ch.write(R.tagged(cmd.tag, "NO", NOT_MUTF7, "CANNOT"))
 
     def _wrong_state(self, name: str) -> str:
         if isinstance(self.state, NotAuthenticated):
@@ -317,16 +330,10 @@ class Session:
         self.state = Selected(self.state.entry, self.mailbox, view)  # type: ignore[attr-defined]
         return ("OK", "Select completed", "READ-ONLY" if readonly else "READ-WRITE")
 
-    def _check_name(self, name: str) -> str | None:
-        if not utf7.is_valid(name):
-            return "Mailbox name is not valid modified UTF-7"
-        return None
-
     async def cmd_create(self, cmd: Command) -> Reply:
         name = cmd.args["mailbox"].rstrip(DELIMITER) if cmd.args["mailbox"] != DELIMITER else ""
-        problem = self._check_name(name) if name else "Empty mailbox name"
-        if problem:
-            return ("NO", problem, "CANNOT")
+        if not name:
+            return ("NO", "Empty mailbox name", "CANNOT")
         await self.mailbox.create(name)
         return ("OK", "Create completed.", None)
 
@@ -341,9 +348,8 @@ class Session:
 
     async def cmd_rename(self, cmd: Command) -> Reply:
         old, new = cmd.args["old"], cmd.args["new"].rstrip(DELIMITER)
-        problem = self._check_name(new) if new else "Empty mailbox name"
-        if problem:
-            return ("NO", problem, "CANNOT")
+        if not new:
+            return ("NO", "Empty mailbox name", "CANNOT")
         if not await self.mailbox.exists(old):
             return ("NO", "Mailbox doesn't exist", "NONEXISTENT")
         await self.mailbox.rename(old, new)

@@ -85,8 +85,11 @@ def is_valid(text: str) -> bool:
 
 
 def from_wire(raw: bytes) -> str:
-    """A mailbox name as a client sent it: 7-bit mUTF-7 as is; 8-bit UTF-8
-    (sent by some clients against the RFC) converted to mUTF-7."""
+    """A LIST/LSUB pattern or reference as a client sent it: 7-bit as is;
+    8-bit UTF-8 (sent by some clients against the RFC) converted to mUTF-7,
+    so that it matches (as in Dovecot).  Never for a mailbox *name*: those
+    must be valid mUTF-7 or the command is refused (see
+    :meth:`.parser.Reader.mailbox`)."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:

@@ -99,9 +99,14 @@ def test_sigkill_during_appends_loses_no_acknowledged_message(tmp_path, kill_aft
     acked: dict[int, bytes] = {}
     stop = threading.Event()
     workers = [threading.Thread(target=appender, args=(child.port, w, acked, stop)) for w in range(3)]
+    started = time.monotonic()
     for w in workers:
         w.start()
-    time.sleep(kill_after)
+    # kill ``kill_after`` seconds in, but never before a first APPEND was
+    # acknowledged (logins and the first write are slow on a loaded machine)
+    while not acked and time.monotonic() - started < 30:
+        time.sleep(0.01)
+    time.sleep(max(0.0, kill_after - (time.monotonic() - started)))
     child.kill()
     stop.set()
     for w in workers:

@@ -108,3 +108,31 @@ def test_a_second_up_cannot_take_the_data_folder(tmp_path):
     assert first is not None and up.lock_data(layout) is None
     first.close()
     assert up.lock_data(layout) is not None
+
+
+def test_status_reads_what_runs_not_the_yaml_being_edited(tmp_path, examples_dir):
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    layout = Layout.at(tmp_path)
+    stack.write_config(loaded, layout, stack.choose_ports(stack.Options(ephemeral=True)), stack.Options())
+    applied, keys = stack.read_applied(layout)
+    assert [d.name for d in applied.domains] == ["example-com"]
+    assert sorted(d.name for d in applied.mailboxes) == ["alice", "bob"]
+    assert keys["default"]["alice-password"] == frozenset({"password"})
+    assert "wonderland" not in layout.applied_file.read_text()  # key names only, never values
+
+
+def test_status_table_tells_what_needs_attention(tmp_path, examples_dir):
+    from datetime import datetime, timezone
+
+    from correo_operator.local import statuscmd
+    loaded = loading.load_paths([str(examples_dir / "quickstart")])
+    layout = Layout.at(tmp_path)
+    stack.write_config(loaded, layout, stack.choose_ports(stack.Options(ephemeral=True)), stack.Options())
+    applied, keys = stack.read_applied(layout)
+    state = {"endpoints": {}, "services": {}}  # nothing answers: the queue's figures are unknown
+    items = statuscmd.compute(layout, state, applied, keys, datetime.now(timezone.utc))
+    text = statuscmd.table(items)
+    assert "QueueUnreachable" in text
+    row = next(line for line in text.splitlines() if line.startswith("default    bob"))
+    assert " ? " in row  # unknown, not zero
+    assert "bob@example.com: MailstoreUnavailable" in text

@@ -9,6 +9,7 @@ where everything is.
     DATA/mail/          the mailstore's Maildirs
     DATA/run/           ports files of the running services
     DATA/state.json     pid, YAML paths, endpoints, object generations
+    DATA/applied.json   the resources that run (status reads these, not the YAML being edited)
     DATA/status.json    the last status documents (for lastTransitionTime)
 """
 from __future__ import annotations
@@ -47,6 +48,10 @@ class Layout:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def applied_file(self) -> Path:
+        return self.root / "applied.json"
 
     @property
     def status_file(self) -> Path:

@@ -20,7 +20,7 @@ from correo_server import directory as dirmod
 
 from .. import loading, render
 from . import keys
-from .layout import Layout, write_atomic
+from .layout import Layout, read_json, write_atomic, write_json
 
 PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
 INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http")
@@ -179,10 +179,37 @@ def write_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], 
     cfg = server_config(loaded, layout, ports, options, tls=True)
     cfg = dataclasses.replace(cfg, base_dir=str(layout.config))
     write_keys(loaded, layout, cfg)
+    write_applied(loaded, layout)
     config_changed = write_atomic(layout.config / cfgmod.CONFIG_FILE, cfgmod.dump(cfg), 0o600)
     directory_changed = write_atomic(layout.config / cfgmod.DIRECTORY_FILE,
                                      dirmod.dump(directory_entries(loaded)), 0o600)
     return config_changed, directory_changed
+
+
+def write_applied(loaded: loading.Loaded, layout: Layout) -> None:
+    """What runs, for ``correo status``: the resources (with defaults) and the
+    usable keys of their Secrets, never the Secrets' values.  Status reads this,
+    not the YAML on disk, which may be mid-edit or broken."""
+    resources = [d.obj for d in sorted(loaded.domains + loaded.mailboxes, key=lambda d: (d.kind, d.namespace, d.name))]
+    keys = {f"{ns}/{name}": sorted(loading.usable_keys(doc.obj)) for (ns, name), doc in sorted(loaded.secrets.items())}
+    write_json(layout.applied_file, {"resources": resources, "secretKeys": keys})
+
+
+def read_applied(layout: Layout) -> tuple[loading.Loaded, dict[str, dict[str, frozenset[str]]]] | None:
+    """The resources of :func:`write_applied` as a ``Loaded``, and the usable
+    Secret keys by namespace and name."""
+    doc = read_json(layout.applied_file)
+    if doc is None:
+        return None
+    loaded = loading.Loaded()
+    for i, obj in enumerate(doc.get("resources") or [], start=1):
+        d = loading.Document(obj, str(layout.applied_file), i)
+        (loaded.domains if d.kind == "MailDomain" else loaded.mailboxes).append(d)
+    keys: dict[str, dict[str, frozenset[str]]] = {}
+    for ref, names in (doc.get("secretKeys") or {}).items():
+        ns, _, name = ref.partition("/")
+        keys.setdefault(ns, {})[name] = frozenset(names)
+    return loaded, keys
 
 
 def dkim_public_keys(layout: Layout) -> dict[str, str]:

@@ -40,11 +40,9 @@ def _flat_endpoints(state: dict) -> dict[str, str]:
     return out
 
 
-def _secret_keys(loaded: loading.Loaded, namespace: str, domain: dict) -> dict[str, frozenset[str]]:
-    keys = {}
-    for name, secret in loaded.secrets_in(namespace).items():
-        keys[name] = frozenset((secret.get("data") or {}).keys()) | frozenset((secret.get("stringData") or {}).keys())
-    tls = (domain["spec"].get("tls") or {}).get("secretName")
+def _secret_keys(keys: dict[str, frozenset[str]], domain: dict | None) -> dict[str, frozenset[str]]:
+    keys = dict(keys)
+    tls = ((domain or {}).get("spec", {}).get("tls") or {}).get("secretName")
     if tls:  # the local runtime supplies a certificate (given or self-signed)
         keys[tls] = frozenset({"tls.crt", "tls.key"})
     return keys
@@ -59,8 +57,10 @@ def _with_meta(doc: loading.Document, generations: dict, previous: dict[str, Any
     return obj
 
 
-def compute(layout: Layout, state: dict, loaded: loading.Loaded, now: datetime) -> list[dict]:
-    """Every MailDomain and Mailbox of the local stack with its status."""
+def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: dict[str, dict[str, frozenset[str]]],
+            now: datetime) -> list[dict]:
+    """Every MailDomain and Mailbox of the local stack with its status;
+    ``secret_keys``: usable keys of the Secrets, by namespace and name."""
     ep = state.get("endpoints") or {}
     docs = {s: fetch_json((ep.get(s) or {}).get("http", "") + "/status") if ep.get(s) else None for s in ORDER}
     alive = set((state.get("services") or {}).keys())
@@ -74,7 +74,7 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, now: datetime) 
         obj = _with_meta(d, generations, previous)
         observed = statusmod.Observed(
             relay=docs["relay"], queue=docs["queue"], mailstore=docs["mailstore"], availability=availability,
-            secret_keys=_secret_keys(loaded, d.namespace, obj),
+            secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), obj),
             dkim_public_key=dkim.get(str(obj["spec"]["domain"]).lower()), endpoints=_flat_endpoints(state))
         mailboxes = loaded.mailboxes_of(d)
         obj["status"] = statusmod.domain_status(obj, [m.obj for m in mailboxes], observed=observed, now=now)
@@ -86,8 +86,7 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, now: datetime) 
         found = domain_objs.get((m.namespace, loading.address_domain(obj)))
         observed = found[1] if found else statusmod.Observed(
             queue=docs["queue"], mailstore=docs["mailstore"],
-            secret_keys={n: frozenset((s.get("stringData") or {}) | (s.get("data") or {}))
-                         for n, s in loaded.secrets_in(m.namespace).items()})
+            secret_keys=_secret_keys(secret_keys.get(m.namespace, {}), None))
         obj["status"] = statusmod.mailbox_status(obj, found[0] if found else None, observed=observed, now=now)
         items.append(obj)
     write_json(layout.status_file, {"status": {f"{o['kind']}/{o['metadata']['namespace']}/{o['metadata']['name']}":
@@ -100,18 +99,25 @@ def _cond(obj: dict, type_: str) -> dict:
 
 
 def table(items: list[dict]) -> str:
+    """``kubectl get``-like tables, with a line for every condition that needs
+    attention (figures show ``?`` when the queue could not be read)."""
     def fmt(rows: list[list[str]]) -> list[str]:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
     domains = [o for o in items if o["kind"] == "MailDomain"]
     boxes = [o for o in items if o["kind"] == "Mailbox"]
+    queue_known = all(_cond(o, "QueueAvailable").get("status") == "True" for o in domains)
+
+    def figure(value) -> str:
+        return str(value) if queue_known else "?"
+
     out: list[str] = []
     rows = [["NAMESPACE", "MAILDOMAIN", "DOMAIN", "READY", "DEFERRED", "BOUNCED", "REASON"]]
     for o in domains:
         q = o["status"].get("queue", {})
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["domain"],
-                     _cond(o, "Ready").get("status", "?"), str(q.get("deferred", 0)), str(q.get("bounced", 0)),
+                     _cond(o, "Ready").get("status", "?"), figure(q.get("deferred", 0)), figure(q.get("bounced", 0)),
                      _cond(o, "Ready").get("reason", "")])
     out += fmt(rows)
     for o in domains:
@@ -119,17 +125,24 @@ def table(items: list[dict]) -> str:
             if c["status"] != "True":
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
     out.append("")
-    rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "BOUNCED", "REASON"]]
+    rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "DEFERRED", "BOUNCED", "REASON"]]
     for o in boxes:
         u, dl = o["status"].get("usage", {}), o["status"].get("delivery", {})
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["address"],
                      _cond(o, "Ready").get("status", "?"), u.get("used", "0"), u.get("quota", "?"),
-                     str(u.get("messages", 0)), str(dl.get("bounced", 0)), _cond(o, "Ready").get("reason", "")])
+                     str(u.get("messages", 0)), figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)),
+                     _cond(o, "Ready").get("reason", "")])
     out += fmt(rows)
     for o in boxes:
+        address = o["spec"]["address"]
+        ready, quota = _cond(o, "Ready"), _cond(o, "QuotaExceeded")
+        if ready.get("status") == "False":
+            out.append(f"  {address}: {ready['reason']}: {ready['message']}")
+        if quota.get("status") == "True":
+            out.append(f"  {address}: QuotaExceeded: {quota['message']}")
         last = o["status"].get("delivery", {}).get("lastBounce")
         if last:
-            out.append(f"  {o['spec']['address']}: last bounce {last.get('recipient')}: {last.get('reason')}")
+            out.append(f"  {address}: last bounce {last.get('recipient')}: {last.get('reason')}")
     return "\n".join(out) + "\n"
 
 
@@ -140,12 +153,17 @@ def main(args) -> int:
         print(f"correo status: no local stack is running with data in {layout.root} "
               "(start one with `correo up`)", file=sys.stderr)
         return 1
-    loaded = loading.load_paths(state["paths"])
-    if loaded.errors:
-        for e in loaded.errors:
-            print(str(e), file=sys.stderr)
+    applied = stack.read_applied(layout)
+    if applied is None:
+        print(f"correo status: {layout.applied_file} is missing; restart `correo up`", file=sys.stderr)
         return 1
-    items = compute(layout, state, loaded, statusmod.now_utc())
+    on_disk = loading.load_paths(state["paths"])
+    if on_disk.errors:
+        print(f"correo status: warning: the YAML in {', '.join(state['paths'])} has {len(on_disk.errors)} "
+              "error(s) and was not applied (see `correo validate`); this is the status of what runs.",
+              file=sys.stderr)
+    loaded, secret_keys = applied
+    items = compute(layout, state, loaded, secret_keys, statusmod.now_utc())
     if args.output == "table":
         sys.stdout.write(table(items))
         return 0

@@ -21,6 +21,9 @@ def validate(args) -> int:
     if not loaded.files and not loaded.errors:
         print("correo validate: no YAML files found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
+    if not loaded.errors and not (loaded.domains or loaded.mailboxes):
+        print("correo validate: no MailDomain or Mailbox in " + ", ".join(args.paths), file=sys.stderr)
+        return 1
     if loaded.errors:
         n = len(loaded.errors)
         print(f"correo validate: {n} error{'s' if n != 1 else ''} in {len(loaded.files)} file(s)", file=sys.stderr)

@@ -436,12 +436,15 @@ def _cross_check(loaded: Loaded) -> None:
                                            f"{doc.kind} {doc.name} is also defined in {seen[key].where()}"))
         seen[key] = doc
     for doc in loaded.domains:
-        for name in sorted(domain_names(doc.obj) - {""}):
-            if (doc.namespace, name) in owner_of:
-                loaded.problems.append(Problem(doc.where(), "spec.domain",
-                                               f"{name} is also served by {owner_of[(doc.namespace, name)].where()}"))
-            owner_of[(doc.namespace, name)] = doc
         spec = doc.obj.get("spec") or {}
+        names = [("spec.domain", str(spec.get("domain", "")).lower())] + [
+            (f"spec.aliasDomains[{i}]", str(a).lower()) for i, a in enumerate(spec.get("aliasDomains") or [])]
+        for fld, name in names:
+            if not name:
+                continue
+            first = owner_of.setdefault((doc.namespace, name), doc)
+            if first is not doc:
+                loaded.problems.append(Problem(doc.where(), fld, f"{name} is also served by {first.where()}"))
         tls = (spec.get("tls") or {}).get("secretName")
         if tls and (doc.namespace, tls) not in loaded.secrets:
             loaded.problems.append(Problem(doc.where(), "spec.tls.secretName", (
@@ -458,7 +461,9 @@ def _cross_check(loaded: Loaded) -> None:
         if not address:
             continue
         domain = owner_of.get((doc.namespace, address_domain(doc.obj)))
-        if domain is None:
+        if any(p.where == doc.where() and p.field == "spec.address" for p in loaded.problems):
+            pass  # not an address at all: that error says enough
+        elif domain is None:
             loaded.problems.append(Problem(doc.where(), "spec.address", (
                 f"{address_domain(doc.obj)} is not the domain or an alias domain of any MailDomain in "
                 f"namespace {doc.namespace}")))

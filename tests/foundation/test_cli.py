@@ -51,3 +51,9 @@ def test_version_and_help():
     for command in ("validate", "render", "up", "status", "queue", "serve", "operator"):
         assert command in help_text
     assert "examples:" in help_text
+
+
+def test_validate_fails_when_there_is_nothing_to_validate(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    result = correo("validate", str(tmp_path))
+    assert result.returncode == 1 and "no MailDomain or Mailbox" in result.stderr

@@ -209,3 +209,16 @@ def test_a_typo_in_kind_is_an_error_not_a_silent_skip(tmp_path, kind):
 def test_a_document_without_apiversion_is_an_error(tmp_path):
     errors = errors_for(tmp_path, DOMAIN.replace("apiVersion: correo.dev/v1alpha1\n", ""))
     assert "required" in the_error(errors, "apiVersion")
+
+
+def test_an_alias_domain_served_elsewhere_names_the_alias_field_and_the_first_owner(tmp_path):
+    other = DOMAIN.replace("name: example-com", "name: other").replace("domain: example.com",
+                                                                         "domain: other.test\n  aliasDomains: [example.com]")
+    errors = errors_for(tmp_path, DOMAIN, other)
+    message = the_error(errors, "spec.aliasDomains[0]")
+    assert "MailDomain default/other" in message.split(":")[0] and "(document 1, MailDomain default/example-com)" in message
+
+
+def test_an_invalid_address_is_reported_once(tmp_path):
+    errors = errors_for(tmp_path, DOMAIN, mailbox("not-an-address"), SECRET)
+    assert len([e for e in errors if ": spec.address: " in e]) == 1

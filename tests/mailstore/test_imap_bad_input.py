@@ -47,6 +47,82 @@ def test_every_command_with_wrong_arguments_gets_bad_and_session_lives_on(imap):
     assert c.cmd("FETCH 1 (UID)")[0] == b"* 1 FETCH (UID 1)\r\n"
 
 
+MISSING = [
+    ("LIST", b"BAD LIST needs a reference and a mailbox name"),
+    ('LIST ""', b"BAD LIST needs a reference and a mailbox name"),
+    ("SELECT", b"BAD SELECT needs a mailbox name"),
+    ("RENAME Old", b"BAD RENAME needs the old and the new mailbox name"),
+    ("STATUS INBOX", b"BAD STATUS needs a mailbox name and a list of status items"),
+    ("FETCH 1", b"BAD FETCH needs a message set and the data items to fetch"),
+    ("UID FETCH", b"BAD UID FETCH needs a UID set and the data items to fetch"),
+    ("UID EXPUNGE", b"BAD UID EXPUNGE needs a UID set"),
+    ("UID", b"BAD UID needs a command: FETCH, STORE, SEARCH, COPY, MOVE or EXPUNGE"),
+    ("SEARCH", b"BAD SEARCH needs search criteria"),
+    ("SEARCH FROM", b"BAD Error in IMAP command SEARCH: FROM needs a search string"),
+    ("SEARCH OR SEEN", b"BAD Error in IMAP command SEARCH: OR needs two search keys"),
+    ("SEARCH BEFORE", b"BAD Error in IMAP command SEARCH: BEFORE needs a date such as 1-Feb-2024"),
+    ("SEARCH (SEEN", b"BAD Error in IMAP command SEARCH: Missing ')'"),
+    ("SEARCH ALL)", b"BAD Error in IMAP command SEARCH: Unexpected ')'"),
+    ("FETCH 1 (FLAGS", b"BAD Error in IMAP command FETCH: Missing ')'"),
+    ("FETCH 1 (FLAGS UID", b"BAD Error in IMAP command FETCH: Missing ')'"),
+    ("FETCH 1 BODY[HEADER", b"BAD Error in IMAP command FETCH: Missing ']'"),
+    ("FETCH 1 FLAGS)", b"BAD Error in IMAP command FETCH: Unexpected ')'"),
+    ("FETCH 1 FLAGS UID", b"BAD Error in IMAP command FETCH: Too many arguments "
+                          b"(several fetch attributes go in parentheses: (FLAGS UID))"),
+    ("FETCH x FLAGS", b"BAD Error in IMAP command FETCH: Invalid message set: x"),
+    ("STORE 1 +FLAGS", b"BAD Error in IMAP command STORE: Missing the flags to set, add or remove"),
+    ("STORE 1 XFLAGS (\\Seen)", b"BAD Error in IMAP command STORE: Expected FLAGS, +FLAGS or -FLAGS, found 'XFLAGS'"),
+    ('SEARCH SUBJECT "lunch', b"BAD Error in IMAP command SEARCH: Missing '\"'"),
+    ("NOOP now", b"BAD Error in IMAP command NOOP: Too many arguments"),
+    ("COPY 1", b"BAD COPY needs a message set and a mailbox name"),
+]
+
+
+def test_missing_arguments_are_named_in_the_users_terms(imap):
+    """Like Dovecot: what is missing or wrong, never the parser's view of
+    it ("expected a space"); the reply is tagged and the session goes on."""
+    imap.deliver(ALICE, SIMPLE)
+    c = RawClient(imap.port)
+    c.login()
+    c.cmd("SELECT INBOX")
+    for text, reply in MISSING:
+        lines = c.cmd(text)
+        assert lines == [b"t%d " % c.n + reply + b"\r\n"], text
+        assert c.cmd("FETCH 1 (UID)")[0] == b"* 1 FETCH (UID 1)\r\n"
+
+
+CUT_SHORT = [
+    b'LIST "" "*"', b"LSUB Work/ %", b"SEARCH FROM bob", b"SEARCH CHARSET UTF-8 OR FROM a NOT TO b",
+    b"SEARCH HEADER Subject lunch UID 1:3 LARGER 10 SINCE 1-Feb-2024", b"FETCH 1 (FLAGS UID)",
+    b"FETCH 1:* BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> (CHANGEDSINCE 5)", b"STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)",
+    b"STATUS INBOX (MESSAGES UNSEEN)", b"RENAME a b", b"LOGIN alice pw", b"COPY 1:3 Trash", b"UID MOVE 1 Trash",
+    b'APPEND INBOX (\\Seen) "01-Feb-2024 10:00:00 +0000" {1+}', b'SETQUOTA "" (STORAGE 10)',
+    b'LIST (SUBSCRIBED) "" ("a" "b") RETURN (STATUS (MESSAGES))', b"SELECT INBOX (CONDSTORE)", b"ID (\"a\" \"b\")",
+    b"AUTHENTICATE PLAIN", b"ENABLE CONDSTORE", b"GETQUOTAROOT INBOX", b"UID EXPUNGE 1:2",
+]
+
+
+@pytest.mark.parametrize("command", CUT_SHORT)
+def test_a_command_cut_short_at_any_argument_says_what_is_missing(command):
+    """Every command that ends where an argument should follow (with or
+    without a trailing space) is answered BAD with a message that says what
+    is missing — never the parser's "expected a space"."""
+    cuts = [i for i, c in enumerate(command) if c == 0x20]
+    assert cuts
+    for i in cuts:
+        for buf in (command[:i], command[:i + 1]):
+            try:
+                parse_command(b"a1 " + buf + b"\r\n")
+            except BadCommand as exc:
+                assert exc.tag == "a1"
+                message = exc.message.split(": ", 1)[-1] if exc.message.startswith("Error in") else exc.message
+                assert "needs" in message or message.startswith("Missing"), (buf, exc.message)
+                assert "expected a space" not in exc.message.lower()
+                continue
+            # a shorter command that is itself complete (SEARCH FROM bob / UID 1:3 ...)
+            assert buf.count(b"(") == buf.count(b")") and buf.count(b'"') % 2 == 0, buf
+
+
 def test_unknown_command_and_bad_tags(imap):
     c = RawClient(imap.port)
     assert c.cmd("FROBNICATE")[-1].endswith(b"BAD Unknown command FROBNICATE\r\n")
@@ -176,7 +252,8 @@ def test_parser_never_crashes_and_always_names_the_tag(buf):
         cmd = parse_command(buf)
     except BadCommand as exc:
         assert exc.tag == buf.split(b" ")[0].decode()
-        assert exc.message and "\n" not in exc.message
+        assert exc.message and all(" " <= ch <= "~" for ch in exc.message)  # one printable line
+        assert "expected a space" not in exc.message.lower()
         return
     assert isinstance(cmd, Command) and cmd.tag == buf.split(b" ")[0].decode()
 
@@ -188,6 +265,7 @@ def test_parser_survives_arbitrary_bytes(buf):
         parse_command(buf + b"\r\n")
     except BadCommand as exc:
         assert exc.tag is None or buf.startswith(exc.tag.encode())
+        assert exc.message and all(" " <= ch <= "~" for ch in exc.message)
         assert responses.tagged(exc.tag or "*", "BAD", exc.message).endswith(b"\r\n")
 
 

@@ -64,8 +64,44 @@ class TestPerRecipientReplies:
         mailstore = start_mailstore(over_quota="defer")
         big = b"Subject: big\r\n\r\n" + b"z" * 4000 + b"\r\n"
         result = lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE, ALICE], big)
-        assert result.replies[DAVE][0] == 452 and result.replies[DAVE][1].startswith(b"4.2.2")
+        assert result.replies[DAVE] == (452, b"4.2.2 <dave@example.com>: message would exceed the mailbox quota, "
+                                             b"try again later")
         assert result.replies[ALICE][0] == 250
+
+    def test_quota_refusal_says_full_mailbox_or_too_big_message(self, mailstore):
+        """Dave's quota is 3000 octets: at about 57%, a 2000-octet message
+        would exceed it (smaller mail still gets in); once the quota is
+        lowered below the usage, the mailbox is full."""
+        filler = b"Subject: filler\r\n\r\n" + b"y" * 1600 + b"\r\n"
+        assert lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], filler).replies[DAVE][0] == 250
+        big = b"Subject: big\r\n\r\n" + b"z" * 2000 + b"\r\n"
+        result = lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], big)
+        assert result.replies[DAVE] == (552, b"5.2.2 <dave@example.com>: message would exceed the mailbox quota")
+        assert lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], SIMPLE).replies[DAVE][0] == 250
+
+        # the same when the store refuses under its lock (the usage read before
+        # was stale: another delivery took the room in between)
+        from correo_server.mailstore.store import Usage
+        real_usage = mailstore.store.usage
+
+        async def stale_usage(address):
+            return Usage((await real_usage(address)).messages, 0)
+
+        mailstore.store.usage = stale_usage
+        try:
+            result = lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], big)
+        finally:
+            del mailstore.store.usage
+        assert result.replies[DAVE] == (552, b"5.2.2 <dave@example.com>: message would exceed the mailbox quota")
+
+        from correo_server import directory as directorymod
+        from .delivery_support import mailboxes
+        import dataclasses
+        entries = [dataclasses.replace(e, quota_bytes=1000) if e.address == DAVE else e for e in mailboxes()]
+        (mailstore.config_dir / "directory.yaml").write_text(directorymod.dump(entries))
+        mailstore.ctx.directory.force()
+        result = lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], SIMPLE)
+        assert result.replies[DAVE] == (552, b"5.2.2 <dave@example.com>: mailbox is full")
 
     def test_low_free_space_defers_with_4_3_1(self, start_mailstore):
         mailstore = start_mailstore(min_free_bytes=1 << 62)  # more than any disk has

@@ -34,6 +34,27 @@ def test_over_quota_rejects_or_defers_per_setting():
     assert (deferred.code, deferred.status, deferred.temporary) == (452, "4.2.2", True)
 
 
+def test_over_quota_text_says_whether_the_mailbox_is_full_or_the_message_too_big():
+    carol = MailboxEntry("carol@example.com", quota_bytes=1000)
+    # at 57%, a message bigger than the room left: the mailbox is not "over quota"
+    reply = policy.delivery_reply("carol@example.com", carol, message_bytes=500, used_bytes=570)
+    assert str(reply) == "552 5.2.2 <carol@example.com>: message would exceed the mailbox quota"
+    assert policy.delivery_reply("carol@example.com", carol, message_bytes=400, used_bytes=570) is None
+    reply = policy.delivery_reply("carol@example.com", carol, message_bytes=500, used_bytes=570,
+                                  over_quota_policy="defer")
+    assert str(reply) == "452 4.2.2 <carol@example.com>: message would exceed the mailbox quota, try again later"
+    # no room at all (or the quota was lowered below the usage)
+    for used in (1000, 1500):
+        reply = policy.delivery_reply("carol@example.com", carol, message_bytes=1, used_bytes=used)
+        assert str(reply) == "552 5.2.2 <carol@example.com>: mailbox is full"
+        reply = policy.delivery_reply("carol@example.com", carol, message_bytes=1, used_bytes=used,
+                                      over_quota_policy="defer")
+        assert str(reply) == "452 4.2.2 <carol@example.com>: mailbox is full, try again later"
+    # a message larger than the whole quota, into an empty mailbox
+    assert "would exceed" in policy.delivery_reply("carol@example.com", carol, message_bytes=5000,
+                                                   used_bytes=0).text
+
+
 def test_zero_quota_means_unlimited():
     assert decide(MailboxEntry("alice@example.com", quota_bytes=0), used_bytes=10**12) is None
 

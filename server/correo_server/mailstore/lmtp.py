@@ -180,8 +180,8 @@ class DeliveryHandler:
         assert entry is not None
         try:
             uid = await store.deliver(entry.address, message)
-        except storemod.QuotaExceeded:
-            reply = policy.over_quota_reply(rcpt, cfg.over_quota)
+        except storemod.QuotaExceeded as exc:  # another delivery took the room since the check above
+            reply = policy.over_quota_reply(rcpt, cfg.over_quota, used_bytes=exc.usage, quota_bytes=exc.quota)
         except storemod.DiskFull:
             reply = policy.disk_full()
         except OSError as exc:

@@ -11,8 +11,8 @@ situation              reply         why
 =====================  ============  ==========================================
 unknown address        550 5.1.1     bad destination mailbox address
 suspended mailbox      550 5.2.1     mailbox disabled, not accepting messages
-over quota (reject)    552 5.2.2     mailbox full
-over quota (defer)     452 4.2.2     mailbox full, try later (owner may clean up)
+over quota (reject)    552 5.2.2     mailbox full / message would exceed quota
+over quota (defer)     452 4.2.2     the same, try later (owner may clean up)
 disk nearly full       452 4.3.1     mail system full
 store failed           451 4.3.0     other mail system status
 message too big        552 5.3.4     message too big for system
@@ -64,12 +64,24 @@ def too_big(limit: int) -> Reply:
     return Reply(552, "5.3.4", f"message is larger than {limit} octets")
 
 
-def over_quota_reply(address: str, over_quota_policy: str) -> Reply:
-    """``mailstore.overQuota``: "reject" bounces at once, "defer" lets the queue
-    retry (until its give-up time) in case the owner makes room."""
+def mailbox_full(used_bytes: int, quota_bytes: int) -> bool:
+    """True when nothing more fits: usage at (or over) the quota.  Otherwise a
+    refused message was only too big for the room left."""
+    return quota_bytes > 0 and used_bytes >= quota_bytes
+
+
+def over_quota_reply(address: str, over_quota_policy: str, *, used_bytes: int, quota_bytes: int) -> Reply:
+    """The quota refusal, saying which case it is: ``mailbox is full`` (no
+    room at all) or ``message would exceed the mailbox quota`` (a mailbox at,
+    say, 57% refusing a message bigger than the room left — smaller mail
+    still gets in, so "the mailbox is over quota" would be untrue).  Same
+    codes either way.  ``mailstore.overQuota``: "reject" bounces at once,
+    "defer" lets the queue retry (until its give-up time) in case the owner
+    makes room."""
+    what = "mailbox is full" if mailbox_full(used_bytes, quota_bytes) else "message would exceed the mailbox quota"
     if over_quota_policy == "defer":
-        return Reply(452, "4.2.2", f"<{address}>: mailbox is over quota, try again later")
-    return Reply(552, "5.2.2", f"<{address}>: mailbox is over quota")
+        return Reply(452, "4.2.2", f"<{address}>: {what}, try again later")
+    return Reply(552, "5.2.2", f"<{address}>: {what}")
 
 
 def stored(address: str, uid: int | None = None) -> Reply:
@@ -108,7 +120,7 @@ def delivery_reply(address: str, entry: MailboxEntry | None, *, message_bytes: i
     if free_bytes is not None and free_bytes - message_bytes < min_free_bytes:
         return disk_full()
     if over_quota(used_bytes, message_bytes, entry.quota_bytes):
-        return over_quota_reply(address, over_quota_policy)
+        return over_quota_reply(address, over_quota_policy, used_bytes=used_bytes, quota_bytes=entry.quota_bytes)
     return None
 
 

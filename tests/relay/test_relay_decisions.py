@@ -147,8 +147,14 @@ class TestSenders:
         reply = check_sender(Listener.SUBMISSION, ALICE, rcpt(address), DIRECTORY)
         assert (reply.code, reply.status) == (553, "5.7.1")
 
-    def test_null_sender_allowed(self):
-        assert check_sender(Listener.SUBMISSION, ALICE, None, DIRECTORY) is None
+    @pytest.mark.parametrize("listener", [Listener.SUBMISSION, Listener.SMTPS])
+    def test_null_sender_refused_on_submission(self, listener):
+        # <> is no mailbox's address: the message would belong to no domain.
+        reply = check_sender(listener, ALICE, None, DIRECTORY)
+        assert (reply.code, reply.status) == (553, "5.7.1")
+
+    def test_null_sender_allowed_on_port_25(self):
+        assert check_sender(Listener.SMTP, None, None, DIRECTORY) is None  # bounces arrive this way
 
 
 class TestMailParameters:

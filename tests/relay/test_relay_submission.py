@@ -119,13 +119,41 @@ async def test_own_aliases_and_alias_domains_allowed(make_relay):
     def send():
         with smtp_client(relay.submission) as client:
             client.login("al@example.com", PASSWORDS["alice@example.com"])  # log in by alias
-            for sender in ("alice@example.com", "postmaster@example.com", "ALICE@example.net", ""):
+            for sender in ("alice@example.com", "postmaster@example.com", "ALICE@example.net"):
                 assert client.sendmail(sender, ["friend@foreign.example"], MESSAGE) == {}
 
     await in_thread(send)
-    # (aiosmtpd's LMTP server, playing the queue, records the null sender as "<>")
     assert [m.mail_from for m in relay.sink.messages] == [
-        "alice@example.com", "postmaster@example.com", "ALICE@example.net", "<>"]
+        "alice@example.com", "postmaster@example.com", "ALICE@example.net"]
+
+
+@pytest.mark.parametrize("port", ["submission", "smtps"])
+async def test_null_sender_refused_after_login(make_relay, port):
+    """``MAIL FROM:<>`` is nobody's address: on submission it is refused like
+    any address the mailbox does not own, and the session goes on."""
+    relay = await make_relay(tls=True)
+    client = await RawClient.connect(relay.ports[port], tls=port == "smtps")
+    await client.cmd("EHLO client.example")
+    code, _ = await client.cmd("AUTH PLAIN " + plain("alice@example.com", PASSWORDS["alice@example.com"]))
+    assert code == 235
+    code, lines = await client.cmd("MAIL FROM:<>")
+    assert (code, lines[-1][4:9]) == (553, "5.7.1") and "<alice@example.com>" in lines[-1]
+    assert (await client.cmd("MAIL FROM:<alice@example.com>"))[0] == 250
+    await client.cmd("QUIT")
+    await client.close()
+    assert relay.sink.messages == []
+
+
+async def test_null_sender_still_accepted_on_port_25(make_relay):
+    relay = await make_relay()
+
+    def send():
+        with smtp_client(relay.smtp) as client:
+            assert client.sendmail("", ["alice@example.com"], MESSAGE) == {}  # a bounce
+
+    await in_thread(send)
+    # (aiosmtpd's LMTP server, playing the queue, records the null sender as "<>")
+    assert [m.mail_from for m in relay.sink.messages] == ["<>"]
 
 
 async def test_wrong_password_suspended_mailbox_and_failure_limit(make_relay):

@@ -4,8 +4,8 @@
   alias domains only; an unknown local recipient is ``550 5.1.1``; any other
   destination is ``554 5.7.1`` (never an open relay).
 * Submission and SMTPS require AUTH before MAIL; the envelope sender must be
-  the authenticated mailbox or one of its aliases (``553 5.7.1``); they may
-  send anywhere.
+  the authenticated mailbox or one of its aliases, never the null sender
+  ``<>`` (``553 5.7.1``); they may send anywhere.
 * Address forms that have been used to trick servers into relaying --
   source routes ``<@local:user@foreign>``, ``user%foreign@local``, bang
   paths ``foreign!user@local`` and quoted ``"user@foreign"@local`` -- are
@@ -125,16 +125,20 @@ def check_sender(listener: Listener, mailbox: MailboxEntry | None, sender: Mailb
     """May this session use this envelope sender?
 
     Port 25 takes any well-formed sender (this is where the world's mail
-    arrives from).  On submission the sender must be owned by the
-    authenticated mailbox; the null sender ``<>`` is allowed (it can claim no
-    one's identity, and vacation or receipt notices use it).
+    arrives from), the null sender ``<>`` included (bounces).  On submission
+    the sender must be owned by the authenticated mailbox.  The null sender
+    is not: it is nobody's address, and a message sent with it would belong
+    to no hosted domain (the queue could not apply the domain's retry
+    policy or count it in the domain's figures) and could never be
+    returned to the person who sent it.
     """
     if not listener.requires_auth:
         return None
     if mailbox is None:
         return Reply(530, "5.7.0", "Authentication required", "auth_required")
     if sender is None:
-        return None
+        return Reply(553, "5.7.1", "<>: Sender address rejected: the null sender is not allowed on submission; "
+                     f"send as <{mailbox.address}> or one of its aliases", "sender_mismatch")
     if directory.owns(mailbox, lookup_form(sender, directory.config)):
         return None
     return Reply(553, "5.7.1", f"<{sender.address}>: Sender address rejected: not owned by the authenticated user",

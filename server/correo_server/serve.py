@@ -16,6 +16,13 @@ import sys
 from . import config as configmod
 from . import logs
 
+
+class CannotStart(Exception):
+    """Raised by a service's ``start()`` when it must not start for a reason
+    its operator has to fix (e.g. its data folder is held by another
+    process): ``correo serve`` prints the message as one line and exits 1."""
+
+
 SERVICES = {
     "relay": "correo_server.relay.service:RelayService",
     "queue": "correo_server.queue.service:QueueService",
@@ -56,5 +63,9 @@ def main(args) -> int:
         print(f"correo serve {args.service}: {exc}", file=sys.stderr)
         return 2
     logs.setup(args.log_format or cfg.log_format, service=args.service)
-    asyncio.run(run(args.service, args.config, args.ports_file))
+    try:
+        asyncio.run(run(args.service, args.config, args.ports_file))
+    except CannotStart as exc:
+        print(f"correo serve {args.service}: {exc}", file=sys.stderr)
+        return 1
     return 0

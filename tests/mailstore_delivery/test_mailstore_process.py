@@ -99,6 +99,34 @@ class TestServeCommand:
         assert "overQuota" in proc.stderr
 
 
+class TestOneMailstorePerDataFolder:
+    def test_a_second_process_refuses_to_start_and_sigkill_frees_the_folder(self, config_dir, tmp_path):
+        import subprocess
+        import sys
+        data_dir = tmp_path / "data"
+        first = ServerProcess(config_dir, tmp_path)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "correo_operator.cli", "serve", "mailstore",
+                                   "--config", str(config_dir), "--log-format", "json"],
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 1
+            assert (f"correo serve mailstore: the mail data folder {data_dir} is in use by another mailstore "
+                    f"(pid {first.proc.pid})") in proc.stderr
+            assert "Traceback" not in proc.stderr
+            message = b"Subject: one\r\nMessage-ID: <lock1@example.org>\r\n\r\nhello\r\n"
+            assert lmtp_deliver(first.ports["lmtp"], "x@example.org", [ALICE], message).replies[ALICE][0] == 250
+        finally:
+            first.proc.send_signal(signal.SIGKILL)  # no clean-up of any kind: the kernel drops the lock
+            first.proc.wait(30)
+            first.log_file.close()
+        second = ServerProcess(config_dir, tmp_path)
+        try:
+            assert pop3_message_ids(second.ports["pop3"], ALICE) == ["<lock1@example.org>"]
+            assert (data_dir / ".correo-mailstore.lock").read_text().split()[0] == str(second.proc.pid)
+        finally:
+            assert second.terminate() == 0
+
+
 class TestCrashSafety:
     def test_sigkill_mid_delivery_loses_no_acknowledged_message(self, config_dir, tmp_path):
         server = ServerProcess(config_dir, tmp_path)

@@ -2,11 +2,17 @@
 sessions, and the side port's answers."""
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import poplib
 import smtplib
+from pathlib import Path
 
 import pytest
+
+from correo_server.mailstore.datalock import LOCK_FILE, DataDirInUse
+from correo_server.mailstore.service import MailstoreService
 
 from .delivery_support import ALICE, BOB, PASSWORDS, http_get, lmtp_deliver
 
@@ -58,3 +64,26 @@ def test_status_and_metrics_on_the_side_port(mailstore):
     assert "# TYPE correo_mailstore_stored_bytes gauge" in text
     assert f"correo_mailstore_stored_messages 2" in text
     assert 'correo_mailstore_mailbox_quota_bytes{mailbox="dave@example.com"} 3000' in text
+
+
+def test_a_second_mailstore_on_the_same_data_folder_refuses_to_start(start_mailstore):
+    """One left running (say, orphaned) keeps the folder; a second one on the
+    same dataDir fails at start, naming the folder and the holder's pid,
+    before it touches anything — and the first one goes on serving."""
+    first = start_mailstore()
+    data_dir = Path(first.config.mailstore.data_dir)
+    lock_file = data_dir / LOCK_FILE
+    assert lock_file.read_text().split()[0] == str(os.getpid())
+
+    second = MailstoreService(first.config, str(first.config_dir))
+    with pytest.raises(DataDirInUse) as refused:
+        asyncio.run(second.start())
+    assert str(refused.value).startswith(f"the mail data folder {data_dir} is in use by another mailstore "
+                                         f"(pid {os.getpid()})")
+    assert second.ctx is None  # no store was opened
+    assert lmtp_deliver(first.ports["lmtp"], "x@example.org", [ALICE], MESSAGE).replies[ALICE][0] == 250
+
+    first.stop()  # stop() lets go of the folder
+    assert lock_file.read_text() == ""
+    third = start_mailstore()
+    assert len(third.inbox(ALICE)[1]) == 1

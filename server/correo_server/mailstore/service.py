@@ -17,8 +17,12 @@ http      the side port: /healthz /readyz /metrics      always
           /status (:mod:`.status`)
 ========  ============================================  =====================
 
-``start()`` returns listener name → bound port; ``stop()`` stops accepting,
-lets deliveries being stored finish, ends the sessions and closes the store.
+``start()`` first takes the data folder's lock (:mod:`.datalock`: one
+mailstore per ``dataDir``; a second one fails to start with
+:class:`~.datalock.DataDirInUse`, naming the folder and the holder's pid),
+then returns listener name → bound port; ``stop()`` stops accepting, lets
+deliveries being stored finish, ends the sessions, closes the store and
+releases the lock.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from ..sideport import SidePort
 from ..tlsfiles import ServerTLS
 from . import lmtp, status
 from .context import MailstoreContext
+from .datalock import DataDirLock
 from .pop3 import server as pop3server
 from .store import Store
 
@@ -49,6 +54,7 @@ class MailstoreService:
         self.config_dir = config_dir
         self.ctx: MailstoreContext | None = None
         self.data_dir = config.path(config.mailstore.data_dir)
+        self._lock = DataDirLock(self.data_dir)
         self._servers: dict[str, asyncio.AbstractServer] = {}
         self._sideport: SidePort | None = None
         self._listening = False
@@ -64,7 +70,6 @@ class MailstoreService:
             on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
             on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)),
         )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         return MailstoreContext(
             config=cfg,
             directory=directory,
@@ -78,7 +83,17 @@ class MailstoreService:
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> dict[str, int]:
-        ctx = self.ctx = self._context()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()  # before the store touches a file
+        except Exception as exc:
+            log.error("mailstore_data_dir_locked", data_dir=str(self.data_dir), error=str(exc))
+            raise
+        try:
+            ctx = self.ctx = self._context()
+        except BaseException:
+            self._lock.release()
+            raise
         m = self.config.mailstore
         self._register_metrics(ctx.metrics)
         try:
@@ -130,6 +145,7 @@ class MailstoreService:
                 log.warning("listener_close_failed", listener=name, error=str(exc))
         if self.ctx is not None:
             await self.ctx.store.close()
+        self._lock.release()  # last: nothing of ours touches the folder any more
 
     async def _shutdown_imap(self, server: asyncio.AbstractServer) -> None:
         try:

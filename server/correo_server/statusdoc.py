@@ -9,7 +9,7 @@ camelCase, like the CRD status fields they feed.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class LastError(TypedDict):
@@ -69,11 +69,22 @@ class QueueStatus(TypedDict):
     senders: dict[str, SenderFigures]
 
 
+class Refusal(TypedDict):
+    time: str
+    reason: str  # the LMTP reply, e.g. "552 5.2.2 <carol@example.com>: mailbox is full"
+
+
 class MailboxUsage(TypedDict):
     messages: int
     bytes: int
     quotaBytes: int
     lastDelivery: str | None
+    # Optional (the mailstore sends both; documents from before lack them):
+    # incoming mail refused for this mailbox since the mailstore started, for
+    # the mailbox's sake: suspended (550 5.2.1) or over quota (552 5.2.2, or
+    # 452 4.2.2 when deferred); and the last such refusal (None: none yet).
+    refused: NotRequired[int]
+    lastRefusal: NotRequired[Refusal | None]
 
 
 class MailstoreStatus(TypedDict):

@@ -87,3 +87,33 @@ def test_a_second_mailstore_on_the_same_data_folder_refuses_to_start(start_mails
     assert lock_file.read_text() == ""
     third = start_mailstore()
     assert len(third.inbox(ALICE)[1]) == 1
+
+
+def test_mail_refused_for_suspension_or_quota_shows_on_the_mailbox_status(start_mailstore):
+    """An owner whose mail bounces can be told why: each mailbox's /status
+    entry counts what LMTP refused for it and shows the last reply."""
+    import time
+    from .delivery_support import CAROL, DAVE
+    mailstore = start_mailstore()
+    before = time.time()
+    big = b"Subject: big\r\n\r\n" + b"z" * 4000 + b"\r\n"
+    result = lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [CAROL, DAVE, ALICE, "nobody@example.com"], big)
+    assert [result.replies[r][0] for r in (CAROL, DAVE, ALICE)] == [550, 552, 250]
+    lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [DAVE], big)
+    doc = json.loads(http_get(mailstore.ports["http"], "/status")[1])["mailboxes"]
+    assert doc[CAROL]["refused"] == 1
+    assert doc[CAROL]["lastRefusal"]["reason"] == "550 5.2.1 <carol@example.com>: mailbox is disabled"
+    assert doc[DAVE]["refused"] == 2
+    assert doc[DAVE]["lastRefusal"]["reason"] == "552 5.2.2 <dave@example.com>: message would exceed the mailbox quota"
+    when = doc[DAVE]["lastRefusal"]["time"]
+    assert when.endswith("Z") and when >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(before)))
+    assert doc[ALICE]["refused"] == 0 and doc[ALICE]["lastRefusal"] is None
+    assert doc[ALICE]["messages"] == 1 and doc[DAVE]["messages"] == 0  # the existing fields are unchanged
+    assert "nobody@example.com" not in doc
+
+
+def test_a_full_disk_is_not_blamed_on_the_mailbox(start_mailstore):
+    mailstore = start_mailstore(min_free_bytes=1 << 62)
+    assert lmtp_deliver(mailstore.ports["lmtp"], "x@example.org", [ALICE], MESSAGE).replies[ALICE][0] == 452
+    doc = json.loads(http_get(mailstore.ports["http"], "/status")[1])["mailboxes"]
+    assert doc[ALICE]["refused"] == 0 and doc[ALICE]["lastRefusal"] is None

@@ -14,6 +14,7 @@ from ..directory import Directory, Reloading
 from ..guard import ConnectionGate, LoginThrottle
 from ..metrics import Registry
 from ..tlsfiles import ServerTLS
+from .refusals import RefusalLog
 
 if TYPE_CHECKING:  # the store is defined in .store
     from .store import Store
@@ -31,3 +32,4 @@ class MailstoreContext:
     imap_gate: ConnectionGate | None = None
     pop3_gate: ConnectionGate | None = None
     clock: Callable[[], float] | None = None  # time.time unless a test injects one
+    refusals: RefusalLog = field(default_factory=RefusalLog)  # mail refused per mailbox (LMTP → /status)

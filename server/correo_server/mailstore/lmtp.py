@@ -3,7 +3,8 @@
 The queue hands every local recipient over here.  ``RCPT TO`` refuses
 addresses nobody owns (``550 5.1.1``); after ``DATA`` every accepted
 recipient gets its own reply, decided by :mod:`.lmtp_policy` (suspended,
-over quota, disk full) and, when the decision is to store, by the store
+over quota, disk full; the first two are also recorded for the mailbox's
+``/status`` entry, :mod:`.refusals`) and, when the decision is to store, by the store
 itself (:meth:`~.store.Store.deliver`, which enforces quota and free space
 again under the mailbox lock, so two deliveries racing cannot both slip
 under the quota).  ``250`` is sent only once ``deliver`` has returned, i.e.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import time
 import weakref
 
 from aiosmtpd.lmtp import LMTP
@@ -45,6 +47,7 @@ from . import lmtp_policy as policy
 from . import maildir
 from . import store as storemod
 from .context import MailstoreContext
+from .refusals import is_mailbox_refusal
 
 log = logs.get(__name__)
 
@@ -176,6 +179,7 @@ class DeliveryHandler:
             over_quota_policy=cfg.over_quota, free_bytes=free, min_free_bytes=cfg.min_free_bytes)
         if refusal is not None:
             log.info("lmtp_refused", rcpt=rcpt, reply=str(refusal))
+            self._note_refusal(entry, refusal)
             return refusal
         assert entry is not None
         try:
@@ -198,7 +202,14 @@ class DeliveryHandler:
             log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=uid, size=len(message))
             return policy.stored(rcpt, uid)
         log.info("lmtp_refused", rcpt=rcpt, reply=str(reply))
+        self._note_refusal(entry, reply)
         return reply
+
+    def _note_refusal(self, entry, reply: policy.Reply) -> None:
+        """Suspended and over-quota refusals go on the mailbox's /status entry."""
+        if entry is not None and is_mailbox_refusal(reply):
+            now = (self.ctx.clock or time.time)()
+            self.ctx.refusals.record(entry.address, str(reply), now)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("lmtp_error", error=repr(error))

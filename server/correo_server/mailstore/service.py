@@ -199,7 +199,8 @@ class MailstoreService:
     async def status_document(self) -> status.MailstoreStatus:
         assert self.ctx is not None
         usage = await self._refresh_usage()
-        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=time.time())
+        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=time.time(),
+                            refusals=self.ctx.refusals)
 
     def _register_metrics(self, metrics: Registry) -> None:
         lmtp.register_metrics(metrics)

@@ -1,10 +1,11 @@
 """The mailstore's ``GET /status`` document (:class:`~correo_server.statusdoc.MailstoreStatus`).
 
 Pure: :mod:`.service` gathers each mailbox's usage from the store and the
-time of its last delivery, and calls :func:`build`.  Every mailbox in the
-directory is listed, including those that never received mail (zero
-messages, no last delivery), so that the control plane can write usage on
-every Mailbox resource.
+time of its last delivery, and calls :func:`build` with the mail refused per
+mailbox (:mod:`.refusals`).  Every mailbox in the directory is listed,
+including those that never received mail (zero messages, no last delivery,
+nothing refused), so that the control plane can write usage on every Mailbox
+resource.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..directory import Directory
-from ..statusdoc import MailboxUsage, MailstoreStatus, rfc3339
+from ..statusdoc import MailboxUsage, MailstoreStatus, Refusal, rfc3339
+from .refusals import RefusalLog
 
 
 @dataclass(frozen=True)
@@ -22,15 +24,21 @@ class Usage:
     last_delivery: float | None = None  # Unix time of the last delivery
 
 
-def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now: float) -> MailstoreStatus:
+def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now: float,
+          refusals: RefusalLog | None = None) -> MailstoreStatus:
     """``usage`` by canonical mailbox address; mailboxes missing from it are empty."""
     mailboxes: dict[str, MailboxUsage] = {}
+    refusals = refusals if refusals is not None else RefusalLog()
     for entry in directory:
         u = usage.get(entry.address.lower(), Usage())
+        r = refusals.get(entry.address)
         mailboxes[entry.address.lower()] = MailboxUsage(
             messages=u.messages,
             bytes=u.bytes,
             quotaBytes=entry.quota_bytes,
             lastDelivery=rfc3339(u.last_delivery) if u.last_delivery is not None else None,
+            refused=r.count,
+            lastRefusal=Refusal(time=rfc3339(r.last_time), reason=r.last_reason or "")
+            if r.last_time is not None else None,
         )
     return MailstoreStatus(service="mailstore", ready=ready, time=rfc3339(now), mailboxes=mailboxes)

@@ -8,7 +8,9 @@ local copy when ``keepCopy``); an unknown hosted address is refused
 (``550 5.1.1``).  Addresses outside hosted domains are kept as given.
 
 The message belongs to a hosted domain (retry policy, smarthost, status
-figures): the sender's when it is hosted, else the first recipient's.
+figures), chosen here by :func:`.ownership.owning_domain`: the sender's when
+it is hosted, else the first hosted recipient's, else that of the mailbox
+whose forward or notice made it, else the first configured domain.
 """
 from __future__ import annotations
 
@@ -18,12 +20,9 @@ from typing import Callable
 from ..config import ServerConfig
 from ..directory import Directory
 from .clock import Clock
+from .ownership import domain_of, owning_domain
 from .records import Envelope, Message, QueueState, Rcpt
 from .spool import Spool
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
 
 
 @dataclass(frozen=True)
@@ -76,27 +75,26 @@ class Intake:
     def expand(self, address: str) -> list[Rcpt] | Refusal:
         return expand(self.cfg, self.directory(), address)
 
-    def owner(self, sender: str, recipients: tuple[Rcpt, ...], fallback: str = "") -> tuple[str, str]:
-        """(hosted domain the message belongs to, hosted sending mailbox)."""
-        sender_domain = self.cfg.domain_for(domain_of(sender)) if sender else None
-        if sender_domain is not None:
+    def owner(self, sender: str, recipients: tuple[Rcpt, ...], created_by: str = "") -> tuple[str, str]:
+        """(hosted domain the message belongs to, hosted sending mailbox);
+        ``created_by``: the domain of the message a notice is about."""
+        domain = owning_domain(self.cfg, sender, recipients, created_by)
+        mailbox = ""
+        if sender and self.cfg.is_hosted(domain_of(sender)):
             entry = self.directory().lookup(sender)
-            return sender_domain.name, (entry.address if entry else "")
-        for r in recipients:
-            d = self.cfg.domain_for(domain_of(r.address)) or self.cfg.domain_for(domain_of(r.original))
-            if d is not None:
-                return d.name, ""
-        return fallback, ""
+            mailbox = entry.address if entry else ""
+        return (domain.name if domain is not None else ""), mailbox
 
     async def accept(self, sender: str, recipients: tuple[Rcpt, ...], data: bytes, *, smtputf8: bool = False,
-                     body: str = "7BIT", msg_id: str | None = None, domain: str = "", notice: str = "",
+                     body: str = "7BIT", msg_id: str | None = None, created_by: str = "", notice: str = "",
                      about: str = "", schedule: bool = True) -> Message:
         """Spool a message durably and hand it to the runner.  Raises OSError
-        (``SpoolFull`` when space is short) with nothing acknowledged."""
+        (``SpoolFull`` when space is short) with nothing acknowledged.
+        ``created_by``: for a notice, the domain of the message it is about."""
         if msg_id and self.state.get(msg_id) is not None:
             return self.state.messages[msg_id]  # written before a crash: not twice
         now = self.clock.now()
-        owner, mailbox = self.owner(sender, recipients, domain)
+        owner, mailbox = self.owner(sender, recipients, created_by)
         env = Envelope(id=msg_id or self.spool.new_id(now), sender=sender, recipients=recipients, arrival=now,
                        size=len(data), domain=owner, sender_mailbox=mailbox, smtputf8=smtputf8, body=body,
                        notice=notice, about=about)

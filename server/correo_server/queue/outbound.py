@@ -29,6 +29,7 @@ from typing import Sequence
 from .. import logs, tlsfiles
 from ..config import ServerConfig, Smarthost
 from .mx import MXResolver
+from .ownership import owner_of
 from .records import Envelope, Rcpt
 from .smtpclient import Connection, Failure, Reply, local_reply, wire_data
 
@@ -49,7 +50,7 @@ MAILSTORE = Route("mailstore", "mailstore")
 def route_for(cfg: ServerConfig, env: Envelope, rcpt: Rcpt) -> Route:
     if rcpt.local:
         return MAILSTORE
-    owner = cfg.domain_for(env.domain) if env.domain else None
+    owner = owner_of(cfg, env)
     if owner is not None and owner.smarthost is not None:
         sh = owner.smarthost
         return Route(f"smarthost:{sh.host}:{sh.port}", "smarthost", smarthost=sh)

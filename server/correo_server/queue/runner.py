@@ -381,7 +381,7 @@ class Runner:
                 created = await self.intake.accept(
                     "", dedupe([target]), notice.data, smtputf8=not env.sender.isascii(),
                     body="7BIT" if notice.data.isascii() else "8BITMIME", msg_id=notice_id,
-                    domain=env.domain, notice=kind, about=env.id, schedule=False)
+                    created_by=env.domain, notice=kind, about=env.id, schedule=False)
             await self.commit([notice_event(msg, kind, indices, time=now, notice_id=notice_id)])
             self.metrics.inc("queue_notices_total", kind=kind)
             log.info("notice_queued", queue_id=env.id, kind=kind, notice_id=notice_id, sender=env.sender,

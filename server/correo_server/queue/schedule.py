@@ -6,14 +6,16 @@ notice after ``warnAfterSeconds``, a failure notice after
 ``giveUpAfterSeconds`` or at once on a 5xx) is testable with plain numbers.
 
 The policy used is the one of the domain the message belongs to
-(:attr:`Envelope.domain`): the sender's hosted domain, else the hosted domain of
-its first recipient.
+(:func:`.ownership.owner_of`, the same owner ``/status`` counts it under):
+the sender's hosted domain, else the hosted domain of its first recipient,
+and so on; the default policy only when no domain is configured.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..config import RetryPolicy, ServerConfig
+from .ownership import owner_of
 from .records import BOUNCED, DEFERRED, DELIVERED, PENDING, Envelope, Message
 
 NOTICE_RETRY_SECONDS = 60.0  # when writing a notice failed (disk full...), try again after this
@@ -24,8 +26,8 @@ HOP_DOWN_RETRY_MAX_SECONDS = 30.0
 
 
 def policy_for(cfg: ServerConfig, env: Envelope) -> RetryPolicy:
-    domain = cfg.domain_for(env.domain) if env.domain else None
-    return domain.retry if domain else RetryPolicy()
+    domain = owner_of(cfg, env)
+    return domain.retry if domain is not None else RetryPolicy()
 
 
 def reply_class(code: int) -> str:

@@ -23,6 +23,7 @@ from .clock import Clock, SystemClock
 from .intake import Intake
 from .lmtp_in import Handler, start_listener
 from .mx import MXResolver, make_resolver
+from .ownership import reowned
 from .records import Figures, Message, QueueState
 from .runner import Runner
 from .spool import Spool
@@ -47,6 +48,21 @@ def restore_state(spool: Spool) -> QueueState:
     log.info("spool_recovered", messages=len(state), events=len(found.events), finished=len(finished),
              temp_files_removed=found.cleaned, torn_journal_lines=found.torn, corrupt=len(found.corrupt))
     return state
+
+
+def adopt(cfg: ServerConfig, state: QueueState) -> None:
+    """Give every spooled message a hosted owner (in memory; the file keeps
+    what it was written with): messages spooled when they could belong to
+    no domain, or whose domain has been removed since, are counted and
+    retried under the domain :func:`.ownership.owner_of` names."""
+    moved = 0
+    for msg in state:
+        env = reowned(cfg, msg.env)
+        if env is not msg.env:
+            msg.env = env
+            moved += 1
+    if moved:
+        log.info("spool_owners_updated", messages=moved)
 
 
 class QueueService:
@@ -74,6 +90,7 @@ class QueueService:
                 on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
         directory = self._directory
         state = await asyncio.to_thread(restore_state, self.spool)
+        adopt(cfg, state)
         self.state = state
         await asyncio.to_thread(self.spool.open_journal, state.snapshot)
         resolver = MXResolver(make_resolver(cfg.queue.nameservers, timeout=float(cfg.queue.connect_timeout_seconds)))

@@ -6,8 +6,9 @@ from the messages in the queue at the time of the request; cumulative ones
 (delivered, bounced, delayed notices sent, last errors, last bounces, per
 sender last bounce and last delivery) come from :class:`.records.Figures`,
 which the journal keeps across restarts.  Figures per domain count a message
-for the hosted domain it belongs to (its sender's, else its first
-recipient's); figures per sender count hosted sending mailboxes.  The
+for the hosted domain it belongs to (:func:`.ownership.owner_of`, the owner
+whose retry policy it follows), so every queued message is counted under
+some domain; figures per sender count hosted sending mailboxes.  The
 queue's own notices count in the live figures and in ``lastErrors`` (a notice
 that cannot be delivered is worth seeing) but not as delivered or bounced
 mail.
@@ -19,6 +20,7 @@ from ..metrics import Registry
 from ..statusdoc import Delayed, QueueFigures, QueueStatus, SenderFigures, empty_figures, rfc3339
 from . import schedule
 from .clock import Clock
+from .ownership import owner_of
 from .records import DEFERRED, PENDING, QueueState, SenderTally, Tally
 
 MAX_DELAYED = 50
@@ -51,10 +53,11 @@ def build(cfg: ServerConfig, state: QueueState, now: float, *, ready: bool) -> Q
     senders = {name: _sender(t) for name, t in figures.senders.items()}
     for msg in state:
         env = msg.env
-        policy = schedule.policy_for(cfg, env)
+        owner = owner_of(cfg, env)
+        policy = schedule.policy_for(cfg, env)  # the same owner's
         scopes = [totals]
-        if env.domain:
-            scopes.append(domains.setdefault(env.domain, empty_figures()))
+        if owner is not None:
+            scopes.append(domains.setdefault(owner.name, empty_figures()))
         for i, r in enumerate(msg.rcpts):
             if r.final:
                 continue

@@ -16,7 +16,8 @@ from correo_server.relay.replies import Reply, with_status
 CONFIG = ServerConfig(name="t", hostname="mx.example.com",
                       domains=(Domain("example.com", aliases=("example.net",)), Domain("xn--bcher-kva.example")))
 ALICE = MailboxEntry("alice@example.com", aliases=("postmaster@example.com",))
-DIRECTORY = Directory((ALICE, MailboxEntry("bob@example.com"), MailboxEntry("hans@xn--bcher-kva.example")), CONFIG)
+DIRECTORY = Directory((ALICE, MailboxEntry("bob@example.com"), MailboxEntry("hans@xn--bcher-kva.example"),
+                       MailboxEntry("carol@example.com", aliases=("sales@example.com",), suspended=True)), CONFIG)
 
 
 def rcpt(text: str) -> Mailbox:
@@ -112,6 +113,15 @@ class TestOpenRelayRules:
     def test_unknown_local_recipient(self):
         reply = check_recipient(Listener.SMTP, False, rcpt("<nobody@example.net>"), CONFIG, DIRECTORY)
         assert (reply.code, reply.status) == (550, "5.1.1")
+
+    @pytest.mark.parametrize("listener, authenticated", [(Listener.SMTP, False), (Listener.SUBMISSION, True),
+                                                         (Listener.SMTPS, True)])
+    @pytest.mark.parametrize("address", ["<carol@example.com>", "<Carol@example.net>", "<sales@example.com>",
+                                         "<carol+x@example.com>"])
+    def test_suspended_mailbox_refused_on_every_port(self, listener, authenticated, address):
+        reply = check_recipient(listener, authenticated, rcpt(address), CONFIG, DIRECTORY)
+        assert (reply.code, reply.status) == (550, "5.2.1")
+        assert reply.text == f"{address}: mailbox is disabled"
 
     def test_bare_postmaster_means_first_domain(self):
         box = resolve_postmaster(rcpt("<Postmaster>"), CONFIG)

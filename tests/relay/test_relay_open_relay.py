@@ -7,7 +7,7 @@ import smtplib
 
 import pytest
 
-from relay_helpers import RawClient, in_thread, smtp_client
+from relay_helpers import PASSWORDS, RawClient, in_thread, smtp_client
 
 RELAY_FORMS = [
     "<user@foreign.example>",
@@ -120,3 +120,24 @@ async def test_submission_takes_nothing_before_auth(make_relay, listener):
         assert (code, lines[-1][4:9]) == (530, "5.7.0")
     await client.close()
     assert relay.sink.messages == []
+
+
+@pytest.mark.parametrize("port", ["smtp", "submission"])
+async def test_suspended_mailbox_refused_at_rcpt_not_bounced_later(make_relay, port):
+    """Mail for a suspended mailbox is refused while the sender is connected
+    (no backscatter to a forged sender later); the other recipients go on."""
+    relay = await make_relay()
+
+    def send():
+        with smtp_client(relay.ports[port]) as client:
+            if port == "submission":
+                client.login("alice@example.com", PASSWORDS["alice@example.com"])
+                sender = "alice@example.com"
+            else:
+                sender = "someone@foreign.example"
+            return client.sendmail(sender, ["carol@example.com", "bob@example.com"], b"Subject: hi\r\n\r\nhi\r\n")
+
+    refused = await in_thread(send)
+    assert refused == {"carol@example.com": (550, b"5.2.1 <carol@example.com>: mailbox is disabled")}
+    assert [m.rcpt_tos for m in relay.sink.messages] == [["bob@example.com"]]
+    assert relay.service.context.metrics.value("relay_rejections_total", reason="mailbox_disabled") == 1

@@ -3,6 +3,10 @@
 * Port 25 (:attr:`Listener.SMTP`) takes mail for hosted domains and their
   alias domains only; an unknown local recipient is ``550 5.1.1``; any other
   destination is ``554 5.7.1`` (never an open relay).
+* A suspended mailbox (or an alias of one) is ``550 5.2.1`` at RCPT on every
+  port: refused while the sender is still connected, rather than accepted
+  and bounced later to a sender address that may be forged (backscatter).
+  Over quota is the mailstore's to say; the relay cannot know it.
 * Submission and SMTPS require AUTH before MAIL; the envelope sender must be
   the authenticated mailbox or one of its aliases, never the null sender
   ``<>`` (``553 5.7.1``); they may send anywhere.
@@ -168,9 +172,12 @@ def check_recipient(listener: Listener, authenticated: bool, rcpt: Mailbox,
         if tricky:
             return Reply(554, "5.7.1", f"<{rcpt.address}>: Relay access denied (%, ! and quoted @ are not relayed)",
                          "relay_denied")
-        if directory.lookup(lookup_form(rcpt, config)) is None:
+        entry = directory.lookup(lookup_form(rcpt, config))
+        if entry is None:
             return Reply(550, "5.1.1", f"<{rcpt.address}>: Recipient address rejected: User unknown",
                          "unknown_recipient")
+        if entry.suspended:
+            return Reply(550, "5.2.1", f"<{rcpt.address}>: mailbox is disabled", "mailbox_disabled")
         return None
     if not authenticated:
         return Reply(554, "5.7.1", f"<{rcpt.address}>: Relay access denied", "relay_denied")

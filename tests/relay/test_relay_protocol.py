@@ -25,6 +25,38 @@ async def test_ehlo_advertises_the_extensions(make_relay):
     await client.close()
 
 
+def help_commands(lines: list[str]) -> list[str]:
+    return lines[-1].split("Supported commands: ", 1)[1].split()
+
+
+async def test_help_lists_only_what_the_port_offers(make_relay):
+    """Port 25 refuses AUTH (503, use submission): HELP does not list it.
+    STARTTLS is listed until TLS is on, as in EHLO."""
+    relay = await make_relay(tls=True)
+    client = await RawClient.connect(relay.smtp)
+    await client.cmd("EHLO client.example")
+    code, lines = await client.cmd("HELP")
+    assert code == 250 and "AUTH" not in help_commands(lines) and "STARTTLS" in help_commands(lines)
+    assert "MAIL" in help_commands(lines) and "RCPT" in help_commands(lines)
+    assert (await client.cmd("HELP AUTH"))[0] == 501  # "not a command here", with the list
+    assert (await client.cmd("AUTH PLAIN"))[0] == 503
+    await client.close()
+
+    client = await RawClient.connect(relay.submission)
+    await client.cmd("EHLO client.example")
+    code, lines = await client.cmd("HELP")
+    assert {"AUTH", "STARTTLS"} <= set(help_commands(lines))
+    code, lines = await client.cmd("HELP AUTH")
+    assert code == 250 and "AUTH <mechanism>" in lines[-1]
+    await client.close()
+
+    client = await RawClient.connect(relay.ports["smtps"], tls=True)
+    await client.cmd("EHLO client.example")
+    code, lines = await client.cmd("HELP")
+    assert "AUTH" in help_commands(lines) and "STARTTLS" not in help_commands(lines)  # TLS is on already
+    await client.close()
+
+
 async def test_every_reply_carries_an_enhanced_status_code(make_relay):
     relay = await make_relay()
     client = await RawClient.connect(relay.submission)

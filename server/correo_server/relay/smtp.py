@@ -3,9 +3,10 @@ correo's commands on top.
 
 :class:`RelaySMTP` keeps aiosmtpd's connection handling (the command loop,
 STARTTLS, timeouts, the unknown-command budget) and replaces the commands
-whose rules are correo's: EHLO/HELO (what is advertised where), AUTH (checked
-against the directory through :func:`correo_server.login.check_login`), MAIL,
-RCPT and DATA (decided by :mod:`.policy`, read by :mod:`.data`, stamped by
+whose rules are correo's: EHLO/HELO (what is advertised where; aiosmtpd's
+HELP lists the same: no AUTH where AUTH is refused), AUTH (checked against
+the directory through :func:`correo_server.login.check_login`), MAIL, RCPT
+and DATA (decided by :mod:`.policy`, read by :mod:`.data`, stamped by
 :mod:`.received`, signed by :mod:`.dkim`, handed over by :mod:`.handoff`).
 
 Every reply goes through :meth:`RelaySMTP.push`, which adds an enhanced
@@ -162,10 +163,16 @@ class RelaySMTP(Speedups, SMTP):
             return self.session.ssl.get("ssl_object")
         return self.transport.get_extra_info("ssl_object") if self.transport else None
 
+    # What EHLO advertises and HELP lists (aiosmtpd's ``@syntax(when=...)``
+    # names these): only what this port offers this client now.
     @property
     def _auth_offered(self) -> bool:
         return self.listener.requires_auth and plaintext_login_allowed(
             self.ctx.config.auth, self.peer_ip, self.tls_active)
+
+    @property
+    def _starttls_offered(self) -> bool:
+        return self.tls_context is not None and not self.tls_active
 
     async def push(self, status) -> None:
         if isinstance(status, str):
@@ -237,7 +244,7 @@ class RelaySMTP(Speedups, SMTP):
         self.session.host_name = hostname
         lines = [f"{self.hostname}", "PIPELINING", f"SIZE {self.ctx.config.relay.max_message_bytes}",
                  "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
-        if self.tls_context is not None and not self.tls_active:
+        if self._starttls_offered:
             lines.append("STARTTLS")
         if self._auth_offered:
             lines.append("AUTH PLAIN LOGIN")
@@ -254,7 +261,7 @@ class RelaySMTP(Speedups, SMTP):
         self.session.host_name = hostname
         await self._raw(f"250 {self.hostname}")
 
-    @syntax("STARTTLS", when="tls_context")
+    @syntax("STARTTLS", when="_starttls_offered")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if self.tls_active:
             await self.push("503 5.5.1 TLS is already active")
@@ -306,7 +313,7 @@ class RelaySMTP(Speedups, SMTP):
             return None
         return user, password
 
-    @syntax("AUTH <mechanism> [initial-response]")
+    @syntax("AUTH <mechanism> [initial-response]", when="_auth_offered")
     async def smtp_AUTH(self, arg: str | None) -> None:
         session = self.session
         if not self.listener.requires_auth:

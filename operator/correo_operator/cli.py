@@ -104,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     qshow = qs.add_parser("show", parents=[q_opts], help="one message: envelope, recipients, attempt history")
     qshow.add_argument("id")
     qretry = qs.add_parser("retry", parents=[q_opts], help="attempt delivery now")
-    qretry.add_argument("id", nargs="?")
-    qretry.add_argument("--all", action="store_true", help="every deferred message")
-    qdel = qs.add_parser("delete", parents=[q_opts], help="remove a message from the queue (no notice is sent)")
-    qdel.add_argument("id")
+    which = qretry.add_mutually_exclusive_group(required=True)  # IDs or --all, not both
+    which.add_argument("id", nargs="*", default=[], metavar="ID", help="queue IDs of the messages to retry")
+    which.add_argument("--all", action="store_true", help="every message with undelivered recipients")
+    qdel = qs.add_parser("delete", parents=[q_opts], help="remove messages from the queue (no notice is sent)")
+    qdel.add_argument("id", nargs="+", metavar="ID", help="queue IDs of the messages to remove")
     q.set_defaults(target="correo_server.queue.admin:cli")
 
     sv = sub.add_parser("serve", help="run one service (what the pods run)",

@@ -217,6 +217,75 @@ async def test_correo_queue_command(harness, tmp_path, capsys):
     assert "no message NOPE" in capsys.readouterr().err
 
 
+async def test_correo_queue_retry_and_delete_take_several_ids(harness, capsys):
+    """``correo queue retry ID1 ID2`` and ``delete ID1 ID2`` act on each;
+    an unknown ID is reported and the others are still done."""
+    from correo_operator.cli import main
+
+    harness.zone.mx("remote.test", (10, "mx1.remote.test"))
+    mx1 = await harness.add_mx("mx1.remote.test", "127.0.0.2")
+    mx1.rcpt_reply = "451 4.7.1 greylisted"
+    await harness.start()
+    for rcpt in ("bob@remote.test", "carl@remote.test", "dora@remote.test"):
+        await harness.send("alice@example.com", [rcpt])
+    await harness.settle()
+    by_rcpt = {m.rcpts[0].rcpt.address: m.id for m in harness.service.state}
+    bob, carl, dora = by_rcpt["bob@remote.test"], by_rcpt["carl@remote.test"], by_rcpt["dora@remote.test"]
+    capsys.readouterr()
+
+    mx1.rcpt_reply = None
+    assert await asyncio.to_thread(main, ["queue", "--url", harness.http, "retry", bob, carl]) == 0
+    out = capsys.readouterr().out
+    assert f"{bob}: retrying 1 recipient(s)" in out and f"{carl}: retrying 1 recipient(s)" in out
+    await harness.settle()
+    assert sorted(r for m in mx1.messages for r in m.recipients) == ["bob@remote.test", "carl@remote.test"]
+
+    assert await asyncio.to_thread(main, ["queue", "delete", dora, "NOPE", "--url", harness.http, "-o", "json"]) == 1
+    captured = capsys.readouterr()
+    start = captured.out.index("[\n")  # (the queue's own log lines share stdout in this test)
+    doc = json.loads(captured.out[start:captured.out.index("\n]\n", start) + 2])
+    assert doc == [{"id": dora, "deleted": True}, {"id": "NOPE", "error": "no message NOPE in the queue"}]
+    assert "no message NOPE" in captured.err
+    assert not list(harness.service.state)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["retry", "--all", "0123ABC"], "not allowed with"),
+    (["retry", "0123ABC", "--all"], "not allowed with"),
+    (["retry"], "required"),
+    (["delete"], "required"),
+])
+def test_correo_queue_usage_errors_exit_2(argv, needle, capsys):
+    from correo_operator.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["queue", "--url", "http://127.0.0.1:1", *argv])
+    assert info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_correo_queue_parses_several_ids():
+    from correo_operator.cli import build_parser
+
+    parsed = build_parser().parse_args(["queue", "retry", "A1", "B2", "--data", "d"])
+    assert (parsed.id, parsed.all, parsed.data) == (["A1", "B2"], False, "d")
+    parsed = build_parser().parse_args(["queue", "--data", "d", "retry", "--all"])
+    assert (parsed.id, parsed.all) == ([], True)
+    assert build_parser().parse_args(["queue", "delete", "A1", "B2"]).id == ["A1", "B2"]
+    assert build_parser().parse_args(["queue", "show", "A1"]).id == "A1"
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(queue_command="retry", all=True, id=["0123ABC"]), "IDs or --all, not both"),
+    (dict(queue_command="retry"), "needs a queue ID or --all"),
+    (dict(queue_command="delete", id=[]), "needs a queue ID"),
+])
+def test_correo_queue_usage_errors_when_called_directly(kw, needle, capsys):
+    """What argparse refuses is refused by ``admin.cli`` too, before any
+    request: --all never silently ignores an ID."""
+    assert admin.cli(args(url="http://127.0.0.1:1", **kw)) == 2
+    assert needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kw,needle", [
     (dict(), "give --url"),
     (dict(data="/nonexistent/dir"), "state.json does not exist"),

@@ -14,13 +14,15 @@ the NetworkPolicy admits only the operator); ``correo queue`` finds it through
 ``--url`` or the local stack's ``<data>/state.json``.
 
 :func:`cli` is what ``correo queue list|show|retry|delete`` runs (argument
-parsing is the operator CLI's); it uses only the standard library.
+parsing is the operator CLI's; ``retry`` and ``delete`` take several IDs);
+it uses only the standard library.
 """
 from __future__ import annotations
 
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,46 +223,93 @@ def format_show(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli(args) -> int:
-    """``correo queue list|show ID|retry [ID|--all]|delete ID``."""
-    out = sys.stdout
-    as_json = getattr(args, "output", "table") == "json"
-    command = args.queue_command
-    try:
-        url = base_url(args)
-        if command == "list":
-            status, doc = request(f"{url}/queue")
-        elif command == "show":
-            status, doc = request(f"{url}/queue/{args.id}")
-        elif command == "retry":
-            if getattr(args, "all", False):
-                status, doc = request(f"{url}/queue/retry-all", "POST")
-            elif getattr(args, "id", None):
-                status, doc = request(f"{url}/queue/{args.id}/retry", "POST")
-            else:
-                raise AdminError("retry needs a queue ID or --all")
-        elif command == "delete":
-            status, doc = request(f"{url}/queue/{args.id}", "DELETE")
-        else:
-            raise AdminError(f"unknown queue command {command!r}")
-    except AdminError as exc:
-        print(f"correo queue: {exc}", file=sys.stderr)
-        return 2
+def _ids(args) -> list[str]:
+    """The queue IDs given, in order, each once (``args.id``: a list, or a
+    single string from callers that pass one)."""
+    value = getattr(args, "id", None)
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(str(i) for i in items if str(i)))
+
+
+class UsageError(AdminError):
+    pass
+
+
+def _once(url: str, command: str, method: str) -> tuple[int, list[dict]]:
+    status, doc = request(url, method)
     if status != 200:
         message = doc.get("error") if isinstance(doc, dict) else None
         print(f"correo queue {command}: {message or f'HTTP {status}'}", file=sys.stderr)
-        return 1
-    if as_json:
-        out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    elif command == "list":
-        out.write(format_list(doc))
-    elif command == "show":
-        out.write(format_show(doc))
-    elif command == "retry":
-        if "messages" in doc:
-            out.write(f"retrying {doc['messages']} message(s), {doc['recipients']} recipient(s)\n")
+        return 1, []
+    return 0, [doc]
+
+
+def _for_each(base: str, command: str, ids: list[str], path: str, method: str) -> tuple[int, list[dict]]:
+    """Run one call per queue ID; (exit status, answers).  A missing ID is
+    reported and the others still run (like ``postsuper -d``)."""
+    code, docs = 0, []
+    for msg_id in ids:
+        status, doc = request(base + path.format(id=urllib.parse.quote(msg_id, safe="")), method)
+        if status != 200:
+            message = (doc.get("error") if isinstance(doc, dict) else None) or f"HTTP {status}"
+            print(f"correo queue {command}: {message}", file=sys.stderr)
+            docs.append({"id": msg_id, "error": message})
+            code = 1
         else:
-            out.write(f"{doc['id']}: retrying {doc['recipients']} recipient(s)\n")
-    elif command == "delete":
-        out.write(f"{doc['id']}: deleted\n")
-    return 0
+            docs.append(doc)
+    return code, docs
+
+
+def cli(args) -> int:
+    """``correo queue list | show ID | retry ID... | retry --all | delete ID...``."""
+    out = sys.stdout
+    as_json = getattr(args, "output", "table") == "json"
+    command = args.queue_command
+    ids = _ids(args)
+    try:
+        if command not in ("list", "show", "retry", "delete"):
+            raise UsageError(f"unknown queue command {command!r}")
+        retry_all = command == "retry" and bool(getattr(args, "all", False))
+        if retry_all and ids:
+            raise UsageError("retry takes queue IDs or --all, not both")
+        if command in ("show", "retry", "delete") and not ids and not retry_all:
+            raise UsageError(f"{command} needs a queue ID" + (" or --all" if command == "retry" else ""))
+        if command == "show" and len(ids) > 1:
+            raise UsageError("show takes one queue ID")
+        url = base_url(args)
+        if command == "list":
+            code, docs = _once(f"{url}/queue", command, "GET")
+        elif retry_all:
+            code, docs = _once(f"{url}/queue/retry-all", command, "POST")
+        elif command == "show":
+            code, docs = _for_each(url, command, ids, "/queue/{id}", "GET")
+        elif command == "retry":
+            code, docs = _for_each(url, command, ids, "/queue/{id}/retry", "POST")
+        else:
+            code, docs = _for_each(url, command, ids, "/queue/{id}", "DELETE")
+    except AdminError as exc:
+        print(f"correo queue {command}: {exc}" if isinstance(exc, UsageError) else f"correo queue: {exc}",
+              file=sys.stderr)
+        return 2
+    done = [d for d in docs if "error" not in d]
+    if as_json:
+        if len(ids) > 1:  # several IDs: one answer each, refusals included
+            out.write(json.dumps(docs, indent=2, sort_keys=True) + "\n")
+        elif done:
+            out.write(json.dumps(done[0], indent=2, sort_keys=True) + "\n")
+        return code
+    for doc in done:
+        if command == "list":
+            out.write(format_list(doc))
+        elif command == "show":
+            out.write(format_show(doc))
+        elif command == "retry":
+            if "messages" in doc:
+                out.write(f"retrying {doc['messages']} message(s), {doc['recipients']} recipient(s)\n")
+            else:
+                out.write(f"{doc['id']}: retrying {doc['recipients']} recipient(s)\n")
+        elif command == "delete":
+            out.write(f"{doc['id']}: deleted\n")
+    return code

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 from queue_support import message
 
 from correo_server import statusdoc
+from correo_server.config import Listen
+from correo_server.metrics import Registry
 from correo_server.queue import admin
+from correo_server.sideport import SidePort
 
 
 async def scenario(h):
@@ -286,11 +291,54 @@ def test_correo_queue_usage_errors_when_called_directly(kw, needle, capsys):
     assert needle in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kw,needle", [
-    (dict(), "give --url"),
-    (dict(data="/nonexistent/dir"), "state.json does not exist"),
-    (dict(url="http://127.0.0.1:1"), "cannot reach the queue"),
+@pytest.mark.parametrize("kw, code, needle", [
+    (dict(), 2, "give --url"),  # a usage error
+    (dict(data="/nonexistent/dir"), 1, "no local stack is running with data in /nonexistent/dir"),
+    (dict(url="http://127.0.0.1:1"), 1, "cannot reach the queue"),
 ])
-def test_correo_queue_without_a_queue_says_so(kw, needle, capsys):
-    assert admin.cli(args(**kw)) == 2
+def test_correo_queue_without_a_queue_says_so(kw, code, needle, capsys):
+    assert admin.cli(args(**kw)) == code
     assert needle in capsys.readouterr().err
+
+
+def test_nothing_running_exits_1_like_correo_status(tmp_path, capsys):
+    """A data folder whose ``correo up`` has gone (state.json left behind,
+    its pid dead) is "nothing running", as ``correo status`` says."""
+    from correo_operator.cli import main
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"pid": gone.pid, "endpoints": {"queue": {"http": "http://127.0.0.1:1"}}}))
+    assert main(["queue", "list", "--data", str(tmp_path)]) == 1
+    assert f"no local stack is running with data in {tmp_path}" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["queue", "list", "--data", str(empty)]) == main(["status", "--data", str(empty)]) == 1
+
+
+async def _not_http(reader, writer):
+    writer.write(b"220 mx.example.com ESMTP\r\n")
+    await writer.drain()
+    await reader.read(100)
+    writer.close()
+
+
+@pytest.mark.parametrize("command", [dict(), dict(queue_command="show", id="0123ABC"),
+                                     dict(queue_command="retry", id=["0123ABC"]),
+                                     dict(queue_command="retry", all=True),
+                                     dict(queue_command="delete", id=["0123ABC", "4567DEF"])])
+async def test_a_url_that_is_not_the_queue_says_so(command, capsys):
+    """Another service's side port (the mailstore's, the relay's) answers
+    404 to /queue: not "HTTP 404" but where to look.  An SMTP port the same."""
+    other = SidePort(Listen("127.0.0.1", 0), "mailstore", metrics=Registry(), status=dict)
+    smtp = await asyncio.start_server(_not_http, "127.0.0.1", 0)
+    try:
+        for url in (f"http://127.0.0.1:{await other.start()}", f"http://127.0.0.1:{smtp.sockets[0].getsockname()[1]}"):
+            assert await run_cli(url=url, **command) == 1
+            err = capsys.readouterr().err
+            assert f"no correo queue admin API at {url} (is it the queue's side port?)" in err, err
+            assert "HTTP 404" not in err
+    finally:
+        await other.stop()
+        smtp.close()

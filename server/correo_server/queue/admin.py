@@ -15,11 +15,15 @@ the NetworkPolicy admits only the operator); ``correo queue`` finds it through
 
 :func:`cli` is what ``correo queue list|show|retry|delete`` runs (argument
 parsing is the operator CLI's; ``retry`` and ``delete`` take several IDs);
-it uses only the standard library.
+it uses only the standard library.  It exits 1 when there is no queue to
+talk to (nothing running, nothing answering, or something that is not the
+queue's admin API), like ``correo status``, and 2 for usage errors.
 """
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -131,7 +135,32 @@ class AdminSidePort(SidePort):
 # ---------------------------------------------------------------------------
 
 class AdminError(Exception):
-    pass
+    """The queue cannot be reached or answered wrongly: exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(AdminError):
+    """The command line asks for something impossible: exit status 2."""
+
+    exit_code = 2
+
+
+class NotAQueue(AdminError):
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no correo queue admin API at {url} (is it the queue's side port?)")
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # nothing to check: let the connection tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def base_url(args) -> str:
@@ -139,16 +168,22 @@ def base_url(args) -> str:
         return str(args.url).rstrip("/")
     data = getattr(args, "data", None)
     if not data:
-        raise AdminError("no queue to talk to: give --url http://HOST:PORT (the queue's side port) "
+        raise UsageError("no queue to talk to: give --url http://HOST:PORT (the queue's side port) "
                          "or --data DIR of a running `correo up`")
     state_file = Path(data) / "state.json"
+    not_running = (f"no local stack is running with data in {data} (start one with `correo up`, "
+                   "or give --url http://HOST:PORT of the queue's side port)")
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        url = state["endpoints"]["queue"]["http"]
     except FileNotFoundError:
-        raise AdminError(f"{state_file} does not exist: is `correo up` running with --data {data}? "
-                         "(or give --url http://HOST:PORT)") from None
-    except (ValueError, KeyError, TypeError):
+        raise AdminError(f"{not_running}: {state_file} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise AdminError(f"cannot read {state_file}: {exc}") from None
+    if isinstance(state, dict) and not _pid_alive(state.get("pid")):
+        raise AdminError(not_running)
+    try:
+        url = state["endpoints"]["queue"]["http"]
+    except (KeyError, TypeError):
         raise AdminError(f"{state_file} names no queue endpoint (endpoints.queue.http)") from None
     url = str(url)
     if not url.startswith(("http://", "https://")):
@@ -156,20 +191,55 @@ def base_url(args) -> str:
     return url.rstrip("/")
 
 
-def request(url: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, Any]:
+def request(base: str, path: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, Any]:
+    """(HTTP status, JSON body) of one admin API call.  Raises
+    :class:`AdminError` when nothing answers at ``base`` and
+    :class:`NotAQueue` when what answers is not a queue's admin API (not
+    HTTP, not JSON, or a 404 that is not the queue's "no such message")."""
+    url = base + path
     req = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
         try:
-            body = json.loads(exc.read() or b"null")
-        except ValueError:
-            body = None
-        return exc.code, body
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+    except http.client.HTTPException:  # something that does not speak HTTP (an SMTP port...)
+        raise NotAQueue(base) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise AdminError(f"cannot reach the queue at {url}: {reason}") from None
+        raise AdminError(f"cannot reach the queue at {base}: {reason}") from None
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        body = None
+    if status == 200 or (isinstance(body, dict) and isinstance(body.get("error"), str)):
+        return status, body  # the queue's answer (it explains its refusals)
+    if status >= 500:
+        raise AdminError(f"the queue at {base} failed: HTTP {status}")
+    raise NotAQueue(base)  # a 404 page of some other server, or not JSON at all
+
+
+# What a queue's answer to each call holds (anything else is not a queue).
+_EXPECTED = {"list": "messages", "show": "recipients", "retry": "recipients", "delete": "deleted"}
+
+
+def _call(base: str, command: str, path: str, method: str = "GET") -> tuple[int, Any]:
+    """:func:`request`, and a 200 must hold what the queue's answer holds."""
+    status, doc = request(base, path, method)
+    if status == 200 and not (isinstance(doc, dict) and _EXPECTED[command] in doc):
+        raise NotAQueue(base)
+    return status, doc
+
+
+def _ids(args) -> list[str]:
+    """The queue IDs given, in order, each once (``args.id``: a list, or a
+    single string from callers that pass one)."""
+    value = getattr(args, "id", None)
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(str(i) for i in items if str(i)))
 
 
 def _size(n: int) -> str:
@@ -223,25 +293,10 @@ def format_show(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ids(args) -> list[str]:
-    """The queue IDs given, in order, each once (``args.id``: a list, or a
-    single string from callers that pass one)."""
-    value = getattr(args, "id", None)
-    if value is None:
-        return []
-    items = [value] if isinstance(value, str) else list(value)
-    return list(dict.fromkeys(str(i) for i in items if str(i)))
-
-
-class UsageError(AdminError):
-    pass
-
-
-def _once(url: str, command: str, method: str) -> tuple[int, list[dict]]:
-    status, doc = request(url, method)
+def _once(base: str, command: str, path: str, method: str) -> tuple[int, list[dict]]:
+    status, doc = _call(base, command, path, method)
     if status != 200:
-        message = doc.get("error") if isinstance(doc, dict) else None
-        print(f"correo queue {command}: {message or f'HTTP {status}'}", file=sys.stderr)
+        print(f"correo queue {command}: {doc['error']}", file=sys.stderr)
         return 1, []
     return 0, [doc]
 
@@ -251,11 +306,10 @@ def _for_each(base: str, command: str, ids: list[str], path: str, method: str) -
     reported and the others still run (like ``postsuper -d``)."""
     code, docs = 0, []
     for msg_id in ids:
-        status, doc = request(base + path.format(id=urllib.parse.quote(msg_id, safe="")), method)
+        status, doc = _call(base, command, path.format(id=urllib.parse.quote(msg_id, safe="")), method)
         if status != 200:
-            message = (doc.get("error") if isinstance(doc, dict) else None) or f"HTTP {status}"
-            print(f"correo queue {command}: {message}", file=sys.stderr)
-            docs.append({"id": msg_id, "error": message})
+            print(f"correo queue {command}: {doc['error']}", file=sys.stderr)
+            docs.append({"id": msg_id, "error": doc["error"]})
             code = 1
         else:
             docs.append(doc)
@@ -263,13 +317,16 @@ def _for_each(base: str, command: str, ids: list[str], path: str, method: str) -
 
 
 def cli(args) -> int:
-    """``correo queue list | show ID | retry ID... | retry --all | delete ID...``."""
+    """``correo queue list | show ID | retry ID... | retry --all | delete ID...``.
+
+    Exit status: 0 done; 1 the queue cannot be reached, is not there, or
+    refused (an unknown ID: the others are still done); 2 a usage error."""
     out = sys.stdout
     as_json = getattr(args, "output", "table") == "json"
     command = args.queue_command
     ids = _ids(args)
     try:
-        if command not in ("list", "show", "retry", "delete"):
+        if command not in _EXPECTED:
             raise UsageError(f"unknown queue command {command!r}")
         retry_all = command == "retry" and bool(getattr(args, "all", False))
         if retry_all and ids:
@@ -280,9 +337,9 @@ def cli(args) -> int:
             raise UsageError("show takes one queue ID")
         url = base_url(args)
         if command == "list":
-            code, docs = _once(f"{url}/queue", command, "GET")
+            code, docs = _once(url, command, "/queue", "GET")
         elif retry_all:
-            code, docs = _once(f"{url}/queue/retry-all", command, "POST")
+            code, docs = _once(url, command, "/queue/retry-all", "POST")
         elif command == "show":
             code, docs = _for_each(url, command, ids, "/queue/{id}", "GET")
         elif command == "retry":
@@ -292,7 +349,7 @@ def cli(args) -> int:
     except AdminError as exc:
         print(f"correo queue {command}: {exc}" if isinstance(exc, UsageError) else f"correo queue: {exc}",
               file=sys.stderr)
-        return 2
+        return exc.exit_code
     done = [d for d in docs if "error" not in d]
     if as_json:
         if len(ids) > 1:  # several IDs: one answer each, refusals included

@@ -127,6 +127,15 @@ class TestNotices:
         check_fields(report, hostname="mx.example.com", action="delayed")
         assert report.per_recipient[0]["Status"] == "4.4.1"
 
+    @pytest.mark.parametrize("kind", ["failed", "delayed"])
+    def test_the_text_says_only_the_headers_are_attached(self, kind):
+        """Only ``text/rfc822-headers`` is attached: the text must not promise
+        the message ("It's attached below", "the attached returned message")."""
+        report = parse_report(self.make(kind, "451 4.7.1 greylisted"))
+        text = " ".join(report.human.split())
+        assert "The headers of the original message are attached." in text
+        assert "It's attached" not in text and "returned message" not in text
+
     def test_gave_up(self):
         report = parse_report(self.make("failed", "gave up after 5 days: 451 4.7.1 greylisted"))
         rcpt = report.per_recipient[0]

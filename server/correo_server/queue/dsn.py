@@ -90,19 +90,24 @@ def build(kind: str, *, hostname: str, env: Envelope, recipients: list[Recipient
             "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
             "####################################################################",
             "",
-            f"Your message could not be delivered for more than {human_duration(warn_after)}.",
+            f"Your message could not be delivered for more than {human_duration(warn_after)}",
+            "to the recipients listed below.",
         ]
         if retry_until is not None:
             lines.append(f"It will be retried until {rfc5322_date(retry_until)}.")
+        lines += [
+            "",
+            "The headers of the original message are attached.",
+        ]
     else:
         lines += [
             "I'm sorry to have to inform you that your message could not",
-            "be delivered to one or more recipients. It's attached below.",
+            "be delivered to one or more recipients. The headers of the",
+            "original message are attached.",
             "",
             "For further assistance, please send mail to postmaster.",
             "",
-            "If you do so, please include this problem report. You can",
-            "delete your own text from the attached returned message.",
+            "If you do so, please include this problem report.",
         ]
     lines += ["", "                   The mail system", ""]
     for r in recipients:

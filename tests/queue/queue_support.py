@@ -1,8 +1,8 @@
 """Test pieces for the queue: a loopback DNS server (dnslib), loopback
 SMTP servers playing remote MXes and a smarthost (aiosmtpd), an LMTP server
-playing the mailstore (aiosmtpd), a raw LMTP client playing the relay, and a
+playing the mailstore (aiosmtpd), a raw LMTP client playing the relay, a
 harness that runs ``QueueService`` against all of them, with a fake clock
-when a test needs days to pass.
+when a test needs days to pass, and ``correo serve queue`` as a process.
 """
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import asyncio
 import datetime
 import email
 import email.policy
+import json
+import signal
 import ssl
+import subprocess
+import sys
 import threading
 import warnings
 from collections import defaultdict
@@ -300,6 +304,50 @@ def message(subject: str = "hello", *, sender: str = "alice@example.com", to: st
     msgid = msgid or f"<{abs(hash((subject, body)))}@test>"
     return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {msgid}\r\n"
             f"Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n{body}").encode()
+
+
+# ---------------------------------------------------------------------------
+# ``correo serve queue`` as a real process
+# ---------------------------------------------------------------------------
+
+class QueueProcess:
+    """``correo serve queue --config DIR`` in a subprocess: started (ports
+    from its ports file), SIGKILLed, or stopped with SIGTERM."""
+
+    def __init__(self, config_dir: Path, root: Path) -> None:
+        self.config_dir = config_dir
+        self.ports_file = root / "ports.json"
+        self.log = open(root / "queue.log", "ab")
+        self.proc: subprocess.Popen | None = None
+        self.lmtp_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        self.ports_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "correo_operator.cli", "serve", "queue", "--config", str(self.config_dir),
+             "--ports-file", str(self.ports_file), "--log-format", "json"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if self.ports_file.exists():
+                ports = json.loads(self.ports_file.read_text())
+                self.lmtp_port, self.http_port = ports["lmtp"], ports["http"]
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"queue exited with {self.proc.returncode}")
+            await asyncio.sleep(0.05)
+        raise RuntimeError("queue did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.lmtp_port = 0
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
 
 
 # ---------------------------------------------------------------------------

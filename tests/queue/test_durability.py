@@ -5,55 +5,13 @@ the duplicates are counted."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from queue_support import MailstoreHandler, lmtp_send, make_config, message, start_smtp
-
-
-class QueueProcess:
-    def __init__(self, config_dir: Path, root: Path) -> None:
-        self.config_dir = config_dir
-        self.ports_file = root / "ports.json"
-        self.log = open(root / "queue.log", "ab")
-        self.proc: subprocess.Popen | None = None
-        self.lmtp_port = 0
-        self.http_port = 0
-
-    async def start(self) -> None:
-        self.ports_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "correo_operator.cli", "serve", "queue", "--config", str(self.config_dir),
-             "--ports-file", str(self.ports_file), "--log-format", "json"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if self.ports_file.exists():
-                ports = json.loads(self.ports_file.read_text())
-                self.lmtp_port, self.http_port = ports["lmtp"], ports["http"]
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"queue exited with {self.proc.returncode}")
-            await asyncio.sleep(0.05)
-        raise RuntimeError("queue did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.lmtp_port = 0
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+from queue_support import MailstoreHandler, QueueProcess, lmtp_send, make_config, message, start_smtp
 
 
 @pytest.mark.e2e

@@ -1,12 +1,14 @@
 """``QueueService``: the queue as ``correo serve queue --config DIR`` runs it.
 
-Start-up order matters for durability: the spool is recovered first (temp
+Start-up order matters for durability: the spool is locked first (one queue
+per spool, :mod:`.spoollock`; a second one fails to start, naming the folder
+and the holder's pid), then recovered (temp
 files removed, snapshot loaded, journals replayed, finished messages removed,
 a fresh snapshot written), then the runner resumes every message where it
 was (pending ones at once, deferred ones at their time), and only then does
 the LMTP listener accept new mail.  Stopping runs the other way: no new mail,
 deliveries in flight finish (or are abandoned safely: they stay due on disk),
-the journal is flushed.
+the journal is flushed, the lock is let go.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .ownership import reowned
 from .records import Figures, Message, QueueState
 from .runner import Runner
 from .spool import Spool
+from .spoollock import SpoolLock
 
 log = logs.get(__name__)
 
@@ -75,6 +78,7 @@ class QueueService:
         self.linger = linger
         self.metrics = Registry()
         self.spool = Spool(config.path(config.queue.spool_dir), min_free_bytes=config.queue.min_free_bytes)
+        self.lock = SpoolLock(self.spool.root)
         self.state: QueueState | None = None
         self.runner: Runner | None = None
         self.sideport: AdminSidePort | None = None
@@ -82,6 +86,19 @@ class QueueService:
         self.ports: dict[str, int] = {}
 
     async def start(self) -> dict[str, int]:
+        """Lock the spool (raises :class:`.spoollock.SpoolInUse` when another
+        queue holds it), recover it, start delivering, then listen."""
+        self.lock.acquire()
+        try:
+            return await self._start()
+        except BaseException:
+            try:
+                await self.stop(grace=0.0)  # what did start, stops; the lock is let go
+            finally:
+                self.lock.release()
+            raise
+
+    async def _start(self) -> dict[str, int]:
         cfg = self.config
         if self._directory is None:
             self._directory = watch_directory(
@@ -133,4 +150,5 @@ class QueueService:
             await self.spool.journal.close()
         if self.sideport is not None:
             await self.sideport.stop()
+        self.lock.release()
         log.info("queue_stopped")

@@ -16,8 +16,8 @@ Recipients are sent to the queue before the data, and if the queue refuses
 any of them there (e.g. ``452 4.3.1`` when its disk is full) the transaction
 is reset before the data is sent, so the queue keeps nothing.  With
 PIPELINING (RFC 2920; every LMTP server offers it, RFC 2033) ``MAIL``, the
-``RCPT``\ s and ``DATA`` go in one write and the message follows the ``354``:
-two round trips per message instead of four.  Should the queue answer ``354``
+``RCPT`` commands and ``DATA`` go in one write and the message follows the
+``354``: two round trips per message instead of four.  Should the queue answer ``354``
 although it refused a recipient, the connection is dropped instead of
 sending the data, so that the queue still keeps nothing.  The queue
 being unreachable, slow past ``timeout`` or talking nonsense ends in

@@ -302,6 +302,10 @@ def mailbox_status(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None,
     if sender.get("lastBounce"):
         b = sender["lastBounce"]
         delivery["lastBounce"] = {k: b[k] for k in ("recipient", "reason", "time") if k in b}
+    found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
+    incoming: dict[str, Any] = {"refused": int(found.get("refused") or 0)}
+    if found.get("lastRefusal"):
+        incoming["lastRefusal"] = {k: found["lastRefusal"][k] for k in ("time", "reason") if k in found["lastRefusal"]}
     status: dict[str, Any] = {
         "observedGeneration": gen,
         "conditions": [
@@ -309,6 +313,7 @@ def mailbox_status(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None,
             condition("QuotaExceeded", quota_exceeded(usage), gen, now, previous),
         ],
         "usage": usage,
+        "incoming": incoming,
         "delivery": delivery,
     }
     if domain is not None:

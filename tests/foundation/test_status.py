@@ -137,7 +137,9 @@ def test_mailbox_usage_quota_and_delivery():
                                      "lastBounce": {"queueId": "Q", "sender": "alice@example.com",
                                                     "recipient": "x@r.test", "reason": "550 5.1.1 unknown",
                                                     "time": "2026-11-27T10:00:00Z"}}}
-    full = {"alice@example.com": {"messages": 9, "bytes": 600 << 20, "quotaBytes": 512 << 20}}
+    full = {"alice@example.com": {"messages": 9, "bytes": 600 << 20, "quotaBytes": 512 << 20, "refused": 3,
+                                  "lastRefusal": {"time": "2026-11-27T11:30:00Z",
+                                                  "reason": "552 5.2.2 <alice@example.com>: mailbox is full"}}}
     s = st.mailbox_status(mailbox(quota="512Mi"), domain(), observed=observed(senders=senders, mailboxes=full),
                           now=NOW)
     assert s["usage"] == {"messages": 9, "bytes": 600 << 20, "used": "600Mi", "quotaBytes": 512 << 20,
@@ -146,6 +148,8 @@ def test_mailbox_usage_quota_and_delivery():
     assert (q["status"], q["reason"]) == ("True", "QuotaExceeded")
     assert s["delivery"]["bounced"] == 2 and s["delivery"]["lastBounce"]["reason"] == "550 5.1.1 unknown"
     assert s["delivery"]["lastDelivery"] == "2026-11-27T11:00:00Z"
+    assert s["incoming"] == {"refused": 3, "lastRefusal": {"time": "2026-11-27T11:30:00Z",
+                                                           "reason": "552 5.2.2 <alice@example.com>: mailbox is full"}}
 
 
 def test_status_documents_match_the_crd_status_schemas():

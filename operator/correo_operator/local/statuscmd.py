@@ -140,6 +140,10 @@ def table(items: list[dict]) -> str:
             out.append(f"  {address}: {ready['reason']}: {ready['message']}")
         if quota.get("status") == "True":
             out.append(f"  {address}: QuotaExceeded: {quota['message']}")
+        refusal = o["status"].get("incoming", {}).get("lastRefusal")
+        if refusal:
+            out.append(f"  {address}: incoming mail refused ({o['status']['incoming']['refused']}x), "
+                       f"last: {refusal.get('reason')}")
         last = o["status"].get("delivery", {}).get("lastBounce")
         if last:
             out.append(f"  {address}: last bounce {last.get('recipient')}: {last.get('reason')}")

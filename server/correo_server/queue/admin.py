@@ -171,16 +171,18 @@ def base_url(args) -> str:
         raise UsageError("no queue to talk to: give --url http://HOST:PORT (the queue's side port) "
                          "or --data DIR of a running `correo up`")
     state_file = Path(data) / "state.json"
-    not_running = (f"no local stack is running with data in {data} (start one with `correo up`, "
-                   "or give --url http://HOST:PORT of the queue's side port)")
+    def not_running(why: str) -> AdminError:
+        return AdminError(f"no local stack is running with data in {data} ({why}; start one with `correo up`, "
+                          "or give --url http://HOST:PORT of the queue's side port)")
+
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AdminError(f"{not_running}: {state_file} does not exist") from None
+        raise not_running(f"no {state_file.name}") from None
     except (OSError, ValueError) as exc:
         raise AdminError(f"cannot read {state_file}: {exc}") from None
     if isinstance(state, dict) and not _pid_alive(state.get("pid")):
-        raise AdminError(not_running)
+        raise not_running(f"its correo up, pid {state.get('pid')}, has exited")
     try:
         url = state["endpoints"]["queue"]["http"]
     except (KeyError, TypeError):

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
+import yaml
+
 
 from . import passwords
 from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict, yaml_dump, yaml_load

@@ -15,12 +15,7 @@ import sys
 
 from . import config as configmod
 from . import logs
-
-
-class CannotStart(Exception):
-    """Raised by a service's ``start()`` when it must not start for a reason
-    its operator has to fix (e.g. its data folder is held by another
-    process): ``correo serve`` prints the message as one line and exits 1."""
+from .folderlock import CannotStart
 
 
 SERVICES = {

@@ -171,3 +171,10 @@ def test_connection_gate_limits_total_and_per_client():
     assert g.admit("c") == "too many connections"
     g.release("a")
     assert g.admit("c") is None
+
+
+def test_a_broken_directory_file_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError, match="directory.yaml: not valid YAML"):
+        dirmod.parse("mailboxes: [broken", source="directory.yaml")
+    with pytest.raises(ConfigError, match=r"directory.yaml: mailboxes\[0\]: unknown key"):
+        dirmod.parse("mailboxes:\n- address: a@b.test\n  colour: blue\n", source="directory.yaml")

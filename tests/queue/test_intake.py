@@ -36,7 +36,7 @@ async def test_no_250_before_the_spool_folder_is_fsynced(harness, monkeypatch):
     msg_dir = harness.root / "spool" / "msg"
     gate = threading.Event()
     synced: list[str] = []
-    real = spoolmod._fsync_dir
+    real = spoolmod.fsync_dir
 
     def slow_fsync_dir(path):
         if Path(path) == msg_dir:
@@ -44,7 +44,7 @@ async def test_no_250_before_the_spool_folder_is_fsynced(harness, monkeypatch):
             synced.append(sorted(p.name for p in msg_dir.iterdir())[-1])
         real(path)
 
-    monkeypatch.setattr(spoolmod, "_fsync_dir", slow_fsync_dir)
+    monkeypatch.setattr(spoolmod, "fsync_dir", slow_fsync_dir)
     send = asyncio.create_task(harness.send("alice@example.com", ["bob@example.com"]))
     await asyncio.sleep(0.3)
     assert not send.done(), "acknowledged before the directory fsync"

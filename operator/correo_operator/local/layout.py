@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from correo_server.osutil import pid_alive
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -97,21 +99,9 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_state(layout: Layout) -> dict[str, Any] | None:
     """state.json of a running ``correo up`` in this data folder, else None."""
     state = read_json(layout.state_file)
-    if state and pid_alive(state.get("pid")):
+    if state and isinstance(state.get("pid"), int) and pid_alive(state["pid"]):
         return state
     return None

@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..osutil import fsync_dir
+
 DELIMITER = "/"  # the IMAP hierarchy delimiter
 INFO_SEP = ":2,"
 SUBDIRS = ("cur", "new", "tmp")
@@ -192,12 +194,6 @@ def name_for(dirname: str) -> str | None:
 # Files
 # ---------------------------------------------------------------------------
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_folder(path: Path, *, subfolder: bool) -> None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..guard import is_loopback
+from ..osutil import pid_alive
 from ..sideport import SidePort
 from ..statusdoc import rfc3339
 from .records import Message
@@ -154,13 +155,7 @@ class NotAQueue(AdminError):
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # nothing to check: let the connection tell
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def base_url(args) -> str:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import logs
+from ..osutil import fsync_dir
 from .records import Envelope
 
 log = logs.get(__name__)
@@ -62,12 +63,6 @@ class SpoolFull(OSError):
     """Not enough free space to accept a message (452 4.3.1)."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DiskWork:
@@ -293,7 +288,7 @@ class Spool:
                     fail(i, exc)
         if renamed:
             try:
-                _fsync_dir(self.msg)
+                fsync_dir(self.msg)
             except OSError as exc:
                 # In msg/ but not known durable: not acknowledged (a restart
                 # would deliver it: a second copy at worst, never a loss).
@@ -455,12 +450,12 @@ class Journal:
         appends go to the new journal at once.  Old journals are deleted only
         after the rename is durable."""
         root = self.spool.root
-        _fsync_dir(self.spool.msg)  # unlinks of finished messages are durable first
+        fsync_dir(self.spool.msg)  # unlinks of finished messages are durable first
         new_gen = self.gen + 1
         fd = os.open(self._path(new_gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.ftruncate(fd, 0)  # left over from an earlier attempt that failed
-            _fsync_dir(root)
+            fsync_dir(root)
             tmp = root / (SNAPSHOT + ".tmp")
             doc = b'{"version":1,"gen":%d,"state":' % new_gen + snapshot + b"}"
             with open(tmp, "wb") as fh:
@@ -474,7 +469,7 @@ class Journal:
         old_fd, self._fd, self.gen, self._size = self._fd, fd, new_gen, 0
         if old_fd is not None:
             os.close(old_fd)
-        _fsync_dir(root)
+        fsync_dir(root)
         for g, path in self.spool.journals():
             if g < new_gen:
                 path.unlink(missing_ok=True)

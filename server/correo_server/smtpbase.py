@@ -37,7 +37,7 @@ import asyncio
 import inspect
 import re
 import warnings
-from typing import Any
+from typing import Any, AsyncIterator
 
 from aiosmtpd.smtp import MISSING, SMTP, _AuthMechAttr, _DataState, login_always_fail
 
@@ -70,6 +70,25 @@ _names: dict[type, tuple[list[str], list[tuple[str, str]]]] = {}
 _handler_tables: dict[tuple[type, int], tuple[Any, dict, dict, str | None]] = {}
 _SUPPORTED = {"data_size_limit", "enable_SMTPUTF8", "decode_data", "hostname", "ident", "tls_context",
               "timeout", "auth_require_tls", "loop"}
+
+
+async def data_pieces(reader: asyncio.StreamReader, tail: bytes = b"\r\n") -> AsyncIterator[tuple[bytes, bool]]:
+    """The DATA section in large pieces, up to its end: yields ``(piece,
+    end)``; the last piece (``end`` true) comes without the ``.<CRLF>``
+    marker.  Only a ``.`` line after a CRLF ends the data (``tail``: the last
+    two octets before the first piece; data starts at a line start).  Raises
+    ``asyncio.IncompleteReadError`` when the connection closes first."""
+    while True:
+        try:
+            chunk = await reader.readuntil(b".\r\n")
+            end = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
+        except asyncio.LimitOverrunError as exc:
+            chunk = await reader.readexactly(exc.consumed)  # no ".<CRLF>" starts in there
+            end = False
+        tail = (tail + chunk[-2:])[-2:]
+        yield (chunk[:-3] if end else chunk), end
+        if end:
+            return
 
 
 class Speedups:
@@ -179,28 +198,18 @@ class Speedups:
         limit = self.data_size_limit  # type: ignore[attr-defined]
         parts: list[bytes] = []
         size = 0  # octets of the lines read so far, as aiosmtpd counts them
-        tail = b"\r\n"  # the last two octets read: data starts at a line start
-        while True:
-            if self.transport is None:  # type: ignore[attr-defined]
-                return None, b""
-            try:
-                chunk = await reader.readuntil(b".\r\n")
-                end = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
-            except asyncio.LimitOverrunError as exc:
-                chunk = await reader.readexactly(exc.consumed)  # no ".<CRLF>" starts in there
-                end = False
-            except asyncio.IncompleteReadError:
-                return None, b""
-            tail = (tail + chunk[-2:])[-2:]
-            body = chunk[:-3] if end else chunk
-            parts.append(body)
-            size += len(body)
-            if limit and size > limit:
-                # Over the limit: which problem aiosmtpd would name is decided line by line.
-                state = await self._read_data_over_limit(b"".join(parts), end)
-                return state, b""
-            if end:
-                break
+        try:
+            async for body, end in data_pieces(reader):
+                if self.transport is None:  # type: ignore[attr-defined]
+                    return None, b""
+                parts.append(body)
+                size += len(body)
+                if limit and size > limit:
+                    # Over the limit: which problem aiosmtpd would name is decided line by line.
+                    state = await self._read_data_over_limit(b"".join(parts), end)
+                    return state, b""
+        except asyncio.IncompleteReadError:
+            return None, b""
         data = b"".join(parts)
         if len(max(data.split(b"\r\n"), key=len)) + 2 > self.line_length_limit:  # type: ignore[attr-defined]
             return _DataState.TOO_LONG, b""
@@ -263,20 +272,13 @@ class Speedups:
                 return None
             line(length)
             tail = b"\r\n"
-        while True:  # up to the end of data
-            if self.transport is None:  # type: ignore[attr-defined]
-                return None
-            try:
-                chunk = await reader.readuntil(b".\r\n")
-                end = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
-            except asyncio.LimitOverrunError as exc:
-                chunk = await reader.readexactly(exc.consumed)
-                end = False
-            except asyncio.IncompleteReadError:
-                return None
-            tail = (tail + chunk[-2:])[-2:]
-            if end:
-                return state
+        try:
+            async for _dropped, _end in data_pieces(reader, tail):  # up to the end of data
+                if self.transport is None:  # type: ignore[attr-defined]
+                    return None
+        except asyncio.IncompleteReadError:
+            return None
+        return state
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = simple_path(arg) if arg else None

@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
 from .. import logs
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain
-from ..smtpbase import Speedups
+from ..smtpbase import Speedups, data_pieces
 from . import context as ctxmod
 from .context import RelayContext
 from .data import MessageReader
@@ -509,33 +509,26 @@ class RelaySMTP(Speedups, SMTP):
 
         Reads up to each ``.<CRLF>`` (a few large pieces for a whole message,
         not a line at a time); only a ``.`` line after a CRLF ends the data."""
-        stream = self._reader
         last_reset = self.loop.time()
-        tail = b"\r\n"  # the last two octets read: the data starts at a line start
         held = b""  # a CR that ended a piece, kept until the octet after it comes
-        while self.transport is not None:
-            try:
-                chunk = await stream.readuntil(b".\r\n")
-                end = (tail + chunk[-5:])[-5:] == b"\r\n.\r\n"
-            except asyncio.LimitOverrunError as exc:
-                chunk = await stream.readexactly(exc.consumed)  # no ".<CRLF>" starts in there
-                end = False
-            except asyncio.IncompleteReadError:
-                self._close()
-                return False
-            tail = (tail + chunk[-2:])[-2:]
-            data, held = held + (chunk[:-3] if end else chunk), b""
-            if end:
+        try:
+            async for piece, end in data_pieces(self._reader):
+                if self.transport is None:
+                    return False
+                data, held = held + piece, b""
+                if end:
+                    reader.feed_bytes(data)
+                    reader.finish()
+                    return True
+                if data.endswith(b"\r"):
+                    data, held = data[:-1], b"\r"
                 reader.feed_bytes(data)
-                reader.finish()
-                return True
-            if data.endswith(b"\r"):
-                data, held = data[:-1], b"\r"
-            reader.feed_bytes(data)
-            now = self.loop.time()
-            if now - last_reset > 1.0:  # a slow, big message is not an idle session
-                self._reset_timeout()
-                last_reset = now
+                now = self.loop.time()
+                if now - last_reset > 1.0:  # a slow, big message is not an idle session
+                    self._reset_timeout()
+                    last_reset = now
+        except asyncio.IncompleteReadError:
+            self._close()
         return False
 
     async def _accept(self, content: bytes) -> Reply:

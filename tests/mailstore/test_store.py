@@ -405,3 +405,67 @@ async def test_a_cancelled_write_still_completes_and_the_view_agrees(store):
     assert set(maildir.scan(inbox.path)) == {r.base for r in rows}
     assert not inbox.mailbox.lock.locked()
     assert await store.deliver(ALICE, MSG) == max(inbox.uids())
+
+
+async def test_the_view_changes_only_on_the_event_loop(tmp_path, directory, monkeypatch):
+    """Sessions read a folder's view without locks, so nothing may change it
+    from a worker thread: deliveries, flags, copies, moves, expunges, a file
+    renamed behind the store's back, folder renames and deletes, repairs,
+    evictions — every change to a Folder, a Mailbox or its usage happens on
+    the loop's thread."""
+    import threading
+
+    from correo_server.mailstore.store import Folder, Mailbox, quota
+
+    offenders: list[str] = []
+    loop_thread = threading.current_thread()
+
+    def guard(cls, name):
+        original = getattr(cls, name)
+
+        def checked(self, *args, **kwargs):
+            if threading.current_thread() is not loop_thread:
+                offenders.append(f"{cls.__name__}.{name}({args[:1]!r})")
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, name, checked)
+
+    for cls in (Folder, Mailbox):
+        guard(cls, "__setattr__")
+    for name in ("_load", "_set", "_drop", "_moved", "take_recent"):
+        guard(Folder, name)
+    for name in ("set", "delta", "rename", "drop"):
+        guard(quota.UsageBook, name)
+
+    store = Store(tmp_path / "mail", directory, max_open_folders=2, idle_close_seconds=0)
+    mbox = await store.mailbox(ALICE)
+    for _ in range(4):
+        await store.deliver(ALICE, BINARY)
+    inbox = await mbox.folder("INBOX")
+    await inbox.store([1, 2], ["\\Seen", "$Work"], "add")
+    moved = inbox.get(1)
+    os.rename(inbox.path / moved.path, inbox.path / "cur" / (moved.base + ":2,FS"))  # another program
+    assert await inbox.read(1) == BINARY and inbox.get(1).path.endswith(":2,FS")
+    work = await mbox.create("Work/2024")
+    await inbox.copy([1, 2], work)
+    await inbox.move([3], work)
+    await inbox.expunge([4])
+    await mbox.subscribe("Work/2024")
+    await mbox.rename("Work", "Archive")
+    await mbox.delete("Archive/2024")
+    (inbox.path / "cur" / "1700000000.M1P1Q1.other,S=4:2,S").write_bytes(b"abcd")
+    await store.close()
+    again = Store(tmp_path / "mail", directory)
+    assert len(await (await again.mailbox(ALICE)).folder("INBOX")) == 3  # repaired: a file without a row
+    await again.close()
+    assert offenders == []
+
+
+def test_room_decision_quota_first_then_the_free_space_floor():
+    from correo_server.mailstore.store.quota import check_room
+    check_room(used=90, size=10, quota=100, free=1000, min_free=0)  # exactly full is fine
+    check_room(used=90, size=50, quota=0, free=None, min_free=10**9)  # no quota, free space unknown
+    with pytest.raises(QuotaExceeded) as exc:
+        check_room(used=90, size=11, quota=100, free=1000, min_free=0)
+    assert (exc.value.usage, exc.value.quota, exc.value.size) == (90, 100, 11)
+    with pytest.raises(DiskFull):
+        check_room(used=0, size=10, quota=None, free=100, min_free=95)

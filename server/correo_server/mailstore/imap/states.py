@@ -75,7 +75,7 @@ class SelectedView:
         self.uids: list[int] = folder.uids()
         self.highest_uid = self.uids[-1] if self.uids else 0
         if readonly:
-            self.recent = {u for u in self.uids if u >= folder._first_recent}
+            self.recent = folder.recent_uids()
         else:
             self.recent = folder.take_recent()
         self.pending_expunge: set[int] = set()

@@ -1,0 +1,431 @@
+"""The API as typed, frozen objects: MailDomain and Mailbox, read once at the boundary.
+
+Everything in the operator reads these, never the raw dicts of the API or the
+YAML files: ``render``, ``status``, ``reconcile``, ``statuspoll``, ``deletion``,
+``dkimkeys``, ``kopfapp``, the local runtime and the commands.  They are made in
+two places only:
+
+* ``loading``, from files, after the CRD schema and CEL rules were checked;
+* the operator's reads from the API (:meth:`MailDomain.from_object` on what
+  kopf or ``kube`` return), which the API server has validated and defaulted.
+
+**Defaults.**  A field with a CRD ``default`` has the same default here, so an
+object converted from a dict that lacks the field, or built in code, holds what
+the API server would have filled in; nobody applies defaults again.  A field
+the CRD does not default is ``None`` (``()`` for a list) when absent.
+``tests/foundation/test_model.py`` holds these classes against the CRD
+schemas: every spec property has a field and every field a property, of the
+matching type, with the same default.
+
+**Adding a field** is one line here, plus the CRD:
+
+1. add the property to ``crds/*.yaml`` (with its ``default``, if any);
+2. add a field to the dataclass of its parent object below, named as the
+   property in snake_case (``maxMessageSize`` → ``max_message_size``), with
+   the same default.  A new object is a new frozen dataclass; its field in the
+   parent takes ``default_factory=ThatClass`` when the CRD defaults it to
+   ``{}``, ``ThatClass | None = None`` when it is optional; a list is
+   ``tuple[str, ...] = ()``;
+3. read it where it is used.
+
+Conversion from the API's camelCase dicts (:func:`from_object`) and back
+(:func:`to_dict`) is mechanical and derived from the dataclasses; nothing else
+lists fields.  Unknown keys are ignored (the API server prunes them, and the
+loader reports them as errors before converting); a missing required field or
+a value of the wrong type raises :class:`ModelError` with its field path.
+
+**Which MailDomain a Mailbox belongs to** is defined here once: the MailDomain
+of its namespace whose domain or alias domains hold its address's domain
+(:func:`belongs`, :func:`domain_of`; for an index, :attr:`Mailbox.domain_key`
+is found among :attr:`MailDomain.domain_keys`).
+
+``status`` is kept as the API returned it, a plain dict: it is the operator's
+own output, read back only to carry condition transition times over and to
+compare before writing, so it is not typed here and not part of equality.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+GROUP = "correo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_NAMESPACE = "default"
+
+
+class ModelError(ValueError):
+    """An object that does not fit the model; ``path`` names the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# ---------------------------------------------------------------------------
+# Metadata: the part of ObjectMeta the operator reads.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metadata:
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    uid: str = ""
+    generation: int = 1
+    resource_version: str = ""
+    deletion_timestamp: str | None = None
+
+    def __post_init__(self) -> None:
+        # An empty namespace is the default one; generation starts at 1.
+        if not self.namespace:
+            object.__setattr__(self, "namespace", DEFAULT_NAMESPACE)
+        if not self.generation:
+            object.__setattr__(self, "generation", 1)
+
+
+# ---------------------------------------------------------------------------
+# MailDomain spec (crds/maildomains.yaml)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TLS:
+    secret_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    messages: int = 60
+    period_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class CredentialsSecretRef:
+    name: str
+    username_key: str = "username"
+    password_key: str = "password"
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    host: str
+    port: int = 587
+    tls: str = "StartTLS"  # StartTLS, Implicit or None
+    credentials_secret_ref: CredentialsSecretRef | None = None
+
+
+@dataclass(frozen=True)
+class Relay:
+    replicas: int = 2
+    service_type: str = "ClusterIP"
+    max_message_size: str = "25Mi"
+    max_recipients: int = 100
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    smarthost: Smarthost | None = None
+
+
+@dataclass(frozen=True)
+class QueueStorage:
+    size: str = "5Gi"
+    storage_class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    initial_delay_seconds: int = 300
+    max_delay_seconds: int = 3600
+    backoff_factor: float = 2.0
+    warn_after_seconds: int = 14400
+    give_up_after_seconds: int = 432000
+
+
+@dataclass(frozen=True)
+class Queue:
+    storage: QueueStorage = field(default_factory=QueueStorage)
+    retry: Retry = field(default_factory=Retry)
+
+
+@dataclass(frozen=True)
+class MailstoreStorage:
+    size: str = "10Gi"
+    storage_class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Mailstore:
+    storage: MailstoreStorage = field(default_factory=MailstoreStorage)
+    imap: bool = True
+    pop3: bool = True
+    over_quota: str = "Reject"  # Reject or Defer
+    service_type: str = "ClusterIP"
+
+
+@dataclass(frozen=True)
+class DKIM:
+    enabled: bool = True
+    selector: str = "correo"
+
+
+@dataclass(frozen=True)
+class MailDomainSpec:
+    domain: str
+    alias_domains: tuple[str, ...] = ()
+    hostname: str | None = None
+    tls: TLS | None = None
+    relay: Relay = field(default_factory=Relay)
+    queue: Queue = field(default_factory=Queue)
+    mailstore: Mailstore = field(default_factory=Mailstore)
+    dkim: DKIM = field(default_factory=DKIM)
+    default_quota: str = "1Gi"
+    reclaim_policy: str = "Retain"  # Retain or Delete
+
+
+# ---------------------------------------------------------------------------
+# Mailbox spec (crds/mailboxes.yaml)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PasswordSecretRef:
+    name: str
+    key: str = "password"
+
+
+@dataclass(frozen=True)
+class MailboxSpec:
+    address: str
+    password_secret_ref: PasswordSecretRef
+    display_name: str | None = None
+    quota: str | None = None
+    aliases: tuple[str, ...] = ()
+    forward_to: tuple[str, ...] = ()
+    keep_copy: bool = True
+    suspended: bool = False
+
+
+# ---------------------------------------------------------------------------
+# The two kinds
+# ---------------------------------------------------------------------------
+
+class _Resource:
+    """What MailDomain and Mailbox share: metadata, status, conversion."""
+
+    KIND: ClassVar[str]
+    metadata: Metadata
+    status: dict
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.metadata.deletion_timestamp)
+
+    def reference(self) -> dict:
+        """The object as an Event's ``involvedObject`` needs it."""
+        meta = self.metadata
+        return {"apiVersion": API_VERSION, "kind": self.KIND,
+                "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid,
+                             "resourceVersion": meta.resource_version}}
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]):
+        """The typed object of an API dict (or a kopf Body); see :func:`from_object`."""
+        return _reader(cls)(obj, "")
+
+
+@dataclass(frozen=True)
+class MailDomain(_Resource):
+    KIND: ClassVar[str] = "MailDomain"
+    metadata: Metadata
+    spec: MailDomainSpec
+    status: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def domain(self) -> str:
+        """The domain, lower case."""
+        return self.spec.domain.lower()
+
+    @functools.cached_property
+    def domain_names(self) -> tuple[str, ...]:
+        """The domain and its alias domains, lower case, in that order."""
+        return (self.domain, *(a.lower() for a in self.spec.alias_domains))
+
+    @functools.cached_property
+    def domain_keys(self) -> frozenset[tuple[str, str]]:
+        """(namespace, domain name) for every name this MailDomain serves."""
+        return frozenset((self.namespace, n) for n in self.domain_names if n)
+
+    @property
+    def hostname(self) -> str:
+        """The mail server's own name: ``spec.hostname``, else ``mail.<domain>``."""
+        return self.spec.hostname or f"mail.{self.spec.domain}"
+
+    @property
+    def tls_secret(self) -> str | None:
+        return self.spec.tls.secret_name if self.spec.tls else None
+
+    @property
+    def smarthost_credentials(self) -> CredentialsSecretRef | None:
+        smart = self.spec.relay.smarthost
+        return smart.credentials_secret_ref if smart else None
+
+
+@dataclass(frozen=True)
+class Mailbox(_Resource):
+    KIND: ClassVar[str] = "Mailbox"
+    metadata: Metadata
+    spec: MailboxSpec
+    status: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def address_domain(self) -> str:
+        """The domain part of the address, lower case."""
+        return domain_part(self.spec.address)
+
+    @property
+    def domain_key(self) -> tuple[str, str]:
+        """(namespace, domain of the address): found among its MailDomain's :attr:`~MailDomain.domain_keys`."""
+        return self.namespace, self.address_domain
+
+
+Resource = MailDomain | Mailbox
+
+
+def domain_part(address: str) -> str:
+    """The domain of a mail address, lower case."""
+    return address.rpartition("@")[2].lower()
+KINDS: dict[str, type] = {"MailDomain": MailDomain, "Mailbox": Mailbox}
+
+
+def belongs(mailbox: Mailbox, domain: MailDomain) -> bool:
+    """A Mailbox belongs to the MailDomain of its namespace that serves its address's domain."""
+    return mailbox.domain_key in domain.domain_keys
+
+
+def domain_of(mailbox: Mailbox, domains: Iterable[MailDomain]) -> MailDomain | None:
+    """The MailDomain a Mailbox belongs to among ``domains`` (not one being
+    deleted; the first by name if several claim it)."""
+    for domain in sorted(domains, key=lambda d: d.name):
+        if belongs(mailbox, domain) and not domain.deleting:
+            return domain
+    return None
+
+
+def from_object(obj: Mapping[str, Any]) -> Resource:
+    """A MailDomain or Mailbox from its API dict, by ``kind``."""
+    cls = KINDS.get(obj.get("kind", "")) if isinstance(obj, Mapping) else None
+    if cls is None:
+        raise ModelError("kind", f"expected one of {', '.join(KINDS)}, got {obj.get('kind')!r}"
+                         if isinstance(obj, Mapping) else "expected an object")
+    return cls.from_object(obj)
+
+
+# ---------------------------------------------------------------------------
+# Conversion, derived from the dataclasses (camelCase keys ⇄ snake_case fields)
+# ---------------------------------------------------------------------------
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+Reader = Callable[[Any, str], Any]
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy as plain dicts and lists (a kopf Body's views included)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _scalar(tp: type, what: str) -> Reader:
+    def read(value: Any, where: str) -> Any:
+        if isinstance(value, bool) is not (tp is bool) or not isinstance(value, tp):
+            if tp is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            raise ModelError(where, f"expected {what}, got {value!r}")
+        return value
+    return read
+
+
+_SCALARS: dict[Any, Reader] = {
+    str: _scalar(str, "a string"), int: _scalar(int, "an integer"),
+    float: _scalar(float, "a number"), bool: _scalar(bool, "true or false"),
+}
+
+
+@functools.cache
+def _reader(tp: Any) -> Reader:
+    """A function that reads a value of type ``tp`` from API data."""
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        (inner,) = [a for a in args if a is not type(None)]
+        return _reader(inner)
+    if origin is tuple:
+        item = _reader(args[0])
+
+        def read_list(value: Any, where: str) -> tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ModelError(where, f"expected a list, got {value!r}")
+            return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+        return read_list
+    if tp is dict:
+        def read_mapping(value: Any, where: str) -> dict:
+            if not isinstance(value, Mapping):
+                raise ModelError(where, f"expected an object, got {value!r}")
+            return _plain(value)
+        return read_mapping
+    if dataclasses.is_dataclass(tp):
+        return _object_reader(tp)
+    raise TypeError(f"no reader for {tp!r}")
+
+
+def _object_reader(cls: type) -> Reader:
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        plan.append((f.name, camel(f.name), _reader(hints[f.name]), required))
+
+    def read_object(value: Any, where: str) -> Any:
+        if not isinstance(value, Mapping):
+            raise ModelError(where, f"expected an object, got {value!r}")
+        kwargs = {}
+        for name, key, read, required in plan:
+            item = value.get(key)
+            if item is not None:  # JSON null is absent
+                kwargs[name] = read(item, f"{where}.{key}" if where else key)
+            elif required:
+                raise ModelError(f"{where}.{key}" if where else key, "required field is missing")
+        return cls(**kwargs)
+    return read_object
+
+
+def to_dict(obj: Any) -> Any:
+    """The API's shape of a model object: camelCase keys, lists; fields that
+    are None or empty lists are left out (as absent from the API object)."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None or value == ():
+                continue
+            out[camel(f.name)] = to_dict(value)
+        return out
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj

@@ -36,9 +36,8 @@ def validate(args) -> int:
 def render_documents(loaded: loading.Loaded, image: str | None = None) -> list[dict]:
     """The objects for every MailDomain loaded, in a stable order."""
     objects: list[dict] = []
-    for doc in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
-        mailboxes = [m.obj for m in loaded.mailboxes_of(doc)]
-        objects += rendering.render(doc.obj, mailboxes, loaded.secrets_in(doc.namespace),
+    for domain in loaded.maildomains():
+        objects += rendering.render(domain, loaded.mailboxes_of(domain), loaded.secrets_in(domain.namespace),
                                     image=image or rendering.DEFAULT_IMAGE)
     return objects
 

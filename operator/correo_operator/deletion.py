@@ -23,15 +23,16 @@ import re
 
 from correo_server import logs
 
-from . import loading, render as rendering
+from . import render as rendering
 from .kube import PVC, Kube
+from .model import MailDomain, Mailbox
 
 log = logs.get(__name__)
 
 FINALIZER = "correo.dev/finalizer"
 
 
-def volume_claims(domain: dict, claims: list[dict]) -> list[dict]:
+def volume_claims(domain: MailDomain, claims: list[dict]) -> list[dict]:
     """The claims that belong to the domain's StatefulSets: ``<template>-<statefulset>-<ordinal>``."""
     names = rendering.names(domain)
     patterns = [re.compile(rf"^{re.escape(tmpl)}-{re.escape(names[sts])}-[0-9]+$")
@@ -40,11 +41,10 @@ def volume_claims(domain: dict, claims: list[dict]) -> list[dict]:
                   key=lambda c: c["metadata"]["name"])
 
 
-async def finalize_domain(kube: Kube, domain: dict) -> list[str]:
+async def finalize_domain(kube: Kube, domain: MailDomain) -> list[str]:
     """Apply the reclaim policy; returns the names of the claims deleted (empty for Retain)."""
-    domain = loading.apply_defaults(domain)
-    ns, name = domain["metadata"]["namespace"], domain["metadata"]["name"]
-    policy = domain["spec"].get("reclaimPolicy", "Retain")
+    ns, name = domain.namespace, domain.name
+    policy = domain.spec.reclaim_policy
     listed = await kube.list(PVC.api_version, PVC.kind, ns, labels={"app.kubernetes.io/instance": name})
     claims = volume_claims(domain, listed)
     claim_names = [c["metadata"]["name"] for c in claims]
@@ -54,7 +54,7 @@ async def finalize_domain(kube: Kube, domain: dict) -> list[str]:
             if await kube.delete(PVC.api_version, PVC.kind, ns, claim):
                 deleted.append(claim)
         log.info("volumes deleted", namespace=ns, name=name, claims=deleted, reclaim_policy=policy)
-        await kube.post_event(domain, type="Normal", reason="VolumesDeleted",
+        await kube.post_event(domain.reference(), type="Normal", reason="VolumesDeleted",
                               message=(f"reclaimPolicy Delete: deleted {len(deleted)} volume claim(s) with their "
                                        f"mail and queue: {', '.join(deleted) or 'none found'}."))
         return deleted
@@ -65,20 +65,20 @@ async def finalize_domain(kube: Kube, domain: dict) -> list[str]:
                    "delete them by hand to free the space.")
     else:
         message = "reclaimPolicy Retain: no volume claims were found to keep."
-    await kube.post_event(domain, type="Normal", reason="VolumesRetained", message=message)
+    await kube.post_event(domain.reference(), type="Normal", reason="VolumesRetained", message=message)
     return []
 
 
-async def mailbox_removed(reconciler, mailbox: dict, domain_key: tuple[str, str] | None) -> None:
+async def mailbox_removed(reconciler, mailbox: Mailbox, domain_key: tuple[str, str] | None) -> None:
     """Take a deleted Mailbox out of its MailDomain's directory."""
     if domain_key is None:
         return
     outcome = await reconciler.run(*domain_key, trigger="mailbox-deleted")
     if outcome is not None:
-        address = mailbox.get("spec", {}).get("address", mailbox["metadata"]["name"])
+        address = mailbox.spec.address
         log.info("mailbox removed from directory", namespace=domain_key[0], name=domain_key[1],
-                 mailbox=mailbox["metadata"]["name"], address=address)
+                 mailbox=mailbox.name, address=address)
         await reconciler.kube.post_event(
-            outcome.inputs.domain, type="Normal", reason="MailboxRemoved",
+            outcome.inputs.domain.reference(), type="Normal", reason="MailboxRemoved",
             message=(f"{address} was removed from the directory; its mail stays on the mailstore volume "
                      f"until the MailDomain's reclaim policy removes it."))

@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from correo_server import logs
 
-from . import loading, render as rendering
+from . import render as rendering
+from . import secretdata
 from .kube import Kube, b64
+from .model import MailDomain
 
 log = logs.get(__name__)
 
@@ -52,7 +54,7 @@ def public_key_b64(secret: dict | None) -> str | None:
     """The public key of a DKIM Secret, or None when it holds no usable key."""
     if not secret:
         return None
-    pem = loading.secret_value(secret, KEY_FIELD)
+    pem = secretdata.secret_value(secret, KEY_FIELD)
     if not pem:
         return None
     try:
@@ -61,37 +63,24 @@ def public_key_b64(secret: dict | None) -> str | None:
         return None
 
 
-def secret_for(domain: dict, pem: str) -> dict:
-    name = rendering.dkim_secret_name(domain)
-    meta = domain["metadata"]
+def secret_for(domain: MailDomain, pem: str) -> dict:
+    meta = rendering.child_meta(domain, rendering.dkim_secret_name(domain), "dkim")
+    meta["annotations"] = {"correo.dev/dkim-selector": domain.spec.dkim.selector}
     return {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {
-            "name": name, "namespace": meta["namespace"],
-            "labels": {
-                "app.kubernetes.io/name": "correo", "app.kubernetes.io/part-of": "correo",
-                "app.kubernetes.io/instance": meta["name"], "app.kubernetes.io/managed-by": rendering.MANAGED_BY,
-                "app.kubernetes.io/component": "dkim",
-            },
-            "annotations": {"correo.dev/dkim-selector": domain["spec"].get("dkim", {}).get("selector", "correo")},
-            "ownerReferences": [{
-                "apiVersion": loading.API_VERSION, "kind": "MailDomain", "name": meta["name"],
-                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
-        },
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
         "data": {KEY_FIELD: b64(pem), TXT_FIELD: b64(txt_record(public_key_from_pem(pem)))},
     }
 
 
-async def ensure(kube: Kube, domain: dict, existing: dict | None) -> dict:
+async def ensure(kube: Kube, domain: MailDomain, existing: dict | None) -> dict:
     """The DKIM Secret of ``domain``, created with a new key when missing."""
     if existing is not None and public_key_b64(existing):
         return existing
-    ns, name = domain["metadata"]["namespace"], rendering.dkim_secret_name(domain)
+    ns, name = domain.namespace, rendering.dkim_secret_name(domain)
     if existing is not None:
         # A Secret of that name without a usable key is someone else's: say so, leave it.
         log.warning("dkim secret holds no private key; not replacing it", namespace=ns,
-                    name=domain["metadata"]["name"], secret=name, key=KEY_FIELD)
+                    name=domain.name, secret=name, key=KEY_FIELD)
         return existing
     pem = await asyncio.to_thread(generate_pem)
     created = await kube.create(secret_for(domain, pem))
@@ -100,5 +89,5 @@ async def ensure(kube: Kube, domain: dict, existing: dict | None) -> dict:
         if created is None:
             raise RuntimeError(f"Secret {ns}/{name} exists and does not")
     else:
-        log.info("dkim key generated", namespace=ns, name=domain["metadata"]["name"], secret=name, bits=KEY_BITS)
+        log.info("dkim key generated", namespace=ns, name=domain.name, secret=name, bits=KEY_BITS)
     return created

@@ -1,6 +1,7 @@
 """The kopf wiring: when to reconcile, nothing more (``correo operator`` runs it).
 
-Handlers are thin: each one calls into ``reconcile.Reconciler`` (render and
+Handlers are thin: each reads the object kopf hands it into the typed model
+(``model``) and calls into ``reconcile.Reconciler`` (render and
 apply, then ``statuspoll.StatusWriter`` for status), or ``deletion``.  They
 return nothing; status is typed and written by ``statuspoll`` only, so nothing
 kopf-internal lands in ``status``.  kopf keeps its own bookkeeping in
@@ -41,8 +42,9 @@ from correo_server.sideport import SidePort
 
 from . import deletion, render as rendering
 from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
+from .model import MailDomain, Mailbox
 from .opmetrics import OpMetrics
-from .reconcile import Reconciler, domain_for_mailbox
+from .reconcile import Reconciler
 from .statuspoll import HttpStatusReader, StatusWriter
 
 log = logs.get(__name__)
@@ -109,10 +111,8 @@ def settings_for(config: OperatorConfig, settings: kopf.OperatorSettings | None 
     return settings
 
 
-def _fingerprint(mailbox: dict) -> tuple:
-    meta = mailbox["metadata"]
-    return (meta.get("generation"), bool(meta.get("deletionTimestamp")),
-            (mailbox.get("spec") or {}).get("address"))
+def _fingerprint(mailbox: Mailbox) -> tuple:
+    return mailbox.metadata.generation, mailbox.deleting, mailbox.spec.address
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
@@ -169,10 +169,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             await runtime.kube.close()
 
     @kopf.index(GROUP, VERSION, "maildomains", id="maildomain_names", registry=registry)
-    def maildomain_names(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
-        spec = body.get("spec") or {}
-        names = {str(spec.get("domain", "")).lower(), *(str(a).lower() for a in spec.get("aliasDomains") or [])}
-        return {(namespace, n): name for n in names if n}
+    def maildomain_names(body: kopf.Body, name: str, **_: Any) -> dict:
+        """MailDomain names by the keys a Mailbox looks them up with (``Mailbox.domain_key``)."""
+        return {key: name for key in MailDomain.from_object(body).domain_keys}
 
     async def reconcile_now(namespace: str, name: str, trigger: str) -> None:
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
@@ -194,10 +193,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     async def domain_deleted(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
             runtime = rt()
-            await deletion.finalize_domain(runtime.kube, _plain(body))
+            await deletion.finalize_domain(runtime.kube, MailDomain.from_object(body))
             runtime.reconciler.forget(namespace, name)
-            mailboxes = [mb for mb in await runtime.kube.list(MAILBOX.api_version, "Mailbox", namespace)
-                         if (mb.get("status") or {}).get("domain") == name]
+            listed = await runtime.kube.list(MAILBOX.api_version, "Mailbox", namespace)
+            mailboxes = [mb for mb in map(Mailbox.from_object, listed) if mb.status.get("domain") == name]
             await runtime.writer.release(runtime.kube, namespace, mailboxes)
 
     @kopf.timer(GROUP, VERSION, "maildomains", id="resync", interval=config.status_interval,
@@ -210,7 +209,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
                             maildomain_names: kopf.Index, **_: Any) -> None:
         runtime = rt()
         kind = event.get("type")
-        mailbox = _plain(body)
+        mailbox = Mailbox.from_object(body)
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="Mailbox"):
             before = runtime.reconciler.mailbox_domain.get(uid)
             if kind == "DELETED":
@@ -219,8 +218,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
                 return
             if kind != "ADDED" and runtime.seen_mailboxes.get(uid) == _fingerprint(mailbox):
                 return  # only its status (ours) or metadata changed
-            address_domain = str((mailbox.get("spec") or {}).get("address", "")).rpartition("@")[2].lower()
-            candidates = sorted(set(maildomain_names.get((namespace, address_domain), [])))
+            candidates = sorted(set(maildomain_names.get(mailbox.domain_key, [])))
             targets = {(namespace, candidates[0])} if candidates else set()
             if before and before not in targets:
                 targets.add(before)
@@ -256,9 +254,9 @@ def _remember_fingerprints(runtime: Runtime) -> None:
     writer = runtime.writer
 
     async def after(kube: Kube, outcome) -> int:
-        ns = outcome.inputs.domain["metadata"]["namespace"]
+        ns = outcome.inputs.domain.namespace
         for mb in outcome.inputs.mailboxes:
-            runtime.seen_mailboxes[mb["metadata"]["uid"]] = _fingerprint(mb)
+            runtime.seen_mailboxes[mb.metadata.uid] = _fingerprint(mb)
         for name, secret in outcome.inputs.secrets.items():
             runtime.seen_secrets[(ns, name)] = secret["metadata"].get("resourceVersion", "")
         return await writer(kube, outcome)
@@ -266,18 +264,10 @@ def _remember_fingerprints(runtime: Runtime) -> None:
     runtime.reconciler.after = after
 
 
-async def _password_secret(kube: Kube, mailbox: dict) -> dict[str, dict]:
-    ref = (mailbox.get("spec") or {}).get("passwordSecretRef") or {}
-    if not ref.get("name"):
-        return {}
-    secret = await kube.get("v1", "Secret", mailbox["metadata"]["namespace"], ref["name"])
-    return {ref["name"]: secret} if secret else {}
-
-
-def _plain(body: Any) -> dict:
-    """A kopf Body as a plain dict (with apiVersion/kind)."""
-    import copy
-    return copy.deepcopy(dict(body))
+async def _password_secret(kube: Kube, mailbox: Mailbox) -> dict[str, dict]:
+    name = mailbox.spec.password_secret_ref.name
+    secret = await kube.get("v1", "Secret", mailbox.namespace, name)
+    return {name: secret} if secret else {}
 
 
 def _status_doc(runtime: Runtime) -> dict:

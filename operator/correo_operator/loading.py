@@ -11,13 +11,17 @@ MailDomain of its namespace, names and addresses are unique, referenced
 Secrets exist.  Every problem is reported, each naming the file, the document,
 the object and the field path.
 
-The CRDs in ``crds/`` are the single source of truth; this module reads them.
-The operator uses :func:`apply_defaults` and :func:`validate_object` on
-objects it gets from the API.
+Each MailDomain and Mailbox document is then read into the typed model
+(``model``: frozen objects with every default in place), which is what the
+rest of correo uses (``Loaded.maildomains``, ``Loaded.mailboxes_of``); the
+cross-checks read it too.  A document that does not fit the model (wrong
+types) keeps its schema errors and is left out of the cross-checks.
+
+The CRDs in ``crds/`` are the single source of truth for validation; this
+module reads them.  Secret values are read by ``secretdata``.
 """
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import importlib.resources
@@ -29,13 +33,11 @@ from typing import Any, Iterator
 import celpy
 import jsonschema
 import yaml
-from correo_server import passwords
 
-GROUP = "correo.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from . import model, secretdata
+from .model import API_VERSION, DEFAULT_NAMESPACE, GROUP, VERSION, MailDomain, Mailbox
+
 KINDS = {"MailDomain": "maildomains.yaml", "Mailbox": "mailboxes.yaml"}
-DEFAULT_NAMESPACE = "default"
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -237,6 +239,7 @@ class Document:
     obj: dict
     source: str
     index: int  # 1-based position in its file
+    resource: MailDomain | Mailbox | None = None  # the typed object; None when it does not fit the model
 
     @property
     def kind(self) -> str:
@@ -287,19 +290,41 @@ class Loaded:
     def secrets_in(self, namespace: str) -> dict[str, dict]:
         return {name: doc.obj for (ns, name), doc in self.secrets.items() if ns == namespace}
 
-    def mailboxes_of(self, domain: Document) -> list[Document]:
-        names = domain_names(domain.obj)
-        return [m for m in self.mailboxes
-                if m.namespace == domain.namespace and address_domain(m.obj) in names]
+    def maildomains(self) -> list[MailDomain]:
+        """The MailDomains, typed, by namespace and name."""
+        return sorted((d.resource for d in self.domains if d.resource is not None),
+                      key=lambda d: (d.namespace, d.name))
+
+    def mailboxes_of(self, domain: MailDomain) -> list[Mailbox]:
+        """The Mailboxes that belong to ``domain``, typed, in the order of the files."""
+        return [m.resource for m in self.mailboxes if m.resource is not None and model.belongs(m.resource, domain)]
 
 
-def domain_names(domain: dict) -> set[str]:
-    spec = domain.get("spec") or {}
-    return {str(spec.get("domain", "")).lower(), *(str(a).lower() for a in spec.get("aliasDomains") or [])}
+def document(obj: dict, source: str, index: int) -> Document:
+    """A Document of a MailDomain or Mailbox whose defaults are applied, with its typed resource."""
+    return Document(obj, source, index, _resource(obj))
 
 
-def address_domain(mailbox: dict) -> str:
-    return str((mailbox.get("spec") or {}).get("address", "")).rpartition("@")[2].lower()
+def _resource(obj: dict) -> MailDomain | Mailbox | None:
+    """The typed object of a document.  A field of the wrong type (a schema
+    error already) is left out, so that its default stands in and the
+    cross-checks still see the object: one bad field must not make every
+    Mailbox of a MailDomain look homeless.  None when a required field is unusable."""
+    attempt = obj
+    for _ in range(20):
+        try:
+            return model.from_object(attempt)
+        except model.ModelError as exc:
+            if attempt is obj:
+                attempt = copy.deepcopy(obj)
+            *parents, last = re.sub(r"\[[0-9]+\]", "", exc.path).split(".")
+            node = attempt
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or last not in node:
+                return None  # a required field is missing: nothing to stand in for it
+            del node[last]
+    return None
 
 
 def _files(paths: list[str]) -> tuple[list[Path], list[Problem]]:
@@ -374,6 +399,7 @@ def _take(loaded: Loaded, doc: Document) -> None:
             doc.obj["metadata"].setdefault("namespace", DEFAULT_NAMESPACE)
         for fld, msg in validate_object(doc.obj):
             loaded.problems.append(Problem(doc.where(), fld, msg))
+        doc = document(doc.obj, doc.source, doc.index)
         (loaded.domains if kind == "MailDomain" else loaded.mailboxes).append(doc)
     elif kind in KINDS:
         loaded.problems.append(Problem(doc.where(), "apiVersion", f"expected {API_VERSION}, got {api!r}"))
@@ -382,117 +408,89 @@ def _take(loaded: Loaded, doc: Document) -> None:
             loaded.problems.append(Problem(doc.where(), "metadata.name", "required field is missing"))
             return
         for key, raw in sorted((doc.obj.get("data") or {}).items()):
-            if _decode(raw) is None:
+            if secretdata.decode(raw) is None:
                 loaded.problems.append(Problem(doc.where(), f"data.{key}", "not valid base64 of UTF-8 text"))
         loaded.secrets[(doc.namespace, doc.name)] = doc
     else:
         loaded.other.append(doc)  # e.g. a cert-manager Certificate: for kubectl, not for correo
 
 
-def _decode(raw: Any) -> str | None:
-    try:
-        return base64.b64decode(str(raw), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def secret_value(secret: dict, key: str) -> str | None:
-    """The decoded value of ``key`` in a Secret object (``data`` or ``stringData``);
-    None when absent or not decodable."""
-    if key in (secret.get("stringData") or {}):
-        return str(secret["stringData"][key])
-    raw = (secret.get("data") or {}).get(key)
-    return None if raw is None else _decode(raw)
-
-
-def usable_keys(secret: dict) -> frozenset[str]:
-    """The keys of a Secret whose value can be used: decodable, not empty, not
-    a mangled hash.  This is what status gets (values never leave here)."""
-    keys = set((secret.get("data") or {})) | set((secret.get("stringData") or {}))
-    return frozenset(k for k in keys if secret_value(secret, k) is not None
-                     and password_problem(secret_value(secret, k)) is None)
-
-
-def password_problem(value: str | None) -> str | None:
-    """Why a Secret's password value cannot be used, or None.  An empty value
-    would be a mailbox anyone can log in to; a value dressed as a hash that is
-    not one would be taken for a password."""
-    if value is None:
-        return None
-    if not value.strip():
-        return "is empty: a mailbox without a password could be logged in to by anyone"
-    if passwords.looks_like_hash(value) and not passwords.is_hash(value):
-        return "looks like a {SCHEME} hash but is not a valid ARGON2ID, BCRYPT or SHA512-CRYPT hash"
-    return None
-
-
 def _cross_check(loaded: Loaded) -> None:
     seen: dict[tuple[str, str, str], Document] = {}
-    owner_of: dict[tuple[str, str], Document] = {}
     for doc in loaded.domains + loaded.mailboxes:
         key = (doc.kind, doc.namespace, doc.name)
         if key in seen and doc.name:
             loaded.problems.append(Problem(doc.where(), "metadata.name",
                                            f"{doc.kind} {doc.name} is also defined in {seen[key].where()}"))
         seen[key] = doc
+    # Which MailDomain serves which domain name: the keys model.belongs compares.
+    owner_of: dict[tuple[str, str], Document] = {}
     for doc in loaded.domains:
-        spec = doc.obj.get("spec") or {}
-        names = [("spec.domain", str(spec.get("domain", "")).lower())] + [
-            (f"spec.aliasDomains[{i}]", str(a).lower()) for i, a in enumerate(spec.get("aliasDomains") or [])]
-        for fld, name in names:
+        domain = doc.resource
+        if not isinstance(domain, MailDomain):
+            continue
+        fields = ["spec.domain"] + [f"spec.aliasDomains[{i}]" for i in range(len(domain.spec.alias_domains))]
+        for fld, name in zip(fields, domain.domain_names):
             if not name:
                 continue
-            first = owner_of.setdefault((doc.namespace, name), doc)
+            first = owner_of.setdefault((domain.namespace, name), doc)
             if first is not doc:
                 loaded.problems.append(Problem(doc.where(), fld, f"{name} is also served by {first.where()}"))
-        tls = (spec.get("tls") or {}).get("secretName")
-        if tls and (doc.namespace, tls) not in loaded.secrets:
-            loaded.problems.append(Problem(doc.where(), "spec.tls.secretName", (
-                f"Secret {tls} is not in the files given (fine when cert-manager creates it in the "
-                "cluster; `correo up` uses a self-signed certificate instead)"), "warning"))
-        cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
-        if cred and (doc.namespace, cred.get("name")) not in loaded.secrets:
-            loaded.problems.append(Problem(doc.where(), "spec.relay.smarthost.credentialsSecretRef.name",
-                                           f"Secret {cred.get('name')} is not in the files given", "warning"))
+        _check_domain_secrets(loaded, doc, domain)
     addresses: dict[tuple[str, str], Document] = {}
     for doc in loaded.mailboxes:
-        spec = doc.obj.get("spec") or {}
-        address = str(spec.get("address", "")).lower()
+        mailbox = doc.resource
+        if not isinstance(mailbox, Mailbox):
+            continue
+        spec = mailbox.spec
+        address = spec.address.lower()
         if not address:
             continue
-        domain = owner_of.get((doc.namespace, address_domain(doc.obj)))
+        owner = owner_of.get(mailbox.domain_key)
         if any(p.where == doc.where() and p.field == "spec.address" for p in loaded.problems):
             pass  # not an address at all: that error says enough
-        elif domain is None:
+        elif owner is None:
             loaded.problems.append(Problem(doc.where(), "spec.address", (
-                f"{address_domain(doc.obj)} is not the domain or an alias domain of any MailDomain in "
-                f"namespace {doc.namespace}")))
+                f"{mailbox.address_domain} is not the domain or an alias domain of any MailDomain in "
+                f"namespace {mailbox.namespace}")))
         else:
-            names = domain_names(domain.obj)
-            for i, alias in enumerate(spec.get("aliases") or []):
-                if str(alias).rpartition("@")[2].lower() not in names:
+            for i, alias in enumerate(spec.aliases):
+                if model.domain_part(alias) not in owner.resource.domain_names:
                     loaded.problems.append(Problem(doc.where(), f"spec.aliases[{i}]", (
-                        f"{alias} is not in {domain.obj['spec']['domain']} or its alias domains")))
-        for i, addr in enumerate([address, *[str(a).lower() for a in spec.get("aliases") or []]]):
-            other = addresses.get((doc.namespace, addr))
+                        f"{alias} is not in {owner.resource.spec.domain} or its alias domains")))
+        for i, addr in enumerate([address, *(a.lower() for a in spec.aliases)]):
+            other = addresses.get((mailbox.namespace, addr))
             if other is not None and other is not doc:
                 fld = "spec.address" if i == 0 else f"spec.aliases[{i - 1}]"
                 loaded.problems.append(Problem(doc.where(), fld, f"{addr} is also claimed by {other.where()}"))
-            addresses[(doc.namespace, addr)] = doc
-        ref = spec.get("passwordSecretRef") or {}
-        if ref.get("name"):
-            secret = loaded.secrets.get((doc.namespace, ref["name"]))
-            if secret is None:
-                loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.name", (
-                    f"Secret {ref['name']} is not in the files given; the mailbox cannot log in until it exists"),
-                    "warning"))
-            else:
-                key = ref.get("key", "password")
-                present = key in (secret.obj.get("data") or {}) or key in (secret.obj.get("stringData") or {})
-                problem = password_problem(secret_value(secret.obj, key))
-                if not present:
-                    loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
-                                                   f"Secret {ref['name']} has no key {key!r}"))
-                elif problem:
-                    loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef",
-                                                   f"Secret {ref['name']} key {key!r} {problem}"))
+            addresses[(mailbox.namespace, addr)] = doc
+        _check_password_secret(loaded, doc, mailbox)
+
+
+def _check_domain_secrets(loaded: Loaded, doc: Document, domain: MailDomain) -> None:
+    tls = domain.tls_secret
+    if tls and (domain.namespace, tls) not in loaded.secrets:
+        loaded.problems.append(Problem(doc.where(), "spec.tls.secretName", (
+            f"Secret {tls} is not in the files given (fine when cert-manager creates it in the "
+            "cluster; `correo up` uses a self-signed certificate instead)"), "warning"))
+    cred = domain.smarthost_credentials
+    if cred and (domain.namespace, cred.name) not in loaded.secrets:
+        loaded.problems.append(Problem(doc.where(), "spec.relay.smarthost.credentialsSecretRef.name",
+                                       f"Secret {cred.name} is not in the files given", "warning"))
+
+
+def _check_password_secret(loaded: Loaded, doc: Document, mailbox: Mailbox) -> None:
+    ref = mailbox.spec.password_secret_ref
+    secret = loaded.secrets.get((mailbox.namespace, ref.name))
+    if secret is None:
+        loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.name", (
+            f"Secret {ref.name} is not in the files given; the mailbox cannot log in until it exists"),
+            "warning"))
+    elif not secretdata.has_key(secret.obj, ref.key):
+        loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
+                                       f"Secret {ref.name} has no key {ref.key!r}"))
+    else:
+        problem = secretdata.password_problem(secretdata.secret_value(secret.obj, ref.key))
+        if problem:
+            loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef",
+                                           f"Secret {ref.name} key {ref.key!r} {problem}"))

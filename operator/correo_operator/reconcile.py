@@ -8,9 +8,10 @@ handles the finalizer; ``dkimkeys`` makes the DKIM key render mounts.
 
 One pass (:func:`reconcile_domain`):
 
-1. **gather**: the Mailboxes of the namespace whose address belongs to the
-   domain (not those being deleted), and the Secrets they and the domain
-   reference (a missing Secret is reported, never fatal);
+1. **gather**: the Mailboxes of the namespace that belong to the domain
+   (``model.belongs``; not those being deleted), read into the typed model,
+   and the Secrets they and the domain reference (a missing Secret is
+   reported, never fatal);
 2. **render** (pure, in a worker thread: hashing plaintext passwords is slow);
 3. **compare** each rendered object with the live one: it is applied (server-side
    apply, field manager ``correo``, forced) only when a field it sets differs
@@ -38,8 +39,9 @@ import structlog
 
 from correo_server import logs
 
-from . import dkimkeys, loading, render as rendering
+from . import dkimkeys, render as rendering
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
+from .model import MailDomain, Mailbox, belongs
 
 log = logs.get(__name__)
 
@@ -65,20 +67,6 @@ def obj_key(obj: dict) -> ObjKey:
 # ---------------------------------------------------------------------------
 # Pure decisions
 # ---------------------------------------------------------------------------
-
-def belongs(mailbox: dict, domain: dict) -> bool:
-    """A Mailbox belongs to the MailDomain of its namespace that hosts its address's domain."""
-    return (mailbox["metadata"].get("namespace") == domain["metadata"].get("namespace")
-            and loading.address_domain(mailbox) in loading.domain_names(domain))
-
-
-def domain_for_mailbox(mailbox: dict, domains: list[dict]) -> dict | None:
-    """The MailDomain a Mailbox belongs to (the first by name if several claim it)."""
-    for domain in sorted(domains, key=lambda d: d["metadata"]["name"]):
-        if belongs(mailbox, domain) and not domain["metadata"].get("deletionTimestamp"):
-            return domain
-    return None
-
 
 def contains(live: Any, desired: Any) -> bool:
     """True when every field ``desired`` sets has the same value in ``live``.
@@ -171,7 +159,7 @@ class Plan:
     unchanged: int = 0
 
 
-def plan_changes(domain: dict, desired: list[dict], live: list[dict], *, keep: set[str] = frozenset()) -> Plan:
+def plan_changes(domain: MailDomain, desired: list[dict], live: list[dict], *, keep: set[str] = frozenset()) -> Plan:
     """What to apply and what to prune; ``keep`` names Secrets never pruned."""
     live_by_key = {obj_key(o): o for o in live}
     desired_keys = set()
@@ -186,7 +174,7 @@ def plan_changes(domain: dict, desired: list[dict], live: list[dict], *, keep: s
             plan.apply.append(obj)
         else:
             plan.unchanged += 1
-    uid = domain["metadata"].get("uid")
+    uid = domain.metadata.uid
     for key, obj in sorted(live_by_key.items()):
         if key in desired_keys or obj["metadata"].get("deletionTimestamp"):
             continue
@@ -244,13 +232,13 @@ async def apply_one(kube: Kube, obj: dict, log_: Any) -> dict:
 
 @dataclass
 class Inputs:
-    domain: dict
-    mailboxes: list[dict]
+    domain: MailDomain
+    mailboxes: list[Mailbox]
     secrets: dict[str, dict]
     missing_secrets: set[str]
     dkim_public_key: str | None = None
     # Mailboxes of the namespace that are not the domain's (some may have been before).
-    others: list[dict] = field(default_factory=list)
+    others: list[Mailbox] = field(default_factory=list)
 
 
 @dataclass
@@ -266,14 +254,11 @@ class Outcome:
         return len(self.applied) + len(self.deleted)
 
 
-async def gather(kube: Kube, domain: dict) -> Inputs:
+async def gather(kube: Kube, domain: MailDomain) -> Inputs:
     """The domain's Mailboxes and referenced Secrets, as the API has them now."""
-    domain = loading.apply_defaults(domain)
-    ns = domain["metadata"]["namespace"]
-    listed = await kube.list(MAILBOX.api_version, "Mailbox", ns)
-    mailboxes = [loading.apply_defaults(m) for m in listed
-                 if belongs(m, domain) and not m["metadata"].get("deletionTimestamp")]
-    mailboxes.sort(key=lambda m: m["metadata"]["name"])
+    ns = domain.namespace
+    listed = [Mailbox.from_object(m) for m in await kube.list(MAILBOX.api_version, "Mailbox", ns)]
+    mailboxes = sorted((m for m in listed if belongs(m, domain) and not m.deleting), key=lambda m: m.name)
     others = [m for m in listed if not belongs(m, domain)]
     wanted = rendering.referenced_secrets(domain, mailboxes)
     secrets: dict[str, dict] = {}
@@ -290,8 +275,9 @@ async def gather(kube: Kube, domain: dict) -> Inputs:
     return Inputs(domain, mailboxes, secrets, missing, others=others)
 
 
-async def list_children(kube: Kube, domain: dict, kinds: tuple[tuple[str, str], ...] = CHILD_KINDS) -> list[dict]:
-    ns, name = domain["metadata"]["namespace"], domain["metadata"]["name"]
+async def list_children(kube: Kube, domain: MailDomain,
+                        kinds: tuple[tuple[str, str], ...] = CHILD_KINDS) -> list[dict]:
+    ns, name = domain.namespace, domain.name
     labels = {LABEL_INSTANCE: name, LABEL_MANAGED_BY: rendering.MANAGED_BY}
     out: list[dict] = []
     for api_version, kind in kinds:
@@ -302,16 +288,15 @@ async def list_children(kube: Kube, domain: dict, kinds: tuple[tuple[str, str], 
     return out
 
 
-async def reconcile_domain(kube: Kube, domain: dict, *, image: str = rendering.DEFAULT_IMAGE,
+async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rendering.DEFAULT_IMAGE,
                            render_fn: Callable[..., list[dict]] = rendering.render) -> Outcome:
     """One pass for one MailDomain (see the module docstring).  Never raises for a
     missing Secret; API errors propagate (the caller retries)."""
     started = time.monotonic()
-    ns, name = domain["metadata"]["namespace"], domain["metadata"]["name"]
-    bound = log.bind(namespace=ns, name=name, kind="MailDomain")
+    bound = log.bind(namespace=domain.namespace, name=domain.name, kind="MailDomain")
     inputs = await gather(kube, domain)
     dkim_name = rendering.dkim_secret_name(inputs.domain)
-    if inputs.domain["spec"]["dkim"]["enabled"]:
+    if inputs.domain.spec.dkim.enabled:
         secret = await dkimkeys.ensure(kube, inputs.domain, inputs.secrets.get(dkim_name))
         inputs.secrets[dkim_name] = secret
         inputs.missing_secrets.discard(dkim_name)
@@ -405,13 +390,13 @@ class Reconciler:
                 and (s.pending is not None or (s.worker is not None and not s.worker.done()))}
 
     def _remember(self, outcome: Outcome) -> None:
-        ns, name = outcome.inputs.domain["metadata"]["namespace"], outcome.inputs.domain["metadata"]["name"]
+        ns, name = outcome.inputs.domain.namespace, outcome.inputs.domain.name
         self.forget(ns, name)
         for secret in rendering.referenced_secrets(outcome.inputs.domain, outcome.inputs.mailboxes):
             self.secret_refs.setdefault((ns, secret), set()).add(name)
         for mb in outcome.inputs.mailboxes:
-            if mb["metadata"].get("uid"):
-                self.mailbox_domain[mb["metadata"]["uid"]] = (ns, name)
+            if mb.metadata.uid:
+                self.mailbox_domain[mb.metadata.uid] = (ns, name)
 
     def forget(self, namespace: str, name: str) -> None:
         for key in [k for k, v in self.secret_refs.items() if k[0] == namespace and name in v]:
@@ -459,8 +444,9 @@ class Reconciler:
     async def _once(self, key: DomainKey, trigger: str) -> Outcome | None:
         ns, name = key
         started = time.monotonic()
-        domain = await self.kube.get(MAILDOMAIN.api_version, "MailDomain", ns, name)
-        if domain is None or domain["metadata"].get("deletionTimestamp"):
+        obj = await self.kube.get(MAILDOMAIN.api_version, "MailDomain", ns, name)
+        domain = MailDomain.from_object(obj) if obj is not None else None
+        if domain is None or domain.deleting:
             self.forget(ns, name)
             return None
         self.passes += 1

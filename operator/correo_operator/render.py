@@ -37,8 +37,9 @@ from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 from correo_server import passwords
 
-from . import loading
+from .model import API_VERSION, MailDomain, Mailbox, MailstoreStorage, QueueStorage, belongs
 from .quantity import parse_bytes
+from . import secretdata
 
 DEFAULT_IMAGE = "ghcr.io/correo-dev/correo:0.1.0"
 CONFIG_MOUNT = "/etc/correo"
@@ -56,20 +57,12 @@ MAILSTORE_SERVICE_PORTS = [("imap", 143, PORTS["imap"]), ("imaps", 993, PORTS["i
 # Names
 # ---------------------------------------------------------------------------
 
-def base_name(domain: dict) -> str:
-    return domain["metadata"]["name"]
+def dkim_secret_name(domain: MailDomain) -> str:
+    return f"{domain.name}-dkim"
 
 
-def namespace(domain: dict) -> str:
-    return domain["metadata"].get("namespace") or loading.DEFAULT_NAMESPACE
-
-
-def dkim_secret_name(domain: dict) -> str:
-    return f"{base_name(domain)}-dkim"
-
-
-def names(domain: dict) -> dict[str, str]:
-    b = base_name(domain)
+def names(domain: MailDomain) -> dict[str, str]:
+    b = domain.name
     return {
         "config": f"{b}-config", "directory": f"{b}-directory", "dkim": dkim_secret_name(domain),
         "relay": f"{b}-relay", "queue": f"{b}-queue", "mailstore": f"{b}-mailstore",
@@ -77,33 +70,23 @@ def names(domain: dict) -> dict[str, str]:
     }
 
 
-def service_urls(domain: dict) -> dict[str, str]:
+def service_urls(domain: MailDomain) -> dict[str, str]:
     """The HTTP side ports the operator reads ``/status`` from (cluster DNS)."""
-    n, ns = names(domain), namespace(domain)
+    n, ns = names(domain), domain.namespace
     return {
         "queue": f"http://{n['queue']}.{ns}.svc:{PORTS['queue_http']}",
         "mailstore": f"http://{n['mailstore_internal']}.{ns}.svc:{PORTS['mailstore_http']}",
     }
 
 
-def hostname(domain: dict) -> str:
-    spec = domain["spec"]
-    return spec.get("hostname") or f"mail.{spec['domain']}"
-
-
-def referenced_secrets(domain: dict, mailboxes: list[dict]) -> set[str]:
+def referenced_secrets(domain: MailDomain, mailboxes: list[Mailbox]) -> set[str]:
     """Names of the Secrets render reads (password, TLS, smarthost, DKIM)."""
-    spec = domain["spec"]
     out = {dkim_secret_name(domain)}
-    if (spec.get("tls") or {}).get("secretName"):
-        out.add(spec["tls"]["secretName"])
-    cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
-    if cred:
-        out.add(cred["name"])
-    for mb in mailboxes:
-        ref = mb["spec"].get("passwordSecretRef") or {}
-        if ref.get("name"):
-            out.add(ref["name"])
+    if domain.tls_secret:
+        out.add(domain.tls_secret)
+    if domain.smarthost_credentials:
+        out.add(domain.smarthost_credentials.name)
+    out.update(mb.spec.password_secret_ref.name for mb in mailboxes)
     return out
 
 
@@ -111,61 +94,60 @@ def referenced_secrets(domain: dict, mailboxes: list[dict]) -> set[str]:
 # The servers' configuration (shared with ``correo up``)
 # ---------------------------------------------------------------------------
 
-def domain_entry(domain: dict) -> cfgmod.Domain:
+_SMARTHOST_TLS = {"StartTLS": "starttls", "Implicit": "implicit", "None": "none"}
+
+
+def domain_entry(domain: MailDomain) -> cfgmod.Domain:
     """The ``domains[]`` entry of ``correo.yaml`` for one MailDomain."""
-    domain = loading.apply_defaults(domain)
-    spec = domain["spec"]
-    retry = spec["queue"]["retry"]
-    smart = spec["relay"].get("smarthost")
+    spec = domain.spec
+    retry = spec.queue.retry
+    smart = spec.relay.smarthost
     smarthost = None
     if smart:
-        cred = smart.get("credentialsSecretRef")
+        cred = smart.credentials_secret_ref
         smarthost = cfgmod.Smarthost(
-            host=smart["host"], port=smart["port"],
-            tls={"StartTLS": "starttls", "Implicit": "implicit", "None": "none"}[smart["tls"]],
+            host=smart.host, port=smart.port, tls=_SMARTHOST_TLS[smart.tls],
             username_file="smarthost/username" if cred else None,
             password_file="smarthost/password" if cred else None,
         )
-    dkim = spec["dkim"]
     return cfgmod.Domain(
-        name=spec["domain"].lower(),
-        aliases=tuple(sorted(a.lower() for a in spec.get("aliasDomains") or [])),
-        hostname=hostname(domain),
-        dkim_selector=dkim["selector"],
-        dkim_key_file=f"dkim/{spec['domain'].lower()}.key" if dkim["enabled"] else None,
-        default_quota_bytes=parse_bytes(spec["defaultQuota"]),
+        name=domain.domain,
+        aliases=tuple(sorted(a.lower() for a in spec.alias_domains)),
+        hostname=domain.hostname,
+        dkim_selector=spec.dkim.selector,
+        dkim_key_file=f"dkim/{domain.domain}.key" if spec.dkim.enabled else None,
+        default_quota_bytes=parse_bytes(spec.default_quota),
         retry=cfgmod.RetryPolicy(
-            initial_delay_seconds=retry["initialDelaySeconds"],
-            max_delay_seconds=retry["maxDelaySeconds"],
-            backoff_factor=float(retry["backoffFactor"]),
-            warn_after_seconds=retry["warnAfterSeconds"],
-            give_up_after_seconds=retry["giveUpAfterSeconds"],
+            initial_delay_seconds=retry.initial_delay_seconds,
+            max_delay_seconds=retry.max_delay_seconds,
+            backoff_factor=float(retry.backoff_factor),
+            warn_after_seconds=retry.warn_after_seconds,
+            give_up_after_seconds=retry.give_up_after_seconds,
         ),
         smarthost=smarthost,
     )
 
 
-def relay_limits(domain: dict) -> dict[str, int]:
-    relay = loading.apply_defaults(domain)["spec"]["relay"]
+def relay_limits(domain: MailDomain) -> dict[str, int]:
+    relay = domain.spec.relay
     return {
-        "max_message_bytes": parse_bytes(relay["maxMessageSize"]),
-        "max_recipients": relay["maxRecipients"],
-        "rate_limit_messages": relay["rateLimit"]["messages"],
-        "rate_limit_period_seconds": relay["rateLimit"]["periodSeconds"],
+        "max_message_bytes": parse_bytes(relay.max_message_size),
+        "max_recipients": relay.max_recipients,
+        "rate_limit_messages": relay.rate_limit.messages,
+        "rate_limit_period_seconds": relay.rate_limit.period_seconds,
     }
 
 
-def server_config(domain: dict) -> cfgmod.ServerConfig:
+def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
     """``correo.yaml`` for the pods of one MailDomain (cluster addresses)."""
-    domain = loading.apply_defaults(domain)
-    spec, n, ns = domain["spec"], names(domain), namespace(domain)
+    n, ns = names(domain), domain.namespace
     limits = relay_limits(domain)
-    store = spec["mailstore"]
+    store = domain.spec.mailstore
     return cfgmod.ServerConfig(
-        name=base_name(domain),
-        hostname=hostname(domain),
+        name=domain.name,
+        hostname=domain.hostname,
         domains=(domain_entry(domain),),
-        tls=cfgmod.TLSFiles() if (spec.get("tls") or {}).get("secretName") else None,
+        tls=cfgmod.TLSFiles() if domain.tls_secret else None,
         relay=cfgmod.RelayConfig(
             queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]), **limits),
         queue=cfgmod.QueueConfig(
@@ -173,56 +155,52 @@ def server_config(domain: dict) -> cfgmod.ServerConfig:
             max_message_bytes=limits["max_message_bytes"],
         ),
         mailstore=cfgmod.MailstoreConfig(
-            imap_enabled=store["imap"], pop3_enabled=store["pop3"],
-            over_quota=store["overQuota"].lower(),
+            imap_enabled=store.imap, pop3_enabled=store.pop3,
+            over_quota=store.over_quota.lower(),
             max_literal_bytes=max(limits["max_message_bytes"], 1 << 20) + (1 << 20),
         ),
     )
 
 
-def _password_hash(mailbox: dict, secrets: dict[str, dict]) -> str | None:
-    ref = mailbox["spec"].get("passwordSecretRef") or {}
-    secret = secrets.get(ref.get("name", ""))
+def _password_hash(mailbox: Mailbox, secrets: dict[str, dict]) -> str | None:
+    ref = mailbox.spec.password_secret_ref
+    secret = secrets.get(ref.name)
     if secret is None:
         return None
-    key = ref.get("key") or "password"
-    value = loading.secret_value(secret, key)
+    value = secretdata.secret_value(secret, ref.key)
     if value is None:
         return None
     value = value.strip("\r\n")
-    if loading.password_problem(value):
+    if secretdata.password_problem(value):
         return None  # empty, or a mangled hash: nobody can log in (validate and status say why)
     if passwords.is_hash(value):
         return value.strip()
     # A plaintext password: hashed here with a salt derived from where it came
     # from, so that re-rendering yields the same bytes and no churn.
-    salt = passwords.stable_salt(namespace(mailbox) if "metadata" in mailbox else "", ref.get("name", ""), key,
-                                 mailbox["spec"]["address"].lower())
+    salt = passwords.stable_salt(mailbox.namespace, ref.name, ref.key, mailbox.spec.address.lower())
     return passwords.hash_password(value, salt)
 
 
-def directory_entries(domain: dict, mailboxes: list[dict], secrets: dict[str, dict]) -> list[dirmod.MailboxEntry]:
+def directory_entries(domain: MailDomain, mailboxes: list[Mailbox],
+                      secrets: dict[str, dict]) -> list[dirmod.MailboxEntry]:
     """The mailbox directory of one MailDomain (only its own Mailboxes)."""
-    domain = loading.apply_defaults(domain)
-    own = loading.domain_names(domain)
-    default_quota = parse_bytes(domain["spec"]["defaultQuota"])
+    default_quota = parse_bytes(domain.spec.default_quota)
     entries = []
     for mb in mailboxes:
-        mb = loading.apply_defaults(mb)
-        spec = mb["spec"]
-        if loading.address_domain(mb) not in own:
+        if not belongs(mb, domain):
             continue
-        local, _, dom = spec["address"].rpartition("@")
+        spec = mb.spec
+        local, _, dom = spec.address.rpartition("@")
         entries.append(dirmod.MailboxEntry(
             address=f"{local}@{dom.lower()}",
-            name=mb["metadata"]["name"],
-            display_name=spec.get("displayName", ""),
+            name=mb.name,
+            display_name=spec.display_name or "",
             password_hash=_password_hash(mb, secrets),
-            quota_bytes=parse_bytes(spec["quota"]) if spec.get("quota") else default_quota,
-            aliases=tuple(sorted(a.lower() for a in spec.get("aliases") or [])),
-            forward_to=tuple(sorted(spec.get("forwardTo") or [])),
-            keep_copy=spec["keepCopy"],
-            suspended=spec["suspended"],
+            quota_bytes=parse_bytes(spec.quota) if spec.quota else default_quota,
+            aliases=tuple(sorted(a.lower() for a in spec.aliases)),
+            forward_to=tuple(sorted(spec.forward_to)),
+            keep_copy=spec.keep_copy,
+            suspended=spec.suspended,
         ))
     return entries
 
@@ -231,10 +209,10 @@ def directory_entries(domain: dict, mailboxes: list[dict], secrets: dict[str, di
 # Kubernetes objects
 # ---------------------------------------------------------------------------
 
-def _labels(domain: dict, component: str | None = None) -> dict[str, str]:
+def _labels(domain: MailDomain, component: str | None = None) -> dict[str, str]:
     labels = {
         "app.kubernetes.io/name": "correo",
-        "app.kubernetes.io/instance": base_name(domain),
+        "app.kubernetes.io/instance": domain.name,
         "app.kubernetes.io/part-of": "correo",
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }
@@ -243,17 +221,19 @@ def _labels(domain: dict, component: str | None = None) -> dict[str, str]:
     return labels
 
 
-def _selector(domain: dict, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/instance": base_name(domain), "app.kubernetes.io/component": component,
+def _selector(domain: MailDomain, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": domain.name, "app.kubernetes.io/component": component,
             "app.kubernetes.io/name": "correo"}
 
 
-def _meta(domain: dict, name: str, component: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace(domain), "labels": _labels(domain, component)}
-    uid = domain["metadata"].get("uid")
+def child_meta(domain: MailDomain, name: str, component: str | None = None) -> dict[str, Any]:
+    """The metadata of a child object: labelled, and owned by the MailDomain
+    (when it has a uid, i.e. it came from the API)."""
+    meta: dict[str, Any] = {"name": name, "namespace": domain.namespace, "labels": _labels(domain, component)}
+    uid = domain.metadata.uid
     if uid:
         meta["ownerReferences"] = [{
-            "apiVersion": loading.API_VERSION, "kind": "MailDomain", "name": base_name(domain),
+            "apiVersion": API_VERSION, "kind": "MailDomain", "name": domain.name,
             "uid": uid, "controller": True, "blockOwnerDeletion": True,
         }]
     return meta
@@ -263,28 +243,28 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def _config_volume(domain: dict, component: str) -> dict:
-    spec, n = domain["spec"], names(domain)
+def _config_volume(domain: MailDomain, component: str) -> dict:
+    n = names(domain)
     sources: list[dict] = [
         {"configMap": {"name": n["config"], "items": [{"key": cfgmod.CONFIG_FILE, "path": cfgmod.CONFIG_FILE}]}},
         {"secret": {"name": n["directory"], "items": [{"key": cfgmod.DIRECTORY_FILE, "path": cfgmod.DIRECTORY_FILE}]}},
     ]
-    tls = (spec.get("tls") or {}).get("secretName")
+    tls = domain.tls_secret
     if tls and component in ("relay", "mailstore", "queue"):
         sources.append({"secret": {"name": tls, "optional": True, "items": [
             {"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]}})
-    if component == "relay" and spec["dkim"]["enabled"]:
+    if component == "relay" and domain.spec.dkim.enabled:
         sources.append({"secret": {"name": n["dkim"], "optional": True, "items": [
-            {"key": "dkim.key", "path": f"dkim/{spec['domain'].lower()}.key"}]}})
-    cred = (spec["relay"].get("smarthost") or {}).get("credentialsSecretRef")
+            {"key": "dkim.key", "path": f"dkim/{domain.domain}.key"}]}})
+    cred = domain.smarthost_credentials
     if component == "queue" and cred:
-        sources.append({"secret": {"name": cred["name"], "items": [
-            {"key": cred["usernameKey"], "path": "smarthost/username"},
-            {"key": cred["passwordKey"], "path": "smarthost/password"}]}})
+        sources.append({"secret": {"name": cred.name, "items": [
+            {"key": cred.username_key, "path": "smarthost/username"},
+            {"key": cred.password_key, "path": "smarthost/password"}]}})
     return {"name": "config", "projected": {"defaultMode": 0o440, "sources": sources}}
 
 
-def _container(domain: dict, component: str, image: str, ports: list[tuple[str, int]], http_port: int,
+def _container(domain: MailDomain, component: str, image: str, ports: list[tuple[str, int]], http_port: int,
                mounts: list[dict], resources: dict) -> dict:
     return {
         "name": component,
@@ -310,7 +290,7 @@ def _container(domain: dict, component: str, image: str, ports: list[tuple[str, 
     }
 
 
-def _pod_spec(domain: dict, component: str, container: dict) -> dict:
+def _pod_spec(domain: MailDomain, component: str, container: dict) -> dict:
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -324,7 +304,7 @@ def _pod_spec(domain: dict, component: str, container: dict) -> dict:
     }
 
 
-def _template(domain: dict, component: str, pod_spec: dict, config_hash: str) -> dict:
+def _template(domain: MailDomain, component: str, pod_spec: dict, config_hash: str) -> dict:
     return {
         "metadata": {"labels": _labels(domain, component),
                      "annotations": {"correo.dev/config-hash": config_hash}},
@@ -332,15 +312,15 @@ def _template(domain: dict, component: str, pod_spec: dict, config_hash: str) ->
     }
 
 
-def _pvc(name: str, storage: dict, component: str, domain: dict) -> dict:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage["size"]}}}
-    if storage.get("storageClassName"):
-        spec["storageClassName"] = storage["storageClassName"]
+def _pvc(name: str, storage: QueueStorage | MailstoreStorage, component: str, domain: MailDomain) -> dict:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage.size}}}
+    if storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "labels": _labels(domain, component)}, "spec": spec}
 
 
-def _service(domain: dict, name: str, component: str, ports: list[tuple[str, int, int]],
+def _service(domain: MailDomain, name: str, component: str, ports: list[tuple[str, int, int]],
              service_type: str = "ClusterIP", headless: bool = False) -> dict:
     spec: dict[str, Any] = {
         "selector": _selector(domain, component),
@@ -353,13 +333,13 @@ def _service(domain: dict, name: str, component: str, ports: list[tuple[str, int
         spec["type"] = service_type
         if service_type == "LoadBalancer":
             spec["externalTrafficPolicy"] = "Local"  # keep client addresses for rate limits and Received:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(domain, name, component), "spec": spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": child_meta(domain, name, component), "spec": spec}
 
 
-def _netpol(domain: dict, component: str, ingress: list[dict], egress: list[dict]) -> dict:
+def _netpol(domain: MailDomain, component: str, ingress: list[dict], egress: list[dict]) -> dict:
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": _meta(domain, f"{base_name(domain)}-{component}", component),
+        "metadata": child_meta(domain, f"{domain.name}-{component}", component),
         "spec": {"podSelector": {"matchLabels": _selector(domain, component)},
                  "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress},
     }
@@ -373,14 +353,13 @@ _DNS_EGRESS = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
-def _network_policies(domain: dict) -> list[dict]:
-    spec = domain["spec"]
+def _network_policies(domain: MailDomain) -> list[dict]:
     relay_pods = {"podSelector": {"matchLabels": _selector(domain, "relay")}}
     queue_pods = {"podSelector": {"matchLabels": _selector(domain, "queue")}}
     mailstore_pods = {"podSelector": {"matchLabels": _selector(domain, "mailstore")}}
     anywhere_in_cluster = {"namespaceSelector": {}}  # the operator and Prometheus read the side ports
-    smart = spec["relay"].get("smarthost")
-    outbound_ports = sorted({25, 465, 587} | ({smart["port"]} if smart else set()))
+    smart = domain.spec.relay.smarthost
+    outbound_ports = sorted({25, 465, 587} | ({smart.port} if smart else set()))
     return [
         _netpol(domain, "relay",
                 ingress=[{"ports": _tcp(PORTS["smtp"], PORTS["submission"], PORTS["smtps"])},
@@ -399,19 +378,18 @@ def _network_policies(domain: dict) -> list[dict]:
     ]
 
 
-def _statefulset(domain: dict, component: str, service_name: str, volume: str, container: dict,
-                 config_hash: str) -> dict:
+def _statefulset(domain: MailDomain, component: str, storage: QueueStorage | MailstoreStorage,
+                 service_name: str, volume: str, container: dict, config_hash: str) -> dict:
     """A single-replica StatefulSet whose data lives on a volumeClaimTemplate;
     the volume is kept or deleted with the MailDomain per ``reclaimPolicy``."""
-    spec = domain["spec"]
-    retention = "Delete" if spec["reclaimPolicy"] == "Delete" else "Retain"
+    retention = "Delete" if domain.spec.reclaim_policy == "Delete" else "Retain"
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": _meta(domain, names(domain)[component], component),
+        "metadata": child_meta(domain, names(domain)[component], component),
         "spec": {"replicas": 1, "serviceName": service_name, "podManagementPolicy": "OrderedReady",
                  "selector": {"matchLabels": _selector(domain, component)},
                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
-                 "volumeClaimTemplates": [_pvc(volume, spec[component]["storage"], component, domain)],
+                 "volumeClaimTemplates": [_pvc(volume, storage, component, domain)],
                  "template": _template(domain, component, _pod_spec(domain, component, container), config_hash)},
     }
 
@@ -423,26 +401,25 @@ _RESOURCES = {
 }
 
 
-def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
+def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
            image: str = DEFAULT_IMAGE) -> list[dict]:
     """Every object that runs ``domain``; pure and deterministic."""
-    domain = loading.apply_defaults(domain)
-    spec, n = domain["spec"], names(domain)
+    spec, n = domain.spec, names(domain)
     config_text = cfgmod.dump(server_config(domain))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets))
     # The servers read correo.yaml once, so a change rolls the pods.  So does
     # the TLS Secret appearing (cert-manager issues it after the pods start,
     # and a server without a key pair at start offers no TLS); its renewals
     # do not: the servers reload renewed files by themselves.
-    tls_name = (spec.get("tls") or {}).get("secretName")
+    tls_name = domain.tls_secret
     tls_state = "" if not tls_name else ("tls:present" if tls_name in secrets else "tls:waiting")
     config_hash = hashlib.sha256((config_text + tls_state).encode()).hexdigest()[:16]
-    relay_replicas = spec["relay"]["replicas"]
+    relay_replicas = spec.relay.replicas
 
     objects: list[dict] = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(domain, n["config"], "config"),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": child_meta(domain, n["config"], "config"),
          "data": {cfgmod.CONFIG_FILE: config_text}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(domain, n["directory"], "directory"),
+        {"apiVersion": "v1", "kind": "Secret", "metadata": child_meta(domain, n["directory"], "directory"),
          "type": "Opaque", "data": {cfgmod.DIRECTORY_FILE: _b64(directory_text)}},
     ]
 
@@ -450,13 +427,13 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
     relay_c = _container(domain, "relay", image, [(name, port) for name, _, port in RELAY_SERVICE_PORTS],
                          PORTS["relay_http"], [], _RESOURCES["relay"])
     objects += [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(domain, n["relay"], "relay"),
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_meta(domain, n["relay"], "relay"),
          "spec": {"replicas": relay_replicas, "revisionHistoryLimit": 3,
                   "selector": {"matchLabels": _selector(domain, "relay")},
                   "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                   "template": _template(domain, "relay", _pod_spec(domain, "relay", relay_c), config_hash)}},
-        _service(domain, n["relay"], "relay", RELAY_SERVICE_PORTS, spec["relay"]["serviceType"]),
-        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(domain, n["relay"], "relay"),
+        _service(domain, n["relay"], "relay", RELAY_SERVICE_PORTS, spec.relay.service_type),
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": child_meta(domain, n["relay"], "relay"),
          "spec": ({"minAvailable": 1} if relay_replicas > 1 else {"maxUnavailable": 1})
                  | {"selector": {"matchLabels": _selector(domain, "relay")}}},
     ]
@@ -465,7 +442,7 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
     queue_c = _container(domain, "queue", image, [("lmtp", PORTS["queue_lmtp"])], PORTS["queue_http"],
                          [{"name": "spool", "mountPath": "/var/lib/correo/queue"}], _RESOURCES["queue"])
     objects += [
-        _statefulset(domain, "queue", n["queue"], "spool", queue_c, config_hash),
+        _statefulset(domain, "queue", spec.queue.storage, n["queue"], "spool", queue_c, config_hash),
         _service(domain, n["queue"], "queue",
                  [("lmtp", PORTS["queue_lmtp"], PORTS["queue_lmtp"]), ("http", PORTS["queue_http"], PORTS["queue_http"])],
                  headless=True),
@@ -477,16 +454,16 @@ def render(domain: dict, mailboxes: list[dict], secrets: dict[str, dict], *,
                          PORTS["mailstore_http"], [{"name": "mail", "mountPath": "/var/lib/correo/mail"}],
                          _RESOURCES["mailstore"])
     client_ports = [p for p in MAILSTORE_SERVICE_PORTS
-                    if (p[0].startswith("imap") and spec["mailstore"]["imap"])
-                    or (p[0].startswith("pop3") and spec["mailstore"]["pop3"])]
+                    if (p[0].startswith("imap") and spec.mailstore.imap)
+                    or (p[0].startswith("pop3") and spec.mailstore.pop3)]
     objects += [
-        _statefulset(domain, "mailstore", n["mailstore_internal"], "mail", store_c, config_hash),
+        _statefulset(domain, "mailstore", spec.mailstore.storage, n["mailstore_internal"], "mail", store_c, config_hash),
         _service(domain, n["mailstore_internal"], "mailstore",
                  [("lmtp", PORTS["mailstore_lmtp"], PORTS["mailstore_lmtp"]),
                   ("http", PORTS["mailstore_http"], PORTS["mailstore_http"])], headless=True),
     ]
     if client_ports:
-        objects.append(_service(domain, n["mailstore"], "mailstore", client_ports, spec["mailstore"]["serviceType"]))
+        objects.append(_service(domain, n["mailstore"], "mailstore", client_ports, spec.mailstore.service_type))
 
     objects += _network_policies(domain)
     return objects

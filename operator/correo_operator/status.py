@@ -2,7 +2,8 @@
 Mailbox status.  One implementation for both runtimes: the operator's status
 timer and ``correo status`` call these same pure functions.
 
-Inputs are the ``/status`` documents of the services (shapes in
+Inputs are the typed MailDomain and Mailbox (``model``; their ``status`` is
+the previous document), the ``/status`` documents of the services (shapes in
 ``correo_server.statusdoc``), gathered by the caller into :class:`Observed`,
 and the clock (``now``).  Each condition comes from a small decision function
 that returns ``(status, reason, message)``, cert-manager style.
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 
 from correo_server import statusdoc
 
-from . import loading
+from .model import MailDomain, Mailbox
 from .quantity import format_bytes, parse_bytes
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -32,7 +33,7 @@ class Observed:
     ``None`` for a status document means it could not be read.  ``availability``
     gives (ready, wanted) replicas per component when the runtime knows them
     (Kubernetes workloads, local processes).  ``secret_keys`` names the Secrets
-    that exist and their usable keys (``loading.usable_keys``: never values).
+    that exist and their usable keys (``secretdata.usable_keys``: never values).
     """
 
     relay: Mapping[str, Any] | None = None
@@ -57,10 +58,6 @@ def _age(seconds: int | float) -> str:
     if seconds < 172800:
         return f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
-
-
-def _generation(obj: Mapping[str, Any]) -> int:
-    return int((obj.get("metadata") or {}).get("generation") or 1)
 
 
 def condition(type_: str, decision: Decision, generation: int, now: datetime,
@@ -109,22 +106,21 @@ def _component(name: str, title: str, doc: Mapping[str, Any] | None,
     return TRUE, f"{reason_prefix}Ready", f"The {title} is ready."
 
 
-def domain_figures(domain: Mapping[str, Any], queue: Mapping[str, Any] | None) -> dict:
+def domain_figures(domain: MailDomain, queue: Mapping[str, Any] | None) -> dict:
     """This domain's figures from the queue's status (zeros when it has none)."""
     if queue is None:
         return dict(statusdoc.empty_figures())
-    name = str(domain["spec"]["domain"]).lower()
-    return dict((queue.get("domains") or {}).get(name) or statusdoc.empty_figures())
+    return dict((queue.get("domains") or {}).get(domain.domain) or statusdoc.empty_figures())
 
 
-def delivering(domain: Mapping[str, Any], queue: Mapping[str, Any] | None) -> Decision:
+def delivering(domain: MailDomain, queue: Mapping[str, Any] | None) -> Decision:
     if queue is None:
         return UNKNOWN, "QueueUnreachable", "The queue's status cannot be read."
     figures = domain_figures(domain, queue)
     delayed = figures.get("delayed") or []
     if delayed:
         worst = max(delayed, key=lambda d: d.get("ageSeconds", 0))
-        warn = loading.apply_defaults(dict(domain))["spec"]["queue"]["retry"]["warnAfterSeconds"]
+        warn = domain.spec.queue.retry.warn_after_seconds
         more = f" and {len(delayed) - 1} more" if len(delayed) > 1 else ""
         return FALSE, "DeliveryDelayed", (
             f"Mail to {worst['recipient']}{more} is undelivered after {_age(worst.get('ageSeconds', 0))} "
@@ -139,20 +135,19 @@ def delivering(domain: Mapping[str, Any], queue: Mapping[str, Any] | None) -> De
     return TRUE, "Delivering", "Nothing is waiting: every message so far was delivered or returned."
 
 
-def _missing_domain_secrets(domain: Mapping[str, Any], observed: Observed) -> list[str]:
-    spec = domain["spec"]
+def _missing_domain_secrets(domain: MailDomain, observed: Observed) -> list[str]:
     missing = []
-    tls = (spec.get("tls") or {}).get("secretName")
+    tls = domain.tls_secret
     if tls:
         keys = observed.secret_keys.get(tls)
         if keys is None or not {"tls.crt", "tls.key"} <= set(keys):
             missing.append(f"TLS Secret {tls} (with tls.crt and tls.key)")
-    cred = ((spec.get("relay") or {}).get("smarthost") or {}).get("credentialsSecretRef")
+    cred = domain.smarthost_credentials
     if cred:
-        keys = observed.secret_keys.get(cred["name"])
-        want = {cred.get("usernameKey", "username"), cred.get("passwordKey", "password")}
+        keys = observed.secret_keys.get(cred.name)
+        want = {cred.username_key, cred.password_key}
         if keys is None or not want <= set(keys):
-            missing.append(f"smarthost credentials Secret {cred['name']} (with {', '.join(sorted(want))})")
+            missing.append(f"smarthost credentials Secret {cred.name} (with {', '.join(sorted(want))})")
     return missing
 
 
@@ -166,33 +161,32 @@ def ready(components: dict[str, Decision], missing: list[str]) -> Decision:
     return TRUE, "Ready", "Relay, queue and mailstore are ready: mail is accepted, queued and stored."
 
 
-def dns_records(domain: Mapping[str, Any], dkim_public_key: str | None) -> list[dict]:
+def dns_records(domain: MailDomain, dkim_public_key: str | None) -> list[dict]:
     """The records a domain owner publishes: MX and SPF for every domain name,
     the DKIM key, DMARC."""
-    domain = loading.apply_defaults(dict(domain))
-    spec = domain["spec"]
-    host = spec.get("hostname") or f"mail.{spec['domain']}"
+    spec = domain.spec
+    host = domain.hostname
+    names = [spec.domain, *sorted(spec.alias_domains)]
     records = []
-    for name in [spec["domain"], *sorted(spec.get("aliasDomains") or [])]:
+    for name in names:
         records.append({"purpose": "MX", "type": "MX", "name": f"{name}.", "value": f"10 {host}."})
         records.append({"purpose": "SPF", "type": "TXT", "name": f"{name}.", "value": "v=spf1 mx -all"})
-    if spec["dkim"]["enabled"] and dkim_public_key:
+    if spec.dkim.enabled and dkim_public_key:
         # The relay signs with d= the From: domain, alias domains included, so
         # each name gets the key.
-        for name in [spec["domain"], *sorted(spec.get("aliasDomains") or [])]:
+        for name in names:
             records.append({"purpose": "DKIM", "type": "TXT",
-                            "name": f"{spec['dkim']['selector']}._domainkey.{name}.",
+                            "name": f"{spec.dkim.selector}._domainkey.{name}.",
                             "value": f"v=DKIM1; k=rsa; p={dkim_public_key}"})
-    records.append({"purpose": "DMARC", "type": "TXT", "name": f"_dmarc.{spec['domain']}.",
-                    "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{spec['domain']}"})
+    records.append({"purpose": "DMARC", "type": "TXT", "name": f"_dmarc.{spec.domain}.",
+                    "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{spec.domain}"})
     return records
 
 
-def domain_status(domain: Mapping[str, Any], mailboxes: list[Mapping[str, Any]], *,
-                  observed: Observed, now: datetime) -> dict:
+def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Observed, now: datetime) -> dict:
     """The whole ``status`` of a MailDomain."""
-    previous = (domain.get("status") or {}).get("conditions")
-    gen = _generation(domain)
+    previous = domain.status.get("conditions")
+    gen = domain.metadata.generation
     components = {
         "relay": _component("relay", "relay", observed.relay, observed.availability),
         "queue": _component("queue", "queue", observed.queue, observed.availability),
@@ -233,22 +227,21 @@ def domain_status(domain: Mapping[str, Any], mailboxes: list[Mapping[str, Any]],
 # Mailbox decisions
 # ---------------------------------------------------------------------------
 
-def mailbox_ready(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, observed: Observed) -> Decision:
-    spec = mailbox["spec"]
-    address = str(spec["address"]).lower()
+def mailbox_ready(mailbox: Mailbox, domain: MailDomain | None, observed: Observed) -> Decision:
+    spec = mailbox.spec
+    address = spec.address.lower()
     if domain is None:
         return FALSE, "DomainNotFound", (
-            f"No MailDomain in this namespace serves {address.rpartition('@')[2]}; "
+            f"No MailDomain in this namespace serves {mailbox.address_domain}; "
             "create one or fix the address.")
-    ref = spec.get("passwordSecretRef") or {}
-    key = ref.get("key") or "password"
-    keys = observed.secret_keys.get(ref.get("name", ""))
+    ref = spec.password_secret_ref
+    keys = observed.secret_keys.get(ref.name)
     if keys is None:
-        return FALSE, "PasswordSecretMissing", f"Secret {ref.get('name')} does not exist; {address} cannot log in."
-    if key not in keys:
-        return FALSE, "PasswordSecretMissing", (f"Secret {ref.get('name')} has no usable key {key!r} (missing, "
+        return FALSE, "PasswordSecretMissing", f"Secret {ref.name} does not exist; {address} cannot log in."
+    if ref.key not in keys:
+        return FALSE, "PasswordSecretMissing", (f"Secret {ref.name} has no usable key {ref.key!r} (missing, "
                                                 f"empty or a malformed hash); {address} cannot log in.")
-    if spec.get("suspended"):
+    if spec.suspended:
         return FALSE, "Suspended", f"{address} is suspended: it cannot log in and mail to it is refused."
     if observed.mailstore is None:
         return FALSE, "MailstoreUnavailable", "The mailstore's status cannot be read."
@@ -257,13 +250,13 @@ def mailbox_ready(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, 
     return TRUE, "Ready", f"{address} receives mail and its owner can log in."
 
 
-def _usage(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, observed: Observed) -> dict:
-    address = str(mailbox["spec"]["address"]).lower()
+def _usage(mailbox: Mailbox, domain: MailDomain | None, observed: Observed) -> dict:
+    address = mailbox.spec.address.lower()
     quota = None
-    if mailbox["spec"].get("quota"):
-        quota = parse_bytes(mailbox["spec"]["quota"])
+    if mailbox.spec.quota:
+        quota = parse_bytes(mailbox.spec.quota)
     elif domain is not None:
-        quota = parse_bytes(loading.apply_defaults(dict(domain))["spec"]["defaultQuota"])
+        quota = parse_bytes(domain.spec.default_quota)
     found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
     used = int(found.get("bytes", 0))
     quota = int(found.get("quotaBytes") or quota or 0)
@@ -284,13 +277,12 @@ def quota_exceeded(usage: Mapping[str, Any]) -> Decision:
     return FALSE, "WithinQuota", f"{usage['used']} of {usage['quota']} used ({usage['quotaUsedPercent']}%)."
 
 
-def mailbox_status(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None, *,
-                   observed: Observed, now: datetime) -> dict:
+def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Observed, now: datetime) -> dict:
     """The whole ``status`` of a Mailbox; ``domain`` is its MailDomain or None."""
-    previous = (mailbox.get("status") or {}).get("conditions")
-    gen = _generation(mailbox)
+    previous = mailbox.status.get("conditions")
+    gen = mailbox.metadata.generation
     usage = _usage(mailbox, domain, observed)
-    address = str(mailbox["spec"]["address"]).lower()
+    address = mailbox.spec.address.lower()
     sender = ((observed.queue or {}).get("senders") or {}).get(address) or {}
     delivery: dict[str, Any] = {
         "deferred": int(sender.get("deferred", 0)),
@@ -317,7 +309,7 @@ def mailbox_status(mailbox: Mapping[str, Any], domain: Mapping[str, Any] | None,
         "delivery": delivery,
     }
     if domain is not None:
-        status["domain"] = domain["metadata"]["name"]
+        status["domain"] = domain.name
     return status
 
 

@@ -23,11 +23,12 @@ import aiohttp
 
 from correo_server import logs
 
-from . import loading
 from . import render as rendering
+from . import secretdata
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
-from .reconcile import LABEL_COMPONENT, Outcome, domain_for_mailbox
+from .model import MailDomain, Mailbox, domain_of
+from .reconcile import LABEL_COMPONENT, Outcome
 
 log = logs.get(__name__)
 
@@ -89,7 +90,7 @@ def _service_host(svc: dict) -> str:
     return f"{meta['name']}.{meta['namespace']}.svc"
 
 
-def endpoints(domain: dict, children: list[dict]) -> dict[str, str]:
+def endpoints(domain: MailDomain, children: list[dict]) -> dict[str, str]:
     """Where clients reach the domain's services, from the live Services."""
     names = rendering.names(domain)
     out: dict[str, str] = {}
@@ -111,29 +112,29 @@ def endpoints(domain: dict, children: list[dict]) -> dict[str, str]:
 
 
 def secret_keys(secrets: dict[str, dict]) -> dict[str, frozenset[str]]:
-    return {name: loading.usable_keys(s) for name, s in secrets.items()}
+    return {name: secretdata.usable_keys(s) for name, s in secrets.items()}
 
 
-def _differs(obj: dict, new: dict) -> bool:
-    return json_merge_diff(strip_none(obj.get("status") or {}), strip_none(new)) is not None
+def _differs(obj: MailDomain | Mailbox, new: dict) -> bool:
+    return json_merge_diff(strip_none(obj.status), strip_none(new)) is not None
 
 
-async def write_status(kube: Kube, obj: dict, new: dict) -> bool:
+async def write_status(kube: Kube, obj: MailDomain | Mailbox, new: dict) -> bool:
     """Patch ``obj``'s status to ``new`` when different; post Events for transitions."""
-    old = obj.get("status") or {}
+    old = obj.status
     patch = json_merge_diff(strip_none(old), strip_none(new))
     if patch is None:
         return False
-    meta = obj["metadata"]
-    resource = MAILDOMAIN if obj["kind"] == "MailDomain" else MAILBOX
-    updated = await kube.patch_status(resource.api_version, obj["kind"], meta["namespace"], meta["name"], patch)
+    meta = obj.metadata
+    resource = MAILDOMAIN if obj.KIND == "MailDomain" else MAILBOX
+    updated = await kube.patch_status(resource.api_version, obj.KIND, meta.namespace, meta.name, patch)
     if updated is None:
         return False
     for etype, reason, message in statusmod.transitions(old, new):
         try:
             await kube.post_event(updated, type=etype, reason=reason, message=message)
         except Exception as exc:  # noqa: BLE001 - an Event is worth less than the status
-            log.warning("event not posted", namespace=meta["namespace"], name=meta["name"], reason=reason,
+            log.warning("event not posted", namespace=meta.namespace, name=meta.name, reason=reason,
                         error=str(exc))
     return True
 
@@ -178,30 +179,29 @@ class StatusWriter:
         if pending:  # a few at a time: 1,000 new Mailboxes need not wait for 1,000 round trips
             gate = asyncio.Semaphore(self.concurrency)
 
-            async def one(mb: dict, new: dict) -> bool:
+            async def one(mb: Mailbox, new: dict) -> bool:
                 async with gate:
                     return await write_status(kube, mb, new)
             writes += sum(await asyncio.gather(*(one(mb, new) for mb, new in pending)))
-        released = [mb for mb in outcome.inputs.others
-                    if (mb.get("status") or {}).get("domain") == domain["metadata"]["name"]]
+        released = [mb for mb in outcome.inputs.others if mb.status.get("domain") == domain.name]
         if released:
-            writes += await self.release(kube, domain["metadata"]["namespace"], released)
+            writes += await self.release(kube, domain.namespace, released)
         if self.metrics and writes:
             self.metrics.status_patched(writes)
         return writes
 
-    async def release(self, kube: Kube, namespace: str, mailboxes: list[dict]) -> int:
+    async def release(self, kube: Kube, namespace: str, mailboxes: list[Mailbox]) -> int:
         """Mailboxes a MailDomain no longer serves (it went, or stopped hosting their
         domain): ``DomainNotFound``, unless another MailDomain claims them (its next
         pass writes their status then)."""
-        domains = await kube.list(MAILDOMAIN.api_version, "MailDomain", namespace)
+        domains = [MailDomain.from_object(d) for d in await kube.list(MAILDOMAIN.api_version, "MailDomain", namespace)]
         writes = 0
         for mb in mailboxes:
-            if domain_for_mailbox(mb, domains) is None:
+            if domain_of(mb, domains) is None:
                 writes += await self.orphan(kube, mb)
         return writes
 
-    async def orphan(self, kube: Kube, mailbox: dict, secrets: dict[str, dict] | None = None) -> bool:
+    async def orphan(self, kube: Kube, mailbox: Mailbox, secrets: dict[str, dict] | None = None) -> bool:
         """Status of a Mailbox that no MailDomain serves (reason DomainNotFound)."""
         observed = statusmod.Observed(secret_keys=secret_keys(secrets or {}))
         new = statusmod.mailbox_status(mailbox, None, observed=observed, now=self.clock())

@@ -18,7 +18,7 @@ def test_local_config_is_the_rendered_config_moved_onto_this_machine(tmp_path, e
     ports = stack.choose_ports(options)
     stack.write_config(loaded, layout, ports, options)
     cfg = cfgmod.load(layout.config)
-    rendered = render.server_config(loaded.domains[0].obj)
+    rendered = render.server_config(loaded.maildomains()[0])
     assert cfg.domains == rendered.domains
     assert cfg.relay.max_message_bytes == rendered.relay.max_message_bytes
     assert (cfg.relay.submission.host, cfg.relay.submission.port) == ("127.0.0.1", 12587)

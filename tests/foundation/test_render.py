@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 
 import bcrypt
 import kubernetes_validate
 import pytest
 import yaml
 
-from correo_operator import loading, render
+from correo_operator import loading, model, render
 from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 from correo_server import passwords
@@ -23,13 +24,14 @@ def maildomain(**spec):
     obj = {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
            "metadata": {"name": "example-com", "namespace": "mail", "uid": UID, "generation": 1},
            "spec": {"domain": "example.com", **spec}}
-    return loading.apply_defaults(obj)
+    return model.MailDomain.from_object(obj)
 
 
 def mailbox(local, secret="pw", **spec):
-    return {"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
-            "metadata": {"name": local.replace(".", "-"), "namespace": "mail"},
-            "spec": {"address": f"{local}@example.com", "passwordSecretRef": {"name": secret}, **spec}}
+    return model.Mailbox.from_object({
+        "apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
+        "metadata": {"name": local.replace(".", "-"), "namespace": "mail"},
+        "spec": {"address": f"{local}@example.com", "passwordSecretRef": {"name": secret}, **spec}})
 
 
 def secret(name, value, key="password"):
@@ -170,8 +172,7 @@ def test_the_configmap_is_the_configuration_the_servers_read():
 def test_a_mailbox_change_only_changes_the_directory_secret():
     domain, mailboxes, secrets = CASES["no-tls"]
     before = render.render(domain, mailboxes, secrets)
-    changed = copy.deepcopy(mailboxes)
-    changed[0]["spec"]["quota"] = "2Gi"
+    changed = [dataclasses.replace(mailboxes[0], spec=dataclasses.replace(mailboxes[0].spec, quota="2Gi"))]
     after = render.render(domain, changed, secrets)
     diff = [a["metadata"]["name"] for a, b in zip(before, after) if a != b]
     assert diff == ["example-com-directory"]

@@ -2,25 +2,26 @@
 report, the same for the operator and correo up."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import pytest
 
-from correo_operator import loading
+from correo_operator import loading, model
 from correo_operator import status as st
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def domain(**spec):
-    return loading.apply_defaults({"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
+    return model.MailDomain.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
                                    "metadata": {"name": "example-com", "namespace": "mail", "generation": 3},
                                    "spec": {"domain": "example.com", "aliasDomains": ["example.net"], **spec}})
 
 
 def mailbox(**spec):
-    return loading.apply_defaults({"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
+    return model.Mailbox.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
                                    "metadata": {"name": "alice", "namespace": "mail", "generation": 2},
                                    "spec": {"address": "alice@example.com",
                                             "passwordSecretRef": {"name": "alice-pw"}, **spec}})
@@ -98,10 +99,10 @@ def test_missing_tls_secret_keeps_the_domain_not_ready_with_a_clear_reason():
 def test_last_transition_time_stays_while_the_status_does_not_change():
     d = domain()
     first = st.domain_status(d, [], observed=observed(), now=NOW)
-    d["status"] = first
+    d = dataclasses.replace(d, status=first)
     later = st.domain_status(d, [], observed=observed(), now=NOW + timedelta(hours=1))
     assert later == first  # nothing new: the same document, so the operator writes nothing
-    d["status"] = later
+    d = dataclasses.replace(d, status=later)
     delayed = [{"recipient": "c@r.test", "destination": "mx", "lastError": "451", "ageSeconds": 99999}]
     changed = st.domain_status(d, [], observed=observed(figures(deferred=1, delayed=delayed)),
                                now=NOW + timedelta(hours=2))
@@ -169,7 +170,7 @@ def test_transitions_become_events():
     d = domain()
     ok = st.domain_status(d, [], observed=observed(), now=NOW)
     assert ("Normal", "Ready", ok["conditions"][0]["message"]) in st.transitions(None, ok)
-    d["status"] = ok
+    d = dataclasses.replace(d, status=ok)
     delayed = [{"recipient": "c@r.test", "destination": "mx", "lastError": "451", "ageSeconds": 99999}]
     bounces = [{"queueId": "Q", "sender": "a@example.com", "recipient": "b@r.test", "reason": "550 no such user",
                 "time": "2026-11-27T10:00:00Z"}]
@@ -187,7 +188,7 @@ def test_a_new_mailbox_is_quiet_until_ready():
     mb = mailbox()
     first = st.mailbox_status(mb, domain(), observed=observed(mailboxes={}), now=NOW)
     assert st.transitions(None, first) == []  # Provisioning, within quota: not news
-    mb["status"] = first
+    mb = dataclasses.replace(mb, status=first)
     ready = st.mailbox_status(mb, domain(), observed=observed(), now=NOW)
     assert [(e[0], e[1]) for e in st.transitions(first, ready)] == [("Normal", "Ready")]
 

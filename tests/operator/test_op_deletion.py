@@ -7,6 +7,7 @@ import yaml
 from opkit import NS, FakeDataPlane, mailbox, maildomain, password_secret
 
 from correo_operator import deletion, statuspoll
+from correo_operator.model import MailDomain, Mailbox
 from correo_operator.reconcile import Reconciler
 
 DOMAIN = "example-com"
@@ -51,7 +52,7 @@ async def delete_domain(store, kube) -> None:
     store.remove("MailDomain", NS, DOMAIN)
     domain = store.one("MailDomain", NS, DOMAIN)
     assert domain["metadata"]["deletionTimestamp"]  # held by the finalizer
-    await deletion.finalize_domain(kube, domain)
+    await deletion.finalize_domain(kube, MailDomain.from_object(domain))
     store.edit("MailDomain", NS, DOMAIN, {"metadata": {"finalizers": None}}, manager="kopf")
 
 
@@ -95,7 +96,7 @@ class TestMailboxDeletion:
         r = await running_domain(store, kube, clock)
         bob = store.one("Mailbox", NS, "bob")
         store.remove("Mailbox", NS, "bob")
-        await deletion.mailbox_removed(r, bob, (NS, DOMAIN))
+        await deletion.mailbox_removed(r, Mailbox.from_object(bob), (NS, DOMAIN))
 
         secret = store.one("Secret", NS, f"{DOMAIN}-directory")
         entries = yaml.safe_load(base64.b64decode(secret["data"]["directory.yaml"]))["mailboxes"]

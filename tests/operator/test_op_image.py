@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 from correo_operator import cli, render
+from correo_operator.model import MailDomain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,8 +71,9 @@ def test_the_image_writes_nothing_outside_volumes_and_tmp():
     build = " ".join(rest for w, rest in stages(DOCKERFILE)[0] if w == "RUN")
     assert "compileall" in build, "byte code compiled at build time, not at run time"
     # The rendered pods mount what the services write to.
-    domain = {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
-              "metadata": {"name": "x", "namespace": "n", "uid": "u"}, "spec": {"domain": "example.com"}}
+    domain = MailDomain.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
+                                     "metadata": {"name": "x", "namespace": "n", "uid": "u"},
+                                     "spec": {"domain": "example.com"}})
     for obj in render.render(domain, [], {}):
         if obj["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -91,8 +93,9 @@ def test_the_entrypoint_is_the_correo_console_script_and_the_default_is_the_oper
 
 
 def test_every_service_command_the_pods_run_is_a_valid_correo_command():
-    domain = {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
-              "metadata": {"name": "x", "namespace": "n", "uid": "u"}, "spec": {"domain": "example.com"}}
+    domain = MailDomain.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
+                                     "metadata": {"name": "x", "namespace": "n", "uid": "u"},
+                                     "spec": {"domain": "example.com"}})
     seen = set()
     for obj in render.render(domain, [], {}):
         if obj["kind"] not in ("Deployment", "StatefulSet"):

@@ -11,6 +11,7 @@ from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_s
 
 from correo_operator import kube as kubemod
 from correo_operator import reconcile, render, statuspoll
+from correo_operator.model import MailDomain
 from correo_operator.reconcile import Reconciler
 
 DOMAIN = "example-com"
@@ -50,7 +51,7 @@ class TestCreate:
         outcome = await reconciler(kube, clock).run(NS, DOMAIN)
 
         expected = {(o["kind"], o["metadata"]["name"])
-                    for o in render.render(domain, [], {})} | {("Secret", f"{DOMAIN}-dkim")}
+                    for o in render.render(MailDomain.from_object(domain), [], {})} | {("Secret", f"{DOMAIN}-dkim")}
         found = children(store)
         assert set(found) == expected
         assert {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget",
@@ -329,18 +330,6 @@ class TestMissingSecrets:
         await r.run(NS, DOMAIN)
         ready = {c["type"]: c for c in store.one("MailDomain", NS, DOMAIN)["status"]["conditions"]}["Ready"]
         assert ready["status"] == "True"
-
-
-class TestDomainLookup:
-    def test_the_mailbox_address_picks_the_domain_by_name_or_alias_in_its_namespace(self):
-        a = maildomain("a", "example.com", aliasDomains=["example.net"])
-        a["metadata"]["namespace"] = NS
-        b = maildomain("b", "other.org")
-        elsewhere = maildomain("c", "example.com")
-        elsewhere["metadata"]["namespace"] = "elsewhere"
-        assert reconcile.domain_for_mailbox(mailbox("x", "x@example.net"), [b, elsewhere, a])["metadata"]["name"] == "a"
-        assert reconcile.domain_for_mailbox(mailbox("x", "x@EXAMPLE.com"), [b, a])["metadata"]["name"] == "a"
-        assert reconcile.domain_for_mailbox(mailbox("x", "x@nowhere.io"), [a, b]) is None
 
 
 @pytest.mark.parametrize("live,desired,expected", [

@@ -6,6 +6,7 @@ import pytest
 from opkit import NS, FakeDataPlane, make_ready, mailbox, maildomain, password_secret
 
 from correo_operator import dkimkeys, statuspoll
+from correo_operator.model import MailDomain, Mailbox
 from correo_operator.reconcile import Reconciler
 from correo_server import statusdoc
 from correo_server.config import Listen
@@ -183,10 +184,10 @@ class TestMailboxes:
         store.put(password_secret("zed-password", "z"))
         mb = store.put(mailbox("zed", "zed@nowhere.example"))
         writer = statuspoll.StatusWriter(FakeDataPlane(), clock=clock)
-        assert await writer.orphan(kube, mb) is True
+        assert await writer.orphan(kube, Mailbox.from_object(mb)) is True
         ready = conditions(store.one("Mailbox", NS, "zed"))["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "DomainNotFound")
-        assert await writer.orphan(kube, store.one("Mailbox", NS, "zed")) is False  # unchanged: no write
+        assert await writer.orphan(kube, Mailbox.from_object(store.one("Mailbox", NS, "zed"))) is False  # unchanged: no write
 
 
     async def test_a_mailbox_the_domain_stops_hosting_is_released(self, world, store):
@@ -263,4 +264,4 @@ class TestWrittenObjectsAreValid:
                                      "1.36.0", strict=True)
         for event in store.find("Event", NS):
             kubernetes_validate.validate(event, "1.36.0", strict=True)
-        kubernetes_validate.validate(dkimkeys.secret_for(d, dkimkeys.generate_pem(1024)), "1.36.0", strict=True)
+        kubernetes_validate.validate(dkimkeys.secret_for(MailDomain.from_object(d), dkimkeys.generate_pem(1024)), "1.36.0", strict=True)

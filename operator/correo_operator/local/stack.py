@@ -18,7 +18,7 @@ from pathlib import Path
 from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 
-from .. import loading, render
+from .. import loading, render, secretdata
 from . import keys
 from .layout import Layout, read_json, write_atomic, write_json
 
@@ -73,8 +73,7 @@ def _l(host: str, port: int) -> cfgmod.Listen:
 
 def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], options: Options,
                   *, tls: bool) -> cfgmod.ServerConfig:
-    domains = sorted(loaded.domains, key=lambda d: (d.namespace, d.name))
-    per_domain = [render.server_config(d.obj) for d in domains]
+    per_domain = [render.server_config(d) for d in loaded.maildomains()]
     first = per_domain[0]
     h = options.host
     relay = dataclasses.replace(
@@ -114,19 +113,18 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
 
 def directory_entries(loaded: loading.Loaded) -> list[dirmod.MailboxEntry]:
     entries: list[dirmod.MailboxEntry] = []
-    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
-        entries += render.directory_entries(d.obj, [m.obj for m in loaded.mailboxes_of(d)],
-                                            loaded.secrets_in(d.namespace))
+    for d in loaded.maildomains():
+        entries += render.directory_entries(d, loaded.mailboxes_of(d), loaded.secrets_in(d.namespace))
     return entries
 
 
 def _tls_from_secret(loaded: loading.Loaded) -> tuple[str, str] | None:
     """The first MailDomain's TLS Secret, when the files include it."""
-    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
-        name = (d.obj["spec"].get("tls") or {}).get("secretName")
+    for d in loaded.maildomains():
+        name = d.tls_secret
         secret = loaded.secrets.get((d.namespace, name)) if name else None
         if secret is not None:
-            crt, key = loading.secret_value(secret.obj, "tls.crt"), loading.secret_value(secret.obj, "tls.key")
+            crt, key = secretdata.secret_value(secret.obj, "tls.crt"), secretdata.secret_value(secret.obj, "tls.key")
             if crt and key:
                 return crt, key
     return None
@@ -152,12 +150,12 @@ def write_keys(loaded: loading.Loaded, layout: Layout, cfg: cfgmod.ServerConfig)
     for dom in cfg.domains:
         if dom.dkim_key_file:
             public[dom.name] = keys.ensure_dkim_key(cfg.path(dom.dkim_key_file))
-    for d in loaded.domains:
-        cred = (d.obj["spec"]["relay"].get("smarthost") or {}).get("credentialsSecretRef")
-        secret = loaded.secrets.get((d.namespace, cred["name"])) if cred else None
+    for d in loaded.maildomains():
+        cred = d.smarthost_credentials
+        secret = loaded.secrets.get((d.namespace, cred.name)) if cred else None
         if secret is not None:
-            for key, path in ((cred["usernameKey"], "username"), (cred["passwordKey"], "password")):
-                value = loading.secret_value(secret.obj, key)
+            for key, path in ((cred.username_key, "username"), (cred.password_key, "password")):
+                value = secretdata.secret_value(secret.obj, key)
                 if value is not None:
                     write_atomic(layout.config / "smarthost" / path, value, 0o600)
     return public
@@ -191,7 +189,7 @@ def write_applied(loaded: loading.Loaded, layout: Layout) -> None:
     usable keys of their Secrets, never the Secrets' values.  Status reads this,
     not the YAML on disk, which may be mid-edit or broken."""
     resources = [d.obj for d in sorted(loaded.domains + loaded.mailboxes, key=lambda d: (d.kind, d.namespace, d.name))]
-    keys = {f"{ns}/{name}": sorted(loading.usable_keys(doc.obj)) for (ns, name), doc in sorted(loaded.secrets.items())}
+    keys = {f"{ns}/{name}": sorted(secretdata.usable_keys(doc.obj)) for (ns, name), doc in sorted(loaded.secrets.items())}
     write_json(layout.applied_file, {"resources": resources, "secretKeys": keys})
 
 
@@ -203,7 +201,7 @@ def read_applied(layout: Layout) -> tuple[loading.Loaded, dict[str, dict[str, fr
         return None
     loaded = loading.Loaded()
     for i, obj in enumerate(doc.get("resources") or [], start=1):
-        d = loading.Document(obj, str(layout.applied_file), i)
+        d = loading.document(obj, str(layout.applied_file), i)
         (loaded.domains if d.kind == "MailDomain" else loaded.mailboxes).append(d)
     keys: dict[str, dict[str, frozenset[str]]] = {}
     for ref, names in (doc.get("secretKeys") or {}).items():

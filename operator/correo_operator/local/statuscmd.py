@@ -8,6 +8,7 @@ The default view is a table like ``kubectl get maildomains,mailboxes``;
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import urllib.request
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .. import loading
+from .. import loading, model
 from .. import status as statusmod
 from . import stack
 from .layout import Layout, read_json, running_state, write_json
@@ -40,21 +41,26 @@ def _flat_endpoints(state: dict) -> dict[str, str]:
     return out
 
 
-def _secret_keys(keys: dict[str, frozenset[str]], domain: dict | None) -> dict[str, frozenset[str]]:
+def _secret_keys(keys: dict[str, frozenset[str]], domain: model.MailDomain | None) -> dict[str, frozenset[str]]:
     keys = dict(keys)
-    tls = ((domain or {}).get("spec", {}).get("tls") or {}).get("secretName")
-    if tls:  # the local runtime supplies a certificate (given or self-signed)
-        keys[tls] = frozenset({"tls.crt", "tls.key"})
+    if domain is not None and domain.tls_secret:  # the local runtime supplies a certificate (given or self-signed)
+        keys[domain.tls_secret] = frozenset({"tls.crt", "tls.key"})
     return keys
 
 
-def _with_meta(doc: loading.Document, generations: dict, previous: dict[str, Any]) -> dict:
-    obj = json.loads(json.dumps(doc.obj))
+def _as_running(doc: loading.Document, generations: dict, previous: dict[str, Any]) -> tuple[dict, Any]:
+    """The document as it would be on the API (its generation, its last status),
+    as a plain object for the output and as the typed resource for ``status``."""
     key = f"{doc.kind}/{doc.namespace}/{doc.name}"
-    obj["metadata"]["generation"] = (generations.get(key) or {}).get("generation", 1)
+    generation = (generations.get(key) or {}).get("generation", 1)
+    obj = json.loads(json.dumps(doc.obj))
+    obj["metadata"]["generation"] = generation
+    resource = dataclasses.replace(doc.resource, metadata=dataclasses.replace(doc.resource.metadata,
+                                                                             generation=generation))
     if key in previous:
         obj["status"] = previous[key]
-    return obj
+        resource = dataclasses.replace(resource, status=previous[key])
+    return obj, resource
 
 
 def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: dict[str, dict[str, frozenset[str]]],
@@ -69,25 +75,22 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
     previous = (read_json(layout.status_file) or {}).get("status", {})
     generations = state.get("generations") or {}
     items: list[dict] = []
-    domain_objs = {}
+    observed_for: dict[model.MailDomain, statusmod.Observed] = {}
     for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
-        obj = _with_meta(d, generations, previous)
-        observed = statusmod.Observed(
+        obj, domain = _as_running(d, generations, previous)
+        observed = observed_for[domain] = statusmod.Observed(
             relay=docs["relay"], queue=docs["queue"], mailstore=docs["mailstore"], availability=availability,
-            secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), obj),
-            dkim_public_key=dkim.get(str(obj["spec"]["domain"]).lower()), endpoints=_flat_endpoints(state))
-        mailboxes = loaded.mailboxes_of(d)
-        obj["status"] = statusmod.domain_status(obj, [m.obj for m in mailboxes], observed=observed, now=now)
+            secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), domain),
+            dkim_public_key=dkim.get(domain.domain), endpoints=_flat_endpoints(state))
+        obj["status"] = statusmod.domain_status(domain, loaded.mailboxes_of(domain), observed=observed, now=now)
         items.append(obj)
-        for name in loading.domain_names(obj):
-            domain_objs[(d.namespace, name)] = (obj, observed)
     for m in sorted(loaded.mailboxes, key=lambda m: (m.namespace, m.name)):
-        obj = _with_meta(m, generations, previous)
-        found = domain_objs.get((m.namespace, loading.address_domain(obj)))
-        observed = found[1] if found else statusmod.Observed(
+        obj, mailbox = _as_running(m, generations, previous)
+        domain = model.domain_of(mailbox, observed_for)
+        observed = observed_for[domain] if domain else statusmod.Observed(
             queue=docs["queue"], mailstore=docs["mailstore"],
             secret_keys=_secret_keys(secret_keys.get(m.namespace, {}), None))
-        obj["status"] = statusmod.mailbox_status(obj, found[0] if found else None, observed=observed, now=now)
+        obj["status"] = statusmod.mailbox_status(mailbox, domain, observed=observed, now=now)
         items.append(obj)
     write_json(layout.status_file, {"status": {f"{o['kind']}/{o['metadata']['namespace']}/{o['metadata']['name']}":
                                                o["status"] for o in items}})

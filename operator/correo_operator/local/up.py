@@ -23,7 +23,7 @@ from pathlib import Path
 from correo_server import logs, passwords
 from correo_server.guard import is_loopback
 
-from .. import loading
+from .. import loading, secretdata
 from . import stack
 from .layout import Layout, read_json, running_state, write_json
 from .supervisor import Supervisor
@@ -101,15 +101,14 @@ def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str, cert: Path 
     Off loopback a login needs TLS, so the reading line then uses IMAPS/POP3S
     and trusts the stack's certificate (``cert``)."""
     people = []
-    for d in sorted(loaded.domains, key=lambda d: (d.namespace, d.name)):
+    for d in loaded.maildomains():
         secrets = loaded.secrets_in(d.namespace)
         for m in loaded.mailboxes_of(d):
-            spec = m.obj["spec"]
-            ref = spec["passwordSecretRef"]
-            secret = secrets.get(ref["name"])
-            pw = loading.secret_value(secret, ref.get("key", "password")) if secret else None
-            if pw and not passwords.is_hash(pw) and not spec.get("suspended"):
-                people.append((spec["address"], pw))
+            ref = m.spec.password_secret_ref
+            secret = secrets.get(ref.name)
+            pw = secretdata.secret_value(secret, ref.key) if secret else None
+            if pw and not passwords.is_hash(pw) and not m.spec.suspended:
+                people.append((m.spec.address, pw))
         if len(people) >= 2:
             break
     if len(people) < 2:
@@ -128,7 +127,7 @@ def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str, cert: Path 
 
 
 def _enabled(loaded: loading.Loaded, protocol: str) -> bool:
-    return any(d.obj["spec"]["mailstore"][protocol] for d in loaded.domains)
+    return any(getattr(d.spec.mailstore, protocol) for d in loaded.maildomains())
 
 
 def data_flag(layout: Layout) -> str:
@@ -137,7 +136,7 @@ def data_flag(layout: Layout) -> str:
 
 
 def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: str) -> str:
-    doms = ", ".join(sorted(d.obj["spec"]["domain"] for d in loaded.domains))
+    doms = ", ".join(sorted(d.spec.domain for d in loaded.maildomains()))
     lines = [
         "",
         f"correo is up for {doms} ({len(loaded.mailboxes)} mailbox(es)), data in {layout.root}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,10 +67,14 @@ class Kubectl:
     def __init__(self, binary: str, kubeconfig: Path) -> None:
         self.binary = binary
         self.kubeconfig = kubeconfig
+        # Its own discovery cache: kubectl's default one (~/.kube/cache) is keyed by host:port
+        # and would outlive this control plane.
+        self.cache_dir = kubeconfig.parent / "kubectl-cache"
 
     def run(self, *args: str, input: str | None = None, check: bool = True,
             kubeconfig: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run([self.binary, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+        done = subprocess.run([self.binary, f"--kubeconfig={kubeconfig or self.kubeconfig}",
+                               f"--cache-dir={self.cache_dir}", *args],
                               input=input, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -103,6 +108,11 @@ def control_plane(tmp_path_factory, kubectl_binary) -> ControlPlane:
         ctl.run("apply", "--server-side", "-f", str(ROOT / "crds"))
         ctl.run("wait", "--for=condition=Established", "--timeout=60s",
                 "crd/maildomains.correo.dev", "crd/mailboxes.correo.dev")
+        # Discovery and OpenAPI publish the new kinds a moment after Established; kubectl
+        # cached discovery from before they existed.
+        shutil.rmtree(ctl.cache_dir, ignore_errors=True)
+        wait_for(lambda: all(ctl.run("explain", kind, check=False).returncode == 0
+                             for kind in ("maildomain", "mailbox")), what="kubectl explain of the new kinds")
         yield cp
     finally:
         cp.stop()

@@ -14,7 +14,6 @@ from correo_server.config import RetryPolicy
 from correo_server.queue import dsn, schedule
 from correo_server.queue.records import (Attempt, Envelope, Message, QueueState, Rcpt, Recipient,
                                          attempt_event, notice_event)
-from correo_server.queue.smtpclient import ProtocolError, Reply, parse_extensions, parse_reply_line, wire_data
 from correo_server.queue.spool import Spool, decode_message, encode_message
 
 POLICY = RetryPolicy()  # 300 s, x2, max 3600, warn 4 h, give up 5 d
@@ -77,33 +76,6 @@ class TestRetryDecisions:
                                               (60, "1 minute"), (7200, "2 hours")])
     def test_durations_read_like_english(self, seconds, text):
         assert schedule.human_duration(seconds) == text
-
-
-class TestReplies:
-    def test_reply_lines(self):
-        assert parse_reply_line(b"250-PIPELINING\r\n") == (250, True, "PIPELINING")
-        assert parse_reply_line(b"451 4.7.1 greylisted\r\n") == (451, False, "4.7.1 greylisted")
-        assert parse_reply_line(b"220\r\n") == (220, False, "")
-        for bad in (b"hello\r\n", b"25\r\n", b"250x\r\n", b"650 no\r\n"):
-            with pytest.raises(ProtocolError):
-                parse_reply_line(bad)
-
-    def test_enhanced_codes_and_classes(self):
-        assert Reply(550, ("5.1.1 no such user",)).enhanced == "5.1.1"
-        assert Reply(550, ("no such user",)).enhanced == "5.0.0"
-        assert Reply(451, ("5.1.1 inconsistent",)).enhanced == "4.0.0"
-        assert Reply(421, ("bye",)).temporary and Reply(554, ("x",)).permanent and Reply(250, ("",)).ok
-        assert Reply(250, ("a", "b")).text == "250 a b"
-
-    def test_ehlo_keywords(self):
-        ext = parse_extensions(Reply(250, ("mx.example", "SIZE 1000", "starttls", "AUTH PLAIN LOGIN")))
-        assert ext == {"SIZE": "1000", "STARTTLS": "", "AUTH": "PLAIN LOGIN"}
-
-    def test_data_transparency_and_line_ends(self):
-        assert wire_data(b".hidden\r\nline\r\n..two\r\n") == b"..hidden\r\nline\r\n...two\r\n.\r\n"
-        assert wire_data(b"no final newline") == b"no final newline\r\n.\r\n"
-        # bare LF and bare CR cannot end the data early (SMTP smuggling)
-        assert wire_data(b"a\n.\nb\r.\rc\r\n") == b"a\r\n..\r\nb\r\n..\r\nc\r\n.\r\n"
 
 
 class TestNotices:

@@ -11,7 +11,8 @@ from queue_reports import check_fields, parse_report
 
 from correo_server.config import Smarthost
 from correo_server.queue.records import BOUNCED, DEFERRED
-from correo_server.queue.smtpclient import Connection, wire_data
+from correo_server.wire.client import Connection
+from correo_server.wire.data import wire_data
 
 
 def the_message(h):
@@ -425,8 +426,8 @@ async def test_mail_rcpt_and_data_go_out_in_one_write_when_pipelining_is_offered
     server = ScriptedServer({"MAIL": "250 2.1.0 ok", "RCPT": "250 2.1.5 ok", "DATA": "354 go on"}, lmtp=lmtp)
     conn = await server.connect()
     try:
-        replies = await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"],
-                                         wire_data(b"Subject: s\r\n\r\nbody\r\n"), size=20)
+        replies = (await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"],
+                                          wire_data(b"Subject: s\r\n\r\nbody\r\n"), size=20)).replies
     finally:
         await conn.quit()
         server.close()
@@ -440,12 +441,12 @@ async def test_a_server_that_says_354_after_refusing_every_recipient_gets_no_mes
     server = ScriptedServer({"MAIL": "250 2.1.0 ok", "RCPT": "550 5.1.1 unknown", "DATA": "354 go on"})
     conn = await server.connect()
     try:
-        replies = await conn.transaction("a@example.com", ["x@remote.test"], wire_data(b"Subject: secret\r\n\r\n"),
-                                         size=20)
+        replies = (await conn.transaction("a@example.com", ["x@remote.test"], wire_data(b"Subject: secret\r\n\r\n"),
+                                          size=20)).replies
         await asyncio.sleep(0.05)
     finally:
         server.close()
-    assert [r.text for r in replies] == ["550 5.1.1 unknown"]
+    assert [str(r) for r in replies] == ["550 5.1.1 unknown"]
     assert not conn.payload_sent and conn.closed  # hung up instead of sending the data
     assert not any(b"secret" in r for r in server.reads)
 
@@ -454,8 +455,8 @@ async def test_a_refused_sender_with_pipelining_resets_and_keeps_the_connection(
     server = ScriptedServer({"MAIL": "451 4.3.0 try later", "RCPT": "503 5.5.1 need MAIL", "DATA": "503 5.5.1 no"})
     conn = await server.connect()
     try:
-        replies = await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"], wire_data(b"x\r\n"),
-                                         size=3)
+        replies = (await conn.transaction("a@example.com", ["x@remote.test", "y@remote.test"], wire_data(b"x\r\n"),
+                                          size=3)).replies
         assert [r.code for r in replies] == [451, 451]
         assert not conn.closed and not conn.payload_sent
     finally:

@@ -8,10 +8,10 @@ import pytest
 from correo_server.config import Domain, ServerConfig
 from correo_server.directory import Directory, MailboxEntry
 from correo_server.relay.handoff import HandoffError, Outcome, client_reply, data_lines, dot_stuff
-from correo_server.relay.paths import Mailbox, PathError, parse_params, parse_path, split_keyword
+from correo_server.wire.paths import Mailbox, PathError, parse_params, parse_path, split_keyword
 from correo_server.relay.policy import (Listener, RateLimiter, check_mail_params, check_recipient, check_sender,
                                         hosted_domain, resolve_postmaster)
-from correo_server.relay.replies import Reply, with_status
+from correo_server.wire.replies import Reply, with_status
 
 CONFIG = ServerConfig(name="t", hostname="mx.example.com",
                       domains=(Domain("example.com", aliases=("example.net",)), Domain("xn--bcher-kva.example")))
@@ -231,7 +231,7 @@ class TestReplies:
     def test_parse(self):
         assert Reply.parse(452, ["4.3.1 Insufficient system storage"]) == Reply(452, "4.3.1",
                                                                                 "Insufficient system storage")
-        assert Reply.parse(250, ["OK"]).status == "2.0.0"
+        assert Reply.parse(250, ["OK"]).enhanced == "2.0.0"
 
 
 class TestHandoffReply:

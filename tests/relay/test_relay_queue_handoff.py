@@ -207,7 +207,7 @@ async def test_the_hand_off_pipelines_mail_rcpt_and_data_into_one_write():
     finally:
         await client.close()
         await fake.stop()
-    assert outcome.stage == "data" and outcome.queue_id == "Q1"
+    assert outcome.stage == "data" and outcome.queued_as == "Q1"
     group = next(r for r in fake.reads if r.startswith(b"MAIL"))
     assert group.split(b"\r\n")[:4] == [b"MAIL FROM:<a@remote.test>", b"RCPT TO:<x@example.com>",
                                         b"RCPT TO:<y@example.com>", b"DATA"]

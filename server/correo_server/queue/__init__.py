@@ -11,7 +11,6 @@ How the modules fit together, from the bottom up:
                      acknowledged, an append-only journal of state changes with
                      group commit, snapshots, recovery after a crash.
 - :mod:`.dsn`        RFC 3464 delivery status notifications (delayed, failed).
-- :mod:`.smtpclient` an SMTP/LMTP client connection (replies, STARTTLS, AUTH).
 - :mod:`.mx`         DNS: MX hosts in preference order, A/AAAA fallback, null MX.
 - :mod:`.outbound`   routing (mailstore, MX, smarthost) and delivery of one
                      message to one destination over a reusable connection.

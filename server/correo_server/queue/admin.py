@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse

@@ -6,7 +6,7 @@ domain itself is the mail host (implicit MX, its A/AAAA records); a single MX
 with preference 0 and the root as exchange is a *null MX* (RFC 7505): the
 domain accepts no mail and the recipient bounces at once with ``556 5.1.10``.
 
-Failures are :class:`~.smtpclient.Failure` with a reply: a domain that does not
+Failures are :class:`~correo_server.wire.client.Failure` with a reply: a domain that does not
 exist is permanent (``550 5.1.2``), a DNS server failure or timeout is
 temporary (``451 4.4.3``) and retried like a ``4xx``.
 
@@ -26,7 +26,8 @@ import dns.rdatatype
 import dns.resolver
 
 from ..config import Listen
-from .smtpclient import Failure, local_reply
+from ..wire.client import Failure
+from ..wire.replies import local_reply
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ from ..config import ServerConfig, Smarthost
 from .mx import MXResolver
 from .ownership import owner_of
 from .records import Envelope, Rcpt
-from .smtpclient import Connection, Failure, Reply, local_reply, wire_data
+from ..wire.client import Connection, Failure
+from ..wire.data import wire_data
+from ..wire.replies import Reply, local_reply
 
 log = logs.get(__name__)
 
@@ -128,8 +130,9 @@ class Session:
     # -- one transaction on the current connection -------------------------
     async def _transact(self, conn: Connection, env: Envelope, payload: bytes, body8: bool,
                         rcpts: Sequence[tuple[int, Rcpt]]) -> list[Reply]:
-        return await conn.transaction(env.sender, [r.address for _, r in rcpts], payload, size=len(payload),
-                                           smtputf8=env.smtputf8, body8=body8)
+        outcome = await conn.transaction(env.sender, [r.address for _, r in rcpts], payload, size=len(payload),
+                                         smtputf8=env.smtputf8, body8=body8, ident=env.id)
+        return outcome.replies
 
     async def _deliver_simple(self, env, payload, body8, rcpts, opener, destination: str,
                               where: str) -> list[Result]:
@@ -217,7 +220,7 @@ class Session:
             if not reply.ok:
                 await conn.quit()
                 # A rejected login is a configuration problem: keep the mail and retry.
-                raise Failure(local_reply(451, "4.7.0", f"authentication at smarthost {sh.host} failed: {reply.text}"))
+                raise Failure(local_reply(451, "4.7.0", f"authentication at smarthost {sh.host} failed: {reply}"))
         return conn
 
     # -- MX ------------------------------------------------------------------
@@ -231,7 +234,7 @@ class Session:
         try:
             reply = await conn.starttls(self._client_tls(), s.hostname, host)
         except Failure as exc:
-            log.info("starttls_failed_retrying_plain", server=conn.server, error=exc.reply.text)
+            log.info("starttls_failed_retrying_plain", server=conn.server, error=str(exc.reply))
             conn = await Connection.open(host, addr, s.remote_port, connect_timeout=s.connect_timeout,
                                          timeout=s.timeout)
             await self._greet(conn)

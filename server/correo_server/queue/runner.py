@@ -39,7 +39,7 @@ from .intake import Intake, Refusal, dedupe
 from .mx import MXResolver
 from .outbound import MAILSTORE, Result, Route, Session, Settings, route_for
 from .records import BOUNCED, DEFERRED, Message, QueueState, attempt_event, delete_event, notice_event, retry_event
-from .smtpclient import local_reply
+from ..wire.replies import local_reply
 from .spool import Spool
 
 log = logs.get(__name__)
@@ -343,7 +343,7 @@ class Runner:
             r = msg.rcpts[res.index]
             hop_down = res.destination == "mailstore" and res.reply.enhanced.startswith("4.4.")
             out = schedule.after_attempt(policy, msg.env.arrival, r.attempt_count + 1, now, res.reply.code,
-                                         res.reply.text, hop_down=hop_down)
+                                         str(res.reply), hop_down=hop_down)
             events.append(attempt_event(msg, res.index, time=now, server=res.server, destination=res.destination,
                                         remote_mta=res.remote_mta, reply=out.reason, state=out.state,
                                         next_attempt=out.next_attempt))

@@ -7,10 +7,9 @@ header, a DKIM signature when an authenticated user sends it from a hosted
 domain, and is handed to the queue over LMTP *before* the client hears
 ``250``.  The relay keeps no state of its own.
 
-Modules, from the bottom up (each imports only those above it):
+Modules, from the bottom up (each imports only those above it, and the
+wire layer, :mod:`correo_server.wire`: replies, paths, the LMTP client):
 
-* :mod:`.replies`  -- SMTP replies and their enhanced status codes (pure)
-* :mod:`.paths`    -- RFC 5321/6531 path and parameter parsing (pure)
 * :mod:`.policy`   -- who may send what to whom, rate limiting (pure, injected clock)
 * :mod:`.data`     -- the DATA reader's state machine: limits, smuggling defence (pure)
 * :mod:`.received` -- the ``Received:`` header (pure)

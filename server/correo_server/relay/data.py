@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 
-from .replies import Reply
+from ..wire.replies import Reply
 
 
 class Problem(enum.Enum):

@@ -31,8 +31,8 @@ from typing import Callable
 
 from ..config import Domain, ServerConfig
 from ..directory import Directory, MailboxEntry
-from .paths import Mailbox
-from .replies import Reply
+from ..wire.paths import Mailbox
+from ..wire.replies import Reply
 
 RELAY_HACK_CHARACTERS = "%!@"
 

@@ -38,11 +38,11 @@ from . import context as ctxmod
 from .context import RelayContext
 from .data import MessageReader
 from .handoff import HandoffError, client_reply
-from .paths import PathError, parse_params, parse_path, split_keyword
+from ..wire.paths import PathError, parse_params, parse_path, split_keyword
 from .policy import (Listener, check_mail_params, check_rcpt_params, check_recipient, check_sender,
                      needs_smtputf8, resolve_postmaster)
 from .received import TLSInfo, protocol_name, received_header
-from .replies import Reply, with_status
+from ..wire.replies import Reply, with_status
 
 log = logs.get(__name__)
 
@@ -552,7 +552,7 @@ class RelaySMTP(Speedups, SMTP):
         try:
             outcome = await self.ctx.queue.deliver(envelope.mail_from, list(envelope.rcpt_tos), pieces,
                                                    smtputf8=envelope.smtp_utf8,
-                                                   body=options.body if options else None)
+                                                   body=options.body if options else None, ident=relay_id)
         except HandoffError as exc:
             outcome = exc
             self.ctx.queue_ready = False
@@ -563,7 +563,7 @@ class RelaySMTP(Speedups, SMTP):
         if reply.code == 250:
             self.ctx.limiter.record(self.peer_ip)
             self.ctx.count_accepted(self.listener.value, size)
-            self.log.info("message_accepted", id=relay_id, queue_id=getattr(outcome, "queue_id", None),
+            self.log.info("message_accepted", id=relay_id, queue_id=getattr(outcome, "queued_as", None),
                           sender=envelope.mail_from, recipients=len(envelope.rcpt_tos), size=size,
                           protocol=protocol)
         else:

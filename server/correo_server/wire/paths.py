@@ -1,6 +1,10 @@
 """Parsing what follows ``MAIL FROM:`` and ``RCPT TO:`` (RFC 5321 section 4.1.2,
 with the UTF-8 extensions of RFC 6531), into values the policy can judge.
 
+Used by the relay (:mod:`correo_server.relay.smtp`, whose policy judges the
+parsed :class:`Mailbox`) and by the LMTP servers (:mod:`.server`, which take
+the address as the client wrote it, after the same syntax check).
+
 A path keeps what matters for the open-relay rules: a source route
 (``<@hop:user@domain>``), whether the local part was quoted
 (``<"user@foreign"@local>``), and the local part's exact value, so that
@@ -149,6 +153,33 @@ def _split_mailbox(text: str) -> tuple[str, str | None]:
     if at and "@" in domain:
         raise _bad("Bad address syntax")
     return local, domain if at else None
+
+
+# The common shape, ``<dot-atom@domain>`` in ASCII, then blanks and parameters:
+# recognised in one step, with the same result as the full parse below.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_SIMPLE_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_PATH = re.compile(rf"<({_ATOM}+(?:\.{_ATOM}+)*@{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*)>(?: +|\Z)")
+
+
+def path_text(text: str, *, allow_null: bool) -> tuple[str, str]:
+    """``<path> [params]`` → (the address as written, without the brackets;
+    the parameter text), after the syntax check of :func:`parse_path` (which
+    raises :class:`PathError`).  ``""`` is the null path."""
+    m = _SIMPLE_PATH.match(text)
+    if m is not None and len(m.group(1).partition("@")[0]) <= MAX_LOCAL_PART and len(m.group(1)) <= MAX_PATH:
+        return m.group(1), text[m.end():]
+    box, params = parse_path(text, allow_null=allow_null)
+    if box is None:
+        return "", params
+    inner = text.strip(" ")
+    if inner.startswith("<"):
+        inner = inner[1:_closing_bracket(inner)]
+    else:
+        inner = inner.partition(" ")[0]
+    if box.route:
+        inner = inner.partition(":")[2]
+    return inner, params
 
 
 def parse_path(text: str, *, allow_null: bool) -> tuple[Mailbox | None, str]:

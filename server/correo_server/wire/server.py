@@ -1,0 +1,477 @@
+"""A lean LMTP server (RFC 2033) for correo's two internal hops.
+
+The queue listens here for the relay (:mod:`correo_server.queue.lmtp_in`),
+the mailstore for the queue (:mod:`correo_server.mailstore.lmtp`).  Their
+clients are correo's own (:mod:`.client`), on long-lived pooled
+connections, so this server is built for many messages per connection
+rather than for the open internet (that is the relay's aiosmtpd):
+
+* one :class:`asyncio.Protocol` per connection and nothing else: no stream
+  reader, no task per connection, no method tables built per connection
+  (the commands are looked up in one class-level table);
+* pipelining (RFC 2920) as it comes: every complete command in the input
+  is answered in order and the answers go out in one write; the DATA
+  section is cut from the same buffer at its ``<CRLF>.<CRLF>`` (nothing
+  else ends it) and unstuffed in one pass (:mod:`.data`);
+* a :class:`Handler` decides: ``mail`` and ``rcpt`` synchronously (they
+  only consult memory), ``data`` asynchronously, returning one reply per
+  accepted recipient (RFC 2033 section 4.2).  Commands that arrive while a
+  message is being stored wait in the buffer.
+
+What the handler refuses is its business; the protocol's own rules (LHLO
+first, MAIL before RCPT, syntax via :mod:`.paths`, SIZE, the size limit,
+at most ``max_recipients``, an idle timeout) are enforced here, with
+enhanced status codes on every reply.  ``XFORWARD IDENT=`` (Postfix's
+extension) tells the server the client's id for the next message, for its
+log line (:attr:`Transaction.ident`).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from .. import logs
+from .data import find_end, longest_line, unstuff
+from .paths import PathError, parse_params, path_text, split_keyword
+from .replies import Reply
+
+log = logs.get(__name__)
+
+MAX_COMMAND = 2048  # octets of a command line, CRLF included
+BOGUS_LIMIT = 5  # unrecognised commands before the connection is closed
+PAUSE_BYTES = 1024 * 1024  # input held while a message is stored, before reading pauses
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One mail transaction: what MAIL and RCPT said, and what the handler
+    noted for each accepted recipient (``notes``, the handler's own)."""
+
+    sender: str
+    params: dict[str, str | None]
+    peer: str
+    ident: str = ""  # the client's id for this message (XFORWARD IDENT)
+    rcpts: list[str] = field(default_factory=list)
+    notes: list[Any] = field(default_factory=list)
+
+    @property
+    def smtputf8(self) -> bool:
+        return "SMTPUTF8" in self.params
+
+    @property
+    def body(self) -> str:
+        return (self.params.get("BODY") or "7BIT").upper()
+
+
+class Handler(Protocol):
+    def mail(self, txn: Transaction) -> Reply | None:
+        """``MAIL FROM`` (syntax and SIZE already checked): a refusal, or
+        None to accept."""
+
+    def rcpt(self, txn: Transaction, address: str, params: dict[str, str | None]) -> Reply | None:
+        """``RCPT TO``: a refusal, or None to accept (the server then adds
+        ``address`` to ``txn.rcpts``; the handler may append to ``txn.notes``)."""
+
+    def data(self, txn: Transaction, content: bytes) -> Awaitable[list[Reply]]:
+        """The message (unstuffed): one reply per accepted recipient, in order."""
+
+
+_OK = b"250 2.0.0 Ok\r\n"
+
+
+def _reply(code: int, status: str, text: str) -> bytes:
+    return f"{code} {status} {text}\r\n".encode()
+
+
+class Listener:
+    """What every connection of one listening socket shares."""
+
+    def __init__(self, handler: Handler, *, hostname: str, max_bytes: int, max_line: int | None = None,
+                 max_recipients: int = 1000, timeout: float = 300.0, ident: str = "correo LMTP",
+                 extensions: tuple[str, ...] = ()) -> None:
+        self.handler = handler
+        self.hostname = hostname
+        self.max_bytes = max_bytes
+        self.max_line = max_line  # octets of a line as sent (stuffed), CRLF included; None: any
+        self.max_recipients = max_recipients
+        self.timeout = timeout
+        self.greeting = f"220 {hostname} {ident} ready\r\n".encode()
+        lines = [hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", f"SIZE {max_bytes}",
+                 "XFORWARD IDENT", *extensions]
+        self.lhlo = "".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n"
+                            for i, line in enumerate(lines)).encode()
+        self.too_big = _reply(552, "5.3.4", f"Message size exceeds fixed maximum message size ({max_bytes} octets)")
+        self.connections: set[LMTPConnection] = set()
+        self.in_flight = 0  # messages being stored now
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.server: asyncio.AbstractServer | None = None
+
+    def __call__(self) -> "LMTPConnection":
+        return LMTPConnection(self)
+
+    async def start(self, host: str, port: int) -> asyncio.AbstractServer:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self, host, port, reuse_address=True)
+        return self.server
+
+    async def close(self, grace: float = 30.0) -> None:
+        """Stop accepting, let messages being stored finish (their replies
+        go out), then close every connection.  A transaction cut off before
+        its reply was sent is not acknowledged: its client tries again."""
+        if self.server is not None:
+            self.server.close()
+        if not self.idle.is_set():
+            try:
+                await asyncio.wait_for(self.idle.wait(), grace)
+            except TimeoutError:
+                log.warning("lmtp_shutdown_with_deliveries_in_flight", count=self.in_flight)
+            await asyncio.sleep(0)  # let the replies be written
+        for conn in list(self.connections):
+            conn.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+class LMTPConnection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.greeted = False
+        self.txn: Transaction | None = None
+        self.ident = ""  # from XFORWARD, for the next transaction
+        self.in_data = False
+        self.scanned = 0  # octets of the DATA section known to hold no end marker
+        self.dropped = False  # the DATA section went over the size limit
+        self.busy = False  # a message is being stored
+        self.paused = False
+        self.bogus = 0
+        self.skipping = False  # inside an over-long command line
+        self.closing = False
+        self.active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- asyncio callbacks --------------------------------------------------
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
+        self.listener.connections.add(self)
+        loop = self.loop = asyncio.get_running_loop()
+        self.active = loop.time()
+        self.timer = loop.call_at(self.active + self.listener.timeout, self._idle_check)
+        transport.write(self.listener.greeting)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.listener.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.active = self.loop.time()  # type: ignore[union-attr]
+        if self.busy:
+            if len(self.buf) > PAUSE_BYTES and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the idle timer: one per connection, moved only when it fires ---------
+    def _idle_check(self) -> None:
+        self.timer = None
+        if self.closing or self.transport is None:
+            return
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        deadline = self.active + self.listener.timeout
+        if self.busy or deadline > now + 0.001:
+            self.timer = loop.call_at(max(deadline, now + 1.0), self._idle_check)
+            return
+        self.transport.write(f"421 4.4.2 {self.listener.hostname} Error: timeout exceeded\r\n".encode())
+        self.close()
+
+    # -- input ----------------------------------------------------------------
+    def _process(self) -> None:
+        buf = self.buf
+        pos = 0
+        while not self.busy and not self.closing:
+            if self.in_data:
+                end = find_end(buf, pos, self.scanned)
+                if end < 0:
+                    held = len(buf) - pos
+                    if held > self.listener.max_bytes + 2:
+                        # Over the limit: keep only what could be the start of the end marker.
+                        self.dropped = True
+                        del buf[pos:len(buf) - 4]
+                        held = 4
+                    self.scanned = held
+                    break
+                with memoryview(buf) as view:
+                    body = bytes(view[pos:pos + end])
+                pos += end + 3
+                self.in_data = False
+                self.scanned = 0
+                self._end_of_data(body)
+                continue
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > MAX_COMMAND:
+                    if not self.skipping:
+                        self.out.append(_reply(500, "5.5.2", "Command line too long"))
+                    self.skipping = True  # the rest of this line is dropped as it comes
+                    pos = len(buf)
+                break
+            line = bytes(buf[pos:nl + 1])
+            pos = nl + 1
+            if self.skipping or len(line) > MAX_COMMAND:
+                if not self.skipping:
+                    self.out.append(_reply(500, "5.5.2", "Command line too long"))
+                self.skipping = False
+                continue
+            self._command(line)
+        if pos:
+            del buf[:pos]
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.out and self.transport is not None:
+            out = self.out
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self.closing and self.transport is not None and not self.busy:
+            self.transport.close()
+
+    # -- commands ---------------------------------------------------------------
+    def _command(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+        verb, _, arg = line.partition(" ")
+        method = _COMMANDS.get(verb.upper())
+        if method is None:
+            if not line:
+                self.out.append(_reply(500, "5.5.2", "Error: bad syntax"))
+                return
+            self.bogus += 1
+            if self.bogus >= BOGUS_LIMIT:
+                self.out.append(_reply(502, "5.5.1", "Too many unrecognized commands, goodbye."))
+                self.closing = True
+                return
+            self.out.append(_reply(500, "5.5.2", f"Error: command {verb[:20].upper()!r} not recognized"
+                                   if verb.isprintable() else "Error: command not recognized"))
+            return
+        method(self, arg.strip(" "))
+
+    def _lhlo(self, arg: str) -> None:
+        if not arg:
+            self.out.append(_reply(501, "5.5.4", "Syntax: LHLO hostname"))
+            return
+        self.greeted = True
+        self.txn = None
+        self.out.append(self.listener.lhlo)
+
+    def _helo(self, arg: str) -> None:
+        self.out.append(_reply(500, "5.5.1", "This is LMTP: say LHLO (RFC 2033)"))
+
+    def _xforward(self, arg: str) -> None:
+        if self.txn is not None:
+            self.out.append(_reply(503, "5.5.1", "Error: XFORWARD inside a mail transaction"))
+            return
+        for item in arg.split():
+            name, eq, value = item.partition("=")
+            if not eq:
+                self.out.append(_reply(501, "5.5.4", "Syntax: XFORWARD attribute=value..."))
+                return
+            if name.upper() == "IDENT":
+                self.ident = _xtext_decode(value)[:64]
+        self.out.append(_OK)
+
+    def _mail(self, arg: str) -> None:
+        if not self.greeted:
+            self.out.append(_reply(503, "5.5.1", "Error: send LHLO first"))
+            return
+        if self.txn is not None:
+            self.out.append(_reply(503, "5.5.1", "Error: nested MAIL command"))
+            return
+        rest = split_keyword(arg, "FROM:")
+        if rest is None:
+            self.out.append(_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+            return
+        try:
+            sender, param_text = path_text(rest, allow_null=True)
+            params = parse_params(param_text) if param_text else {}
+        except PathError as exc:
+            self.out.append(exc.reply.wire())
+            return
+        size = params.get("SIZE")
+        if size is not None and (not size.isdigit() or len(size) > 20):
+            self.out.append(_reply(501, "5.5.4", "SIZE needs a number"))
+            return
+        if size is not None and int(size) > self.listener.max_bytes:
+            self.out.append(self.listener.too_big)
+            return
+        txn = Transaction(sender, params, self.peer, self.ident)
+        self.ident = ""
+        refusal = self.listener.handler.mail(txn)
+        if refusal is not None:
+            self.out.append(refusal.wire())
+            return
+        self.txn = txn
+        self.out.append(b"250 2.1.0 Ok\r\n")
+
+    def _rcpt(self, arg: str) -> None:
+        txn = self.txn
+        if txn is None:
+            self.out.append(_reply(503, "5.5.1", "Error: need MAIL command"))
+            return
+        rest = split_keyword(arg, "TO:")
+        if rest is None:
+            self.out.append(_reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
+            return
+        try:
+            address, param_text = path_text(rest, allow_null=False)
+            params = parse_params(param_text) if param_text else {}
+        except PathError as exc:
+            self.out.append(exc.reply.wire())
+            return
+        if len(txn.rcpts) >= self.listener.max_recipients:
+            self.out.append(_reply(452, "4.5.3", "Too many recipients"))
+            return
+        refusal = self.listener.handler.rcpt(txn, address, params)
+        if refusal is not None:
+            self.out.append(refusal.wire())
+            return
+        txn.rcpts.append(address)
+        self.out.append(b"250 2.1.5 Ok\r\n")
+
+    def _data(self, arg: str) -> None:
+        txn = self.txn
+        if txn is None:
+            self.out.append(_reply(503, "5.5.1", "Error: need MAIL command"))
+            return
+        if not txn.rcpts:
+            self.out.append(_reply(503, "5.5.1", "Error: need RCPT command"))
+            return
+        if arg:
+            self.out.append(_reply(501, "5.5.4", "Syntax: DATA"))
+            return
+        self.in_data = True
+        self.dropped = False
+        self.scanned = 0
+        self.out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+
+    def _end_of_data(self, body: bytes) -> None:
+        txn = self.txn
+        assert txn is not None
+        n = len(txn.rcpts)
+        listener = self.listener
+        refusal = None
+        if self.dropped or len(body) > listener.max_bytes + 2:
+            refusal = listener.too_big
+        elif listener.max_line and len(body) > listener.max_line and longest_line(body) + 2 > listener.max_line:
+            refusal = _reply(500, "5.5.2", "Line too long (see RFC 5321 4.5.3.1.6)")
+        if refusal is not None:
+            self.txn = None
+            self.out.append(refusal * n)
+            return
+        self.busy = True
+        listener.in_flight += 1
+        listener.idle.clear()
+        try:
+            pending = listener.handler.data(txn, unstuff(body))
+        except Exception as exc:  # noqa: BLE001 - the handler's bug: still one reply per recipient
+            self._stored(txn, exc)
+            return
+        if isinstance(pending, asyncio.Future):
+            pending.add_done_callback(lambda fut: self._stored(txn, fut))
+        else:
+            task = asyncio.ensure_future(pending)
+            task.add_done_callback(lambda fut: self._stored(txn, fut))
+
+    def _stored(self, txn: Transaction, outcome: "asyncio.Future | BaseException") -> None:
+        listener = self.listener
+        listener.in_flight -= 1
+        if not listener.in_flight:
+            listener.idle.set()
+        n = len(txn.rcpts)
+        error = outcome if isinstance(outcome, BaseException) else (
+            outcome.exception() if not outcome.cancelled() else asyncio.CancelledError())
+        if error is None:
+            replies = outcome.result()  # type: ignore[union-attr]
+            if len(replies) != n:
+                error = RuntimeError(f"{len(replies)} replies for {n} recipients")
+        if error is not None:
+            log.error("lmtp_data_failed", error=repr(error), exc_info=error)
+            self.out.append(_reply(451, "4.3.0", "Internal error, try again later") * n)
+        else:
+            self.out.append(b"".join(r.wire() for r in replies))
+        self.txn = None
+        self.busy = False
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.transport is None:
+            return
+        if self.buf:
+            self._process()
+        else:
+            self._flush()
+
+    def _rset(self, arg: str) -> None:
+        self.txn = None
+        self.out.append(_OK)
+
+    def _noop(self, arg: str) -> None:
+        self.out.append(_OK)
+
+    def _vrfy(self, arg: str) -> None:
+        self.out.append(_reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"))
+
+    def _help(self, arg: str) -> None:
+        self.out.append(_reply(214, "2.0.0", "Commands: LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP XFORWARD"))
+
+    def _quit(self, arg: str) -> None:
+        self.out.append(_reply(221, "2.0.0", "Bye"))
+        self.closing = True
+
+
+_COMMANDS: dict[str, Callable[[LMTPConnection, str], None]] = {
+    "LHLO": LMTPConnection._lhlo, "HELO": LMTPConnection._helo, "EHLO": LMTPConnection._helo,
+    "XFORWARD": LMTPConnection._xforward, "MAIL": LMTPConnection._mail, "RCPT": LMTPConnection._rcpt,
+    "DATA": LMTPConnection._data, "RSET": LMTPConnection._rset, "NOOP": LMTPConnection._noop,
+    "VRFY": LMTPConnection._vrfy, "HELP": LMTPConnection._help, "QUIT": LMTPConnection._quit,
+}
+
+
+def _xtext_decode(value: str) -> str:
+    if "+" not in value:
+        return value
+    out = bytearray()
+    i = 0
+    raw = value.encode("utf-8", "surrogateescape")
+    while i < len(raw):
+        if raw[i:i + 1] == b"+" and i + 2 < len(raw) and all(c in b"0123456789ABCDEFabcdef" for c in raw[i + 1:i + 3]):
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "replace")

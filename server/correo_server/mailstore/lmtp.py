@@ -1,4 +1,5 @@
-"""LMTP delivery into the mailstore (RFC 2033), on aiosmtpd's ``LMTP`` protocol.
+"""LMTP delivery into the mailstore (RFC 2033), on the wire layer's lean server
+(:mod:`correo_server.wire.server`).
 
 The queue hands every local recipient over here.  ``RCPT TO`` refuses
 addresses nobody owns (``550 5.1.1``); after ``DATA`` every accepted
@@ -19,10 +20,9 @@ decided this copy is to be kept (re-forwarding from here would bypass the
 queue's retries and bounces).  Two recipients of one transaction that are
 the same mailbox (an address and its alias) get one copy, and both a 250.
 
-The message is stored byte for byte: aiosmtpd runs with ``decode_data=False``
-(bytes, no charset decoding), only the SMTP transparency dot is removed, and
-the line-length limit is raised to the size limit so that long lines (and
-8-bit or binary bodies) pass unchanged.  Two trace headers are prepended:
+The message is stored byte for byte: bytes, no charset decoding, only the
+SMTP transparency dot removed, no line-length limit (long lines and 8-bit
+or binary bodies pass unchanged).  Two trace headers are prepended:
 ``Return-Path:`` and ``Delivered-To:``.
 
 Size limit: ``mailstore.maxLiteralBytes`` (64 MiB by default), the same
@@ -37,12 +37,10 @@ import errno
 import time
 import weakref
 
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import Envelope, Session
-
 from .. import logs
 from ..config import Listen
-from ..smtpbase import Speedups
+from ..wire.replies import Reply
+from ..wire.server import Listener, Transaction
 from . import lmtp_policy as policy
 from . import maildir
 from . import store as storemod
@@ -54,9 +52,8 @@ log = logs.get(__name__)
 IDENT = "correo LMTP"
 SHUTDOWN_GRACE_SECONDS = 30.0
 
-# Per listener: its handler and open connections, for a clean shutdown.
-_listeners: "weakref.WeakKeyDictionary[asyncio.AbstractServer, tuple[DeliveryHandler, set]]" = \
-    weakref.WeakKeyDictionary()
+# Per listening socket: its wire listener, for a clean shutdown.
+_listeners: "weakref.WeakKeyDictionary[asyncio.AbstractServer, Listener]" = weakref.WeakKeyDictionary()
 
 
 def register_metrics(metrics) -> None:
@@ -67,69 +64,35 @@ def register_metrics(metrics) -> None:
 
 
 class DeliveryHandler:
-    """aiosmtpd handler hooks (``handle_<VERB>``) for the mailstore's LMTP."""
+    """The wire server's handler (:class:`correo_server.wire.server.Handler`)
+    for the mailstore's LMTP."""
 
     def __init__(self, ctx: MailstoreContext) -> None:
         self.ctx = ctx
-        self.in_flight = 0  # DATA commands being stored now
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def _directory(self):
         return self.ctx.directory.get()
 
-    async def handle_EHLO(self, server: LMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
-        # RFC 2033 section 5: an LMTP server must support PIPELINING and
-        # ENHANCEDSTATUSCODES (aiosmtpd reads commands one by one off the
-        # stream, so pipelined commands simply queue up).
-        session.host_name = hostname
-        self.ctx.metrics.inc("mailstore_lmtp_sessions_total")
-        return [responses[0], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *responses[1:]]
+    def mail(self, txn: Transaction) -> Reply | None:
+        return None
 
-    async def handle_MAIL(self, server: LMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 Sender OK"
-
-    async def handle_RCPT(self, server: LMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    def rcpt(self, txn: Transaction, address: str, params: dict) -> Reply | None:
         refusal = policy.rcpt_reply(address, self._directory().lookup(address))
         if refusal is not None:
             self.ctx.metrics.inc("mailstore_deliveries_total", result="rejected")
-            log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal))
-            return str(refusal)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Recipient OK"
+            log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal), queue_id=txn.ident or None)
+            return refusal
+        return None
 
-    async def handle_DATA(self, server: LMTP, session: Session, envelope: Envelope) -> str:
-        self.in_flight += 1
-        self.idle.clear()
-        try:
-            return await self._data(envelope)
-        except Exception as exc:  # never one reply where LMTP owes one per recipient
-            log.exception("lmtp_data_failed", error=repr(exc))
-            return "\r\n".join([str(policy.store_failed())] * len(envelope.rcpt_tos))
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
-
-    async def _data(self, envelope: Envelope) -> str:
-        content = envelope.original_content
-        if isinstance(content, str):  # never with decode_data=False; be safe anyway
-            content = content.encode("utf-8", "surrogateescape")
-        content = bytes(content or b"")
-        sender = envelope.mail_from or ""
+    async def data(self, txn: Transaction, content: bytes) -> list[Reply]:
+        sender = txn.sender
         directory = self._directory()
         # One delivery per mailbox (an address and its alias in one transaction
         # get one copy); different mailboxes are written concurrently, each
         # under its own lock in the store.
         targets: list[tuple[str, str | None]] = []  # (rcpt, mailbox key or None)
         first_rcpt: dict[str, tuple[str, object]] = {}
-        for rcpt in envelope.rcpt_tos:
+        for rcpt in txn.rcpts:
             entry = directory.lookup(rcpt)
             key = entry.address.lower() if entry is not None else None
             targets.append((rcpt, key))
@@ -138,13 +101,13 @@ class DeliveryHandler:
         if len(first_rcpt) == 1:  # the usual case: no task to make
             ((rcpt, entry),) = first_rcpt.values()
             try:
-                outcomes: list = [await self._deliver_one(sender, rcpt, entry, content)]
+                outcomes: list = [await self._deliver_one(txn, sender, rcpt, entry, content)]
             except Exception as exc:  # noqa: BLE001 - as gather(return_exceptions=True) would hand it over
                 outcomes = [exc]
         else:
-            outcomes = await asyncio.gather(*(self._deliver_one(sender, rcpt, entry, content)
+            outcomes = await asyncio.gather(*(self._deliver_one(txn, sender, rcpt, entry, content)
                                               for rcpt, entry in first_rcpt.values()), return_exceptions=True)
-        by_mailbox: dict[str, policy.Reply] = {}
+        by_mailbox: dict[str, Reply] = {}
         for key, outcome in zip(first_rcpt, outcomes):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, asyncio.CancelledError):
@@ -156,10 +119,10 @@ class DeliveryHandler:
         for reply in replies:
             result = "delivered" if reply.ok else "deferred" if reply.temporary else "rejected"
             self.ctx.metrics.inc("mailstore_deliveries_total", result=result)
-        # One reply line per RCPT that got 250, in RCPT order (RFC 2033 section 4.2).
-        return "\r\n".join(str(r) for r in replies)
+        # One reply per RCPT that got 250, in RCPT order (RFC 2033 section 4.2).
+        return replies
 
-    async def _deliver_one(self, sender: str, rcpt: str, entry, content: bytes) -> policy.Reply:
+    async def _deliver_one(self, txn: Transaction, sender: str, rcpt: str, entry, content: bytes) -> Reply:
         cfg = self.ctx.config.mailstore
         store = self.ctx.store
         message = policy.trace_headers(sender, rcpt) + content
@@ -178,7 +141,7 @@ class DeliveryHandler:
             rcpt, entry, message_bytes=len(message), used_bytes=used,
             over_quota_policy=cfg.over_quota, free_bytes=free, min_free_bytes=cfg.min_free_bytes)
         if refusal is not None:
-            log.info("lmtp_refused", rcpt=rcpt, reply=str(refusal))
+            log.info("lmtp_refused", rcpt=rcpt, reply=str(refusal), queue_id=txn.ident or None)
             self._note_refusal(entry, refusal)
             return refusal
         assert entry is not None
@@ -199,45 +162,18 @@ class DeliveryHandler:
             reply = policy.store_failed()
         else:
             self.ctx.metrics.inc("mailstore_delivered_bytes_total", len(message))
-            log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=uid, size=len(message))
+            log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=uid, size=len(message),
+                     queue_id=txn.ident or None)
             return policy.stored(rcpt, uid)
-        log.info("lmtp_refused", rcpt=rcpt, reply=str(reply))
+        log.info("lmtp_refused", rcpt=rcpt, reply=str(reply), queue_id=txn.ident or None)
         self._note_refusal(entry, reply)
         return reply
 
-    def _note_refusal(self, entry, reply: policy.Reply) -> None:
+    def _note_refusal(self, entry, reply: Reply) -> None:
         """Suspended and over-quota refusals go on the mailbox's /status entry."""
         if entry is not None and is_mailbox_refusal(reply):
             now = (self.ctx.clock or time.time)()
             self.ctx.refusals.record(entry.address, str(reply), now)
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.error("lmtp_error", error=repr(error))
-        return "451 4.3.0 internal error, try again later"
-
-
-# aiosmtpd's own refusals of a message after DATA, given once; LMTP owes one
-# reply per accepted recipient (RFC 2033 section 4.2), or the client waits forever.
-_DATA_REFUSALS = {
-    "552 Error: Too much mail data": "552 5.3.4 message too big for this system",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 line too long",
-}
-
-
-class _LMTP(Speedups, LMTP):
-    """aiosmtpd's LMTP (made cheaper by :class:`~correo_server.smtpbase.Speedups`)
-    with a per-instance line-length limit (aiosmtpd reads it when it builds its
-    StreamReader, in ``__init__``), and aiosmtpd's single post-DATA refusals
-    repeated once per recipient."""
-
-    def __init__(self, handler, *, line_length_limit: int, **kwargs) -> None:
-        self.line_length_limit = line_length_limit
-        super().__init__(handler, **kwargs)
-
-    async def push(self, status) -> None:
-        if isinstance(status, str) and status in _DATA_REFUSALS and self.envelope and self.envelope.rcpt_tos:
-            status = "\r\n".join([_DATA_REFUSALS[status]] * len(self.envelope.rcpt_tos))
-        await super().push(status)
 
 
 def size_limit(ctx: MailstoreContext) -> int:
@@ -249,27 +185,11 @@ async def serve_lmtp(ctx: MailstoreContext, listen: Listen) -> asyncio.AbstractS
     only, which the NetworkPolicy enforces on Kubernetes)."""
     register_metrics(ctx.metrics)
     handler = DeliveryHandler(ctx)
-    limit = size_limit(ctx)
-    loop = asyncio.get_running_loop()
-    live: "weakref.WeakSet[_LMTP]" = weakref.WeakSet()
-
-    def factory() -> _LMTP:
-        protocol = _LMTP(
-            handler,
-            line_length_limit=limit + 2,
-            data_size_limit=limit,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            hostname=ctx.config.hostname,
-            ident=IDENT,
-            timeout=300,
-            loop=loop,
-        )
-        live.add(protocol)
-        return protocol
-
-    server = await loop.create_server(factory, listen.host, listen.port, reuse_address=True)
-    _listeners[server] = (handler, live)
+    listener = Listener(handler, hostname=ctx.config.hostname, max_bytes=size_limit(ctx), max_line=None,
+                        timeout=300, ident=IDENT,
+                        on_connection=lambda: ctx.metrics.inc("mailstore_lmtp_sessions_total"))
+    server = await listener.start(listen.host, listen.port)
+    _listeners[server] = listener
     return server
 
 
@@ -277,16 +197,9 @@ async def shutdown(server: asyncio.AbstractServer, grace: float = SHUTDOWN_GRACE
     """Stop accepting, let deliveries being stored finish (their 250 goes out),
     then close every connection.  A transaction cut off before its reply was
     sent is not acknowledged, so the queue tries it again: nothing is lost."""
-    server.close()
-    handler, live = _listeners.get(server, (None, ()))
-    if handler is not None and not handler.idle.is_set():
-        try:
-            await asyncio.wait_for(handler.idle.wait(), grace)
-        except TimeoutError:
-            log.warning("lmtp_shutdown_with_deliveries_in_flight", count=handler.in_flight)
-        await asyncio.sleep(0)  # let the replies be written
-    for protocol in list(live):
-        transport = protocol.transport
-        if transport is not None:
-            transport.close()
-    await server.wait_closed()
+    listener = _listeners.get(server)
+    if listener is None:
+        server.close()
+        await server.wait_closed()
+        return
+    await listener.close(grace)

@@ -1,6 +1,6 @@
 """What LMTP answers for each recipient: pure decisions, no I/O.
 
-:mod:`.lmtp` (the aiosmtpd handler) gathers the facts (the directory entry,
+:mod:`.lmtp` (the LMTP handler) gathers the facts (the directory entry,
 the mailbox's usage, the free space on the data volume, the message size)
 and asks here; the reply it gets is what the queue sees for that recipient.
 RFC 2033 gives one reply per accepted recipient after DATA; the enhanced
@@ -21,27 +21,11 @@ stored (fsynced)       250 2.0.0
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..directory import MailboxEntry
+from ..wire.replies import Reply
 
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    status: str  # RFC 3463 enhanced status code
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
+__all__ = ["Reply", "delivery_reply", "disk_full", "mailbox_full", "over_quota", "over_quota_reply", "rcpt_reply",
+           "store_failed", "stored", "suspended", "too_big", "trace_headers", "unknown"]
 
 
 def unknown(address: str) -> Reply:

@@ -19,6 +19,7 @@ from typing import Callable
 
 from ..config import ServerConfig
 from ..directory import Directory
+from ..wire.replies import Reply
 from .clock import Clock
 from .ownership import domain_of, owning_domain
 from .records import Envelope, Message, QueueState, Rcpt
@@ -27,19 +28,19 @@ from .spool import Spool
 
 @dataclass(frozen=True)
 class Refusal:
-    reply: str  # "550 5.1.1 <x@example.com>: no such mailbox"
+    reply: Reply  # 550 5.1.1 <x@example.com>: no such mailbox here
 
 
 def expand(cfg: ServerConfig, directory: Directory, address: str) -> list[Rcpt] | Refusal:
     """Where mail for ``address`` goes, or why it is refused."""
     domain = domain_of(address)
     if not domain:
-        return Refusal(f"553 5.1.3 <{address}>: recipient address must include a domain")
+        return Refusal(Reply(553, "5.1.3", f"<{address}>: recipient address must include a domain"))
     if not cfg.is_hosted(domain):
         return [Rcpt(address, address, False)]
     found = directory.expand(address)
     if found is None:
-        return Refusal(f"550 5.1.1 <{address}>: Recipient address rejected: no such mailbox here")
+        return Refusal(Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: no such mailbox here"))
     out = [Rcpt(mailbox, address, True) for mailbox in found.local]
     # A forward to an unknown address of a hosted domain still goes to the
     # mailstore, which refuses it (and the sender hears of it).

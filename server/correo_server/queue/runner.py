@@ -376,7 +376,7 @@ class Runner:
             created = None
             target = self.intake.expand(env.sender)
             if isinstance(target, Refusal):
-                log.warning("notice_undeliverable", queue_id=env.id, sender=env.sender, reason=target.reply)
+                log.warning("notice_undeliverable", queue_id=env.id, sender=env.sender, reason=str(target.reply))
             else:
                 created = await self.intake.accept(
                     "", dedupe([target]), notice.data, smtputf8=not env.sender.isascii(),

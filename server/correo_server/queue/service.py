@@ -23,6 +23,7 @@ from . import status as statusmod
 from .admin import AdminSidePort
 from .clock import Clock, SystemClock
 from .intake import Intake
+from ..wire.server import Listener
 from .lmtp_in import Handler, start_listener
 from .mx import MXResolver, make_resolver
 from .ownership import reowned
@@ -82,7 +83,7 @@ class QueueService:
         self.state: QueueState | None = None
         self.runner: Runner | None = None
         self.sideport: AdminSidePort | None = None
-        self._lmtp: asyncio.AbstractServer | None = None
+        self._lmtp: Listener | None = None
         self.ports: dict[str, int] = {}
 
     async def start(self) -> dict[str, int]:
@@ -119,18 +120,20 @@ class QueueService:
         handler = Handler(intake, self.spool, cfg.queue.max_message_bytes, self.metrics)
         self._lmtp = await start_listener(cfg.queue.lmtp, handler, hostname=cfg.hostname,
                                           max_message_bytes=cfg.queue.max_message_bytes,
+                                          max_line=cfg.relay.max_line_length + 3,
                                           timeout=float(cfg.queue.command_timeout_seconds))
         self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
                                       ready=self.ready, runner=self.runner)
         http_port = await self.sideport.start()
-        lmtp_port = self._lmtp.sockets[0].getsockname()[1]
+        assert self._lmtp.server is not None
+        lmtp_port = self._lmtp.server.sockets[0].getsockname()[1]
         self.ports = {"lmtp": lmtp_port, "http": http_port}
         log.info("queue_started", spool=str(self.spool.root), messages=len(state), **self.ports)
         return dict(self.ports)
 
     def ready(self) -> bool:
         return (self.runner is not None and self.runner.running and self._lmtp is not None
-                and self._lmtp.is_serving() and self.spool.has_room())
+                and self._lmtp.server is not None and self._lmtp.server.is_serving() and self.spool.has_room())
 
     def status(self) -> dict[str, Any]:
         assert self.state is not None
@@ -138,11 +141,10 @@ class QueueService:
 
     async def stop(self, grace: float = 10.0) -> None:
         if self._lmtp is not None:
-            self._lmtp.close()
-            try:
-                await asyncio.wait_for(self._lmtp.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
-                pass  # an LMTP client still connected: it gets no 250 for unsaved mail
+            # No new connections; messages being spooled finish and get their
+            # 250; then every connection closes (a client without its 250
+            # keeps the message and tries again).
+            await self._lmtp.close(grace)
             self._lmtp = None
         if self.runner is not None:
             await self.runner.stop(grace)

@@ -89,8 +89,9 @@ class Listener:
 
     def __init__(self, handler: Handler, *, hostname: str, max_bytes: int, max_line: int | None = None,
                  max_recipients: int = 1000, timeout: float = 300.0, ident: str = "correo LMTP",
-                 extensions: tuple[str, ...] = ()) -> None:
+                 extensions: tuple[str, ...] = (), on_connection: Callable[[], None] | None = None) -> None:
         self.handler = handler
+        self.on_connection = on_connection  # called for each new connection (a metric)
         self.hostname = hostname
         self.max_bytes = max_bytes
         self.max_line = max_line  # octets of a line as sent (stuffed), CRLF included; None: any
@@ -109,6 +110,8 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
 
     def __call__(self) -> "LMTPConnection":
+        if self.on_connection is not None:
+            self.on_connection()
         return LMTPConnection(self)
 
     async def start(self, host: str, port: int) -> asyncio.AbstractServer:

@@ -108,6 +108,31 @@ async def test_greeting_and_idle_timeout(make_relay):
     await client.close()
 
 
+async def test_the_idle_timeout_counts_from_the_last_input(make_relay):
+    relay = await make_relay(relay={"timeout_seconds": 1})
+    client = await RawClient.connect(relay.smtp)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(3):  # active for longer than the timeout: still served
+        await asyncio.sleep(0.6)
+        assert (await client.cmd("NOOP"))[0] == 250
+    assert (await client.cmd("EHLO client.example"))[0] == 250
+    assert (await client.cmd("MAIL FROM:<someone@foreign.example>"))[0] == 250
+    assert (await client.cmd("RCPT TO:<alice@example.com>"))[0] == 250
+    assert (await client.cmd("DATA"))[0] == 354
+    for _ in range(3):  # a slow message is not an idle session
+        await asyncio.sleep(0.6)
+        await client.send(b"Subject: slow\r\n")
+    await client.send(b"\r\nbody\r\n.\r\n")
+    assert (await client.reply())[0] == 250
+    last = loop.time()
+    code, lines = await client.reply(timeout=5)
+    assert (code, lines[-1][4:9]) == (421, "4.4.2")
+    assert 0.9 <= loop.time() - last <= 2.5 and loop.time() - start > 4
+    assert await client.closed()
+    await client.close()
+
+
 async def test_stop_lets_a_message_in_flight_finish_and_closes_idle_sessions(make_relay):
     relay = await make_relay()
     relay.service.grace = 5.0

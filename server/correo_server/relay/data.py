@@ -1,8 +1,8 @@
 """Reading a message after ``DATA``: the state machine, without I/O.
 
-:mod:`.smtp` reads the socket up to each ``CRLF`` and feeds the pieces here;
-a line too long for the reader's buffer arrives in several pieces
-(``complete=False`` for all but the last).  The reader:
+:mod:`.smtp` passes the message here as it arrives, in whatever pieces
+(:class:`~.smtp.DataSink` keeps back only what could be the start of the
+end marker, so that the reader never sees it).  The reader:
 
 * ends the message only at ``CRLF . CRLF`` -- a line that is exactly
   ``.`` followed by CRLF.  ``LF . LF``, ``CR . CR``, ``LF . CRLF`` and the like

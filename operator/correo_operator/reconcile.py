@@ -45,9 +45,6 @@ from .model import MailDomain, Mailbox, belongs
 
 log = logs.get(__name__)
 
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
 # Every kind render may produce, so that a kind it stops producing is pruned too.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
@@ -278,7 +275,7 @@ async def gather(kube: Kube, domain: MailDomain) -> Inputs:
 async def list_children(kube: Kube, domain: MailDomain,
                         kinds: tuple[tuple[str, str], ...] = CHILD_KINDS) -> list[dict]:
     ns, name = domain.namespace, domain.name
-    labels = {LABEL_INSTANCE: name, LABEL_MANAGED_BY: rendering.MANAGED_BY}
+    labels = {rendering.LABEL_INSTANCE: name, rendering.LABEL_MANAGED_BY: rendering.MANAGED_BY}
     out: list[dict] = []
     for api_version, kind in kinds:
         for obj in await kube.list(api_version, kind, ns, labels=labels):

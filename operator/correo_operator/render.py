@@ -45,6 +45,13 @@ DEFAULT_IMAGE = "ghcr.io/correo-dev/correo:0.1.0"
 CONFIG_MOUNT = "/etc/correo"
 UID = 10001
 MANAGED_BY = "correo"
+# The labels of every child (the recommended app.kubernetes.io set); the
+# operator finds a MailDomain's children by instance and managed-by.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
 PORTS = cfgmod.DEFAULT_PORTS
 # Service port → container port
 RELAY_SERVICE_PORTS = [("smtp", 25, PORTS["smtp"]), ("submission", 587, PORTS["submission"]),
@@ -210,20 +217,14 @@ def directory_entries(domain: MailDomain, mailboxes: list[Mailbox],
 # ---------------------------------------------------------------------------
 
 def _labels(domain: MailDomain, component: str | None = None) -> dict[str, str]:
-    labels = {
-        "app.kubernetes.io/name": "correo",
-        "app.kubernetes.io/instance": domain.name,
-        "app.kubernetes.io/part-of": "correo",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-    }
+    labels = {LABEL_NAME: "correo", LABEL_INSTANCE: domain.name, LABEL_PART_OF: "correo", LABEL_MANAGED_BY: MANAGED_BY}
     if component:
-        labels["app.kubernetes.io/component"] = component
+        labels[LABEL_COMPONENT] = component
     return labels
 
 
 def _selector(domain: MailDomain, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/instance": domain.name, "app.kubernetes.io/component": component,
-            "app.kubernetes.io/name": "correo"}
+    return {LABEL_INSTANCE: domain.name, LABEL_COMPONENT: component, LABEL_NAME: "correo"}
 
 
 def child_meta(domain: MailDomain, name: str, component: str | None = None) -> dict[str, Any]:

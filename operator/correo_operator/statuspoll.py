@@ -28,7 +28,7 @@ from . import secretdata
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
 from .model import MailDomain, Mailbox, domain_of
-from .reconcile import LABEL_COMPONENT, Outcome
+from .reconcile import Outcome
 
 log = logs.get(__name__)
 
@@ -74,7 +74,7 @@ def availability(children: list[dict]) -> dict[str, tuple[int, int]]:
     for obj in children:
         if obj.get("kind") not in ("Deployment", "StatefulSet"):
             continue
-        component = (obj["metadata"].get("labels") or {}).get(LABEL_COMPONENT)
+        component = (obj["metadata"].get("labels") or {}).get(rendering.LABEL_COMPONENT)
         if component in ("relay", "queue", "mailstore"):
             wanted = int((obj.get("spec") or {}).get("replicas", 1))
             ready = int((obj.get("status") or {}).get("readyReplicas") or 0)

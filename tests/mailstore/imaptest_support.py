@@ -94,7 +94,7 @@ class ServerThread:
     running its own event loop in a thread.  ``call(coro)`` runs a coroutine
     there (e.g. ``store.deliver``)."""
 
-    def __init__(self, config: ServerConfig, directory, tls_files=None) -> None:
+    def __init__(self, config: ServerConfig, directory, tls_files=None, registry=None) -> None:
         from correo_server.mailstore.imap.server import serve_imap
         from correo_server.tlsfiles import ServerTLS
 
@@ -108,7 +108,7 @@ class ServerThread:
         async def start():
             self.store = Store.from_config(config, directory)
             self.ctx = make_context(config, directory, self.store, tls=tls)
-            self.server = await serve_imap(self.ctx, config.mailstore.imap)
+            self.server = await serve_imap(self.ctx, config.mailstore.imap, registry=registry)
             self.tls_server = await serve_imap(self.ctx, config.mailstore.imaps, implicit_tls=True) if tls else None
 
         self.call(start())

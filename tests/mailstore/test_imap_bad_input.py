@@ -10,8 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from correo_server.mailstore.imap import parser, responses
-from correo_server.mailstore.imap.parser import BadCommand, Command, parse_command
+from correo_server.mailstore.imap import reader, responses
+from correo_server.mailstore.imap.commands import default_registry
+from correo_server.mailstore.imap.commands.base import Command
+from correo_server.mailstore.imap.reader import BadCommand
+
+parse_command = default_registry().parse
 from imaptest_messages import SIMPLE
 from imaptest_support import ALICE, RawClient, ServerThread, make_config, make_directory
 
@@ -56,7 +60,7 @@ MISSING = [
     ("FETCH 1", b"BAD FETCH needs a message set and the data items to fetch"),
     ("UID FETCH", b"BAD UID FETCH needs a UID set and the data items to fetch"),
     ("UID EXPUNGE", b"BAD UID EXPUNGE needs a UID set"),
-    ("UID", b"BAD UID needs a command: FETCH, STORE, SEARCH, COPY, MOVE or EXPUNGE"),
+    ("UID", b"BAD UID needs a command: COPY, EXPUNGE, FETCH, MOVE, SEARCH or STORE"),
     ("SEARCH", b"BAD SEARCH needs search criteria"),
     ("SEARCH FROM", b"BAD Error in IMAP command SEARCH: FROM needs a search string"),
     ("SEARCH OR SEEN", b"BAD Error in IMAP command SEARCH: OR needs two search keys"),
@@ -224,7 +228,7 @@ def test_garbage_bytes_never_kill_the_server(imap):
 
 # -- the parser, by property --------------------------------------------------------------
 
-COMMAND_WORDS = sorted(parser.COMMANDS) + ["UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
+COMMAND_WORDS = sorted(default_registry().commands) + ["UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
                                            "UID EXPUNGE", "UID BOGUS", "FOO"]
 ARG_PIECES = st.sampled_from([
     b"INBOX", b'""', b'"a b"', b"(", b")", b"*", b"%", b"1", b"1:*", b"2,4:5", b"0", b"{3}\r\nabc", b"{2+}\r\nxy",
@@ -282,9 +286,9 @@ def test_strings_are_always_well_formed(value):
     out = responses.string(value)
     if out.startswith(b'"'):
         assert b"\r" not in out and b"\n" not in out and all(b < 0x80 for b in out)
-        reparsed = parser.Reader(out).quoted()
+        reparsed = reader.Reader(out).quoted()
     else:
-        reparsed = parser.Reader(out).literal()
+        reparsed = reader.Reader(out).literal()
     assert reparsed == value
 
 

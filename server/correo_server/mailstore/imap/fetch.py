@@ -1,34 +1,44 @@
-"""FETCH data items (RFC 3501 section 6.4.5 / 7.4.2, RFC 7162 MODSEQ).
+"""FETCH data items (RFC 3501 sections 6.4.5 and 7.4.2; MODSEQ from RFC 7162).
 
-:func:`render` turns one message and the requested attributes into the
-parenthesised list of a ``* n FETCH (...)`` response.  Body sections are
-slices of the stored bytes (:mod:`..message`), always sent as literals, so
-8-bit and binary content come back exactly as stored.  A small cache keeps
-recently used messages parsed, because clients fetch a message's structure
-and then its parts in separate commands.
+Each item the client asks for is a :class:`FetchItem` that renders its part
+of a ``* n FETCH (...)`` response for one message (:func:`render`).  Body
+sections are slices of the stored bytes (:mod:`..message`), always sent as
+literals, so 8-bit and binary content come back exactly as stored.  Items
+are made by parsers registered by name in the command registry
+(:mod:`.commands.fetch` registers RFC 3501's; an extension adds its own, e.g.
+CONDSTORE's MODSEQ), so the FETCH command knows no item by name.
+
+A small cache keeps recently used messages parsed, because clients fetch a
+message's structure and then its parts in separate commands.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ..message import Entity, find_part, parse
-from ..store import MessageInfo
+from .backend import MessageInfo
 from .bodystructure import body_structure
 from .envelope import envelope
-from .parser import FetchAtt, Section
-from .responses import NIL, flag_list, internaldate, literal
-
-CONTENT_ATTS = {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}
-STRUCTURE_ATTS = {"ENVELOPE", "BODYSTRUCTURE", "BODY"}
+from .responses import NIL, astring, flag_list, internaldate, literal
 
 
-def needs_data(atts: list[FetchAtt]) -> bool:
-    return any(a.name in CONTENT_ATTS or a.name in STRUCTURE_ATTS or a.section is not None for a in atts)
+@dataclass(frozen=True)
+class Section:
+    part: tuple[int, ...] = ()
+    text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[bytes, ...] = ()
 
-
-def sets_seen(atts: list[FetchAtt]) -> bool:
-    """BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \\Seen."""
-    return any((a.section is not None and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
+    def spec(self) -> bytes:
+        """The section as echoed in the response: ``1.2.HEADER.FIELDS (FROM)``."""
+        parts = [".".join(str(p) for p in self.part).encode()] if self.part else []
+        if self.text:
+            parts.append(self.text.encode())
+        out = b".".join(parts)
+        if self.text.startswith("HEADER.FIELDS"):
+            out += b" (" + b" ".join(astring(f) for f in self.fields) + b")"
+        return out
 
 
 class ParsedCache:
@@ -101,63 +111,159 @@ def section_bytes(loaded: Loaded, section: Section) -> bytes | None:
     return None
 
 
-def render(msg: MessageInfo, atts: list[FetchAtt], loaded: Loaded | None, *, recent: bool,
-           extra_first: list[str] = (), extra_last: list[str] = ()) -> bytes:
-    """``(item value item value ...)`` for one message.  ``extra_first`` /
-    ``extra_last`` name items the server adds (UID for UID FETCH, FLAGS
-    after an implicit \\Seen, MODSEQ under CONDSTORE) when not requested."""
+# ---------------------------------------------------------------------------
+# Items
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Fetched:
+    """One message as the items see it."""
+
+    msg: MessageInfo
+    loaded: Loaded | None  # the content, when an item needs it
+    recent: bool
+
+
+class FetchItem:
+    """One requested data item.  ``key`` names it in the response (and makes
+    a repeated item appear once); ``needs_data``: the message's content must
+    be read; ``sets_seen``: fetching it sets \\Seen (RFC 3501 6.4.5)."""
+
+    key: str = ""
+    needs_data: ClassVar[bool] = False
+    sets_seen: bool = False
+    repeatable: ClassVar[bool] = False  # BODY[...] items are each answered, even when repeated
+
+    def render(self, f: Fetched) -> bytes:
+        raise NotImplementedError
+
+    def prepare(self, session) -> None:
+        """Runs once before the messages are fetched (e.g. to switch a mode on)."""
+
+
+class Uid(FetchItem):
+    key = "UID"
+
+    def render(self, f: Fetched) -> bytes:
+        return b"UID %d" % f.msg.uid
+
+
+class Flags(FetchItem):
+    key = "FLAGS"
+
+    def render(self, f: Fetched) -> bytes:
+        return b"FLAGS " + flag_list(f.msg.flags | {"\\Recent"} if f.recent else f.msg.flags)
+
+
+class ModSeq(FetchItem):
+    """CONDSTORE's MODSEQ (RFC 7162 3.1.4); the FETCH command adds it by
+    itself when CONDSTORE is on and flags are reported."""
+
+    key = "MODSEQ"
+
+    def render(self, f: Fetched) -> bytes:
+        return b"MODSEQ (%d)" % f.msg.modseq
+
+
+class InternalDate(FetchItem):
+    key = "INTERNALDATE"
+
+    def render(self, f: Fetched) -> bytes:
+        return b"INTERNALDATE " + internaldate(f.msg.internaldate, f.msg.tzoffset)
+
+
+class Size(FetchItem):
+    key = "RFC822.SIZE"
+
+    def render(self, f: Fetched) -> bytes:
+        return b"RFC822.SIZE %d" % f.msg.size
+
+
+class Envelope(FetchItem):
+    key = "ENVELOPE"
+    needs_data = True
+
+    def render(self, f: Fetched) -> bytes:
+        assert f.loaded is not None
+        return b"ENVELOPE " + envelope(f.loaded.entity)
+
+
+class BodyStructure(FetchItem):
+    """BODYSTRUCTURE, or BODY (the same without extension data)."""
+
+    needs_data = True
+
+    def __init__(self, extended: bool) -> None:
+        self.extended = extended
+        self.key = "BODYSTRUCTURE" if extended else "BODY"
+
+    def render(self, f: Fetched) -> bytes:
+        assert f.loaded is not None
+        return self.key.encode() + b" " + body_structure(f.loaded.entity, extended=self.extended)
+
+
+class Rfc822(FetchItem):
+    """RFC822 (sets \\Seen), RFC822.HEADER, RFC822.TEXT (sets \\Seen)."""
+
+    needs_data = True
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.sets_seen = key != "RFC822.HEADER"
+
+    def render(self, f: Fetched) -> bytes:
+        assert f.loaded is not None
+        if self.key == "RFC822":
+            data = f.loaded.data
+        elif self.key == "RFC822.HEADER":
+            data = f.loaded.entity.header_bytes
+        else:
+            data = f.loaded.entity.body_bytes
+        return self.key.encode() + b" " + literal(data)
+
+
+class BodySection(FetchItem):
+    """BODY[section]<partial> and BODY.PEEK[...] (which leaves \\Seen alone)."""
+
+    needs_data = True
+    repeatable = True
+
+    def __init__(self, section: Section, peek: bool, partial: tuple[int, int] | None) -> None:
+        self.section, self.peek, self.partial = section, peek, partial
+        self.sets_seen = not peek
+        self.key = "BODY[" + section.spec().decode("latin-1") + "]"
+
+    def render(self, f: Fetched) -> bytes:
+        assert f.loaded is not None
+        data = section_bytes(f.loaded, self.section)
+        key = b"BODY[" + self.section.spec() + b"]"
+        if self.partial is not None:
+            origin, count = self.partial
+            key += b"<%d>" % origin
+            if data is not None:
+                data = data[origin:origin + count]
+        return key + b" " + (NIL if data is None else literal(data))
+
+
+def needs_data(items: list[FetchItem]) -> bool:
+    return any(i.needs_data for i in items)
+
+
+def sets_seen(items: list[FetchItem]) -> bool:
+    return any(i.sets_seen for i in items)
+
+
+def render(f: Fetched, items: list[FetchItem], first: list[FetchItem] = (), last: list[FetchItem] = ()) -> bytes:
+    """``(item value item value ...)`` for one message.  ``first`` / ``last``
+    are items the server adds (UID for UID FETCH; FLAGS after an implicit
+    \\Seen, MODSEQ under CONDSTORE) unless the client asked for them."""
     out: list[bytes] = []
     done: set[str] = set()
-
-    def simple(name: str) -> bytes | None:
-        if name == "UID":
-            return b"UID %d" % msg.uid
-        if name == "FLAGS":
-            return b"FLAGS " + flag_list(msg.flags | {"\\Recent"} if recent else msg.flags)
-        if name == "MODSEQ":
-            return b"MODSEQ (%d)" % msg.modseq
-        if name == "INTERNALDATE":
-            return b"INTERNALDATE " + internaldate(msg.internaldate, msg.tzoffset)
-        if name == "RFC822.SIZE":
-            return b"RFC822.SIZE %d" % msg.size
-        return None
-
-    for name in extra_first:
-        if name not in done:
-            out.append(simple(name))
-            done.add(name)
-    for att in atts:
-        name = att.name
-        if att.section is not None:
-            data = section_bytes(loaded, att.section)
-            key = b"BODY[" + att.section.spec() + b"]"
-            if att.partial is not None:
-                origin, count = att.partial
-                key += b"<%d>" % origin
-                if data is not None:
-                    data = data[origin:origin + count]
-            out.append(key + b" " + (NIL if data is None else literal(data)))
-            continue
-        if name in done:
-            continue
-        done.add(name)
-        value = simple(name)
-        if value is not None:
-            out.append(value)
-        elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + envelope(loaded.entity))
-        elif name == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + body_structure(loaded.entity, extended=True))
-        elif name == "BODY":
-            out.append(b"BODY " + body_structure(loaded.entity, extended=False))
-        elif name == "RFC822":
-            out.append(b"RFC822 " + literal(loaded.data))
-        elif name == "RFC822.HEADER":
-            out.append(b"RFC822.HEADER " + literal(loaded.entity.header_bytes))
-        elif name == "RFC822.TEXT":
-            out.append(b"RFC822.TEXT " + literal(loaded.entity.body_bytes))
-    for name in extra_last:
-        if name not in done:
-            out.append(simple(name))
-            done.add(name)
+    for group in (first, items, last):
+        for item in group:
+            if not item.repeatable:
+                if item.key in done:
+                    continue
+                done.add(item.key)
+            out.append(item.render(f))
     return b"(" + b" ".join(out) + b")"

@@ -1,9 +1,15 @@
-"""SEARCH (RFC 3501 section 6.4.4; MODSEQ from RFC 7162): evaluating the key
-tree :mod:`.parser` builds against one message.
+"""SEARCH keys (RFC 3501 section 6.4.4; MODSEQ from RFC 7162): each key is a
+:class:`Key` that tests one message (a :class:`Candidate`).
 
-Text keys compare case-insensitively after decoding: header values from
-RFC 2047 encoded-words, bodies from their transfer encoding and charset, so
-that ``SEARCH CHARSET UTF-8 SUBJECT café`` finds ``=?iso-8859-1?q?caf=E9?=``.
+Keys are made by parsers registered by name in the command registry
+(:mod:`.commands.search` registers RFC 3501's; an extension adds its own,
+as :mod:`.commands.condstore` adds MODSEQ).  Text keys compare
+case-insensitively after decoding: header values from RFC 2047
+encoded-words, bodies from their transfer encoding and charset, so that
+``SEARCH CHARSET UTF-8 SUBJECT café`` finds ``=?iso-8859-1?q?caf=E9?=``.
+Address headers (FROM, TO, CC, BCC) also match each address in its
+canonical forms (``local@domain``, the display name, ``name
+<local@domain>``), so comments and folding inside an address do not hide it.
 Pure functions; the session loads message bytes only when a key needs them.
 """
 from __future__ import annotations
@@ -17,44 +23,18 @@ import email.utils
 import quopri
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import ClassVar
 
 from ..message import Entity, parse
-from ..store import MessageInfo
+from .backend import MessageInfo
+from .envelope import parse_addresses
+from .reader import SeqSet
 
 SUPPORTED_CHARSETS = ("US-ASCII", "UTF-8")
-_HEADER_KEYS = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "subject": "Subject"}
 
 
 def charset_supported(charset: str | None) -> bool:
     return charset is None or charset.upper() in SUPPORTED_CHARSETS
-
-
-def needs_content(tree: tuple) -> bool:
-    kind = tree[0]
-    if kind in ("text", "header"):
-        return True
-    if kind == "date" and tree[1].startswith("sent"):
-        return True
-    if kind == "and":
-        return any(needs_content(k) for k in tree[1])
-    if kind == "or":
-        return needs_content(tree[1]) or needs_content(tree[2])
-    if kind == "not":
-        return needs_content(tree[1])
-    return False
-
-
-def uses_modseq(tree: tuple) -> bool:
-    kind = tree[0]
-    if kind == "modseq":
-        return True
-    if kind == "and":
-        return any(uses_modseq(k) for k in tree[1])
-    if kind == "or":
-        return uses_modseq(tree[1]) or uses_modseq(tree[2])
-    if kind == "not":
-        return uses_modseq(tree[1])
-    return False
 
 
 def decode_header(value: bytes) -> str:
@@ -104,6 +84,22 @@ def body_text(ent: Entity) -> str:
     return "\n".join(out)
 
 
+def address_forms(value: bytes) -> list[str]:
+    """What an address header matches, case-folded: the whole decoded value,
+    and each address as ``local@domain``, its display name and ``name
+    <local@domain>``."""
+    forms = [decode_header(value).casefold()]
+    for a in parse_addresses(value) or ():
+        if a.mailbox is None or a.host is None:  # group markers
+            continue
+        addr = (a.mailbox + b"@" + a.host).decode("utf-8", "replace").casefold()
+        forms.append(addr)
+        if a.name:
+            name = decode_header(a.name).casefold()
+            forms += [name, f"{name} <{addr}>"]
+    return forms
+
+
 @dataclass
 class Candidate:
     """One message being tested: its index data, and its content when loaded."""
@@ -129,87 +125,204 @@ class Candidate:
         return self._body
 
 
+# ---------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------
+
+class Key:
+    """One search key.  ``needs_content``: the message's bytes must be read."""
+
+    needs_content: ClassVar[bool] = False
+
+    def matches(self, c: Candidate) -> bool:
+        raise NotImplementedError
+
+    def children(self) -> tuple["Key", ...]:
+        return ()
+
+    def walk(self):
+        """This key and every key inside it."""
+        yield self
+        for k in self.children():
+            yield from k.walk()
+
+
+def any_needs_content(key: Key) -> bool:
+    return any(k.needs_content for k in key.walk())
+
+
+@dataclass(frozen=True)
+class And(Key):
+    keys: tuple[Key, ...]
+
+    def children(self) -> tuple[Key, ...]:
+        return self.keys
+
+    def matches(self, c: Candidate) -> bool:
+        return all(k.matches(c) for k in self.keys)
+
+
+@dataclass(frozen=True)
+class Or(Key):
+    a: Key
+    b: Key
+
+    def children(self) -> tuple[Key, ...]:
+        return (self.a, self.b)
+
+    def matches(self, c: Candidate) -> bool:
+        return self.a.matches(c) or self.b.matches(c)
+
+
+@dataclass(frozen=True)
+class Not(Key):
+    key: Key
+
+    def children(self) -> tuple[Key, ...]:
+        return (self.key,)
+
+    def matches(self, c: Candidate) -> bool:
+        return not self.key.matches(c)
+
+
+@dataclass(frozen=True)
+class All(Key):
+    def matches(self, c: Candidate) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Seq(Key):
+    set: SeqSet
+
+    def matches(self, c: Candidate) -> bool:
+        return self.set.contains(c.seq, c.largest_seq)
+
+
+@dataclass(frozen=True)
+class Uid(Key):
+    set: SeqSet
+
+    def matches(self, c: Candidate) -> bool:
+        return self.set.contains(c.msg.uid, c.largest_uid)
+
+
+@dataclass(frozen=True)
+class Flag(Key):
+    """A system flag or keyword set (``present``) or not."""
+
+    flag: str
+    present: bool = True
+
+    def matches(self, c: Candidate) -> bool:
+        return (self.flag in c.msg.flags) == self.present
+
+
+@dataclass(frozen=True)
+class Recent(Key):
+    """RECENT, NEW (recent and unseen) and OLD (not recent)."""
+
+    kind: str  # recent, new, old
+
+    def matches(self, c: Candidate) -> bool:
+        if self.kind == "old":
+            return not c.recent
+        return c.recent and (self.kind == "recent" or "\\Seen" not in c.msg.flags)
+
+
+@dataclass(frozen=True)
+class Size(Key):
+    larger: bool
+    size: int
+
+    def matches(self, c: Candidate) -> bool:
+        return c.msg.size > self.size if self.larger else c.msg.size < self.size
+
+
+@dataclass(frozen=True)
+class ModSeq(Key):
+    """CONDSTORE's MODSEQ: changed at or after this mod-sequence."""
+
+    modseq: int
+
+    def matches(self, c: Candidate) -> bool:
+        return c.msg.modseq >= self.modseq
+
+
 def _internal_date(msg: MessageInfo) -> date:
     return datetime.fromtimestamp(msg.internaldate, timezone(timedelta(minutes=msg.tzoffset))).date()
 
 
-def _sent_date(c: Candidate) -> date:
-    value = c.entity.header("Date")
-    if value is not None:
-        parsed = email.utils.parsedate_tz(value.decode("latin-1", "replace"))
-        if parsed is not None:
-            try:
-                return date(parsed[0], parsed[1], parsed[2])
-            except ValueError:
-                pass
-    return _internal_date(c.msg)
+@dataclass(frozen=True)
+class Date(Key):
+    """BEFORE/ON/SINCE (internal date) and SENTBEFORE/SENTON/SENTSINCE
+    (the Date: header, or the internal date without one)."""
+
+    kind: str  # before, on, since, sentbefore, senton, sentsince
+    when: date
+
+    @property
+    def needs_content(self) -> bool:  # type: ignore[override]
+        return self.kind.startswith("sent")
+
+    def matches(self, c: Candidate) -> bool:
+        when = self._sent(c) if self.kind.startswith("sent") else _internal_date(c.msg)
+        if self.kind.endswith("before"):
+            return when < self.when
+        if self.kind.endswith("on"):
+            return when == self.when
+        return when >= self.when
+
+    @staticmethod
+    def _sent(c: Candidate) -> date:
+        value = c.entity.header("Date")
+        if value is not None:
+            parsed = email.utils.parsedate_tz(value.decode("latin-1", "replace"))
+            if parsed is not None:
+                try:
+                    return date(parsed[0], parsed[1], parsed[2])
+                except ValueError:
+                    pass
+        return _internal_date(c.msg)
 
 
-def _compare(kind: str, when: date, wanted: date) -> bool:
-    if kind.endswith("before"):
-        return when < wanted
-    if kind.endswith("on"):
-        return when == wanted
-    return when >= wanted  # since
+_ADDRESS_HEADERS = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc"}
 
 
-def matches(tree: tuple, c: Candidate, needle_cache: dict | None = None) -> bool:
-    kind = tree[0]
-    flags = c.msg.flags
-    if kind == "and":
-        return all(matches(k, c, needle_cache) for k in tree[1])
-    if kind == "or":
-        return matches(tree[1], c, needle_cache) or matches(tree[2], c, needle_cache)
-    if kind == "not":
-        return not matches(tree[1], c, needle_cache)
-    if kind == "all":
-        return True
-    if kind == "seq":
-        return tree[1].contains(c.seq, c.largest_seq)
-    if kind == "uid":
-        return tree[1].contains(c.msg.uid, c.largest_uid)
-    if kind in ("answered", "deleted", "draft", "flagged", "seen"):
-        return "\\" + kind.capitalize() in flags
-    if kind in ("unanswered", "undeleted", "undraft", "unflagged", "unseen"):
-        return "\\" + kind[2:].capitalize() not in flags
-    if kind == "recent":
-        return c.recent
-    if kind == "new":
-        return c.recent and "\\Seen" not in flags
-    if kind == "old":
-        return not c.recent
-    if kind == "keyword":
-        return tree[1] in flags
-    if kind == "unkeyword":
-        return tree[1] not in flags
-    if kind == "larger":
-        return c.msg.size > tree[1]
-    if kind == "smaller":
-        return c.msg.size < tree[1]
-    if kind == "modseq":
-        return c.msg.modseq >= tree[1]
-    if kind == "date":
-        which, wanted = tree[1], tree[2]
-        when = _sent_date(c) if which.startswith("sent") else _internal_date(c.msg)
-        return _compare(which, when, wanted)
-    if kind == "text":
-        field_, needle = tree[1], _needle(tree[2])
-        if field_ in _HEADER_KEYS:
-            return any(needle in decode_header(v).casefold() for v in c.entity.header_all(_HEADER_KEYS[field_]))
-        if field_ == "body":
+@dataclass(frozen=True)
+class Text(Key):
+    """FROM, TO, CC, BCC, SUBJECT, BODY and TEXT: a substring, case-insensitively."""
+
+    needs_content = True
+    where: str  # from, to, cc, bcc, subject, body, text
+    needle: str  # case-folded
+
+    def matches(self, c: Candidate) -> bool:
+        needle = self.needle
+        if self.where in _ADDRESS_HEADERS:
+            return any(needle in form for v in c.entity.header_all(_ADDRESS_HEADERS[self.where])
+                       for form in address_forms(v))
+        if self.where == "subject":
+            return any(needle in decode_header(v).casefold() for v in c.entity.header_all("Subject"))
+        if self.where == "body":
             return needle in c.body()
-        # TEXT: the header and the body
-        if needle in decode_header(c.entity.header_bytes).casefold():
-            return True
-        return needle in c.body()
-    if kind == "header":
-        name, needle = tree[1], _needle(tree[2])
-        values = c.entity.header_all(name)
-        if not needle:
-            return bool(values) or any(k.lower() == name.lower() for k, _ in c.entity.headers)
-        return any(needle in decode_header(v).casefold() for v in values)
-    return False
+        return needle in decode_header(c.entity.header_bytes).casefold() or needle in c.body()  # TEXT
 
 
-def _needle(value: bytes) -> str:
+@dataclass(frozen=True)
+class Header(Key):
+    """HEADER name string; an empty string: the header exists."""
+
+    needs_content = True
+    name: str
+    needle: str  # case-folded
+
+    def matches(self, c: Candidate) -> bool:
+        values = c.entity.header_all(self.name)
+        if not self.needle:
+            return bool(values) or any(k.lower() == self.name.lower() for k, _ in c.entity.headers)
+        return any(self.needle in decode_header(v).casefold() for v in values)
+
+
+def needle(value: bytes) -> str:
     return value.decode("utf-8", "replace").casefold()

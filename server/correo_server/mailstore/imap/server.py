@@ -25,7 +25,8 @@ from ... import logs
 from ...config import Listen
 from ..context import MailstoreContext
 from . import responses as R
-from .parser import literal_at_end, tag_of
+from .commands import Registry
+from .reader import literal_at_end, tag_of
 from .session import Session
 
 log = logs.get(__name__)
@@ -131,8 +132,10 @@ class Connection:
         self._scan = 0
         return data
 
-    async def read_command(self) -> bytes:
-        """A whole command: its lines and literals, as sent."""
+    async def read_command(self, max_literal: int | None = None) -> bytes:
+        """A whole command: its lines and literals, as sent.  ``max_literal``
+        (default: the connection's) bounds each literal and their total."""
+        limit = self.max_literal if max_literal is None else max_literal
         parts: list[bytes] = []
         total = 0
         tag: str | None = None
@@ -151,7 +154,7 @@ class Connection:
                 return b"".join(parts)
             size, nonsync = literal
             total += size + len(line)  # lines count too: many {0} literals are no way around it
-            if size > self.max_literal or total > self.max_literal + self.max_line:
+            if size > limit or total > limit + self.max_line:
                 raise LiteralTooLarge(tag, size, nonsync)
             if not nonsync:
                 self.write(R.continuation("OK"))
@@ -172,7 +175,7 @@ class Connection:
 
 
 async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  implicit_tls: bool, connections: set) -> None:
+                  implicit_tls: bool, connections: set, registry: Registry | None = None) -> None:
     ms = ctx.config.mailstore
     conn = Connection(reader, writer, max_line=ms.max_line_length, max_literal=ms.max_literal_bytes,
                       tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls,
@@ -188,7 +191,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
             pass
         conn.close()
         return
-    session = Session(ctx, conn)
+    session = Session(ctx, conn, registry=registry)
     connections.add((conn, session))
     ctx.metrics.inc("mailstore_sessions_total", protocol="imap")
     ctx.metrics.inc("mailstore_sessions_active", protocol="imap")
@@ -199,7 +202,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
         while not session.closed:
             try:
                 async with asyncio.timeout(timeout):  # no extra task per command
-                    command = await conn.read_command()
+                    command = await conn.read_command(session.literal_limit())
             except TimeoutError:
                 session.bye("Disconnected for inactivity.")
                 break
@@ -213,7 +216,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                     session.bye("Literal too large; cannot continue this connection.")
                     break
                 conn.write(R.tagged(exc.tag or "*", "NO", f"Literal too large (the limit is "
-                                                          f"{ms.max_literal_bytes} octets).", "TOOBIG"))
+                                                          f"{session.literal_limit()} octets).", "TOOBIG"))
                 await conn.flush()
                 continue
             await session.execute(command)
@@ -242,15 +245,18 @@ def register_metrics(ctx: MailstoreContext) -> None:
     m.counter("mailstore_imap_commands_total", "IMAP commands executed, by command")
 
 
-async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: bool = False) -> asyncio.Server:
+async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: bool = False,
+                     registry: Registry | None = None) -> asyncio.Server:
     """Listen for IMAP (or IMAPS with ``implicit_tls``) on ``listen``.  Closing
-    the returned server also says BYE to the sessions still open."""
+    the returned server also says BYE to the sessions still open.
+    ``registry``: the commands and extensions (default: every module of
+    :mod:`.commands`)."""
     if implicit_tls and ctx.tls is None:
         raise ValueError("implicit TLS needs a TLS key pair in the configuration")
     register_metrics(ctx)
     connections: set = set()
     server = await asyncio.start_server(
-        lambda r, w: _handle(ctx, r, w, implicit_tls, connections),
+        lambda r, w: _handle(ctx, r, w, implicit_tls, connections, registry),
         listen.host, listen.port,
         ssl=ctx.tls.context if implicit_tls else None,
         ssl_handshake_timeout=30 if implicit_tls else None,

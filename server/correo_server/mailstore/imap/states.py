@@ -1,8 +1,10 @@
 """The connection states of RFC 3501 section 3, as classes, and the view a
 selected session has of its folder.
 
-A state says which commands it accepts; :mod:`.session` moves between them
-(``NotAuthenticated`` → ``Authenticated`` ⇄ ``Selected`` → ``Logout``).
+Each command declares the states it accepts (:mod:`.commands`); a state
+class carries its flag, and the session's data for that state, and
+:mod:`.session` moves between them (``NotAuthenticated`` → ``Authenticated``
+⇄ ``Selected`` → ``Logout``).
 :class:`SelectedView` keeps the session's own message-sequence-number map:
 numbers only change when this session is told (EXPUNGE/EXISTS responses), so
 a change made by another session (LMTP delivery, POP3 deletion, a second IMAP
@@ -12,55 +14,56 @@ turned into untagged responses by :meth:`SelectedView.sync`.
 from __future__ import annotations
 
 import bisect
+import enum
 from typing import ClassVar
 
-from ...directory import MailboxEntry
-from ..store import Folder, Mailbox
 from . import responses as R
-from .parser import SeqSet
+from .backend import Folder, Mailbox
+from .reader import SeqSet
 
-ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
-AUTHENTICATED = ANY_STATE | {
-    "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB",
-    "STATUS", "APPEND", "NAMESPACE", "ENABLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "IDLE"}
-SELECTED = AUTHENTICATED | {"CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UNSELECT"}
+class StateFlag(enum.Flag):
+    """The states a command declares it accepts (Logout accepts nothing)."""
+
+    NOT_AUTHENTICATED = enum.auto()
+    AUTHENTICATED = enum.auto()
+    SELECTED = enum.auto()
+
+
+Flag = StateFlag
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 class State:
     name: ClassVar[str]
-    commands: ClassVar[frozenset[str]]
-
-    def allows(self, command: str) -> bool:
-        return command in self.commands
+    flag: ClassVar[Flag | None]  # what commands declare they accept (None: nothing)
 
 
 class NotAuthenticated(State):
     name = "not authenticated"
-    commands = ANY_STATE | {"STARTTLS", "AUTHENTICATE", "LOGIN"}
+    flag = Flag.NOT_AUTHENTICATED
 
 
 class Authenticated(State):
     name = "authenticated"
-    commands = AUTHENTICATED
+    flag = Flag.AUTHENTICATED
 
-    def __init__(self, entry: MailboxEntry, mailbox: Mailbox) -> None:
-        self.entry = entry
+    def __init__(self, address: str, mailbox: Mailbox) -> None:
+        self.address = address
         self.mailbox = mailbox
 
 
 class Selected(Authenticated):
     name = "selected"
-    commands = SELECTED
+    flag = Flag.SELECTED
 
-    def __init__(self, entry: MailboxEntry, mailbox: Mailbox, view: "SelectedView") -> None:
-        super().__init__(entry, mailbox)
+    def __init__(self, address: str, mailbox: Mailbox, view: "SelectedView") -> None:
+        super().__init__(address, mailbox)
         self.view = view
 
 
 class Logout(State):
     name = "logout"
-    commands = frozenset()
+    flag = None
 
 
 class FolderGone(Exception):

@@ -1,0 +1,214 @@
+"""SEARCH (RFC 3501 6.4.4): the keys of RFC 3501, parsed into
+:mod:`..search` keys; other modules register more (``registry.search_key``:
+CONDSTORE's MODSEQ).  With CONDSTORE keys, the reply carries the highest
+MODSEQ of the messages found (RFC 7162 3.1.5)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .. import responses as R
+from .. import search as S
+from ..backend import MessageGone
+from ..reader import MAX_NESTING, Reader, SeqSet
+from .base import Command, Parse, Registry, Reply, State, no, ok
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+_WORD = re.compile(rb"[A-Za-z]+")
+SubKey = Callable[[], S.Key]
+
+
+class KeyReader:
+    """Reads search keys with the registry's key parsers."""
+
+    def __init__(self, r: Reader, registry: Registry) -> None:
+        self.r = r
+        self.parsers = registry.search_keys
+        self.depth = 0
+
+    def key(self) -> S.Key:
+        r = self.r
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                r.fail("Search keys nested too deeply")
+            if r.peek() == b"(":
+                r.open(b"(", ")", "'('")
+                keys = [self.key()]
+                while r.take(b" "):
+                    keys.append(self.key())
+                r.close(b")")
+                return S.And(tuple(keys))
+            c = r.peek()
+            if c == b"*" or c.isdigit():
+                return S.Seq(r.seq_set())
+            word = r.match(_WORD)
+            if word is None:
+                r.expected("a search key")
+            name = word.decode().upper()
+            parser = self.parsers.get(name)
+            if parser is None:
+                if name == "CHARSET":
+                    r.fail("CHARSET must come first")
+                r.fail(f"Unknown search key {name[:30]}")
+            return parser(r, name, self.key)
+        finally:
+            self.depth -= 1
+
+    def keys(self) -> S.Key:
+        keys = [self.key()]
+        while self.r.take(b" "):
+            keys.append(self.key())
+        return keys[0] if len(keys) == 1 else S.And(tuple(keys))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search(Command):
+    name = "SEARCH"
+    states = State.SELECTED
+    uid_form = True
+    usage = "{cmd} needs search criteria"
+    timed = True
+
+    charset: str | None
+    key: S.Key
+
+    @classmethod
+    def parse(cls, r: Reader, p: Parse) -> "Search":
+        r.sp()
+        charset = None
+        if r.take(b"CHARSET") and (r.at_end() or r.peek() == b" "):
+            r.sp("CHARSET needs a charset name, then search criteria")
+            charset = r.astring("a charset").decode("ascii", "replace")
+            r.sp("SEARCH needs search criteria after the charset")
+        elif r.buf[r.pos - 7:r.pos].upper() == b"CHARSET" and r.pos >= 7 and r.buf[r.pos - 8:r.pos - 7] == b" ":
+            r.pos -= 7  # a key that only starts with CHARSET
+        return cls(tag=p.tag, uid=p.uid, charset=charset, key=KeyReader(r, p.registry).keys())
+
+    def reports_expunges(self) -> bool:
+        return self.uid
+
+    async def run(self, s: "Session") -> Reply:
+        if not S.charset_supported(self.charset):
+            return no("Unsupported charset.", "BADCHARSET (US-ASCII UTF-8)")
+        modseq = any(isinstance(k, S.ModSeq) for k in self.key.walk())
+        if modseq:
+            s.enable("CONDSTORE")
+        view = s.view
+        folder = view.folder
+        content = S.any_needs_content(self.key)
+        found: list[int] = []
+        highest = 0
+        largest_uid = view.uids[-1] if view.uids else 0
+        for seq, uid in enumerate(list(view.uids), 1):
+            msg = folder.get(uid)
+            if msg is None:
+                continue
+            cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid)
+            if content:
+                try:
+                    cand.data = (await s.load(folder, msg)).data
+                except MessageGone:
+                    continue
+            if self.key.matches(cand):
+                found.append(uid if self.uid else seq)
+                highest = max(highest, msg.modseq)
+        line = b"SEARCH" + b"".join(b" %d" % n for n in found)
+        if modseq and found:
+            line += b" (MODSEQ %d)" % highest
+        s.write(R.untagged(line))
+        return ok("Search completed")
+
+
+# -- RFC 3501's keys ------------------------------------------------------------------
+
+_FLAGS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft", "FLAGGED": "\\Flagged",
+          "SEEN": "\\Seen"}
+_DATES = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE")
+_TEXTS = ("BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO")
+
+
+def _flag(r: Reader, name: str, sub: SubKey) -> S.Key:
+    if name.startswith("UN"):
+        return S.Flag(_FLAGS[name[2:]], present=False)
+    return S.Flag(_FLAGS[name])
+
+
+def _recent(r: Reader, name: str, sub: SubKey) -> S.Key:
+    return S.Recent(name.lower())
+
+
+def _all(r: Reader, name: str, sub: SubKey) -> S.Key:
+    return S.All()
+
+
+def _text(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp(f"{name} needs a search string")
+    return S.Text(name.lower(), S.needle(r.astring("a search string")))
+
+
+def _header(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp("HEADER needs a header field name and a search string")
+    field_name = r.astring("a header field name")
+    r.sp("HEADER needs a header field name and a search string")
+    return S.Header(field_name.decode("ascii", "replace"), S.needle(r.astring("a search string")))
+
+
+def _date(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp(f"{name} needs a date such as 1-Feb-2024")
+    return S.Date(name.lower(), r.date())
+
+
+def _keyword(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp(f"{name} needs a keyword")
+    return S.Flag(r.atom("a keyword"), present=name == "KEYWORD")
+
+
+def _size(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp(f"{name} needs a size in octets")
+    return S.Size(name == "LARGER", r.number(what="a size in octets"))
+
+
+def _not(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp("NOT needs a search key")
+    return S.Not(sub())
+
+
+def _or(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp("OR needs two search keys")
+    a = sub()
+    r.sp("OR needs two search keys")
+    return S.Or(a, sub())
+
+
+def _uid(r: Reader, name: str, sub: SubKey) -> S.Key:
+    r.sp("UID needs a UID set")
+    return S.Uid(r.seq_set("a UID set"))
+
+
+def register(registry: Registry) -> None:
+    for name in _FLAGS:
+        registry.search_key(name, _flag)
+        registry.search_key("UN" + name, _flag)
+    for name in ("RECENT", "NEW", "OLD"):
+        registry.search_key(name, _recent)
+    registry.search_key("ALL", _all)
+    for name in _TEXTS:
+        registry.search_key(name, _text)
+    registry.search_key("HEADER", _header)
+    for name in _DATES:
+        registry.search_key(name, _date)
+    for name in ("KEYWORD", "UNKEYWORD"):
+        registry.search_key(name, _keyword)
+    for name in ("LARGER", "SMALLER"):
+        registry.search_key(name, _size)
+    registry.search_key("NOT", _not)
+    registry.search_key("OR", _or)
+    registry.search_key("UID", _uid)
+    registry.command(Search)
+
+
+__all__ = ["KeyReader", "Search", "SeqSet"]

@@ -42,9 +42,9 @@ from correo_server.sideport import SidePort
 
 from . import deletion, render as rendering
 from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
-from .model import MailDomain, Mailbox
+from .model import MailDomain, Mailbox, ModelError, read_each
 from .opmetrics import OpMetrics
-from .reconcile import Reconciler
+from .reconcile import Reconciler, unreadable
 from .statuspoll import HttpStatusReader, StatusWriter
 
 log = logs.get(__name__)
@@ -171,7 +171,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     @kopf.index(GROUP, VERSION, "maildomains", id="maildomain_names", registry=registry)
     def maildomain_names(body: kopf.Body, name: str, **_: Any) -> dict:
         """MailDomain names by the keys a Mailbox looks them up with (``Mailbox.domain_key``)."""
-        return {key: name for key in MailDomain.from_object(body).domain_keys}
+        return {key: name for domain in read_each(MailDomain, [body], unreadable) for key in domain.domain_keys}
 
     async def reconcile_now(namespace: str, name: str, trigger: str) -> None:
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="MailDomain"):
@@ -196,7 +196,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             await deletion.finalize_domain(runtime.kube, MailDomain.from_object(body))
             runtime.reconciler.forget(namespace, name)
             listed = await runtime.kube.list(MAILBOX.api_version, "Mailbox", namespace)
-            mailboxes = [mb for mb in map(Mailbox.from_object, listed) if mb.status.get("domain") == name]
+            mailboxes = [mb for mb in read_each(Mailbox, listed, unreadable) if mb.status.get("domain") == name]
             await runtime.writer.release(runtime.kube, namespace, mailboxes)
 
     @kopf.timer(GROUP, VERSION, "maildomains", id="resync", interval=config.status_interval,
@@ -209,8 +209,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
                             maildomain_names: kopf.Index, **_: Any) -> None:
         runtime = rt()
         kind = event.get("type")
-        mailbox = Mailbox.from_object(body)
         with structlog.contextvars.bound_contextvars(namespace=namespace, name=name, kind="Mailbox"):
+            try:
+                mailbox = Mailbox.from_object(body)
+            except ModelError as exc:  # retrying would not make it fit
+                unreadable(dict(body), exc)
+                return
             before = runtime.reconciler.mailbox_domain.get(uid)
             if kind == "DELETED":
                 runtime.seen_mailboxes.pop(uid, None)

@@ -335,6 +335,20 @@ def domain_of(mailbox: Mailbox, domains: Iterable[MailDomain]) -> MailDomain | N
     return None
 
 
+def read_each(cls: type, objects: Iterable[Mapping[str, Any]],
+              skipped: Callable[[Mapping[str, Any], ModelError], None] | None = None) -> list:
+    """The objects of a list from the API that fit ``cls``; ``skipped(obj, error)``
+    hears of the others, so that one unreadable object holds up no other."""
+    out = []
+    for obj in objects:
+        try:
+            out.append(cls.from_object(obj))
+        except ModelError as exc:
+            if skipped is not None:
+                skipped(obj, exc)
+    return out
+
+
 def from_object(obj: Mapping[str, Any]) -> Resource:
     """A MailDomain or Mailbox from its API dict, by ``kind``."""
     cls = KINDS.get(obj.get("kind", "")) if isinstance(obj, Mapping) else None

@@ -41,7 +41,7 @@ from correo_server import logs
 
 from . import dkimkeys, render as rendering
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
-from .model import MailDomain, Mailbox, belongs
+from .model import MailDomain, Mailbox, ModelError, belongs, read_each
 
 log = logs.get(__name__)
 
@@ -254,7 +254,7 @@ class Outcome:
 async def gather(kube: Kube, domain: MailDomain) -> Inputs:
     """The domain's Mailboxes and referenced Secrets, as the API has them now."""
     ns = domain.namespace
-    listed = [Mailbox.from_object(m) for m in await kube.list(MAILBOX.api_version, "Mailbox", ns)]
+    listed = read_each(Mailbox, await kube.list(MAILBOX.api_version, "Mailbox", ns), unreadable)
     mailboxes = sorted((m for m in listed if belongs(m, domain) and not m.deleting), key=lambda m: m.name)
     others = [m for m in listed if not belongs(m, domain)]
     wanted = rendering.referenced_secrets(domain, mailboxes)
@@ -270,6 +270,14 @@ async def gather(kube: Kube, domain: MailDomain) -> Inputs:
                 secrets[name] = s
     missing = set(wanted) - set(secrets)
     return Inputs(domain, mailboxes, secrets, missing, others=others)
+
+
+def unreadable(obj: dict, exc: ModelError) -> None:
+    """Log an object the API returned that does not fit the model (a CRD changed
+    under stored objects); it is left out, the rest go on."""
+    meta = obj.get("metadata") or {}
+    log.warning("object left out: it does not fit the API", kind=obj.get("kind") or "Mailbox",
+                namespace=meta.get("namespace"), object=meta.get("name"), field=exc.path, error=exc.message)
 
 
 async def list_children(kube: Kube, domain: MailDomain,

@@ -27,7 +27,7 @@ from . import render as rendering
 from . import secretdata
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
-from .model import MailDomain, Mailbox, domain_of
+from .model import MailDomain, Mailbox, domain_of, read_each
 from .reconcile import Outcome
 
 log = logs.get(__name__)
@@ -194,7 +194,7 @@ class StatusWriter:
         """Mailboxes a MailDomain no longer serves (it went, or stopped hosting their
         domain): ``DomainNotFound``, unless another MailDomain claims them (its next
         pass writes their status then)."""
-        domains = [MailDomain.from_object(d) for d in await kube.list(MAILDOMAIN.api_version, "MailDomain", namespace)]
+        domains = read_each(MailDomain, await kube.list(MAILDOMAIN.api_version, "MailDomain", namespace))
         writes = 0
         for mb in mailboxes:
             if domain_of(mb, domains) is None:

@@ -124,6 +124,14 @@ class TestChanges:
         await r.run(NS, DOMAIN)
         assert set(directory(store)) == {"alice@example.com", "bob@example.com", "carol@example.com"}
 
+    async def test_a_mailbox_that_does_not_fit_the_api_holds_up_no_other(self, store, kube, clock, capsys):
+        setup_domain(store)
+        store.put(mailbox("odd", "odd@example.com", keepCopy="yes"))  # as if stored under an older CRD
+        await reconciler(kube, clock).run(NS, DOMAIN)
+        assert set(directory(store)) == {"alice@example.com", "bob@example.com"}
+        out = capsys.readouterr().out
+        assert "does not fit the API" in out and "spec.keepCopy" in out and "odd" in out
+
     async def test_a_mailbox_in_an_alias_domain_belongs_to_the_domain(self, store, kube, clock):
         setup_domain(store, aliasDomains=["example.net"])
         store.put(password_secret("erin-password", "x"))

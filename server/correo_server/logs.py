@@ -1,12 +1,24 @@
 """Structured logs (structlog) for every correo process.
 
-``setup("json")`` on Kubernetes (one JSON object per line), ``setup("console")``
-for a person at a terminal.  Modules get their logger with ``get(__name__)``
-and bind context (``service=``, ``session=``, ``peer=``) rather than formatting
-it into the message.  Passwords and message bodies are never logged.
+``setup("json")`` on Kubernetes and for ``correo serve`` (one JSON object per
+line, the default), ``setup("console")`` for a person at a terminal.
+Modules get their logger with ``get(__name__)`` and pass context as keys
+(``queue_id=``, ``peer=``) rather than formatting it into the message.
+Passwords and message bodies are never logged.
+
+What a message costs in logs: each service writes **one** ``info`` line per
+message (per recipient where recipients part ways): the relay
+``message_accepted``, the queue ``delivered`` (or ``deferred``/``bounced``),
+the mailstore ``lmtp_delivered``, each with the queue id; the steps in
+between are ``debug``.  A service (``setup(..., cache=True)``) keeps its
+loggers once configured, and the lines written during one turn of the event
+loop go out in one write at its end, instead of one write each (the
+last turn's lines are what a ``kill -9`` can lose).
 """
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 
@@ -39,7 +51,73 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup(fmt: str = "json", level: str = "info", service: str | None = None, stream=None) -> None:
+class TurnBuffer:
+    """A stream that holds what is written during one turn of the running
+    event loop and writes it at the end of the turn, in one piece (outside
+    an event loop, at once)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self._parts: list[str] = []
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def write(self, text: str) -> int:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop in this thread: at once
+            self._write(text)
+            return len(text)
+        self._parts.append(text)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+        return len(text)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        parts, self._parts = self._parts, []
+        if parts:
+            self._write("".join(parts))
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr closed: nothing to tell anyone
+            pass
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+class _Logger:
+    """structlog's ``PrintLogger`` without ``print``: one ``write`` of the
+    rendered line (the stream buffers; :class:`TurnBuffer` flushes)."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        self._file.write(message + "\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
+
+
+class _LoggerFactory:
+    def __init__(self, file) -> None:
+        self._file = file
+
+    def __call__(self, *args) -> _Logger:
+        return _Logger(self._file)
+
+
+def setup(fmt: str = "json", level: str = "info", service: str | None = None, stream=None,
+          cache: bool = False) -> None:
+    """Configure structlog and the standard library's logging (aiosmtpd,
+    kopf, asyncio).  ``cache``: for a process that configures logging once
+    (``correo serve``): loggers are kept after their first use and lines are
+    written once per event-loop turn."""
     global _configured
     level_no = getattr(logging, level.upper(), logging.INFO)
     stream = stream or _Stderr()
@@ -55,14 +133,18 @@ def setup(fmt: str = "json", level: str = "info", service: str | None = None, st
     ]
     if service:
         processors.insert(0, _add_service(service))
+    out = TurnBuffer(stream) if cache else stream
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        logger_factory=_LoggerFactory(out) if cache else structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=cache,
     )
     # Libraries that use stdlib logging (aiosmtpd, kopf, asyncio) go the same way.
-    handler = logging.StreamHandler(stream) if not isinstance(stream, _Stderr) else _StderrHandler()
+    if cache:
+        handler: logging.Handler = logging.StreamHandler(out)
+    else:
+        handler = logging.StreamHandler(stream) if not isinstance(stream, _Stderr) else _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=processors, processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer])

@@ -78,7 +78,7 @@ class Handler:
             self.metrics.inc("queue_rejected_total", reason="spool_error")
             return [WRITE_FAILED] * n
         self.metrics.inc("queue_enqueued_total")
-        log.info("queued", queue_id=msg.id, relay_id=txn.ident or None, size=len(data),
+        log.debug("queued", queue_id=msg.id, relay_id=txn.ident or None, size=len(data),
                  recipients=len(msg.env.recipients))
         return [Reply(250, "2.0.0", f"<{rcpt}> Ok: queued as {msg.id}") for rcpt in txn.rcpts]
 

@@ -222,7 +222,7 @@ class Runner:
         await self.spool.discard(msg.id)
         self.state.remove(msg.id)
         self.metrics.inc("queue_finished_total")
-        log.info("removed", queue_id=msg.id)
+        log.debug("removed", queue_id=msg.id)
 
     @staticmethod
     def _track(tasks: set, task: asyncio.Task) -> None:

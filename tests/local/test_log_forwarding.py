@@ -1,0 +1,63 @@
+"""``correo up`` forwards its services' log lines: whole lines, never two
+services within one line, unchanged in JSON, named in front on a console;
+and a service writes the lines of one event-loop turn in one piece."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+
+from correo_operator.local.supervisor import Child, Supervisor
+from correo_server import logs
+
+
+
+
+def out_stream() -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+
+
+async def pump(log_format: str, pieces: list[bytes]) -> str:
+    script = ("import sys, time\n"
+              f"for piece in {pieces!r}:\n"
+              "    sys.stdout.buffer.write(piece); sys.stdout.buffer.flush(); time.sleep(0.02)\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+    sup = Supervisor(layout=None, ports={}, log_format=log_format)  # type: ignore[arg-type]
+    sup.out = out_stream()
+    await sup._pump(Child("queue", process=proc))
+    await proc.wait()
+    return sup.out.buffer.getvalue().decode()
+
+
+async def test_json_lines_pass_unchanged_and_whole():
+    lines = [json.dumps({"event": "queued", "service": "queue", "n": i}) for i in range(3)]
+    text = "\n".join(lines) + "\n"
+    got = await pump("json", [text[:10].encode(), text[10:50].encode(), text[50:].encode()])
+    assert got == text
+
+
+async def test_console_lines_get_the_service_name_in_front():
+    got = await pump("console", [b"one\ntw", b"o\nthree"])
+    assert got == "queue    | one\nqueue    | two\nqueue    | three\n"
+
+
+async def test_a_service_writes_one_turn_of_lines_at_once():
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text):
+            Counting.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    buffer = logs.TurnBuffer(stream)
+    for i in range(5):
+        buffer.write(f"line {i}\n")
+    assert stream.getvalue() == ""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "".join(f"line {i}\n" for i in range(5)) and Counting.writes == 1
+    buffer.write("outside a turn\n")
+    buffer.flush()
+    assert stream.getvalue().endswith("outside a turn\n")

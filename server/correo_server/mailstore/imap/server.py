@@ -262,11 +262,22 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
         ssl_handshake_timeout=30 if implicit_tls else None,
         reuse_address=True,
     )
-    close = server.close
+    addr = server.sockets[0].getsockname() if server.sockets else None
+    log.info("imap_listening", address=str(addr), implicit_tls=implicit_tls)
+    return _Server(server, connections)  # type: ignore[return-value]
 
-    def close_all() -> None:
-        close()
-        for conn, _session in list(connections):
+
+class _Server:
+    """The listening server, whose ``close`` also says BYE to the sessions
+    still open (a wrapper: uvloop's servers take no attributes of ours)."""
+
+    def __init__(self, server: asyncio.AbstractServer, connections: set) -> None:
+        self._server = server
+        self.correo_connections = connections
+
+    def close(self) -> None:
+        self._server.close()
+        for conn, _session in list(self.correo_connections):
             try:
                 conn.write(R.untagged("BYE Server shutting down."))
                 conn.writer.write(bytes(conn._out))
@@ -275,11 +286,8 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
                 pass
             conn.close()
 
-    server.close = close_all  # type: ignore[method-assign]
-    server.correo_connections = connections  # type: ignore[attr-defined]
-    addr = server.sockets[0].getsockname() if server.sockets else None
-    log.info("imap_listening", address=str(addr), implicit_tls=implicit_tls)
-    return server
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
 
 
 async def shutdown(server: asyncio.Server, timeout: float = 10.0) -> None:

@@ -6,9 +6,10 @@ addresses nobody owns (``550 5.1.1``); after ``DATA`` every accepted
 recipient gets its own reply, decided by :mod:`.lmtp_policy` (suspended,
 over quota, disk full; the first two are also recorded for the mailbox's
 ``/status`` entry, :mod:`.refusals`) and, when the decision is to store, by the store
-itself (:meth:`~.store.Store.deliver`, which enforces quota and free space
-again under the mailbox lock, so two deliveries racing cannot both slip
-under the quota).  ``250`` is sent only once ``deliver`` has returned, i.e.
+itself (:class:`Deliveries`, which stores what arrives together as one
+group commit and enforces quota and free space message by message under
+the mailbox lock, so two deliveries racing cannot both slip under the
+quota).  ``250`` is sent only once the delivery has returned, i.e.
 the message file and its directory are fsynced and the index row committed:
 an acknowledged message is never lost.
 
@@ -63,12 +64,57 @@ def register_metrics(metrics) -> None:
     metrics.counter("mailstore_lmtp_sessions_total", "LMTP connections")
 
 
+class Deliveries:
+    """Deliveries into mailboxes, gathered per mailbox: those asked for in
+    one turn of the event loop, and those that arrive while the mailbox's
+    previous batch is being written, go to disk together
+    (:meth:`~.store.Folder.append_many`: one thread call, each file fsynced,
+    one fsync of the folder and one index transaction for all: group
+    commit, as the queue's spool does)."""
+
+    def __init__(self, store: storemod.Store) -> None:
+        self.store = store
+        self._pending: dict[str, list[tuple[bytes, asyncio.Future]]] = {}  # a writer runs for each key
+
+    def deliver(self, address: str, message: bytes) -> "asyncio.Future[int | Exception]":
+        """The message's UID in the mailbox's INBOX once it is on disk, or
+        what refused it (QuotaExceeded, DiskFull, OSError)."""
+        fut = asyncio.get_running_loop().create_future()
+        key = address.lower()
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = []
+            asyncio.ensure_future(self._writer(key, address))
+        batch.append((message, fut))
+        return fut
+
+    async def _writer(self, key: str, address: str) -> None:
+        await asyncio.sleep(0)  # what else this turn delivers here joins the batch
+        try:
+            while batch := self._pending.get(key):
+                self._pending[key] = []
+                try:
+                    mbox = await self.store.mailbox(address)
+                    folder = await mbox.folder("INBOX")
+                    results: list = await folder.append_many([m for m, _ in batch], delivery=True)
+                except Exception as exc:  # noqa: BLE001 - the folder as a whole failed: each delivery says so
+                    results = [exc] * len(batch)
+                for (_, fut), result in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            for _, fut in self._pending.pop(key, []):  # cancelled at shutdown
+                if not fut.done():
+                    fut.set_result(storemod.StoreError("mailstore stopping"))
+
+
 class DeliveryHandler:
     """The wire server's handler (:class:`correo_server.wire.server.Handler`)
     for the mailstore's LMTP."""
 
     def __init__(self, ctx: MailstoreContext) -> None:
         self.ctx = ctx
+        self.deliveries = Deliveries(ctx.store)
 
     def _directory(self):
         return self.ctx.directory.get()
@@ -133,38 +179,29 @@ class DeliveryHandler:
             except (storemod.StoreError, OSError) as exc:
                 log.error("lmtp_usage_failed", rcpt=rcpt, error=str(exc))
                 return policy.store_failed()
-        try:
-            free = maildir.free_bytes(store.data_dir)
-        except OSError:
-            free = None
-        refusal = policy.delivery_reply(
-            rcpt, entry, message_bytes=len(message), used_bytes=used,
-            over_quota_policy=cfg.over_quota, free_bytes=free, min_free_bytes=cfg.min_free_bytes)
+        # Free space is checked where the message is written (DiskFull below).
+        refusal = policy.delivery_reply(rcpt, entry, message_bytes=len(message), used_bytes=used,
+                                        over_quota_policy=cfg.over_quota)
         if refusal is not None:
             log.info("lmtp_refused", rcpt=rcpt, reply=str(refusal), queue_id=txn.ident or None)
             self._note_refusal(entry, refusal)
             return refusal
         assert entry is not None
-        try:
-            uid = await store.deliver(entry.address, message)
-        except storemod.QuotaExceeded as exc:  # another delivery took the room since the check above
-            reply = policy.over_quota_reply(rcpt, cfg.over_quota, used_bytes=exc.usage, quota_bytes=exc.quota)
-        except storemod.DiskFull:
-            reply = policy.disk_full()
-        except OSError as exc:
-            if maildir.is_disk_full(exc) or exc.errno == errno.EROFS:
-                reply = policy.disk_full()
-            else:
-                log.error("lmtp_store_failed", rcpt=rcpt, error=str(exc))
-                reply = policy.store_failed()
-        except storemod.StoreError as exc:
-            log.error("lmtp_store_failed", rcpt=rcpt, error=str(exc))
-            reply = policy.store_failed()
-        else:
+        result = await self.deliveries.deliver(entry.address, message)
+        if isinstance(result, int):
             self.ctx.metrics.inc("mailstore_delivered_bytes_total", len(message))
-            log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=uid, size=len(message),
+            log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=result, size=len(message),
                      queue_id=txn.ident or None)
-            return policy.stored(rcpt, uid)
+            return policy.stored(rcpt, result)
+        if isinstance(result, storemod.QuotaExceeded):  # other deliveries took the room since the check above
+            reply = policy.over_quota_reply(rcpt, cfg.over_quota, used_bytes=result.usage, quota_bytes=result.quota)
+        elif isinstance(result, storemod.DiskFull):
+            reply = policy.disk_full()
+        elif isinstance(result, OSError) and (maildir.is_disk_full(result) or result.errno == errno.EROFS):
+            reply = policy.disk_full()
+        else:
+            log.error("lmtp_store_failed", rcpt=rcpt, error=str(result))
+            reply = policy.store_failed()
         log.info("lmtp_refused", rcpt=rcpt, reply=str(reply), queue_id=txn.ident or None)
         self._note_refusal(entry, reply)
         return reply

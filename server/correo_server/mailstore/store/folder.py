@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import maildir
 from ..changes import Hub, Watcher
+from . import quota
 from .disk import FolderDisk, Staged, locate, read_message
-from .errors import FolderError, MessageGone, NoSuchFolder, disk_error
+from .errors import FolderError, MessageGone, NoSuchFolder, StoreError, disk_error
 from .repair import Opened, open_folder
 from .threads import finish
 from .values import SPECIAL_USE, MessageInfo, Usage, local_offset_minutes
@@ -183,6 +184,68 @@ class Folder:
             made = await self._run(work, apply=lambda made: self._apply_new(made, delivery=when))
         self.hub.publish("append", (made[0].uid,))
         return made[0].uid
+
+    async def append_many(self, messages: list[bytes], *, delivery: bool = False,
+                          quota_bytes: int | None = None) -> list[int | Exception]:
+        """Store several new messages as one group commit (LMTP deliveries
+        that arrived together): one thread call, each file written and
+        fsynced, then all renamed into place, the folder fsynced once and
+        their rows committed in one transaction.  One result per message, in
+        order: its UID, or the :class:`QuotaExceeded` / :class:`DiskFull` (or
+        other ``OSError``) that refused it (the others are stored; quota and
+        free space are counted message by message).  Raises what :meth:`append` raises for
+        the folder as a whole."""
+        now = self.mailbox.store.clock()
+        tz = local_offset_minutes(now)
+        when = now if delivery else None
+
+        async with self.mailbox.lock:
+            self._check_alive()
+            limit = self.mailbox.quota_bytes if quota_bytes is None else quota_bytes
+            used = self.mailbox.usage().bytes
+            root, min_free = self.mailbox.root, self.mailbox.store.min_free_bytes
+            first_recent = self._first_recent
+
+            def work(disk: FolderDisk) -> tuple[list[int | Exception], list[MessageInfo]]:
+                try:
+                    free: int | None = maildir.free_bytes(root)
+                except OSError:
+                    free = None
+                taken = 0
+                results: list[int | Exception] = []
+                staged: list[Staged] = []
+                try:
+                    for data in messages:
+                        try:
+                            quota.check_room(used + taken, len(data), limit,
+                                             None if free is None else free - taken, min_free)
+                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now)
+                        except StoreError as exc:
+                            results.append(exc)
+                            continue
+                        except OSError as exc:
+                            results.append(disk_error(exc))
+                            continue
+                        staged.append((tmp, len(data), now, tz, frozenset(), False))
+                        taken += len(data)
+                        results.append(-1)
+                    made = disk.commit_new(staged, first_recent=first_recent, delivery=when,
+                                           inbox=self.name == "INBOX")
+                except BaseException:
+                    for tmp, *_ in staged:
+                        try:
+                            os.unlink(tmp)
+                        except OSError:
+                            pass
+                    raise
+                uids = iter(m.uid for m in made)
+                return [next(uids) if r == -1 else r for r in results], made
+
+            results, _made = await self._run(work, apply=lambda out: self._apply_new(out[1], delivery=when))
+        stored = tuple(r for r in results if isinstance(r, int))
+        if stored:
+            self.hub.publish("append", stored)
+        return results
 
     async def store(self, uids: Iterable[int], flags: Iterable[str], mode: str = "replace", *,
                     unchanged_since: int | None = None, origin: object = None

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -81,12 +82,14 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.05):
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def smtp_source(port: int, args) -> float:
+def smtp_source(port: int, args) -> tuple[float, float]:
+    """Run the load; (seconds until its last 250, its CPU seconds)."""
+    cpu0 = children_cpu_seconds()
     start = time.monotonic()
     subprocess.run(["smtp-source", "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
                     "-f", "sender@remote.test", "-t", "user@bench.test", f"127.0.0.1:{port}"],
                    check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
+    return time.monotonic() - start, children_cpu_seconds() - cpu0
 
 
 def machine_busy_seconds() -> float:
@@ -98,10 +101,75 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle - steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process, and of its children that
+    exited and were waited for (Postfix's short-lived helpers)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[13])) / tick, (int(fields[12]) + int(fields[14])) / tick
+
+
 def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(process_cpu(pid))
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """``root`` and every process below it: pid → command name."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is None:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            try:
+                names[int(entry.name)] = Path(f"/proc/{entry.name}/comm").read_text().strip()
+            except OSError:
+                names[int(entry.name)] = "?"
+    tree = {root: names.get(root, "?")}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree[pid] = names.get(pid, "?")
+                grew = True
+    return tree
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of a process tree by command name (a process that exits
+    is counted in its parent's figure for waited-for children); the system
+    part of all of it under ``" system"``."""
+    out: dict[str, float] = {" system": 0.0}
+    for pid, name in process_tree(root).items():
+        user, system = process_cpu(pid)
+        out[name] = out.get(name, 0.0) + user + system
+        out[" system"] += system
+    return out
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fs_type(path: Path) -> str:
+    try:
+        return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
 
 
 def correo_processes(up_pid: int) -> dict[str, int]:
@@ -135,9 +203,10 @@ def run_correo(args, work: Path) -> dict:
     (yaml_dir / "bench.yaml").write_text(BENCH_YAML)
     data = work / "correo-data"
     log = open(work / "correo.log", "wb")
+    env = {**os.environ, **({"CORREO_NO_UVLOOP": "1"} if args.no_uvloop else {})}
     proc = subprocess.Popen([sys.executable, "-m", "correo_operator.cli", "up", str(yaml_dir), "--data", str(data),
-                             "--ephemeral-ports", "--log-format", "json"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+                             "--ephemeral-ports", "--log-format", args.log_format],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, env=env)
     try:
         def state():
             try:
@@ -157,21 +226,52 @@ def run_correo(args, work: Path) -> dict:
                 return 0
 
         pids = correo_processes(proc.pid)
-        cpu0 = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        profilers = start_profilers(args, work, pids)
+        cpu0 = {name: process_cpu(pid) for name, pid in pids.items()}
         busy0 = machine_busy_seconds()
         start = time.monotonic()
-        accept = smtp_source(st["ports"]["smtp"], args)
+        accept, load_cpu = smtp_source(st["ports"]["smtp"], args)
         wait(lambda: stored() >= args.messages, 600, "correo to store every message", 0.1)
         total = time.monotonic() - start
         busy = machine_busy_seconds() - busy0
-        cpu = {name: process_cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
-        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": busy, "cpu": cpu}
+        cpu1 = {name: process_cpu(pid) for name, pid in pids.items()}
+        cpu = {name: sum(cpu1[name]) - sum(cpu0[name]) for name in pids}
+        system = sum(cpu1[name][1] - cpu0[name][1] for name in pids)
+        stop_profilers(profilers)
+        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": busy, "cpu": cpu,
+                "load_cpu": load_cpu, "system": system}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start_profilers(args, work: Path, pids: dict[str, int]) -> list[subprocess.Popen]:
+    """``--profile``: py-spy on each correo service while the load runs
+    (flame graphs in the work folder, kept with ``--keep``)."""
+    if not args.profile:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = []
+    for name in ("relay", "queue", "mailstore"):
+        if name in pids:
+            out.append(subprocess.Popen([spy, "record", "--pid", str(pids[name]), "--gil", "--rate", "200", "--format",
+                                         "raw", "--output", str(work / f"profile-{name}.txt"), "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)
+    return out
+
+
+def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    for p in profilers:
+        p.send_signal(signal.SIGINT)
+    for p in profilers:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run_postfix(args, work: Path) -> dict | None:
@@ -220,17 +320,26 @@ def run_postfix(args, work: Path) -> dict | None:
     pid_file = spool / "pid" / "master.pid"
     try:
         wait(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "postfix master")
+        master_pid = int(pid_file.read_text().strip())
 
         def listening():
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
         wait(listening, 30, "postfix smtpd")
+        cpu0 = tree_cpu(master_pid)
         busy0 = machine_busy_seconds()
         start = time.monotonic()
-        accept = smtp_source(port, args)
+        accept, load_cpu = smtp_source(port, args)
         wait(lambda: count_maildir(mail) >= args.messages, 600, "postfix to deliver every message", 0.1)
         total = time.monotonic() - start
-        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": machine_busy_seconds() - busy0}
+        busy = machine_busy_seconds() - busy0
+        cpu1 = tree_cpu(master_pid)
+        cpu = {name: cpu1.get(name, 0.0) - cpu0.get(name, 0.0) for name in cpu1}
+        system = cpu.pop(" system")
+        # postlog, postdrop and the like come and go; keep the processes that did the work
+        cpu = {name: v for name, v in cpu.items() if v > 0.0005 * args.messages / 1000}
+        return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": busy, "cpu": cpu,
+                "load_cpu": load_cpu, "system": system}
     finally:
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)  # stop it by PID
@@ -240,11 +349,12 @@ def run_postfix(args, work: Path) -> dict | None:
 
 
 def line(name: str, result: dict, n: int) -> str:
+    own = sum(result["cpu"].values())
     text = (f"{name:7}: {n / result['accept_seconds']:5.0f} msg/s accepted, {n / result['total_seconds']:5.0f} msg/s "
-            f"end to end ({result['total_seconds']:5.2f}s); "
-            f"CPU ms/msg: machine {result['machine_cpu'] / n * 1000:5.2f}")
-    if "cpu" in result:
-        text += "".join(f", {k} {v / n * 1000:.2f}" for k, v in sorted(result["cpu"].items()))
+            f"end to end ({result['total_seconds']:5.2f}s); CPU ms/msg: {own / n * 1000:5.2f} own "
+            f"[{result['system'] / n * 1000:.2f} in the kernel] ("
+            + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in sorted(result["cpu"].items(), key=lambda kv: -kv[1]))
+            + f"), smtp-source {result['load_cpu'] / n * 1000:.2f}, machine {result['machine_cpu'] / n * 1000:.2f}")
     return text
 
 
@@ -255,14 +365,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="message size in bytes (smtp-source -l)")
     parser.add_argument("--runs", type=int, default=3, help="correo/Postfix pairs to run (the summary is the median)")
     parser.add_argument("--only", choices=("correo", "postfix"), help="run one side only")
+    parser.add_argument("--dir", default="/var/tmp", help="where both spools and mailboxes go (default /var/tmp)")
+    parser.add_argument("--log-format", choices=("json", "console"), default="json",
+                        help="correo's log format (default json, as its pods log)")
+    parser.add_argument("--no-uvloop", action="store_true", help="run correo on asyncio's own event loop")
+    parser.add_argument("--profile", action="store_true", help="py-spy the correo services (raw stacks kept)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, profiles)")
     args = parser.parse_args()
     if not shutil.which("smtp-source"):
         raise SystemExit("smtp-source not found: apt-get install postfix")
     n = args.messages
-    print(f"smtp-source -s {args.sessions} -m {n} -l {args.size}, {args.runs} run(s), on {os.cpu_count()} cores")
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    print(f"smtp-source -s {args.sessions} -m {n} -l {args.size}, {args.runs} run(s), on {os.cpu_count()} cores; "
+          f"spools and mailboxes of both in {args.dir} ({fs_type(Path(args.dir))})")
     results: dict[str, list[dict]] = {"correo": [], "postfix": []}
     for run in range(1, args.runs + 1):
-        work = Path(tempfile.mkdtemp(prefix="correo-bench-"))
+        work = Path(tempfile.mkdtemp(prefix="correo-bench-", dir=args.dir))
         try:
             if args.only != "postfix":
                 results["correo"].append(run_correo(args, work))
@@ -273,18 +391,22 @@ def main() -> None:
                     results["postfix"].append(postfix)
                     print(f"run {run} " + line("postfix", postfix, n), flush=True)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if args.keep:
+                print(f"kept {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     medians = {}
     for name, runs in results.items():
         if runs:
             accept = statistics.median(n / r["accept_seconds"] for r in runs)
             e2e = statistics.median(n / r["total_seconds"] for r in runs)
-            cpu = statistics.median(r["machine_cpu"] / n * 1000 for r in runs)
-            medians[name] = e2e
+            own = statistics.median(sum(r["cpu"].values()) / n * 1000 for r in runs)
+            medians[name] = (e2e, own)
             print(f"median {name:7}: {accept:5.0f} msg/s accepted, {e2e:5.0f} msg/s end to end, "
-                  f"machine CPU {cpu:.2f} ms/msg")
+                  f"CPU {own:.2f} ms/msg (its own processes)")
     if len(medians) == 2:
-        print(f"ratio correo/postfix (end to end, medians): {medians['correo'] / medians['postfix']:.2f}")
+        print(f"ratio correo/postfix: end to end {medians['correo'][0] / medians['postfix'][0]:.2f}x the messages "
+              f"per second; Postfix's CPU per message / correo's: {medians['postfix'][1] / medians['correo'][1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,24 @@ def test_list_extended_special_use_subscribed_and_status(imap, raw):
     ]
 
 
+def test_recursivematch_childinfo_only_for_subscribed_children_the_patterns_do_not_list(raw):
+    """RFC 5258 (imaptest's listext): a parent that is not subscribed is
+    listed with CHILDINFO only for a subscribed descendant that none of the
+    patterns lists; when a pattern lists the child, the parent is not
+    listed (was: listed with CHILDINFO anyway)."""
+    for name in ("t/test2/", "t/test2/test1", "t/test8/test8", "t/test8/test9"):
+        assert raw.cmd(f"CREATE {name}")[-1].split()[1] == b"OK"
+    for name in ("t/test2/test1", "t/test8/test8", "t/test8/test9"):
+        raw.cmd(f"SUBSCRIBE {name}")
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" ("t/test2" "t/test2/test1")')
+    assert lines[:-1] == [b'* LIST (\\HasNoChildren \\Subscribed) "/" "t/test2/test1"\r\n']
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" ("t/test2")')
+    assert lines[:-1] == [b'* LIST (\\HasChildren) "/" "t/test2" ("CHILDINFO" ("SUBSCRIBED"))\r\n']
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "t*test8"')  # test8/test9 is not listed
+    assert lines[:-1] == [b'* LIST (\\HasChildren) "/" "t/test8" ("CHILDINFO" ("SUBSCRIBED"))\r\n',
+                          b'* LIST (\\HasNoChildren \\Subscribed) "/" "t/test8/test8"\r\n']
+
+
 def test_status_items(imap, raw):
     imap.deliver(ALICE, SIMPLE)
     imap.deliver(ALICE, SIMPLE)

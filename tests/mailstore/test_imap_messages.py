@@ -80,6 +80,22 @@ def test_fetch_sections_are_exact_slices(imap):
     client.logout()
 
 
+def test_envelope_of_group_syntax_has_rfc3501_markers_and_nothing_invented(imap, raw):
+    """RFC 5322 groups in To/Cc become RFC 3501's start marker (NIL NIL
+    "group" NIL), the members, and the end marker (NIL NIL NIL NIL); an
+    empty group is just the two markers, and a group holding only a comment
+    has no member (was: an invented MISSING_MAILBOX address)."""
+    imap.deliver(ALICE, b"From: a@example.org\r\nTo: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\r\n"
+                        b"Cc: group:;, group2: (foo) ;\r\nBcc: undisclosed-recipients:;\r\n\r\nbody\r\n")
+    raw.cmd("SELECT INBOX")
+    env = fetch_one(raw, "ENVELOPE")
+    assert (b'((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")(NIL NIL "g2" "d2.org")(NIL NIL NIL NIL)'
+            b'(NIL NIL "group2" NIL)(NIL NIL "g3" "d3.org")(NIL NIL NIL NIL)) '
+            b'((NIL NIL "group" NIL)(NIL NIL NIL NIL)(NIL NIL "group2" NIL)(NIL NIL NIL NIL)) '
+            b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))') in env
+    assert b"MISSING" not in env
+
+
 def test_binary_attachment_and_8bit_text_come_back_byte_identical(imap):
     raw_binary = (SIMPLE_HEADER.replace(b"Content-Transfer-Encoding: 8bit", b"Content-Transfer-Encoding: binary")
                   + ATTACHMENT + b"\r\n" + SIMPLE_BODY)
@@ -222,6 +238,23 @@ def test_copy_move_and_expunge(imap, raw):
     assert lines[-1].split()[1] == b"BAD"  # no messages left: invalid sequence number
 
 
+def test_move_onto_the_selected_folder_renumbers_the_messages(imap, raw):
+    """RFC 6851 does not forbid it and Dovecot does it: the message gets a
+    new UID in the same folder, the client is told COPYUID, EXPUNGE, EXISTS
+    (was: NO [CANNOT])."""
+    imap.deliver(ALICE, SIMPLE)
+    imap.deliver(ALICE, SIMPLE)
+    raw.cmd("SELECT INBOX")
+    inbox = imap.folder(ALICE)
+    lines = raw.cmd("MOVE 1 INBOX")
+    assert lines[:3] == [b"* OK [COPYUID %d 1 3] Moved UIDs.\r\n" % inbox.uidvalidity, b"* 1 EXPUNGE\r\n",
+                         b"* 2 EXISTS\r\n"]
+    assert lines[-1].split()[1] == b"OK"
+    assert inbox.uids() == [2, 3]
+    assert raw.cmd("UID FETCH 1:* (UID)")[:2] == [b"* 1 FETCH (UID 2)\r\n", b"* 2 FETCH (UID 3)\r\n"]
+    assert raw.cmd("UID FETCH 3 BODY.PEEK[]")[0].endswith(SIMPLE + b")\r\n")
+
+
 def test_close_expunges_and_unselect_does_not(imap, raw):
     imap.deliver(ALICE, SIMPLE)
     imap.deliver(ALICE, SIMPLE)
@@ -324,6 +357,22 @@ def search(raw, criteria: str | bytes) -> list[int]:
 ])
 def test_search_keys(searchable, criteria, expected):
     assert search(searchable, criteria) == expected
+
+
+def test_search_from_matches_an_address_written_with_comments(imap, raw):
+    """RFC 3501 "contains the specified string": the From header matches in
+    the form the address is read, so ``<user (comment)@ (comment) domain>``
+    is found by ``user@domain`` (was: missed), and display names match too."""
+    forms = [b"user-from@domain.org", b"RealFrom <user-from@domain.org>",
+             b"<user-from (comment)@ (comment) domain.org>", b"user-from@domain.org (RealFrom)",
+             b"user-from1@domain.org, user-from2@domain.org", b"=?utf-8?q?R=C3=A9alFrom?= <USER-FROM@domain.org>"]
+    for frm in forms:
+        imap.deliver(ALICE, b"From: " + frm + b"\r\nSubject: x\r\n\r\nbody\r\n")
+    raw.cmd("SELECT INBOX")
+    assert search(raw, "FROM user-from@domain.org") == [1, 2, 3, 4, 6]
+    assert search(raw, "FROM realfrom") == [2, 4]
+    assert search(raw, b"CHARSET UTF-8 FROM {9+}\r\nr\xc3\xa9alfrom") == [6]
+    assert search(raw, 'FROM "realfrom <user-from@domain.org>"') == [2, 4]  # a comment is the name
 
 
 def test_search_utf8_charset_and_decoding(searchable):

@@ -3,7 +3,10 @@
 Header values go out raw (unfolded, encoded-words left as they are, as
 Dovecot does); address lists are parsed with RFC 5322's grammar leniently:
 display names (quoted or not), angle addresses with source routes, groups
-(``undisclosed-recipients:;``), comments as the name when there is no other.
+(``undisclosed-recipients:;``, ``group: a@b, c@d;``) as RFC 3501's start
+marker ``(NIL NIL "group" NIL)`` and end marker ``(NIL NIL NIL NIL)`` around
+their members (an entry that is only a comment is no member), comments as
+the name when there is no other.
 """
 from __future__ import annotations
 
@@ -132,10 +135,11 @@ def parse_addresses(value: bytes | None) -> list[Address] | None:
 
     def flush():
         nonlocal current
-        addr = _mailbox(current)
-        if addr is not None and not (addr.mailbox == b"MISSING_MAILBOX" and addr.host == b"MISSING_DOMAIN"
-                                     and addr.name is None):
-            out.append(addr)
+        # only comments and spaces (``group: (foo) ;``, ``a, , b``): no address at all
+        if any(k != "c" for k, _ in current):
+            addr = _mailbox(current)
+            if addr is not None:
+                out.append(addr)
         current = []
 
     for kind, text in tokens:

@@ -332,11 +332,11 @@ class Folder:
                    ) -> list[tuple[int, int]]:
         """Move messages into ``dest`` (RFC 6851): renamed across, never copied,
         so a crash leaves each message in exactly one of the two folders (or,
-        at worst, listed in both until the next repair).  Returns pairs."""
+        at worst, listed in both until the next repair).  Returns pairs.
+        ``dest`` may be this folder: the messages get new UIDs and the old
+        ones are expunged (RFC 6851 does not forbid it; Dovecot does it)."""
         if dest.mailbox is not self.mailbox:
             raise FolderError("moves between mailboxes are not supported")
-        if dest is self:
-            raise FolderError("source and destination are the same folder")
 
         async with self.mailbox.lock:
             self._check_alive()

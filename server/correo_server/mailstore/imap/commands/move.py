@@ -1,5 +1,7 @@
 """MOVE (RFC 6851): copy and expunge in one step, atomically per message;
-``COPYUID`` comes first as an untagged OK, then the EXPUNGE responses."""
+``COPYUID`` comes first as an untagged OK, then the EXPUNGE responses.  A
+move onto the selected folder itself is legal: the messages come back with
+new UIDs (EXPUNGE, then EXISTS)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +28,6 @@ class Move(Copy):
         if isinstance(found, Reply):
             return found
         _, live, dest = found
-        if dest is view.folder:
-            return no("Source and destination mailboxes are the same.", "CANNOT")
         pairs = await view.folder.move(live, dest, origin=s)
         code = copyuid(dest, pairs)
         if code:

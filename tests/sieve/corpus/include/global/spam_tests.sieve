@@ -1,0 +1,6 @@
+require ["reject"];
+if anyof (header :contains "Subject" "$$",
+          header :contains "Subject" "Make money")
+{
+    reject "No thank you.";
+}

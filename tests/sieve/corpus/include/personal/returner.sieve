@@ -1,0 +1,3 @@
+require ["include", "fileinto"];
+if header :contains "subject" "a" { fileinto "in-returner"; return; }
+fileinto "returner-end";

@@ -1,0 +1,4 @@
+require "fileinto";
+keep;
+discard;
+if header :contains "from" "boss" { fileinto "boss"; }

@@ -1,0 +1,3 @@
+require "fileinto";
+if header :contains "subject" "a" { fileinto "first"; stop; }
+fileinto "never-if-a";

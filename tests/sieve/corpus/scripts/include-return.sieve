@@ -1,0 +1,3 @@
+require ["include", "fileinto"];
+include "returner";
+fileinto "after-return";

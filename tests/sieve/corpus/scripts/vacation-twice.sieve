@@ -1,0 +1,3 @@
+require "vacation";
+vacation :handle "one" "first";
+if true { vacation :handle "two" "second"; }

@@ -1,0 +1,5 @@
+require ["fileinto", "variables", "envelope"];
+if envelope :matches "from" "*@*" { set "sender_domain" "${2}"; }
+if envelope :matches "to" "*" { set "rcpt" "${1}"; }
+if string :matches "${sender_domain}" "*.*" { fileinto "from-${1}"; }
+if string :count "eq" :comparator "i;ascii-numeric" ["${rcpt}", "", "x"] "2" { fileinto "count-two"; }

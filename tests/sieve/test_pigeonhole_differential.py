@@ -195,3 +195,9 @@ def test_pigeonhole_is_actually_consulted(pigeonhole_results):
     assert "error" in statuses  # the limit and conflict scripts
     stored = {a[1] for status, actions in pigeonhole_results.values() for a in actions if a[0] == "store"}
     assert {"filter", "spam", "GrandMa", "lists.sieve", "INBOX.spam-trap", "INBOX.unclassified"} <= stored
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_corpus_script_compiles_in_correo(script):
+    """So that agreement is about what scripts do, not about both refusing them."""
+    compile_script(script.read_bytes(), script.stem)

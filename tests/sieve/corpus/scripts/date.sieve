@@ -1,4 +1,4 @@
-require ["date", "relational", "fileinto"];
+require ["date", "relational", "fileinto", "comparator-i;ascii-numeric"];
 if allof(header :contains "from" "coyote",
          date :value "ge" :originalzone "date" "hour" "09",
          date :value "lt" :originalzone "date" "hour" "17")

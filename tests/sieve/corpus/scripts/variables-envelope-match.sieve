@@ -1,4 +1,4 @@
-require ["fileinto", "variables", "envelope"];
+require ["fileinto", "variables", "envelope", "relational", "comparator-i;ascii-numeric"];
 if envelope :matches "from" "*@*" { set "sender_domain" "${2}"; }
 if envelope :matches "to" "*" { set "rcpt" "${1}"; }
 if string :matches "${sender_domain}" "*.*" { fileinto "from-${1}"; }

@@ -178,6 +178,20 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class MtaStsClient:
+    """Outbound MTA-STS (RFC 8461): the queue honours receivers' policies."""
+
+    enabled: bool = True
+    # PEM bundle of the CAs trusted for policy hosts and MX certificates (a
+    # private PKI, tests); empty: the system's trust store.
+    ca_file: str | None = None
+    https_port: int = 443  # where policies are fetched (tests point it at loopback servers)
+    fetch_timeout_seconds: int = 30
+    # Where fetched policies are cached (relative paths: under the spool folder).
+    cache_dir: str = "mta-sts"
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_lmtp"])
     http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_http"])
@@ -193,6 +207,7 @@ class QueueConfig:
     connect_timeout_seconds: int = 30
     command_timeout_seconds: int = 300
     min_free_bytes: int = 64 * 1024 * 1024  # below this free space: 452 4.3.1
+    mta_sts: MtaStsClient = MtaStsClient()
 
 
 @dataclass(frozen=True)

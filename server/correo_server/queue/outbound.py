@@ -12,7 +12,11 @@ Three kinds of next hop (a :class:`Route`):
   ``queue.remoteSmtpPort``, tried in preference order; a host that refuses the
   connection, or answers 4xx, passes the still-undelivered recipients on to the
   next one.  STARTTLS is used whenever offered (opportunistic, RFC 7435); when
-  the handshake fails the same host is tried again without TLS.
+  the handshake fails the same host is tried again without TLS.  A domain
+  with an MTA-STS policy (RFC 8461, :mod:`correo_server.mtasts`) gets what
+  its policy asks per MX host: only hosts it lists, TLS with a certificate
+  valid for the host's name (``enforce``: else the next host, or a deferral
+  saying why; ``testing``: logged, delivered anyway).
 
 A :class:`Session` belongs to one delivery worker and one route, and keeps its
 connection open between messages (connection reuse).  It returns one
@@ -28,6 +32,8 @@ from typing import Sequence
 
 from .. import logs, tlsfiles
 from ..config import ServerConfig, Smarthost
+from ..mtasts.decide import HostRule
+from ..mtasts.policies import Policies
 from .mx import MXResolver
 from .ownership import owner_of
 from .records import Envelope, Rcpt
@@ -78,13 +84,15 @@ class Settings:
     connect_timeout: float
     timeout: float
     config: ServerConfig
+    mta_sts: Policies | None = None  # receivers' MTA-STS policies (None: not honoured)
 
     @classmethod
-    def from_config(cls, cfg: ServerConfig) -> "Settings":
+    def from_config(cls, cfg: ServerConfig, clock=None) -> "Settings":
         q = cfg.queue
         host = q.mailstore.host if q.mailstore.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return cls(cfg.hostname, host, q.mailstore.port, q.remote_smtp_port, float(q.connect_timeout_seconds),
-                   float(q.command_timeout_seconds), cfg)
+                   float(q.command_timeout_seconds), cfg,
+                   Policies.from_config(cfg, **({"now": clock.now} if clock is not None else {})))
 
 
 class Session:
@@ -224,16 +232,24 @@ class Session:
         return conn
 
     # -- MX ------------------------------------------------------------------
-    async def _open_mx(self, host: str, addr: str) -> Connection:
-        """Connect, EHLO, STARTTLS when offered (plain again if the handshake fails)."""
+    async def _open_mx(self, host: str, addr: str, rule: HostRule | None = None) -> Connection:
+        """Connect, EHLO, STARTTLS when offered (plain again if the handshake fails);
+        with an MTA-STS ``rule``, STARTTLS with the certificate checked."""
         s = self.settings
         conn = await Connection.open(host, addr, s.remote_port, connect_timeout=s.connect_timeout, timeout=s.timeout)
         await self._greet(conn)
         if "STARTTLS" not in conn.extensions:
+            if rule is not None and (fail := rule.unmet("it does not offer STARTTLS", "4.7.4")) is not None:
+                await conn.quit()
+                raise fail
             return conn
         try:
-            reply = await conn.starttls(self._client_tls(), s.hostname, host)
+            reply = await conn.starttls(rule.context if rule else self._client_tls(), s.hostname, host)
         except Failure as exc:
+            if rule is not None:
+                if (fail := rule.unmet(f"TLS failed: {exc.reply.text.partition(' failed: ')[2]}")) is not None:
+                    raise fail from None
+                return await self._open_mx(host, addr)  # testing: as if there were no policy
             log.info("starttls_failed_retrying_plain", server=conn.server, error=str(exc.reply))
             conn = await Connection.open(host, addr, s.remote_port, connect_timeout=s.connect_timeout,
                                          timeout=s.timeout)
@@ -241,6 +257,8 @@ class Session:
             return conn
         if not reply.ok:  # STARTTLS refused (or EHLO after it): carry on in plain text on a new connection
             await conn.quit()
+            if rule is not None and (fail := rule.unmet(f"STARTTLS was refused: {reply}", "4.7.4")) is not None:
+                raise fail
             conn = await Connection.open(host, addr, s.remote_port, connect_timeout=s.connect_timeout,
                                          timeout=s.timeout)
             await self._greet(conn)
@@ -284,12 +302,18 @@ class Session:
             for i, _ in remaining:
                 results[i] = Result(i, exc.reply, f"dns:{domain}", domain, "")
             return [results[i] for i, _ in rcpts]
+        policies = self.settings.mta_sts
+        applied = await policies.policy_for(domain, self.resolver.resolver) if policies else None
         for host in hosts:
+            rule = policies.rule(applied, host.name) if policies else None
+            if rule is not None and (refusal := rule.refusal()) is not None:
+                record(remaining, [refusal] * len(remaining), host.name, host.name, host.name)
+                continue
             for addr in host.addresses:
                 if not remaining:
                     break
                 try:
-                    conn = await self._open_mx(host.name, addr)
+                    conn = await self._open_mx(host.name, addr, rule)
                 except Failure as exc:
                     where = f"{host.name}[{addr}]:{self.settings.remote_port}"
                     record(remaining, [exc.reply] * len(remaining), where, host.name, host.name)

@@ -65,7 +65,7 @@ class Runner:
         self.intake = intake
         self.resolver = resolver
         self.metrics = metrics
-        self.settings = settings or Settings.from_config(cfg)
+        self.settings = settings or Settings.from_config(cfg, clock)
         self.linger = linger
         self.per_destination = max(1, cfg.queue.concurrency_per_destination)
         self.total_limit = max(1, cfg.queue.concurrency_total)

@@ -74,9 +74,12 @@ def tag_of(line: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class SeqSet:
-    """A sequence-set; ``None`` in a range stands for ``*``."""
+    """A sequence-set; ``None`` in a range stands for ``*``.  ``saved``: the
+    set is ``$``, the result a SEARCH saved (SEARCHRES, RFC 5182), which
+    only the selected view can resolve (:meth:`..states.SelectedView.resolve`)."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
 
     def _bounds(self, largest: int) -> list[tuple[int, int]]:
         out = []
@@ -134,6 +137,7 @@ class Reader:
         self.closers: list[str] = []  # the ")" / "]" still expected, innermost last
         self.usage = "Missing command name"
         self.invalid_mailbox: str | None = None
+        self.saved_sets = False  # "$" is a sequence set (SEARCHRES)
 
     def fail(self, message: str) -> None:
         raise Fail(message)
@@ -392,6 +396,8 @@ class Reader:
         """A sequence-set; anything malformed is an ``Invalid message set``
         (or UID set), with the part that was read."""
         start = self.pos
+        if self.saved_sets and self.take(b"$"):
+            return SeqSet((), saved=True)
         ranges = []
         try:
             while True:

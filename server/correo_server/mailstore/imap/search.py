@@ -110,6 +110,7 @@ class Candidate:
     largest_seq: int
     largest_uid: int
     data: bytes | None = None
+    saved: frozenset[int] = frozenset()  # "$": the UIDs a SEARCH saved (SEARCHRES)
     _entity: Entity | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
@@ -196,6 +197,8 @@ class Seq(Key):
     set: SeqSet
 
     def matches(self, c: Candidate) -> bool:
+        if self.set.saved:
+            return c.msg.uid in c.saved
         return self.set.contains(c.seq, c.largest_seq)
 
 
@@ -204,6 +207,8 @@ class Uid(Key):
     set: SeqSet
 
     def matches(self, c: Candidate) -> bool:
+        if self.set.saved:
+            return c.msg.uid in c.saved
         return self.set.contains(c.msg.uid, c.largest_uid)
 
 

@@ -83,6 +83,7 @@ class SelectedView:
             self.recent = folder.take_recent()
         self.pending_expunge: set[int] = set()
         self.keywords: set[str] = folder.keywords()
+        self.saved: frozenset[int] = frozenset()  # UIDs of the result a SEARCH saved ("$", RFC 5182)
 
     # -- numbers ------------------------------------------------------------
     def __len__(self) -> int:
@@ -94,7 +95,10 @@ class SelectedView:
 
     def resolve(self, seqset: SeqSet, uid: bool) -> list[int]:
         """UIDs (ascending) a sequence set names; ValueError for a message
-        sequence number beyond the last message."""
+        sequence number beyond the last message.  ``$`` (SEARCHRES) is the
+        saved result, less the messages expunged since."""
+        if seqset.saved:
+            return sorted(u for u in self.saved if self.seq_of(u) is not None)
         if uid:
             return seqset.select_uids(self.uids)
         return [self.uids[s - 1] for s in seqset.seqs(len(self.uids))]

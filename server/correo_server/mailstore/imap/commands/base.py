@@ -4,7 +4,7 @@ its handler, together), the connection :class:`State` flags, :class:`Reply`,
 and the :class:`Registry` every module registers into — commands,
 capabilities, and the extension points of other commands (ENABLE targets,
 STATUS items, SELECT parameters, FETCH items and modifiers, STORE
-modifiers, SEARCH keys, LIST options).  See the package docstring for how
+modifiers, SEARCH keys and result options, LIST options).  See the package docstring for how
 to add an extension.
 """
 from __future__ import annotations
@@ -184,6 +184,40 @@ class ListOption:
     after: Callable[["Session", Any, Any], Awaitable[None]] | None = None  # (session, FolderEntry, value)
 
 
+@dataclass(frozen=True)
+class SearchReturn:
+    """A SEARCH result option (RFC 4466 ``SEARCH RETURN (...)``): ESEARCH's
+    MIN, MAX, ALL, COUNT, SEARCHRES's SAVE.  ``parse`` reads a value after
+    the name; ``render`` gives the option's part of the ESEARCH response
+    (None: nothing to say); ``on_result`` runs once the messages are found
+    (SAVE keeps them).  Given any, the reply is the registry's
+    ``search_reply`` (ESEARCH's) instead of ``* SEARCH``."""
+
+    name: str
+    parse: Callable[[Reader], Any] | None = None
+    render: Callable[["Found", Any], bytes | None] | None = None
+    on_result: Callable[["Session", "Found", "Options"], None] | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a SEARCH (or SORT) found: the UIDs, in the order of the reply,
+    with the numbers the client sees (UIDs for ``UID SEARCH``, else message
+    sequence numbers) and their MODSEQs; ``modseq``: a MODSEQ key was used
+    (RFC 7162 3.1.5: the reply carries the highest MODSEQ)."""
+
+    tag: str
+    uid: bool
+    uids: list[int]
+    numbers: list[int]
+    modseqs: list[int]
+    modseq: bool = False
+    sorted: bool = False  # SORT: in the order asked for, not ascending
+
+
+SearchReply = Callable[["Session", Found, "Options"], None]
+
+
 # ---------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------
@@ -207,6 +241,10 @@ class Registry:
         self.search_keys: dict[str, Callable[[Reader, str, int], Any]] = {}  # name -> parser of the key
         self.list_select: dict[str, ListOption] = {}
         self.list_return: dict[str, ListOption] = {}
+        self.search_returns: dict[str, SearchReturn] = {}
+        self.search_reply: SearchReply | None = None  # writes the reply when RETURN is used (ESEARCH)
+        self.search_defaults: list[Callable[["Session"], "Options | None"]] = []  # RETURN when none given
+        self.saved_sets = False  # "$" stands for the saved search result (SEARCHRES)
         self.module = ""  # the module registering now (for the capability's origin)
 
     # -- registering -----------------------------------------------------------
@@ -244,6 +282,14 @@ class Registry:
     def search_key(self, name: str, parse: Callable[[Reader, str, int], Any]) -> None:
         self.search_keys[name] = parse
 
+    def search_return(self, option: SearchReturn) -> None:
+        self.search_returns[option.name] = option
+
+    def search_default(self, fn: Callable[["Session"], "Options | None"]) -> None:
+        """A session mode that answers every SEARCH as if ``RETURN (...)``
+        were given (IMAP4rev2: ESEARCH always)."""
+        self.search_defaults.append(fn)
+
     def list_select_option(self, option: ListOption) -> None:
         self.list_select[option.name] = option
 
@@ -265,6 +311,7 @@ class Registry:
     def parse(self, buf: bytes) -> Command:
         """Parse one complete command (CRLF-terminated, literals inline)."""
         r = Reader(buf)
+        r.saved_sets = self.saved_sets
         m = TAG.match(buf)
         if m is None:
             raise BadCommand(None, "Error in IMAP command: no tag")

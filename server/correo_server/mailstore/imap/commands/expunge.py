@@ -35,7 +35,7 @@ class Expunge(Command):
         view = s.view
         if view.readonly:
             return no("Mailbox is read-only.", "READ-ONLY")
-        candidates = view.uids if self.set is None else self.set.select_uids(view.uids)
+        candidates = view.uids if self.set is None else view.resolve(self.set, uid=True)
         doomed = [u for u in candidates if (m := view.folder.get(u)) is not None and "\\Deleted" in m.flags]
         gone = await view.folder.expunge(doomed, origin=s) if doomed else []
         for line in view.remove(gone):

@@ -1,7 +1,13 @@
 """SEARCH (RFC 3501 6.4.4): the keys of RFC 3501, parsed into
 :mod:`..search` keys; other modules register more (``registry.search_key``:
 CONDSTORE's MODSEQ).  With CONDSTORE keys, the reply carries the highest
-MODSEQ of the messages found (RFC 7162 3.1.5)."""
+MODSEQ of the messages found (RFC 7162 3.1.5).
+
+``SEARCH RETURN (...)`` (RFC 4466) takes the registry's result options
+(ESEARCH's MIN/MAX/ALL/COUNT, SEARCHRES's SAVE); with any, or when a session
+mode asks for it (IMAP4rev2), the registry's ``search_reply`` answers
+instead of ``* SEARCH``.  :func:`matching` and :func:`answer` are shared
+with SORT and THREAD."""
 from __future__ import annotations
 
 import re
@@ -12,9 +18,10 @@ from .. import responses as R
 from .. import search as S
 from ..backend import MessageGone
 from ..reader import MAX_NESTING, Reader, SeqSet
-from .base import Command, Parse, Registry, Reply, State, no, ok
+from .base import Command, Found, Options, Parse, Registry, Reply, State, modifiers, no, ok
 
 if TYPE_CHECKING:
+    from ..backend import MessageInfo
     from ..session import Session
 
 _WORD = re.compile(rb"[A-Za-z]+")
@@ -43,7 +50,7 @@ class KeyReader:
                 r.close(b")")
                 return S.And(tuple(keys))
             c = r.peek()
-            if c == b"*" or c.isdigit():
+            if c == b"*" or c.isdigit() or (c == b"$" and r.saved_sets):
                 return S.Seq(r.seq_set())
             word = r.match(_WORD)
             if word is None:
@@ -75,10 +82,12 @@ class Search(Command):
 
     charset: str | None
     key: S.Key
+    returns: Options | None = None  # RETURN (...) (RFC 4466); None: not given
 
     @classmethod
     def parse(cls, r: Reader, p: Parse) -> "Search":
         r.sp()
+        returns = search_returns(r, p.registry)
         charset = None
         if r.take(b"CHARSET") and (r.at_end() or r.peek() == b" "):
             r.sp("CHARSET needs a charset name, then search criteria")
@@ -86,41 +95,87 @@ class Search(Command):
             r.sp("SEARCH needs search criteria after the charset")
         elif r.buf[r.pos - 7:r.pos].upper() == b"CHARSET" and r.pos >= 7 and r.buf[r.pos - 8:r.pos - 7] == b" ":
             r.pos -= 7  # a key that only starts with CHARSET
-        return cls(tag=p.tag, uid=p.uid, charset=charset, key=KeyReader(r, p.registry).keys())
+        return cls(tag=p.tag, uid=p.uid, charset=charset, key=KeyReader(r, p.registry).keys(), returns=returns)
 
     def reports_expunges(self) -> bool:
         return self.uid
 
     async def run(self, s: "Session") -> Reply:
         if not S.charset_supported(self.charset):
+            if self.returns is not None and "SAVE" in self.returns:
+                s.view.saved = frozenset()  # RFC 5182 2.1: a failed SEARCH ... SAVE empties "$"
             return no("Unsupported charset.", "BADCHARSET (US-ASCII UTF-8)")
-        modseq = any(isinstance(k, S.ModSeq) for k in self.key.walk())
-        if modseq:
-            s.enable("CONDSTORE")
-        view = s.view
-        folder = view.folder
-        content = S.any_needs_content(self.key)
-        found: list[int] = []
-        highest = 0
-        largest_uid = view.uids[-1] if view.uids else 0
-        for seq, uid in enumerate(list(view.uids), 1):
-            msg = folder.get(uid)
-            if msg is None:
-                continue
-            cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid)
-            if content:
-                try:
-                    cand.data = (await s.load(folder, msg)).data
-                except MessageGone:
-                    continue
-            if self.key.matches(cand):
-                found.append(uid if self.uid else seq)
-                highest = max(highest, msg.modseq)
-        line = b"SEARCH" + b"".join(b" %d" % n for n in found)
-        if modseq and found:
-            line += b" (MODSEQ %d)" % highest
-        s.write(R.untagged(line))
+        modseq = uses_modseq(s, self.key)
+        msgs = await matching(s, self.key)
+        found = Found(self.tag, self.uid, [m.uid for _, m in msgs],
+                      [m.uid if self.uid else seq for seq, m in msgs], [m.modseq for _, m in msgs], modseq)
+        answer(s, found, self.returns, b"SEARCH")
         return ok("Search completed")
+
+
+def search_returns(r: Reader, registry: Registry) -> Options | None:
+    """``RETURN (option ...) `` before the search keys, if there (the
+    reader is after the space that ends the command name)."""
+    if not registry.search_returns or not r.take(b"RETURN "):
+        return None
+    returns = modifiers(r, registry.search_returns, "a SEARCH return option", allow_empty=True)
+    r.sp("Missing search criteria after RETURN (...)")
+    return returns
+
+
+def uses_modseq(s: "Session", key: S.Key) -> bool:
+    """A MODSEQ key switches CONDSTORE on (RFC 7162 3.1)."""
+    modseq = any(isinstance(k, S.ModSeq) for k in key.walk())
+    if modseq:
+        s.enable("CONDSTORE")
+    return modseq
+
+
+async def matching(s: "Session", key: S.Key) -> list[tuple[int, "MessageInfo"]]:
+    """(sequence number, message) of each message of the selected folder
+    the key matches, in UID order; message content is read only when a key
+    needs it."""
+    view = s.view
+    folder = view.folder
+    content = S.any_needs_content(key)
+    found = []
+    largest_uid = view.uids[-1] if view.uids else 0
+    for seq, uid in enumerate(list(view.uids), 1):
+        msg = folder.get(uid)
+        if msg is None:
+            continue
+        cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid, saved=view.saved)
+        if content:
+            try:
+                cand.data = (await s.load(folder, msg)).data
+            except MessageGone:
+                continue
+        if key.matches(cand):
+            found.append((seq, msg))
+    return found
+
+
+def answer(s: "Session", found: Found, returns: Options | None, name: bytes) -> None:
+    """The untagged reply: ``* SEARCH n n ...`` (or ``* SORT``), or with
+    result options the registry's ``search_reply`` (ESEARCH) after the
+    options' own work (SAVE)."""
+    registry = s.registry
+    if returns is None:
+        for default in registry.search_defaults:
+            returns = default(s)
+            if returns is not None:
+                break
+    if returns is None or registry.search_reply is None:
+        line = name + b"".join(b" %d" % n for n in found.numbers)
+        if found.modseq and found.numbers:
+            line += b" (MODSEQ %d)" % max(found.modseqs)
+        s.write(R.untagged(line))
+        return
+    for opt_name in returns.values:
+        hook = registry.search_returns[opt_name].on_result
+        if hook is not None:
+            hook(s, found, returns)
+    registry.search_reply(s, found, returns)
 
 
 # -- RFC 3501's keys ------------------------------------------------------------------
@@ -211,4 +266,4 @@ def register(registry: Registry) -> None:
     registry.command(Search)
 
 
-__all__ = ["KeyReader", "Search", "SeqSet"]
+__all__ = ["KeyReader", "Search", "SeqSet", "answer", "matching", "search_returns", "uses_modseq"]

@@ -9,6 +9,12 @@ row per message (UID → file, size, internal date, flags incl. keywords,
 MODSEQ), the keyword letters used in file names, and — in INBOX's index only —
 the mailbox's subscription list and its UIDVALIDITY counter.
 
+Two tables serve the protocol extensions: ``vanished`` remembers the UID and
+MODSEQ of every expunge (QRESYNC's VANISHED, RFC 7162; ``vanished_from`` in
+meta is the MODSEQ from which the record is complete, for indexes made before
+it existed), and ``message_data`` keeps small values derived from a message
+(by kind: the IMAP summary SORT and THREAD use), which go with the message.
+
 This module is synchronous and knows nothing about Maildir names or IMAP;
 :mod:`.store` drives it from worker threads, one thread at a time per folder
 (the folder's lock), and keeps the cached view in memory.
@@ -40,6 +46,13 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE TABLE IF NOT EXISTS keywords (letter TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS vanished (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS message_data (
+    kind TEXT NOT NULL,             -- what it is (e.g. imap.summary)
+    uid INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (kind, uid)
+);
 """
 
 
@@ -74,6 +87,8 @@ class Index:
             self.db.execute("PRAGMA cache_size=-256")  # KiB; many folders are open at once
             self.db.executescript(_SCHEMA)
             self.db.execute("PRAGMA quick_check(1)").fetchone()
+            if self.get_meta("vanished_from") is None:  # expunges are recorded from here on
+                self.set_meta("vanished_from", int(self.get_meta("highestmodseq", 0)))
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.db.close()
@@ -131,8 +146,33 @@ class Index:
     def set_path(self, uid: int, path: str) -> None:
         self.db.execute("UPDATE messages SET path = ? WHERE uid = ?", (path, uid))
 
-    def delete(self, uids: list[int]) -> None:
+    def delete(self, uids: list[int], modseq: int) -> None:
+        """Remove messages expunged at ``modseq`` (remembered in ``vanished``)
+        with the data derived from them."""
         self.db.executemany("DELETE FROM messages WHERE uid = ?", [(u,) for u in uids])
+        self.db.executemany("DELETE FROM message_data WHERE uid = ?", [(u,) for u in uids])
+        self.db.executemany("INSERT OR REPLACE INTO vanished(uid, modseq) VALUES (?, ?)",
+                            [(u, modseq) for u in uids])
+
+    # -- expunges (QRESYNC) ----------------------------------------------------
+    def vanished(self, since: int) -> tuple[list[int], bool]:
+        """UIDs expunged after MODSEQ ``since`` (ascending), and whether the
+        record covers all of them (False: some expunges before the record
+        began may be missing)."""
+        uids = [u for (u,) in self.db.execute("SELECT uid FROM vanished WHERE modseq > ? ORDER BY uid", (since,))]
+        return uids, since >= int(self.get_meta("vanished_from", 0))
+
+    # -- data derived from messages --------------------------------------------
+    def message_data(self, kind: str) -> dict[int, bytes]:
+        return {uid: bytes(value) for uid, value in
+                self.db.execute("SELECT uid, value FROM message_data WHERE kind = ?", (kind,))}
+
+    def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None:
+        """Only for messages still here (a value for an expunged one is dropped)."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO message_data(kind, uid, value) "
+            "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE uid = ?)",
+            [(kind, uid, value, uid) for uid, value in rows.items()])
 
     # -- keywords (letters in file names) ------------------------------------
     def keywords(self) -> dict[str, str]:

@@ -13,7 +13,7 @@ session turns them into ``NO`` with RFC 5530 response codes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..changes import Watcher
 from ..store.errors import DiskFull, FolderError, FolderExists, MessageGone, NoSuchFolder, QuotaExceeded, StoreError
@@ -46,6 +46,16 @@ class Folder(Protocol):
     def keywords(self) -> set[str]: ...
     def watch(self, owner: object) -> Watcher: ...
     async def read(self, uid: int) -> bytes: ...
+    async def map_messages(self, uids: Iterable[int], fn: Callable[[bytes], Any]) -> dict[int, Any]:
+        """``fn(content)`` for many messages, off the event loop (gone ones left out)."""
+    async def vanished_since(self, modseq: int) -> tuple[list[int], bool]:
+        """UIDs expunged after ``modseq``; False when the record began later (QRESYNC)."""
+    async def message_data(self, kind: str) -> dict[int, bytes]:
+        """Values an extension derived from the messages and kept (UID → bytes)."""
+    async def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None: ...
+    async def ext_meta(self, key: str, make: Callable[[], str] | None = None) -> str | None:
+        """A folder-wide value an extension keeps (MAILBOXID), made by ``make`` once."""
+    async def set_ext_meta(self, key: str, value: str | None) -> None: ...
     async def append(self, data: bytes, *, flags: Iterable[str] = (), internaldate: float | None = None,
                      tzoffset: int | None = None) -> int: ...
     async def store(self, uids: Iterable[int], flags: Iterable[str], mode: str = "replace", *,

@@ -175,7 +175,7 @@ class FolderDisk:
     def drop_rows(self, uids: list[int]) -> None:
         modseq = self._next_modseq()
         with self.index.transaction():
-            self.index.delete(uids)
+            self.index.delete(uids, modseq)
             self.index.set_meta("highestmodseq", modseq)
         self.highestmodseq = modseq
 

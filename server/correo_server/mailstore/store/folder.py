@@ -151,6 +151,90 @@ class Folder:
             self._moved({msg.base: moved})
         return data
 
+    async def map_messages(self, uids: Iterable[int], fn: Callable[[bytes], Any]) -> dict[int, Any]:
+        """``fn(bytes)`` of each message's content, run on the store's
+        threads (as :meth:`read` serves it; no lock needed); messages gone
+        meanwhile are left out.  For work over many messages at once (the
+        summaries SORT and THREAD need)."""
+        msgs = [m for u in uids if (m := self._msgs.get(u)) is not None]
+        if not msgs:
+            return {}
+        path = self.path
+        self.last_used = time.monotonic()
+
+        def work() -> tuple[dict[int, Any], dict[str, str]]:
+            out: dict[int, Any] = {}
+            moved: dict[str, str] = {}
+            for msg in msgs:
+                try:
+                    data, where = read_message(path, msg)
+                except (MessageGone, OSError):
+                    continue
+                if where is not None:
+                    moved[msg.base] = where
+                out[msg.uid] = fn(data)
+            return out, moved
+
+        out, moved = await self.mailbox.store.io(work)
+        self._moved(moved)
+        return out
+
+    # -- what the index keeps for the protocol extensions ---------------------
+    async def vanished_since(self, modseq: int) -> tuple[list[int], bool]:
+        """UIDs expunged after ``modseq`` (QRESYNC), and whether that list
+        is complete (False: the index began recording after ``modseq``)."""
+        async with self.mailbox.lock:
+            self._check_alive()
+            return await self._run(lambda disk: disk.index.vanished(modseq))
+
+    async def message_data(self, kind: str) -> dict[int, bytes]:
+        """Values of one kind derived from the messages (UID → bytes)."""
+        async with self.mailbox.lock:
+            self._check_alive()
+            return await self._run(lambda disk: disk.index.message_data(kind))
+
+    async def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None:
+        """Keep derived values in the index; they go when the message goes."""
+        if not rows:
+            return
+        async with self.mailbox.lock:
+            self._check_alive()
+
+            def work(disk: FolderDisk) -> None:
+                with disk.index.transaction():
+                    disk.index.put_message_data(kind, rows)
+
+            await self._run(work)
+
+    async def ext_meta(self, key: str, make: Callable[[], str] | None = None) -> str | None:
+        """A folder-wide value an extension keeps in the index (``ext.<key>``
+        in meta; MAILBOXID), made and stored by ``make`` on first use."""
+        async with self.mailbox.lock:
+            self._check_alive()
+
+            def work(disk: FolderDisk) -> str | None:
+                value = disk.index.get_meta("ext." + key)
+                if value is None and make is not None:
+                    value = make()
+                    with disk.index.transaction():
+                        disk.index.set_meta("ext." + key, value)
+                return value
+
+            return await self._run(work)
+
+    async def set_ext_meta(self, key: str, value: str | None) -> None:
+        async with self.mailbox.lock:
+            self._check_alive()
+
+            def work(disk: FolderDisk) -> None:
+                with disk.index.transaction():
+                    if value is None:
+                        disk.index.db.execute("DELETE FROM meta WHERE key = ?", ("ext." + key,))
+                    else:
+                        disk.index.set_meta("ext." + key, value)
+
+            await self._run(work)
+
     # -- writing (each under the mailbox lock, blocking parts in a thread) ----
     async def append(self, data: bytes, *, flags: Iterable[str] = (), internaldate: float | None = None,
                      tzoffset: int | None = None, quota_bytes: int | None = None,

@@ -130,7 +130,7 @@ def reconcile(disk: FolderDisk, rows: list[Row], preset: dict[str, int] | None =
     modseq = disk.highestmodseq + 1
     added = []
     with idx.transaction():
-        idx.delete([r.uid for r in missing])
+        idx.delete([r.uid for r in missing], modseq)
         for r, rel in moved:
             idx.set_path(r.uid, rel)
             r.path = rel

@@ -218,6 +218,17 @@ class Found:
 SearchReply = Callable[["Session", Found, "Options"], None]
 
 
+@dataclass(frozen=True)
+class SortKey:
+    """A SORT criterion (RFC 5256; SORT=DISPLAY adds two): the value a
+    message sorts by, from its index entry and its header summary
+    (:class:`..summary.Summary`; None when the criterion needs none)."""
+
+    name: str
+    key: Callable[[Any, Any], Any]  # (MessageInfo, Summary | None) -> comparable
+    needs_summary: bool = True
+
+
 # ---------------------------------------------------------------------------
 # The registry
 # ---------------------------------------------------------------------------
@@ -245,6 +256,8 @@ class Registry:
         self.search_reply: SearchReply | None = None  # writes the reply when RETURN is used (ESEARCH)
         self.search_defaults: list[Callable[["Session"], "Options | None"]] = []  # RETURN when none given
         self.saved_sets = False  # "$" stands for the saved search result (SEARCHRES)
+        self.sort_keys: dict[str, SortKey] = {}
+        self.sort_returns = False  # SORT RETURN (...) (ESORT)
         self.module = ""  # the module registering now (for the capability's origin)
 
     # -- registering -----------------------------------------------------------
@@ -289,6 +302,9 @@ class Registry:
         """A session mode that answers every SEARCH as if ``RETURN (...)``
         were given (IMAP4rev2: ESEARCH always)."""
         self.search_defaults.append(fn)
+
+    def sort_key(self, key: SortKey) -> None:
+        self.sort_keys[key.name] = key
 
     def list_select_option(self, option: ListOption) -> None:
         self.list_select[option.name] = option

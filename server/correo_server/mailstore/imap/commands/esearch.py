@@ -36,9 +36,22 @@ def _max(found: Found, _v: Any) -> bytes | None:
 def _all(found: Found, _v: Any) -> bytes | None:
     if not found.numbers:
         return None
-    if found.sorted:  # ESORT (RFC 5267): the order is the answer, so no ranges
-        return b"ALL " + b",".join(b"%d" % n for n in found.numbers)
+    if found.sorted:  # ESORT (RFC 5267 3.1): the order is the answer; ranges only where it ascends by one
+        return b"ALL " + sorted_set(found.numbers)
     return b"ALL " + R.number_set(found.numbers)
+
+
+def sorted_set(numbers: list[int]) -> bytes:
+    """``3:5,1,9`` for 3 4 5 1 9: the order kept, runs of n, n+1, ... as ranges."""
+    out = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(b"%d" % numbers[i] if i == j else b"%d:%d" % (numbers[i], numbers[j]))
+        i = j + 1
+    return b",".join(out)
 
 
 def _count(found: Found, _v: Any) -> bytes | None:

@@ -220,7 +220,8 @@ def test_select_and_examine_responses(imap, raw):
     inbox = imap.folder(ALICE)
     raw.cmd("SELECT INBOX")
     raw.cmd("STORE 1 +FLAGS (\\Seen $Label1)")
-    lines = raw.cmd("SELECT INBOX")
+    closed, *lines = raw.cmd("SELECT INBOX")
+    assert closed == b"* OK [CLOSED] Previous mailbox closed.\r\n"  # RFC 7162 3.2.11 (QRESYNC)
     assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1)\r\n"
     assert lines[1] == b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label1 \\*)] Flags permitted.\r\n"
     assert lines[2:4] == [b"* 2 EXISTS\r\n", b"* 0 RECENT\r\n"]  # the first SELECT took \Recent

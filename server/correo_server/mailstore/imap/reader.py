@@ -81,6 +81,10 @@ class SeqSet:
     ranges: tuple[tuple[int | None, int | None], ...]
     saved: bool = False
 
+    def bounds(self, largest: int) -> list[tuple[int, int]]:
+        """The ranges as (low, high), ``*`` being ``largest``."""
+        return self._bounds(largest)
+
     def _bounds(self, largest: int) -> list[tuple[int, int]]:
         out = []
         for lo, hi in self.ranges:

@@ -24,7 +24,7 @@ from . import responses as R
 from .backend import (Backend, DiskFull, Folder, FolderError, FolderExists, Mailbox, MessageInfo,
                       NoSuchFolder, QuotaExceeded, StoreError)
 from .commands import Registry, default_registry
-from .commands.base import Command, Reply, no
+from .commands.base import Command, Refused, Reply, no
 from .reader import BadCommand, SeqSet
 from .states import Authenticated, FolderGone, Logout, NotAuthenticated, Selected, SelectedView, State
 
@@ -130,6 +130,8 @@ class Session:
             reply = await cmd.run(self)
         except Closing:
             return
+        except Refused as exc:
+            reply = exc.reply
         except FolderGone:
             self.bye("Selected mailbox was deleted, have to disconnect.")
             return

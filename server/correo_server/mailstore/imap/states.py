@@ -84,6 +84,7 @@ class SelectedView:
         self.pending_expunge: set[int] = set()
         self.keywords: set[str] = folder.keywords()
         self.saved: frozenset[int] = frozenset()  # UIDs of the result a SEARCH saved ("$", RFC 5182)
+        self.vanished = False  # expunges are reported as VANISHED uid-set (QRESYNC, RFC 7162 3.2.10)
 
     # -- numbers ------------------------------------------------------------
     def __len__(self) -> int:
@@ -117,8 +118,10 @@ class SelectedView:
 
     def remove(self, uids: list[int]) -> list[bytes]:
         """This session's own expunge: EXPUNGE responses (highest number first,
-        so that each number is still right when the client reads it)."""
+        so that each number is still right when the client reads it), or
+        one ``VANISHED`` response with the UIDs (:attr:`vanished`)."""
         out = []
+        gone = []
         for uid in sorted(uids, reverse=True):
             seq = self.seq_of(uid)
             if seq is None:
@@ -126,7 +129,10 @@ class SelectedView:
             del self.uids[seq - 1]
             self.recent.discard(uid)
             self.pending_expunge.discard(uid)
+            gone.append(uid)
             out.append(R.untagged(b"%d EXPUNGE" % seq))
+        if self.vanished and gone:
+            return [R.untagged(b"VANISHED " + R.number_set(gone))]
         return out
 
     def sync(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:

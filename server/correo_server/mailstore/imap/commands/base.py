@@ -45,6 +45,15 @@ def bad(text: str, code: str | None = None) -> Reply:
     return Reply("BAD", text, code)
 
 
+class Refused(Exception):
+    """Raised by an extension's hook to end the command with this reply
+    (e.g. ``BAD`` for a SELECT parameter the session has not enabled)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
 @dataclass(frozen=True)
 class Parse:
     """What a command's parser gets besides the :class:`Reader`."""
@@ -150,6 +159,10 @@ class Modifier:
     parse: Callable[[Reader], Any] | None = None
     on_use: Callable[["Session", Any], None] | None = None  # runs before the command does
     keep: Callable[[Any, Any], bool] | None = None  # FETCH: (message, value) -> report it?
+    # FETCH: runs once the messages are known, before any is reported (session, value, command, UIDs)
+    before: Callable[["Session", Any, Any, list[int]], Awaitable[None]] | None = None
+    # SELECT/EXAMINE: runs after the command's untagged responses (session, value, command)
+    after: Callable[["Session", Any, Any], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,8 @@ class Registry:
         self.search_defaults: list[Callable[["Session"], "Options | None"]] = []  # RETURN when none given
         self.saved_sets = False  # "$" stands for the saved search result (SEARCHRES)
         self.sort_keys: dict[str, SortKey] = {}
+        self.view_setup: list[Callable[["Session", Any], None]] = []  # (session, SelectedView) on SELECT
+        self.report_closed = False  # SELECT over a selected mailbox says OK [CLOSED] (QRESYNC, IMAP4rev2)
         self.sort_returns = False  # SORT RETURN (...) (ESORT)
         self.module = ""  # the module registering now (for the capability's origin)
 

@@ -149,6 +149,10 @@ class Fetch(Command):
             return bad("Error in IMAP command FETCH: Invalid messageset")
         table = s.registry.fetch_modifiers
         self.options.apply(s, table)
+        for name, value in self.options.values.items():
+            before = table[name].before
+            if before is not None:
+                await before(s, value, self, uids)
         keeps = [(table[n].keep, v) for n, v in self.options.values.items() if table[n].keep is not None]
         for it in self.items:
             it.prepare(s)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import responses as R
 from ..reader import Reader
-from ..states import SelectedView
+from ..states import Selected, SelectedView
 from .base import LOGGED_IN, Command, Options, Parse, Registry, Reply, modifiers, ok
 
 if TYPE_CHECKING:
@@ -36,10 +36,15 @@ class Select(Command):
         return cls(tag=p.tag, mailbox=mailbox, options=options)
 
     async def run(self, s: "Session") -> Reply:
+        table = s.registry.select_modifiers
+        if isinstance(s.state, Selected) and s.registry.report_closed:
+            s.write(R.untagged(b"OK [CLOSED] Previous mailbox closed."))  # RFC 7162 3.2.11
         s.leave_selected()
-        self.options.apply(s, s.registry.select_modifiers)
+        self.options.apply(s, table)
         folder = await s.mailbox.folder(self.mailbox)
         view = SelectedView(folder, s, readonly=self.readonly)
+        for setup in s.registry.view_setup:
+            setup(s, view)
         out = view.flags_responses()
         out.append(R.untagged(b"%d EXISTS" % len(view)))
         out.append(R.untagged(b"%d RECENT" % len(view.recent)))
@@ -54,6 +59,10 @@ class Select(Command):
         for line in out:
             s.write(line)
         s.select(view)
+        for name, value in self.options.values.items():
+            after = table[name].after
+            if after is not None:
+                await after(s, value, self)
         return ok("Select completed", "READ-ONLY" if self.readonly else "READ-WRITE")
 
 

@@ -331,6 +331,55 @@ class Folder:
             self.hub.publish("append", stored)
         return results
 
+    async def append_all(self, items: list[tuple[bytes, Iterable[str], float | None, int | None]], *,
+                         quota_bytes: int | None = None) -> list[int]:
+        """Store several messages (data, flags, internal date, zone offset)
+        all or none (MULTIAPPEND, RFC 3502): quota and free space are checked
+        for all of them together, every file is written before any is put in
+        place, and their rows commit in one transaction; on any failure the
+        files written are removed and nothing is stored.  Returns the UIDs in
+        order.  (A crash between the renames and the commit leaves files the
+        next open adopts: atomic for clients, not against power loss.)"""
+        if not items:
+            return []
+        now = self.mailbox.store.clock()
+        prepared = []
+        for data, flags, internaldate, tzoffset in items:
+            idate = now if internaldate is None else internaldate
+            tz = local_offset_minutes(idate) if tzoffset is None else tzoffset
+            prepared.append((bytes(data), _flags(flags), idate, tz))
+        total = sum(len(d) for d, *_ in prepared)
+
+        async with self.mailbox.lock:
+            self._check_alive()
+            room = self.mailbox.room_check(total, quota_bytes)
+            first_recent = self._first_recent
+
+            def work(disk: FolderDisk) -> list[MessageInfo]:
+                room()
+                disk.ensure_keywords(frozenset().union(*(f for _, f, _, _ in prepared)))
+                staged: list[Staged] = []
+                try:
+                    for data, flagset, idate, tz in prepared:
+                        try:
+                            tmp = maildir.write_tmp(disk.path, data, mtime=idate, now=now)
+                        except OSError as exc:
+                            raise disk_error(exc) from exc
+                        staged.append((tmp, len(data), idate, tz, flagset, False))
+                    return disk.commit_new(staged, first_recent=first_recent)
+                except BaseException:
+                    for tmp, _, _, _, flagset, _ in staged:  # wherever commit_new had put it
+                        for where in (tmp, disk.path / disk.final_rel(tmp.name, flagset)):
+                            try:
+                                os.unlink(where)
+                            except OSError:
+                                pass
+                    raise
+
+            made = await self._run(work, apply=self._apply_new)
+        self.hub.publish("append", tuple(m.uid for m in made))
+        return [m.uid for m in made]
+
     async def store(self, uids: Iterable[int], flags: Iterable[str], mode: str = "replace", *,
                     unchanged_since: int | None = None, origin: object = None
                     ) -> tuple[list[MessageInfo], list[int]]:

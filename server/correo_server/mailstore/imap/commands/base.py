@@ -273,6 +273,8 @@ class Registry:
         self.view_setup: list[Callable[["Session", Any], None]] = []  # (session, SelectedView) on SELECT
         self.report_closed = False  # SELECT over a selected mailbox says OK [CLOSED] (QRESYNC, IMAP4rev2)
         self.sort_returns = False  # SORT RETURN (...) (ESORT)
+        self.append_data: list[Callable[[Reader], bytes | None]] = []  # other forms of APPEND's message
+        self.multiappend = False  # APPEND takes several messages (MULTIAPPEND)
         self.module = ""  # the module registering now (for the capability's origin)
 
     # -- registering -----------------------------------------------------------

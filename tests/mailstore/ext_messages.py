@@ -32,3 +32,18 @@ def ok(raw, command: str) -> list[bytes]:
     lines = raw.cmd(command)
     assert lines[-1].startswith(b"t%d OK " % raw.n), lines
     return lines[:-1]
+
+
+def send_with_literals(raw, tag: bytes, parts: list[bytes]) -> list[bytes]:
+    """Send a command whose parts are joined by synchronizing literals
+    (``parts[0] {n}``, then the literal, then ``parts[1]``...): every
+    literal waits for the server's ``+``.  Each odd part is a literal."""
+    raw.send(tag + b" " + parts[0])
+    for i in range(1, len(parts), 2):
+        literal, rest = parts[i], parts[i + 1] if i + 1 < len(parts) else b""
+        line = raw.readline()
+        if not line.startswith(b"+"):
+            return [line]
+        raw.send(literal + rest)
+    raw.send(b"\r\n")
+    return raw.read_response(tag)

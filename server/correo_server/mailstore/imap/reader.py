@@ -142,6 +142,7 @@ class Reader:
         self.usage = "Missing command name"
         self.invalid_mailbox: str | None = None
         self.saved_sets = False  # "$" is a sequence set (SEARCHRES)
+        self.utf8_names = False  # mailbox names are UTF-8 (IMAP4rev2, UTF8=ACCEPT), converted to mUTF-7
 
     def fail(self, message: str) -> None:
         raise Fail(message)
@@ -319,6 +320,8 @@ class Reader:
         never converted: a client that sent ``Café`` and found ``Caf&AOk-``
         in LIST would see a different folder and create it again (mbsync)."""
         raw = self.astring("a mailbox name")
+        if self.utf8_names:
+            return self._utf8_name(raw, "Mailbox name")
         name = raw.decode("utf-8", "replace")
         if not raw.isascii() or not utf7.is_valid(name):
             if self.invalid_mailbox is None:
@@ -328,11 +331,22 @@ class Reader:
             return "INBOX"
         return name
 
+    def _utf8_name(self, raw: bytes, what: str, *, inbox: bool = True) -> str:
+        """A name sent as UTF-8 (every character itself, ``&`` too) in the
+        store's modified UTF-7."""
+        try:
+            name = utf7.encode(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            self.fail(f"{what} is not valid UTF-8")
+        return "INBOX" if inbox and name.upper() == "INBOX" else name
+
     def reference(self) -> str:
         """The reference of LIST/LSUB: like a pattern, not a mailbox name —
         an 8-bit UTF-8 reference is converted to modified UTF-7 and an
         invalid one simply matches nothing (as in Dovecot)."""
         raw = self.astring("a reference")
+        if self.utf8_names:
+            return self._utf8_name(raw, "Reference")
         try:
             name = utf7.from_wire(raw)
         except UnicodeDecodeError:
@@ -347,6 +361,8 @@ class Reader:
             raw = self.match(_LIST_CHAR)
             if raw is None:
                 self.expected("a mailbox pattern")
+        if self.utf8_names:
+            return self._utf8_name(raw, "Mailbox pattern", inbox=False)
         try:
             return utf7.from_wire(raw)
         except UnicodeDecodeError:

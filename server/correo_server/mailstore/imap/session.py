@@ -21,6 +21,7 @@ from ... import logs
 from ..context import MailstoreContext
 from . import fetch as F
 from . import responses as R
+from . import utf7
 from .backend import (Backend, DiskFull, Folder, FolderError, FolderExists, Mailbox, MessageInfo,
                       NoSuchFolder, QuotaExceeded, StoreError)
 from .commands import Registry, default_registry
@@ -70,6 +71,7 @@ class Session:
         self.registry = registry if registry is not None else default_registry()
         self.state: State = NotAuthenticated()
         self.enabled: set[str] = set()  # extensions switched on (ENABLE, or implicitly: CONDSTORE)
+        self.utf8_names = False  # mailbox names travel as UTF-8, not modified UTF-7 (IMAP4rev2, UTF8=ACCEPT)
         self.failures = 0
         self.closed = False
         self.client_id: dict | None = None
@@ -114,7 +116,7 @@ class Session:
     async def execute(self, buf: bytes) -> None:
         """Run one complete command and write its responses."""
         try:
-            cmd = self.registry.parse(buf)
+            cmd = self.registry.parse(buf, utf8_names=self.utf8_names)
         except BadCommand as exc:
             self.ch.write(R.tagged(exc.tag or "*", "BAD", exc.message, exc.code))
             return
@@ -192,6 +194,16 @@ class Session:
     # -- for the commands ----------------------------------------------------------
     def write(self, data: bytes) -> None:
         self.ch.write(data)
+
+    def quote_mailbox(self, name: str) -> bytes:
+        """A mailbox name (kept in modified UTF-7) as this session reads
+        them: as is, or as UTF-8 once :attr:`utf8_names` is on."""
+        if self.utf8_names:
+            try:
+                name = utf7.decode(name)
+            except utf7.InvalidUTF7:
+                pass
+        return R.mailbox(name)
 
     async def flush_if_large(self) -> None:
         if self.ch.pending() > FLUSH_AT:

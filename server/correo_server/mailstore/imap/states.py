@@ -85,6 +85,7 @@ class SelectedView:
         self.keywords: set[str] = folder.keywords()
         self.saved: frozenset[int] = frozenset()  # UIDs of the result a SEARCH saved ("$", RFC 5182)
         self.vanished = False  # expunges are reported as VANISHED uid-set (QRESYNC, RFC 7162 3.2.10)
+        self.report_recent = True  # RECENT responses (IMAP4rev2 has none)
 
     # -- numbers ------------------------------------------------------------
     def __len__(self) -> int:
@@ -151,14 +152,15 @@ class SelectedView:
             if new:
                 self.uids.extend(new)
                 self.highest_uid = new[-1]
-                if not self.readonly:
+                if not self.readonly and self.report_recent:
                     self.recent |= self.folder.take_recent() & set(new)
                 keywords = self.folder.keywords()
                 if not keywords <= self.keywords:
                     self.keywords |= keywords
                     out += self.flags_responses()
                 out.append(R.untagged(b"%d EXISTS" % len(self.uids)))
-                out.append(R.untagged(b"%d RECENT" % len(self.recent)))
+                if self.report_recent:
+                    out.append(R.untagged(b"%d RECENT" % len(self.recent)))
         for uid in sorted(pending.flags):
             seq = self.seq_of(uid)
             msg = self.folder.get(uid)

@@ -274,6 +274,9 @@ class Registry:
         self.report_closed = False  # SELECT over a selected mailbox says OK [CLOSED] (QRESYNC, IMAP4rev2)
         self.sort_returns = False  # SORT RETURN (...) (ESORT)
         self.append_data: list[Callable[[Reader], bytes | None]] = []  # other forms of APPEND's message
+        self.select_responses: list[Callable[["Session", Any], list[bytes]]] = []  # more SELECT lines (rev2's LIST)
+        # LIST attributes of an entry, rewritten by a session mode: (session, FolderEntry | None, attributes)
+        self.list_attributes: list[Callable[["Session", Any, list[str]], list[str]]] = []
         self.multiappend = False  # APPEND takes several messages (MULTIAPPEND)
         self.module = ""  # the module registering now (for the capability's origin)
 
@@ -292,7 +295,8 @@ class Registry:
         self.capability_list.append(Capability(value, when, order, self.module))
 
     def enable(self, name: str, on_enable: Callable[["Session"], None]) -> None:
-        self.enableable[name.upper()] = Enableable(name.upper(), on_enable)
+        """An ENABLE target; ``name`` as ENABLED says it (IMAP4rev2), matched in any case."""
+        self.enableable[name.upper()] = Enableable(name, on_enable)
 
     def status_item(self, item: StatusItem) -> None:
         self.status_items[item.name] = item
@@ -341,10 +345,12 @@ class Registry:
     def uid_commands(self) -> list[str]:
         return [n for n, c in self.commands.items() if c.uid_form]
 
-    def parse(self, buf: bytes) -> Command:
-        """Parse one complete command (CRLF-terminated, literals inline)."""
+    def parse(self, buf: bytes, *, utf8_names: bool = False) -> Command:
+        """Parse one complete command (CRLF-terminated, literals inline).
+        ``utf8_names``: mailbox names come as UTF-8 (IMAP4rev2, UTF8=ACCEPT)."""
         r = Reader(buf)
         r.saved_sets = self.saved_sets
+        r.utf8_names = utf8_names
         m = TAG.match(buf)
         if m is None:
             raise BadCommand(None, "Error in IMAP command: no tag")

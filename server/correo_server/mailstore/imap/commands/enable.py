@@ -34,7 +34,8 @@ class Enable(Command):
         return cls(tag=p.tag, capabilities=caps)
 
     async def run(self, s: "Session") -> Reply:
-        enabled = [c for c in dict.fromkeys(self.capabilities) if c in s.registry.enableable and s.enable(c)]
+        table = s.registry.enableable
+        enabled = [table[c].name for c in dict.fromkeys(self.capabilities) if c in table and s.enable(c)]
         s.write(R.untagged(" ".join(["ENABLED", *enabled])))
         return ok("Enabled.")
 

@@ -104,7 +104,7 @@ class List(Command):
     async def run(self, s: "Session") -> Reply:
         if not self.extended and self.patterns == [""]:
             root = "" if not self.reference else self.reference.split(DELIMITER)[0] + DELIMITER
-            s.write(R.untagged(b"LIST (\\Noselect) \"/\" " + R.mailbox(root if root != DELIMITER else "")))
+            s.write(R.untagged(b"LIST (\\Noselect) \"/\" " + s.quote_mailbox(root if root != DELIMITER else "")))
             return ok("List completed")
         regexes = [pattern(self.reference, p) for p in self.patterns]
 
@@ -141,15 +141,17 @@ class List(Command):
             attrs: list[str] = []
             if entry is None:
                 attrs.append("\\NonExistent")
-            elif not entry.selectable:
-                attrs.append("\\Noselect")
+            elif not entry.selectable:  # only a parent: RFC 5258 says \NonExistent (implying \Noselect)
+                attrs.append("\\NonExistent" if self.extended else "\\Noselect")
             if entry is not None or not only_subscribed:
                 attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
             if show_subscribed and name in subscribed:
                 attrs.append("\\Subscribed")
             if entry is not None and entry.special_use:
                 attrs.append(entry.special_use)
-            line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + R.mailbox(name)
+            for rewrite in s.registry.list_attributes:
+                attrs = rewrite(s, entry, attrs)
+            line = b"LIST (" + " ".join(attrs).encode() + b') "/" ' + s.quote_mailbox(name)
             if childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
             s.write(R.untagged(line))
@@ -192,7 +194,7 @@ class Lsub(Command):
         for name, is_sub in shown.items():
             entry = entries.get(name)
             flags = "" if is_sub and entry is not None and entry.selectable else "\\Noselect"
-            s.write(R.untagged(b"LSUB (" + flags.encode() + b') "/" ' + R.mailbox(name)))
+            s.write(R.untagged(b"LSUB (" + flags.encode() + b') "/" ' + s.quote_mailbox(name)))
         return ok("Lsub completed.")
 
 

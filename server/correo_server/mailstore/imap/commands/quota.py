@@ -30,7 +30,7 @@ class GetQuotaRoot(MailboxCommand):
     async def run(self, s: "Session") -> Reply:
         if not await s.mailbox.exists(self.mailbox):
             return no("Mailbox doesn't exist", "NONEXISTENT")
-        s.write(R.untagged(b"QUOTAROOT " + R.mailbox(self.mailbox) + b' ""'))
+        s.write(R.untagged(b"QUOTAROOT " + s.quote_mailbox(self.mailbox) + b' ""'))
         s.write(_quota_line(s))
         return ok("Getquotaroot completed.")
 

@@ -158,9 +158,10 @@ async def matching(s: "Session", key: S.Key) -> list[tuple[int, "MessageInfo"]]:
 def answer(s: "Session", found: Found, returns: Options | None, name: bytes) -> None:
     """The untagged reply: ``* SEARCH n n ...`` (or ``* SORT``), or with
     result options the registry's ``search_reply`` (ESEARCH) after the
-    options' own work (SAVE)."""
+    options' own work (SAVE).  A session mode may ask for result options
+    on every SEARCH (IMAP4rev2), not on SORT."""
     registry = s.registry
-    if returns is None:
+    if returns is None and name == b"SEARCH":
         for default in registry.search_defaults:
             returns = default(s)
             if returns is not None:

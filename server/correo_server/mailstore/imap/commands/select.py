@@ -47,7 +47,8 @@ class Select(Command):
             setup(s, view)
         out = view.flags_responses()
         out.append(R.untagged(b"%d EXISTS" % len(view)))
-        out.append(R.untagged(b"%d RECENT" % len(view.recent)))
+        if view.report_recent:
+            out.append(R.untagged(b"%d RECENT" % len(view.recent)))
         for seq, uid in enumerate(view.uids, 1):
             msg = folder.get(uid)
             if msg is not None and "\\Seen" not in msg.flags:
@@ -56,6 +57,8 @@ class Select(Command):
         out.append(R.untagged(b"OK [UIDVALIDITY %d] UIDs valid" % folder.uidvalidity))
         out.append(R.untagged(b"OK [UIDNEXT %d] Predicted next UID" % folder.uidnext))
         out.append(R.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % folder.highestmodseq))  # RFC 7162 3.1.2.1
+        for more in s.registry.select_responses:
+            out += more(s, view)
         for line in out:
             s.write(line)
         s.select(view)

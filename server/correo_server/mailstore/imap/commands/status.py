@@ -37,7 +37,7 @@ def prepare(s: "Session", items: list[str]) -> None:
 def status_line(s: "Session", folder: "Folder", items: list[str]) -> bytes:
     table = s.registry.status_items
     values = b" ".join(b"%s %d" % (i.encode(), table[i].value(folder)) for i in items)
-    return R.untagged(b"STATUS " + R.mailbox(folder.name) + b" (" + values + b")")
+    return R.untagged(b"STATUS " + s.quote_mailbox(folder.name) + b" (" + values + b")")
 
 
 @dataclass(frozen=True, kw_only=True)

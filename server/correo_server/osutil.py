@@ -1,8 +1,10 @@
-"""Two small operating-system facts every part needs: making a rename
-durable (fsync of the directory), and whether a process is still there."""
+"""Small operating-system facts every part needs: making a rename durable
+(fsync of the directory), replacing a small file atomically, and whether a
+process is still there."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -13,6 +15,27 @@ def fsync_dir(path: str | os.PathLike[str] | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file beside it, fsync,
+    rename, fsync of the folder.  A crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
 
 
 def pid_alive(pid: int) -> bool:

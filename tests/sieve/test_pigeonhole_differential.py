@@ -12,9 +12,7 @@ The few cases where correo deliberately differs are listed in
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

@@ -25,7 +25,7 @@ from .actions import (Action, Discard, FileInto, Keep, OutgoingMessage, Redirect
                       StateUpdate, Vacation)
 from .addresses import address_part, parse_address_list, parse_path
 from .comparators import contains, glob, relation_holds
-from .compiler import Call, If, Node, Script, valid_address, valid_folder_name
+from .compiler import Call, If, Script, valid_address, valid_folder_name
 from .context import Context, Envelope, Limits
 from .dates import DATE_PARTS, date_part, header_datetime, parse_zone
 from .errors import Diagnostic, SieveError, SieveRuntimeError

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from ..osutil import fsync_dir
+from ..osutil import write_atomic
 from .actions import StateUpdate
 
 MAX_ENTRIES = 10000
@@ -83,19 +82,6 @@ class FileState:
         for u in updates:
             entries[u.key] = u.expires
         entries = _prune(entries, now, self.max_entries)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tracking-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": 1, "entries": entries}, fh, separators=(",", ":"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        fsync_dir(self.path.parent)
+        write_atomic(self.path, json.dumps({"version": 1, "entries": entries},
+                                           separators=(",", ":")).encode("utf-8"))
         self._cache, self._mtime = entries, self.path.stat().st_mtime

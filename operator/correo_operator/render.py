@@ -57,7 +57,8 @@ PORTS = cfgmod.DEFAULT_PORTS
 RELAY_SERVICE_PORTS = [("smtp", 25, PORTS["smtp"]), ("submission", 587, PORTS["submission"]),
                        ("smtps", 465, PORTS["smtps"])]
 MAILSTORE_SERVICE_PORTS = [("imap", 143, PORTS["imap"]), ("imaps", 993, PORTS["imaps"]),
-                           ("pop3", 110, PORTS["pop3"]), ("pop3s", 995, PORTS["pop3s"])]
+                           ("pop3", 110, PORTS["pop3"]), ("pop3s", 995, PORTS["pop3s"]),
+                           ("managesieve", 4190, PORTS["managesieve"])]
 
 
 # ---------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
             max_message_bytes=limits["max_message_bytes"],
         ),
         mailstore=cfgmod.MailstoreConfig(
-            imap_enabled=store.imap, pop3_enabled=store.pop3,
+            imap_enabled=store.imap, pop3_enabled=store.pop3, managesieve_enabled=store.imap or store.pop3,
             over_quota=store.over_quota.lower(),
             max_literal_bytes=max(limits["max_message_bytes"], 1 << 20) + (1 << 20),
         ),
@@ -372,7 +373,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                 egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                         {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS]),
         _netpol(domain, "mailstore",
-                ingress=[{"ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"])},
+                ingress=[{"ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
+                                        PORTS["managesieve"])},
                          {"from": [queue_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
                 egress=[]),
@@ -456,7 +458,8 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
                          _RESOURCES["mailstore"])
     client_ports = [p for p in MAILSTORE_SERVICE_PORTS
                     if (p[0].startswith("imap") and spec.mailstore.imap)
-                    or (p[0].startswith("pop3") and spec.mailstore.pop3)]
+                    or (p[0].startswith("pop3") and spec.mailstore.pop3)
+                    or (p[0] == "managesieve" and (spec.mailstore.imap or spec.mailstore.pop3))]
     objects += [
         _statefulset(domain, "mailstore", spec.mailstore.storage, n["mailstore_internal"], "mail", store_c, config_hash),
         _service(domain, n["mailstore_internal"], "mailstore",

@@ -104,7 +104,7 @@ def endpoints(domain: MailDomain, children: list[dict]) -> dict[str, str]:
         if not host:
             continue
         for port in (svc.get("spec") or {}).get("ports") or []:
-            if port.get("name") in ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s"):
+            if port.get("name") in ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "managesieve"):
                 out[port["name"]] = f"{host}:{port['port']}"
     for component, url in rendering.service_urls(domain).items():
         out[f"{component}Status"] = f"{url}/status"

@@ -44,6 +44,7 @@ DEFAULT_PORTS = {
     "imaps": 2993,
     "pop3": 2110,
     "pop3s": 2995,
+    "managesieve": 2419,  # the Service maps ManageSieve's 4190 onto it
     "queue_lmtp": 2424,
     "mailstore_lmtp": 2425,
     "relay_http": 8081,
@@ -216,11 +217,13 @@ class MailstoreConfig:
     imaps: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imaps"])
     pop3: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3"])
     pop3s: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3s"])
+    managesieve: Listen = Listen("0.0.0.0", DEFAULT_PORTS["managesieve"])
     lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_lmtp"])
     http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_http"])
     data_dir: str = "/var/lib/correo/mail"
     imap_enabled: bool = True
     pop3_enabled: bool = True
+    managesieve_enabled: bool = False  # RFC 5804 with STARTTLS; the renderer turns it on
     # Over quota at delivery: "reject" answers 552 5.2.2, "defer" 452 4.2.2.
     over_quota: str = "reject"
     max_line_length: int = 65536

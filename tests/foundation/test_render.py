@@ -134,7 +134,7 @@ def test_services_map_the_standard_ports_onto_unprivileged_ones():
     relay = {p["port"]: p["targetPort"] for p in services["example-com-relay"]["spec"]["ports"]}
     assert relay == {25: 2525, 587: 2587, 465: 2465}
     store = {p["port"]: p["targetPort"] for p in services["example-com-mailstore"]["spec"]["ports"]}
-    assert store == {143: 2143, 993: 2993, 110: 2110, 995: 2995}
+    assert store == {143: 2143, 993: 2993, 110: 2110, 995: 2995, 4190: 2419}
 
 
 @pytest.mark.parametrize("policy,expected", [("Retain", "Retain"), ("Delete", "Delete")])

@@ -22,7 +22,7 @@ from .. import loading, render, secretdata
 from . import keys
 from .layout import Layout, read_json, write_atomic, write_json
 
-PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "managesieve")
 INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http")
 
 
@@ -95,10 +95,12 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
     mailstore = dataclasses.replace(
         first.mailstore,
         imap=_l(h, ports["imap"]), imaps=_l(h, ports["imaps"]), pop3=_l(h, ports["pop3"]),
-        pop3s=_l(h, ports["pop3s"]), lmtp=_l("127.0.0.1", ports["mailstore_lmtp"]),
+        pop3s=_l(h, ports["pop3s"]), managesieve=_l(h, ports["managesieve"]),
+        lmtp=_l("127.0.0.1", ports["mailstore_lmtp"]),
         http=_l("127.0.0.1", ports["mailstore_http"]), data_dir=str(layout.mail),
         imap_enabled=any(c.mailstore.imap_enabled for c in per_domain),
         pop3_enabled=any(c.mailstore.pop3_enabled for c in per_domain),
+        managesieve_enabled=any(c.mailstore.managesieve_enabled for c in per_domain),
         max_literal_bytes=max(c.mailstore.max_literal_bytes for c in per_domain),
     )
     return dataclasses.replace(

@@ -145,6 +145,7 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
         f"  SMTPS       {host}:{ports['smtps']:<6} implicit TLS, like port 465",
         *([f"  IMAP        {host}:{ports['imap']:<6} IMAPS {host}:{ports['imaps']}"] if _enabled(loaded, "imap") else []),
         *([f"  POP3        {host}:{ports['pop3']:<6} POP3S {host}:{ports['pop3s']}"] if _enabled(loaded, "pop3") else []),
+        f"  ManageSieve {host}:{ports['managesieve']:<6} Sieve scripts (sieve-connect), like port 4190",
         "  TLS uses a self-signed certificate unless the YAML includes the TLS Secret.",
         "",
     ]

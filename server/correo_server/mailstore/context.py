@@ -31,5 +31,6 @@ class MailstoreContext:
     # One gate per protocol family, so that IMAP clients cannot starve POP3.
     imap_gate: ConnectionGate | None = None
     pop3_gate: ConnectionGate | None = None
+    managesieve_gate: ConnectionGate | None = None
     clock: Callable[[], float] | None = None  # time.time unless a test injects one
     refusals: RefusalLog = field(default_factory=RefusalLog)  # mail refused per mailbox (LMTP → /status)

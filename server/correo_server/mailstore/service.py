@@ -17,6 +17,9 @@ http      the side port: /healthz /readyz /metrics      always
           /status (:mod:`.status`)
 ========  ============================================  =====================
 
+and ``managesieve`` (RFC 5804 with STARTTLS, :mod:`.managesieve.server`)
+when ``managesieveEnabled``, which the renderer sets.
+
 ``start()`` first takes the data folder's lock (:mod:`.datalock`: one
 mailstore per ``dataDir``; a second one fails to start with
 :class:`~.datalock.DataDirInUse`, naming the folder and the holder's pid),
@@ -40,6 +43,7 @@ from ..tlsfiles import ServerTLS
 from . import lmtp, status
 from .context import MailstoreContext
 from .datalock import DataDirLock
+from .managesieve import server as sieveserver
 from .pop3 import server as pop3server
 from .store import Store
 
@@ -79,6 +83,7 @@ class MailstoreService:
             metrics=Registry(),
             imap_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
+            managesieve_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -107,6 +112,8 @@ class MailstoreService:
                 self._servers["pop3"] = await pop3server.serve_pop3(ctx, m.pop3)
                 if ctx.tls is not None:
                     self._servers["pop3s"] = await pop3server.serve_pop3(ctx, m.pop3s, implicit_tls=True)
+            if m.managesieve_enabled:
+                self._servers["managesieve"] = await sieveserver.serve_managesieve(ctx, m.managesieve)
             self._sideport = SidePort(m.http, "mailstore", metrics=ctx.metrics,
                                       status=self.status_document, ready=self.ready)
             http_port = await self._sideport.start()
@@ -139,6 +146,8 @@ class MailstoreService:
                     await lmtp.shutdown(server)
                 elif name in ("pop3", "pop3s"):
                     await pop3server.shutdown(server)
+                elif name == "managesieve":
+                    await sieveserver.shutdown(server)
                 else:
                     await self._shutdown_imap(server)
             except Exception as exc:  # keep closing the others

@@ -12,7 +12,9 @@ temporary (``451 4.4.3``) and retried like a ``4xx``.
 
 The resolver's nameservers come from ``queue.nameservers`` (``host:port``
 strings), so that tests and air-gapped sites use their own DNS; when that list
-is empty the system's resolver configuration is used.
+is empty the system's resolver configuration is used.  The resolver itself is
+built by :func:`correo_server.dnsresolver.make_resolver`, shared with the
+relay's defences.
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from ..config import Listen
+from ..dnsresolver import make_resolver  # noqa: F401 - built in one place for every part of correo
 from ..wire.client import Failure
 from ..wire.replies import local_reply
 
@@ -35,22 +36,6 @@ class MXHost:
     name: str
     preference: int
     addresses: tuple[str, ...]
-
-
-def make_resolver(nameservers: tuple[str, ...] | list[str], timeout: float = 5.0) -> dns.asyncresolver.Resolver:
-    if nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        servers = []
-        for item in nameservers:
-            listen = Listen.parse(item) if ":" in item.strip("[]") or item.startswith("[") else Listen(item, 53)
-            servers.append(dns.nameserver.Do53Nameserver(listen.host, listen.port))
-        resolver.nameservers = servers
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.timeout = min(timeout, 5.0)
-    resolver.lifetime = timeout
-    resolver.cache = dns.resolver.LRUCache(10000)  # answers kept for their TTL, as every MTA does
-    return resolver
 
 
 def _idna(domain: str) -> str:

@@ -1,0 +1,182 @@
+"""The relay's port-25 defences, stage by stage: what the relay calls.
+
+Each check lives in its own module and decides as early as it can
+(DESIGN.md, "Where the second wave's parts go"):
+
+=============  ==========================================================
+stage          checks
+=============  ==========================================================
+connect        DNS blocklists/allowlists start (:mod:`.scanning.dnsbl`)
+MAIL FROM      SPF for MAIL FROM and HELO (:mod:`.mailauth.spf`);
+               the envelope half of the own-domain rule when SPF passes
+RCPT TO        the DNSBL verdict (refused here, so logs name sender and
+               recipient); SRS bounce addresses verified (:mod:`.srs`)
+end of DATA    DKIM (:mod:`.mailauth.dkimverify`), DMARC (:mod:`.mailauth.dmarc`),
+               the own-domain rule (:mod:`.mailauth.owndomain`), then rspamd
+               (:mod:`.scanning.rspamd`); one ``Authentication-Results:``
+               (:mod:`.mailauth.authresults`), ``X-Spam-*`` fields
+=============  ==========================================================
+
+:class:`Defences` is built once per relay from the settings and the shared
+resolver (:func:`.dnsresolver.make_resolver`); :meth:`Defences.connection`
+gives each port-25 connection a :class:`ConnectionDefences`, whose methods
+return a :class:`~.smtpreply.Reply` to send instead of the usual one (or
+None to go on).  Authenticated submission never comes here.
+
+Mail bound for Junk (DMARC ``quarantine``, rspamd ``add header`` /
+``rewrite subject``) carries ``X-Spam-Flag: YES``; the ``X-Spam-*`` fields a
+message arrives with are removed first, so that only our verdict files mail.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import dns.asyncresolver
+
+from . import logs
+from .mailauth import headers as hdrs
+from .mailauth.session import AuthPolicy, ConnectionAuth, DataVerdict, MailAuth, MailVerdict
+from .scanning import rspamd as rspamdmod
+from .scanning.dnsbl import Dnsbl, DnsblSettings, DnsblVerdict
+from .scanning.rspamd import Envelope, RspamdClient, RspamdSettings, ScanResult
+from .smtpreply import Reply
+from .srs import Srs, SrsError, is_srs
+from .srs import refusal as srs_refusal
+
+log = logs.get(__name__)
+
+
+@dataclass(frozen=True)
+class DefenceSettings:
+    """What runs on port 25 (the relay's ``filter`` settings)."""
+
+    auth: AuthPolicy | None = AuthPolicy()  # None: no SPF/DKIM/DMARC/own-domain checks
+    dnsbl: DnsblSettings = DnsblSettings()
+    rspamd: RspamdSettings | None = None
+
+
+@dataclass(frozen=True)
+class DataOutcome:
+    reply: Reply | None  # refusal or deferral; None: hand the message to the queue
+    message: bytes  # what to hand over: our headers on top, forged ones removed
+    junk: bool = False
+    reasons: tuple[str, ...] = ()  # for metrics: spf, dkim, dmarc, own_domain, spam, virus...
+    auth: DataVerdict | None = None
+    scan: ScanResult | None = None
+
+
+@dataclass
+class RcptOutcome:
+    reply: Reply | None
+    recipient: str  # the address to deliver to (an SRS bounce address reversed)
+    srs: bool = False
+
+
+class Defences:
+    def __init__(self, resolver: dns.asyncresolver.Resolver, authserv_id: str, is_hosted: Callable[[str], bool],
+                 settings: DefenceSettings, *, srs: Srs | None = None, rng: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.is_hosted = is_hosted
+        self.srs = srs
+        self.auth = (MailAuth(resolver, authserv_id, is_hosted, policy=settings.auth, rng=rng, clock=clock)
+                     if settings.auth is not None else None)
+        self.dnsbl = Dnsbl(resolver, settings.dnsbl) if settings.dnsbl.zones else None
+        self.rspamd = RspamdClient(settings.rspamd) if settings.rspamd is not None else None
+        self.authserv_id = authserv_id
+
+    def connection(self, peer_ip: str) -> "ConnectionDefences":
+        return ConnectionDefences(self, peer_ip)
+
+    async def close(self) -> None:
+        if self.rspamd is not None:
+            await self.rspamd.close()
+
+
+class ConnectionDefences:
+    def __init__(self, defences: Defences, peer_ip: str) -> None:
+        self.defences = defences
+        self.peer_ip = peer_ip
+        self.auth: ConnectionAuth | None = defences.auth.connection(peer_ip) if defences.auth else None
+        self._dnsbl: asyncio.Task[DnsblVerdict] | None = None
+        self.mail: MailVerdict | None = None
+
+    # -- connect ----------------------------------------------------------------
+    def connected(self) -> None:
+        """Start the DNSBL lookups (their verdict is awaited at RCPT)."""
+        if self.defences.dnsbl is not None and self._dnsbl is None:
+            self._dnsbl = asyncio.ensure_future(self.defences.dnsbl.check(self.peer_ip))
+
+    def close(self) -> None:
+        if self._dnsbl is not None and not self._dnsbl.done():
+            self._dnsbl.cancel()
+
+    # -- MAIL FROM --------------------------------------------------------------
+    async def at_mail(self, helo: str, sender: str) -> Reply | None:
+        self.mail = None
+        if self.auth is None:
+            return None
+        self.mail = await self.auth.at_mail(helo, sender)
+        return self.mail.reply
+
+    # -- RCPT TO ----------------------------------------------------------------
+    async def at_rcpt(self, recipient: str) -> RcptOutcome:
+        if self._dnsbl is not None:
+            verdict = await asyncio.shield(self._dnsbl)
+            if verdict.reply is not None:
+                return RcptOutcome(verdict.reply, recipient)
+        srs = self.defences.srs
+        domain = recipient.rpartition("@")[2]
+        if srs is not None and is_srs(recipient) and self.defences.is_hosted(domain):
+            try:
+                return RcptOutcome(None, srs.reverse(recipient), srs=True)
+            except SrsError as exc:
+                return RcptOutcome(srs_refusal(exc), recipient)
+        return RcptOutcome(None, recipient)
+
+    # -- end of DATA ------------------------------------------------------------
+    async def at_data(self, message: bytes, envelope: Envelope) -> DataOutcome:
+        reasons: list[str] = []
+        verdict: DataVerdict | None = None
+        junk = False
+        if self.auth is not None and self.mail is not None:
+            verdict = await self.auth.at_data(self.mail, message)
+            message, junk = verdict.message, verdict.junk
+            if verdict.reply is not None:
+                return DataOutcome(verdict.reply, message, reasons=(_label(verdict.reply),), auth=verdict)
+            if junk:
+                reasons.append("dmarc_quarantine")
+        scan: ScanResult | None = None
+        if self.defences.rspamd is not None:
+            scan = await self.defences.rspamd.check(message, envelope)
+            if scan.reply is not None:
+                return DataOutcome(scan.reply, message, reasons=tuple(reasons) + (scan.reason,), auth=verdict,
+                                   scan=scan)
+            junk = junk or scan.junk
+            if scan.junk:
+                reasons.append("spam_junk")
+            message = rspamdmod.apply(message, scan, junk=junk)
+        else:
+            message = _mark(message, junk)
+        if verdict is not None:
+            message = verdict.header + message
+        return DataOutcome(None, message, junk, tuple(reasons), verdict, scan)
+
+
+def _label(reply: Reply) -> str:
+    return reply.reason or ("refused" if reply.permanent else "deferred")
+
+
+def _mark(message: bytes, junk: bool) -> bytes:
+    """Without rspamd: the incoming ``X-Spam-*`` fields removed, and
+    ``X-Spam-Flag: YES`` when another check sends the message to Junk."""
+    message, _ = hdrs.remove(message, lambda f: f.lname in rspamdmod.SPAM_FIELDS)
+    return (hdrs.fold("X-Spam-Flag", ["YES"]) + message) if junk else message
+
+
+__all__ = ["AuthPolicy", "DataOutcome", "DefenceSettings", "Defences", "ConnectionDefences", "DnsblSettings",
+           "Envelope", "RcptOutcome", "RspamdSettings"]

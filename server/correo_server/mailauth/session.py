@@ -1,0 +1,153 @@
+"""Sender authentication for one SMTP connection: what the relay calls.
+
+:class:`MailAuth` is built once per relay (the resolver, our authserv-id,
+which names are hosted, the policy); :meth:`MailAuth.connection` makes a
+:class:`ConnectionAuth` for each port-25 connection, holding that
+connection's DNS answers (:class:`~.dnsanswers.DnsView`) and SPF results,
+so that nothing is asked twice in one connection.
+
+* :meth:`ConnectionAuth.at_mail`: SPF for the MAIL FROM and HELO identities
+  (:mod:`.spf`) → :class:`MailVerdict`, with the reply when SPF alone
+  decides (``fail`` → ``550 5.7.23``, ``temperror`` → ``451 4.7.24``).
+* :meth:`ConnectionAuth.at_data`: every DKIM signature (:mod:`.dkimverify`),
+  DMARC for each ``From:`` domain (:mod:`.dmarc`), the own-domain rule
+  (:mod:`.owndomain`) → :class:`DataVerdict`: the reply when the message is
+  refused or deferred, whether it goes to Junk, the message with forged
+  ``Authentication-Results:`` removed, and our own header to put on top
+  (:mod:`.authresults`).
+
+Authenticated submission never comes here: the relay calls this for port 25
+only.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import dns.asyncresolver
+
+from .. import logs
+from ..smtpreply import Reply
+from . import authresults, dkimverify, dmarc, owndomain, spf
+from . import headers as hdrs
+from .dkimverify import DkimResult
+from .dmarc import DmarcResult
+from .dnsanswers import DnsView
+from .spf import SpfResult
+
+log = logs.get(__name__)
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Choices a site may make; the defaults are what Postfix with
+    policyd-spf and OpenDMARC do out of the box."""
+
+    # SPF "fail" for MAIL FROM or HELO refuses at MAIL (550 5.7.23); when
+    # False a fail is left to DMARC and the own-domain rule at end of DATA.
+    reject_spf_fail: bool = True
+    # Refuse unauthenticated mail claiming a hosted domain (owndomain).
+    protect_own_domains: bool = True
+    # Act on DMARC policies (reject, quarantine); False only reports them.
+    enforce_dmarc: bool = True
+
+
+@dataclass(frozen=True)
+class MailVerdict:
+    mailfrom: SpfResult  # the MAIL FROM identity (the HELO one for the null sender)
+    helo: SpfResult | None  # the HELO identity checked on its own (None for the null sender)
+    reply: Reply | None  # a refusal or deferral at MAIL; None: go on
+    sender: str = ""
+
+    @property
+    def spf_results(self) -> list[SpfResult]:
+        return [self.mailfrom] + ([self.helo] if self.helo is not None else [])
+
+
+@dataclass(frozen=True)
+class DataVerdict:
+    reply: Reply | None  # refusal or deferral at end of DATA; None: accept
+    junk: bool  # deliver to the recipients' Junk folder (DMARC quarantine)
+    header: bytes  # our Authentication-Results field, CRLF-terminated
+    message: bytes  # the message, forged Authentication-Results fields removed
+    dkim: tuple[DkimResult, ...] = ()
+    dmarc: tuple[DmarcResult, ...] = ()
+    removed: int = 0  # forged fields removed
+    notes: tuple[str, ...] = field(default=())
+
+
+class MailAuth:
+    def __init__(self, resolver: dns.asyncresolver.Resolver, authserv_id: str, is_hosted: Callable[[str], bool], *,
+                 policy: AuthPolicy = AuthPolicy(), rng: Callable[[], float] = random.random,
+                 clock: Callable[[], float] | None = None, spf_timeout: float = spf.TOTAL_TIMEOUT_SECONDS) -> None:
+        self.resolver = resolver
+        self.authserv_id = authserv_id.lower().rstrip(".")
+        self.is_hosted = is_hosted
+        self.policy = policy
+        self.rng = rng
+        self.clock = clock
+        self.spf_timeout = spf_timeout
+
+    def connection(self, peer_ip: str) -> "ConnectionAuth":
+        return ConnectionAuth(self, peer_ip)
+
+
+class ConnectionAuth:
+    def __init__(self, auth: MailAuth, peer_ip: str) -> None:
+        self.auth = auth
+        self.peer_ip = peer_ip
+        self.view = DnsView(auth.resolver)
+        self._spf: dict[tuple[str, str], SpfResult] = {}
+
+    async def _spf_check(self, sender: str, helo: str) -> SpfResult:
+        k = (sender.lower(), helo.lower())
+        if k not in self._spf:
+            self._spf[k] = await spf.check(self.view, self.peer_ip, sender, helo, receiver=self.auth.authserv_id,
+                                           timeout=self.auth.spf_timeout)
+        return self._spf[k]
+
+    async def at_mail(self, helo: str, sender: str) -> MailVerdict:
+        """SPF at MAIL FROM (``sender`` empty for the null sender)."""
+        helo = helo or ""
+        if sender:
+            mailfrom, helo_result = await asyncio.gather(self._spf_check(sender, helo), self._spf_check("", helo))
+        else:
+            mailfrom, helo_result = await self._spf_check("", helo), None
+        policy = self.auth.policy
+        reply = spf.reply_for(mailfrom, reject_fail=policy.reject_spf_fail)
+        if reply is None and helo_result is not None and helo_result.result == "fail" and policy.reject_spf_fail:
+            reply = spf.reply_for(helo_result, reject_fail=True)
+        log.info("spf", peer=self.peer_ip, sender=sender, helo=helo, result=mailfrom.result,
+                 helo_result=helo_result.result if helo_result else None,
+                 refused=str(reply) if reply else None)
+        return MailVerdict(mailfrom, helo_result, reply, sender)
+
+    async def at_data(self, mail: MailVerdict, message: bytes) -> DataVerdict:
+        """DKIM, DMARC and the own-domain rule over the whole message."""
+        auth, policy = self.auth, self.auth.policy
+        dkim_results = await dkimverify.check(self.view, message, now=auth.clock() if auth.clock else None)
+        authors, problem = hdrs.author_domains(message)
+        spf_for_dmarc = mail.mailfrom
+        dmarc_results = [await dmarc.check(self.view, d, spf_for_dmarc, dkim_results, rng=auth.rng) for d in authors]
+        reply: Reply | None = None
+        junk = False
+        sender_domain = mail.sender.rpartition("@")[2].lower() if mail.sender else ""
+        if policy.protect_own_domains:
+            reply = owndomain.check(sender_domain, authors, spf_for_dmarc, dkim_results, auth.is_hosted)
+        deciding = dmarc.worst(dmarc_results)
+        if deciding is not None and policy.enforce_dmarc:
+            dmarc_reply = dmarc.reply_for(deciding)
+            if dmarc_reply is not None and (reply is None or (reply.temporary and dmarc_reply.permanent)):
+                reply = dmarc_reply
+            junk = dmarc.junk(deciding)
+        cleaned, removed = authresults.strip_claims(message, [auth.authserv_id])
+        header = authresults.header(auth.authserv_id, spf=mail.spf_results, dkim=dkim_results, dmarc=dmarc_results)
+        notes = (problem,) if problem else ()
+        log.info("mail_auth", peer=self.peer_ip, sender=mail.sender,
+                 dkim=[f"{r.result}:{r.domain}" for r in dkim_results],
+                 dmarc=[f"{r.result}:{r.domain}:{r.disposition}" for r in dmarc_results],
+                 junk=junk, forged_removed=removed, refused=str(reply) if reply else None)
+        return DataVerdict(reply, junk and reply is None, header, cleaned, tuple(dkim_results), tuple(dmarc_results),
+                           removed, notes)

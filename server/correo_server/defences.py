@@ -20,7 +20,7 @@ end of DATA    DKIM (:mod:`.mailauth.dkimverify`), DMARC (:mod:`.mailauth.dmarc`
 :class:`Defences` is built once per relay from the settings and the shared
 resolver (:func:`.dnsresolver.make_resolver`); :meth:`Defences.connection`
 gives each port-25 connection a :class:`ConnectionDefences`, whose methods
-return a :class:`~.smtpreply.Reply` to send instead of the usual one (or
+return a :class:`~.wire.replies.Reply` to send instead of the usual one (or
 None to go on).  Authenticated submission never comes here.
 
 Mail bound for Junk (DMARC ``quarantine``, rspamd ``add header`` /
@@ -43,7 +43,7 @@ from .mailauth.session import AuthPolicy, ConnectionAuth, DataVerdict, MailAuth,
 from .scanning import rspamd as rspamdmod
 from .scanning.dnsbl import Dnsbl, DnsblSettings, DnsblVerdict
 from .scanning.rspamd import Envelope, RspamdClient, RspamdSettings, ScanResult
-from .smtpreply import Reply
+from .wire.replies import Reply
 from .srs import Srs, SrsError, is_srs
 from .srs import refusal as srs_refusal
 

@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .smtpreply import Reply, printable
+from .replytext import printable
+from .wire.replies import Reply
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 TIME_PRECISION = 86400  # one day

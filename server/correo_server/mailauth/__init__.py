@@ -14,6 +14,6 @@ Modules, from the bottom up (each imports only those above it):
 * :mod:`.session`     -- the checks for one connection: at MAIL FROM, at the end of DATA
 
 Every check returns its verdict and the SMTP reply it implies
-(:class:`correo_server.smtpreply.Reply`) as data; DNS failures are
+(:class:`correo_server.wire.replies.Reply`, the one reply type) as data; DNS failures are
 ``temperror`` verdicts and ``4xx`` replies, never a pass.
 """

@@ -40,7 +40,8 @@ from typing import Callable, Iterable
 
 from publicsuffixlist import PublicSuffixList
 
-from ..smtpreply import Reply, printable
+from ..replytext import printable
+from ..wire.replies import Reply
 from . import dnsanswers
 from .dkimverify import DkimResult
 from .dnsanswers import Answer, Answers, DnsView

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from ..smtpreply import Reply, printable
+from ..replytext import printable
+from ..wire.replies import Reply
 from .dkimverify import DkimResult
 from .dmarc import aligned
 from .spf import SpfResult

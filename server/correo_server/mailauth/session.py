@@ -29,7 +29,7 @@ from typing import Callable
 import dns.asyncresolver
 
 from .. import logs
-from ..smtpreply import Reply
+from ..wire.replies import Reply
 from . import authresults, dkimverify, dmarc, owndomain, spf
 from . import headers as hdrs
 from .dkimverify import DkimResult

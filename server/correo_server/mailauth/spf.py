@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import spf as pyspf
 
-from ..smtpreply import Reply, printable
+from ..replytext import printable
+from ..wire.replies import Reply
 from . import dnsanswers
 from .dnsanswers import Answer, Answers, DnsView
 

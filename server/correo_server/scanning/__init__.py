@@ -6,6 +6,6 @@
   (end of DATA)
 
 Both return verdicts with the SMTP reply they imply
-(:class:`correo_server.smtpreply.Reply`); the relay calls them through
+(:class:`correo_server.wire.replies.Reply`, the one reply type); the relay calls them through
 :mod:`correo_server.defences`.
 """

@@ -34,7 +34,8 @@ import dns.asyncresolver
 
 from .. import logs
 from ..mailauth import dnsanswers
-from ..smtpreply import Reply, printable
+from ..replytext import printable
+from ..wire.replies import Reply
 
 log = logs.get(__name__)
 

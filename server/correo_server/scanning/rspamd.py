@@ -41,7 +41,8 @@ import aiohttp
 
 from .. import logs
 from ..mailauth import headers as hdrs
-from ..smtpreply import Reply, printable
+from ..replytext import printable
+from ..wire.replies import Reply
 
 log = logs.get(__name__)
 

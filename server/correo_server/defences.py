@@ -69,6 +69,17 @@ class DataOutcome:
     scan: ScanResult | None = None
 
 
+    def verdicts(self) -> list[tuple[str, str]]:
+        """(check, result) pairs for metrics: dkim and dmarc per result, rspamd's reason."""
+        out: list[tuple[str, str]] = []
+        if self.auth is not None:
+            out += [("dkim", r.result) for r in self.auth.dkim] or [("dkim", "none")]
+            out += [("dmarc", r.result) for r in self.auth.dmarc]
+        if self.scan is not None:
+            out.append(("rspamd", self.scan.reason))
+        return out
+
+
 @dataclass
 class RcptOutcome:
     reply: Reply | None
@@ -122,6 +133,12 @@ class ConnectionDefences:
             return None
         self.mail = await self.auth.at_mail(helo, sender)
         return self.mail.reply
+
+    def mail_verdicts(self) -> list[tuple[str, str]]:
+        """(check, result) pairs for metrics after :meth:`at_mail`."""
+        if self.mail is None:
+            return []
+        return [("spf", self.mail.mailfrom.result)] + ([("spf_helo", self.mail.helo.result)] if self.mail.helo else [])
 
     # -- RCPT TO ----------------------------------------------------------------
     async def at_rcpt(self, recipient: str) -> RcptOutcome:

@@ -7,6 +7,11 @@ header, a DKIM signature when an authenticated user sends it from a hosted
 domain, and is handed to the queue over LMTP *before* the client hears
 ``250``.  The relay keeps no state of its own.
 
+On port 25 the defences of :mod:`correo_server.defences` run inside
+:mod:`.smtp`, each where it can first decide: DNS blocklists from connect
+(refused at RCPT), SPF at MAIL FROM, DKIM, DMARC, the own-domain rule and
+rspamd at the end of DATA, before the hand-off.
+
 Modules, from the bottom up (each imports only those above it, and the
 wire layer, :mod:`correo_server.wire`: replies, paths, the LMTP client):
 

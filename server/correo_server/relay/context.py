@@ -3,7 +3,8 @@ handed to every :class:`~.smtp.RelaySMTP` session.
 
 It holds the configuration, the reloading directory, the limits that span
 connections (connection gate, login throttle, rate limiter), the queue
-client, the DKIM signer, the metrics and the figures ``/status`` reports.
+client, the DKIM signer, the port-25 defences (:mod:`correo_server.defences`;
+None when none are configured), the metrics and the figures ``/status`` reports.
 Nothing here does I/O; tests can build one directly.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from ..config import ServerConfig
+from ..defences import Defences
 from ..directory import Directory
 from ..guard import ConnectionGate, LoginThrottle
 from ..metrics import Registry
@@ -36,6 +38,7 @@ AUTH = "relay_auth_total"
 BYTES = "relay_received_bytes_total"
 QUEUE_UP = "relay_queue_up"
 HANDOFF_SECONDS = "relay_handoff_seconds_total"
+DEFENCE_VERDICTS = "relay_defence_verdicts_total"
 
 
 def relay_metrics(registry: Registry) -> Registry:
@@ -48,6 +51,8 @@ def relay_metrics(registry: Registry) -> Registry:
     registry.counter(BYTES, "Message octets received in DATA, by listener")
     registry.gauge(QUEUE_UP, "1 when the queue answered the last check")
     registry.counter(HANDOFF_SECONDS, "Seconds spent handing messages to the queue")
+    registry.counter(DEFENCE_VERDICTS, "Port-25 defence verdicts, by check (spf, spf_helo, dkim, dmarc, rspamd) "
+                     "and result")
     return registry
 
 
@@ -63,6 +68,7 @@ class RelayContext:
     gate: ConnectionGate | None = None
     limiter: RateLimiter | None = None
     signer: DkimSigner | None = None
+    defences: Defences | None = None
     accepted: int = 0
     rejected: int = 0
     queue_ready: bool = False
@@ -82,6 +88,10 @@ class RelayContext:
     def count_rejection(self, reason: str | None) -> None:
         self.rejected += 1
         self.metrics.inc(REJECTED, reason=reason or "other")
+
+    def count_verdicts(self, verdicts: list[tuple[str, str]]) -> None:
+        for check, result in verdicts:
+            self.metrics.inc(DEFENCE_VERDICTS, check=check, result=result)
 
     def count_accepted(self, listener: str, size: int) -> None:
         self.accepted += 1

@@ -9,6 +9,11 @@ port: ``/status`` per :class:`~correo_server.statusdoc.RelayStatus`,
 ``/metrics``, ``/healthz``, ``/readyz``).  Ready means the queue answered its
 LHLO or NOOP on the last check (every ``ready_interval`` seconds).
 
+The port-25 defences (:mod:`correo_server.defences`: SPF, DKIM, DMARC, the
+own-domain rule, DNSBL, rspamd) run when a
+:class:`~correo_server.defences.Defences` is given; their settings are not
+in ``correo.yaml`` yet.
+
 Stopping closes the listeners, lets a session that is inside DATA finish its
 hand-off for up to ``grace`` seconds, then says ``421`` to the rest and closes
 them: a client that did not get its ``250`` keeps its message and retries.
@@ -21,6 +26,7 @@ from typing import Callable
 
 from .. import logs
 from ..config import Listen, ServerConfig
+from ..defences import Defences
 from ..directory import watch_directory
 from ..sideport import SidePort
 from ..statusdoc import RelayStatus, rfc3339
@@ -37,7 +43,7 @@ log = logs.get(__name__)
 class RelayService:
     def __init__(self, config: ServerConfig, config_dir: str, *, clock: Callable[[], float] | None = None,
                  handoff_timeout: float = 120.0, connect_timeout: float = 10.0, ready_interval: float = 5.0,
-                 grace: float = 10.0, directory=None) -> None:
+                 grace: float = 10.0, directory=None, defences: Defences | None = None) -> None:
         self.config = config
         self.config_dir = config_dir
         self.ready_interval = ready_interval
@@ -51,7 +57,7 @@ class RelayService:
                 on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
                 on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
         self.context = RelayContext(config=config, directory=directory, queue=queue, tls=self.tls,
-                                    clock=clock or time.time)
+                                    clock=clock or time.time, defences=defences)
         self.sideport = SidePort(config.relay.http, "relay", metrics=self.context.metrics,
                                  status=self.status, ready=self.ready)
         self._servers: dict[str, asyncio.AbstractServer] = {}
@@ -142,3 +148,5 @@ class RelayService:
         self._servers.clear()
         await self.sideport.stop()
         await self.context.queue.close()
+        if self.context.defences is not None:
+            await self.context.defences.close()

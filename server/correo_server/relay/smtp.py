@@ -30,6 +30,20 @@ handler's hooks, ``push``, ``challenge_auth``, ``_create_session``,
   rules say (``<CRLF>.<CRLF>`` only) and pipelined commands after it are
   read as commands.
 
+On port 25 (never on submission, whose users have logged in) the relay
+runs the defences (:mod:`correo_server.defences`), each at the earliest
+stage that can decide, when the context has them:
+
+* at connect (``connection_made``): the DNS blocklist lookups start;
+* at ``MAIL FROM``: SPF for the MAIL FROM and HELO identities
+  (``550 5.7.23`` on fail, ``451 4.7.24`` on a DNS failure);
+* at ``RCPT TO``: the blocklist verdict (``554 5.7.1``), SRS bounce addresses
+  (forged ones ``550 5.1.1``), before the recipient rules;
+* at the end of DATA, before the hand-off: DKIM, DMARC (``p=reject`` →
+  ``550 5.7.1``), the own-domain rule, then rspamd; the message goes to the
+  queue with one ``Authentication-Results:`` and the ``X-Spam-*`` fields on
+  top, forged ones removed.
+
 Every reply goes through :meth:`RelaySMTP.push`, which adds an enhanced
 status code where one is missing (:func:`~correo_server.wire.replies.with_status`).
 Every command counts towards ``maxCommandsPerSession``; a NUL byte in a command is
@@ -50,8 +64,10 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
 
 from .. import logs
+from ..defences import ConnectionDefences
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain
+from ..scanning.rspamd import Envelope as ScanEnvelope
 from ..wire.data import END
 from ..wire.paths import PathError, parse_params, parse_path, split_keyword
 from ..wire.replies import Reply, with_status
@@ -236,6 +252,7 @@ class RelaySMTP(SMTP):
         self._sink: DataSink | None = None
         self._last_input = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.defences: ConnectionDefences | None = None  # port 25 only
         super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
                          decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
                          tls_context=starttls, timeout=AIOSMTPD_TIMEOUT, auth_require_tls=True,
@@ -310,6 +327,9 @@ class RelaySMTP(SMTP):
         self.ctx.sessions.add(self)
         self.ctx.metrics.inc(ctxmod.CONNECTIONS, listener=self.listener.value)
         self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
+        if self.ctx.defences is not None and self.listener is Listener.SMTP:
+            self.defences = self.ctx.defences.connection(self.peer_ip)
+            self.defences.connected()  # DNSBL lookups start now; their verdict is awaited at RCPT
         super().connection_made(transport)
         self._offers()
         self._last_input = self.loop.time()
@@ -329,6 +349,8 @@ class RelaySMTP(SMTP):
             self.ctx.gate.release(self.peer_ip)
             self.ctx.sessions.discard(self)
             self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
+            if self.defences is not None:
+                self.defences.close()
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
@@ -577,6 +599,14 @@ class RelaySMTP(SMTP):
             self.log.info("sender_refused", sender=sender.address if sender else "", reason=refusal.reason)
             await self._refuse(refusal)
             return
+        if self.defences is not None:  # SPF
+            refusal = await self.defences.at_mail(self.session.host_name or "", sender.address if sender else "")
+            self.ctx.count_verdicts(self.defences.mail_verdicts())
+            if refusal:
+                self.log.info("sender_refused", sender=sender.address if sender else "", reason=refusal.reason,
+                              reply=str(refusal))
+                await self._refuse(refusal)
+                return
         self.envelope.mail_from = sender.address if sender else ""
         self.envelope.smtp_utf8 = options.smtputf8
         self.envelope.mail_options = [f"{k}={v}" if v is not None else k for k, v in params.items()]
@@ -615,6 +645,19 @@ class RelaySMTP(SMTP):
             await self._refuse(Reply(452, "4.5.3", f"Too many recipients (at most {config.relay.max_recipients} "
                                      "per message)", "too_many_recipients"))
             return
+        if self.defences is not None:  # the DNSBL verdict, SRS bounce addresses
+            outcome = await self.defences.at_rcpt(rcpt.address)
+            if outcome.reply is not None:
+                self.log.info("recipient_refused", recipient=rcpt.address, reason=outcome.reply.reason,
+                              reply=str(outcome.reply))
+                await self._refuse(outcome.reply)
+                return
+            if outcome.srs:  # a bounce to a sender we forwarded for: it goes back to them
+                self.log.info("srs_bounce", recipient=rcpt.address, to=outcome.recipient)
+                if outcome.recipient.lower() not in (r.lower() for r in self.envelope.rcpt_tos):
+                    self.envelope.rcpt_tos.append(outcome.recipient)
+                await self.push(f"250 2.1.5 Recipient <{rcpt.address}> OK")
+                return
         refusal = check_recipient(self.listener, self.session.mailbox is not None, rcpt, config,
                                   self.ctx.directory.get())
         if refusal:
@@ -670,7 +713,9 @@ class RelaySMTP(SMTP):
                 await self._refuse(refusal)
                 return
             try:
-                reply = await self._accept(reader.content())
+                content = reader.content()
+                checked = await self._defend(content) if self.defences is not None else content
+                reply = checked if isinstance(checked, Reply) else await self._accept(checked)
             except Exception as exc:  # a bug must not leave the transaction half-open
                 self.log.error("accept_failed", error=type(exc).__name__, exc_info=exc)
                 reply = Reply(451, "4.3.0", "Internal error; message not accepted, try again later",
@@ -682,6 +727,22 @@ class RelaySMTP(SMTP):
             if self._sink is sink:
                 self._sink = None
             self.busy = False
+
+    async def _defend(self, content: bytes) -> bytes | Reply:
+        """The end-of-DATA defences: the refusal, or the message to hand over."""
+        envelope = self.envelope
+        outcome = await self.defences.at_data(content, ScanEnvelope(
+            envelope.mail_from or "", list(envelope.rcpt_tos), ip=self.peer_ip,
+            helo=self.session.host_name or "", hostname=self.hostname))
+        self.ctx.count_verdicts(outcome.verdicts())
+        if outcome.reply is not None:
+            self.ctx.count_rejection(outcome.reply.reason)
+            self.log.info("message_refused", reason=outcome.reply.reason, reply=str(outcome.reply),
+                          sender=envelope.mail_from)
+            return outcome.reply
+        if outcome.junk:
+            self.log.info("message_for_junk", reasons=list(outcome.reasons), sender=envelope.mail_from)
+        return outcome.message
 
     async def _accept(self, content: bytes) -> Reply:
         """Stamp, sign and hand over one message; the reply for the client."""

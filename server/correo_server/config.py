@@ -158,6 +158,9 @@ class AuthSettings:
     failure_delay_seconds: float = 1.0  # doubled per consecutive failure...
     failure_delay_max_seconds: float = 30.0  # ...up to this
     max_failures_per_session: int = 3  # then the connection is closed
+    # Verified logins remembered (Dovecot's auth_cache; see correo_server.logincache):
+    login_cache_seconds: int = 3600  # 0: every login pays the full password hash
+    login_cache_entries: int = 10000
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,9 @@ def validate(cfg: ServerConfig) -> list[str]:
     problems = []
     if cfg.auth.plaintext not in ("loopback", "always", "never"):
         problems.append(f"auth.plaintext: must be loopback, always or never, not {cfg.auth.plaintext!r}")
+    if cfg.auth.login_cache_seconds < 0 or cfg.auth.login_cache_entries < 0:
+        problems.append("auth.loginCacheSeconds and auth.loginCacheEntries: must not be negative (0 turns the "
+                        "login cache off)")
     if cfg.mailstore.over_quota not in ("reject", "defer"):
         problems.append(f"mailstore.overQuota: must be reject or defer, not {cfg.mailstore.over_quota!r}")
     if cfg.log_format not in ("json", "console"):

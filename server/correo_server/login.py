@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import passwords
 from .directory import Directory, MailboxEntry
 from .guard import LoginThrottle
+from .logincache import LoginCache
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,27 @@ class LoginResult:
 
 
 async def check_login(directory: Directory, throttle: LoginThrottle, peer: str,
-                      username: str, password: str) -> LoginResult:
+                      username: str, password: str, cache: LoginCache | None = None) -> LoginResult:
     """Look the user up (any address or alias of the mailbox) and check the
     password.  A suspended mailbox with the right password fails with
     ``"suspended"`` so that the server can say why; everything else that
-    fails is ``"invalid"``."""
+    fails is ``"invalid"``.  With a :class:`~.logincache.LoginCache`, a
+    password verified recently against the same stored hash is accepted
+    without hashing it again (the directory entry, and so a suspension or a
+    new hash, is read every time)."""
     entry = directory.lookup(username) if "@" in username else None
+    ok = False
     # An empty password never logs in, whatever a hash says.
-    ok = bool(entry and entry.password_hash and password) and await asyncio.to_thread(
-        passwords.verify, entry.password_hash, password)
+    if entry is not None and entry.password_hash and password:
+        key = entry.address.lower()
+        if cache is not None and cache.verified(key, entry.password_hash, password):
+            ok = True
+        else:
+            ok = await asyncio.to_thread(passwords.verify, entry.password_hash, password)
+            if ok and cache is not None and not entry.suspended:
+                cache.remember(key, entry.password_hash, password)
+        if entry.suspended and cache is not None:
+            cache.forget(key)
     if ok and not entry.suspended:
         throttle.succeeded(peer)
         return LoginResult(entry)

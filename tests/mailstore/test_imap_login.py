@@ -201,3 +201,81 @@ def test_sessions_are_counted(imap):
         time.sleep(0.01)
     assert imap.ctx.metrics.value("mailstore_sessions_active", protocol="imap") == 0
     assert "correo_mailstore_logins_total" in imap.ctx.metrics.render()
+
+
+# -- the verified-login cache ------------------------------------------------------------
+
+def _count_hashing(monkeypatch) -> list[str]:
+    from correo_server import passwords
+    calls: list[str] = []
+    real = passwords.verify
+
+    def counting(stored: str, password: str) -> bool:
+        calls.append(password)
+        return real(stored, password)
+    monkeypatch.setattr(passwords, "verify", counting)
+    return calls
+
+
+def _login(imap, user: str, password: str) -> bytes:
+    c = RawClient(imap.port)
+    try:
+        return c.cmd(f'LOGIN {user} "{password}"')[-1]
+    finally:
+        c.close()
+
+
+def _set_entry(directory, address: str, **changes) -> None:
+    """What a directory reload does: the same entries, one changed."""
+    d = directory.value
+    directory.value = type(d)(tuple(replace(e, **changes) if e.address == address else e for e in d.mailboxes),
+                              d.config)
+
+
+def test_a_repeated_login_is_not_hashed_again_until_the_password_changes(imap, monkeypatch):
+    """Dovecot's auth_cache: the second login with the same password skips
+    argon2; a new hash in the directory (password changed) invalidates it
+    at once — the old password fails, the new one is hashed."""
+    from correo_server.passwords import hash_password, stable_salt
+    hashed = _count_hashing(monkeypatch)
+    assert b"OK" in _login(imap, ALICE, PASSWORD)
+    assert b"OK" in _login(imap, "postmaster@example.com", PASSWORD)  # an alias: the same mailbox, cached
+    assert hashed == [PASSWORD]
+    assert b"AUTHENTICATIONFAILED" in _login(imap, ALICE, "not-it")  # another password: hashed, never cached
+    assert b"AUTHENTICATIONFAILED" in _login(imap, ALICE, "not-it")
+    assert hashed == [PASSWORD, "not-it", "not-it"]
+    _set_entry(imap.directory, ALICE, password_hash=hash_password("new-pw", stable_salt("n")))
+    assert b"AUTHENTICATIONFAILED" in _login(imap, ALICE, PASSWORD)
+    assert b"OK" in _login(imap, ALICE, "new-pw")
+    assert b"OK" in _login(imap, ALICE, "new-pw")
+    assert hashed[3:] == [PASSWORD, "new-pw"]
+
+
+def test_a_suspension_takes_effect_at_the_next_login_even_when_cached(imap, monkeypatch):
+    hashed = _count_hashing(monkeypatch)
+    assert b"OK" in _login(imap, ALICE, PASSWORD)
+    _set_entry(imap.directory, ALICE, suspended=True)
+    assert b"CONTACTADMIN" in _login(imap, ALICE, PASSWORD)
+    _set_entry(imap.directory, ALICE, suspended=False)
+    assert b"OK" in _login(imap, ALICE, PASSWORD)
+    assert hashed == [PASSWORD, PASSWORD]  # the suspension dropped the entry: hashed again
+
+
+def test_login_cache_expires_is_bounded_and_can_be_turned_off():
+    from correo_server.logincache import LoginCache
+    now = [0.0]
+    cache = LoginCache(ttl_seconds=60, max_entries=2, clock=lambda: now[0])
+    cache.remember("a@x", "{H}1", "pw")
+    assert cache.verified("a@x", "{H}1", "pw") and not cache.verified("a@x", "{H}1", "PW")
+    assert not cache.verified("a@x", "{H}2", "pw") and len(cache) == 0  # another hash: dropped
+    cache.remember("a@x", "{H}1", "pw")
+    now[0] = 59.9
+    assert cache.verified("a@x", "{H}1", "pw")
+    now[0] = 60.0
+    assert not cache.verified("a@x", "{H}1", "pw")
+    for user in ("a@x", "b@x", "c@x"):
+        cache.remember(user, "{H}", "pw")
+    assert len(cache) == 2 and not cache.verified("a@x", "{H}", "pw")  # least recently used went first
+    off = LoginCache(ttl_seconds=0)
+    off.remember("a@x", "{H}", "pw")
+    assert not off.verified("a@x", "{H}", "pw") and len(off) == 0

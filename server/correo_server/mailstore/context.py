@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from ..config import ServerConfig
 from ..directory import Directory, Reloading
 from ..guard import ConnectionGate, LoginThrottle
+from ..logincache import LoginCache
 from ..metrics import Registry
 from ..tlsfiles import ServerTLS
 from .refusals import RefusalLog
@@ -27,6 +28,7 @@ class MailstoreContext:
     store: "Store"
     tls: ServerTLS | None = None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    login_cache: LoginCache = field(default_factory=LoginCache)  # verified logins (IMAP and POP3)
     metrics: Registry = field(default_factory=Registry)
     # One gate per protocol family, so that IMAP clients cannot starve POP3.
     imap_gate: ConnectionGate | None = None

@@ -37,6 +37,7 @@ from .. import logs
 from ..config import ServerConfig
 from ..directory import watch_directory
 from ..guard import ConnectionGate, LoginThrottle
+from ..logincache import LoginCache
 from ..metrics import Registry
 from ..sideport import SidePort
 from ..tlsfiles import ServerTLS
@@ -80,6 +81,7 @@ class MailstoreService:
             store=Store.from_config(cfg, directory),
             tls=ServerTLS.from_config(cfg),
             throttle=LoginThrottle.from_settings(cfg.auth),
+            login_cache=LoginCache.from_settings(cfg.auth),
             metrics=Registry(),
             imap_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),

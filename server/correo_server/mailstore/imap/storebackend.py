@@ -1,6 +1,6 @@
 """The IMAP :class:`~.backend.Backend` over the mailstore: logins through
 :func:`correo_server.login.check_login` (the directory, the throttle,
-suspended mailboxes refused) and the plaintext rule of
+the verified-login cache, suspended mailboxes refused) and the plaintext rule of
 :func:`correo_server.guard.plaintext_login_allowed`; mailboxes from the
 :class:`~..store.Store` (whose Mailbox and Folder satisfy the interface)."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ class StoreBackend:
     async def login(self, peer: str, user: str, password: str) -> LoginResult:
         d = self.ctx.directory
         directory = d.get() if hasattr(d, "get") else d
-        result = await check_login(directory, self.ctx.throttle, peer, user, password)
+        result = await check_login(directory, self.ctx.throttle, peer, user, password, self.ctx.login_cache)
         if not result.ok:
             return LoginResult(None, result.failure or "invalid")
         assert result.mailbox is not None

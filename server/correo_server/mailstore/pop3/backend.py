@@ -63,7 +63,8 @@ class StoreBackend:
 
     # -- login -----------------------------------------------------------------------
     async def login(self, username: str, password: str) -> LoginOutcome:
-        result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password)
+        result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password,
+                                   self.ctx.login_cache)
         if result.ok:
             assert result.mailbox is not None
             self.ctx.metrics.inc("mailstore_logins_total", protocol="pop3", result="ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import time
 
 import pytest
 
@@ -422,3 +423,30 @@ def test_condstore_modseq_changedsince_and_unchangedsince(imap, raw):
 def test_enable_condstore(raw):
     assert raw.cmd("ENABLE CONDSTORE")[0] == b"* ENABLED CONDSTORE\r\n"
     assert raw.cmd("ENABLE X-UNKNOWN")[0] == b"* ENABLED\r\n"
+
+
+def test_envelope_and_bodystructure_are_read_from_the_index_once_known(imap, raw, monkeypatch):
+    """The first FETCH ENVELOPE BODYSTRUCTURE parses the message and keeps
+    the result in the folder's index; later ones — even after the server's
+    memory is cleared — answer the same bytes without reading the message."""
+    from correo_server.mailstore.imap import session as session_module
+    from correo_server.mailstore.imap.fetchcache import KIND, StructureCache
+    from correo_server.mailstore.store import Folder
+    imap.deliver(ALICE, SIMPLE)
+    raw.cmd("SELECT INBOX")
+    first = raw.cmd("FETCH 1 (ENVELOPE BODYSTRUCTURE BODY)")
+    assert first[0] == (b"* 1 FETCH (ENVELOPE " + SIMPLE_ENVELOPE + b" BODYSTRUCTURE " + SIMPLE_BODYSTRUCTURE
+                        + b" BODY " + SIMPLE_BODYSTRUCTURE.replace(b" NIL NIL NIL NIL)", b")") + b")\r\n")
+    inbox = imap.folder(ALICE)
+    deadline = time.monotonic() + 10
+    while not imap.call(inbox.message_data_for(KIND, [1])):  # saved in the background
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    monkeypatch.setattr(session_module, "_STRUCTURES", StructureCache())
+    monkeypatch.setattr(session_module, "_CACHE", session_module.F.ParsedCache())
+
+    async def no_reading(self, uid):
+        raise AssertionError("the message was read")
+    monkeypatch.setattr(Folder, "read", no_reading)
+    again = raw.cmd("FETCH 1 (ENVELOPE BODYSTRUCTURE BODY)")
+    assert again[0] == first[0] and again[-1].split()[1] == b"OK"

@@ -469,3 +469,26 @@ def test_room_decision_quota_first_then_the_free_space_floor():
     assert (exc.value.usage, exc.value.quota, exc.value.size) == (90, 100, 11)
     with pytest.raises(DiskFull):
         check_room(used=0, size=10, quota=None, free=100, min_free=95)
+
+
+async def test_derived_data_is_kept_in_the_index_and_follows_copies_and_moves(store: Store):
+    """What a protocol derived from a message (IMAP: ENVELOPE and
+    BODYSTRUCTURE, SORT's summary) is kept per UID and kind; a copy or a
+    move carries it along, an expunge drops it, and a value for a message
+    expunged meanwhile is not kept."""
+    for _ in range(3):
+        await store.deliver(ALICE, MSG)
+    mbox = await store.mailbox(ALICE)
+    inbox, trash = await mbox.folder("INBOX"), await mbox.folder("Trash")
+    await inbox.put_message_data("k", {1: b"one", 2: b"two", 3: b"three", 99: b"gone"})
+    await inbox.put_message_data("other", {1: b"uno"})
+    assert await inbox.message_data_for("k", [1, 2, 3, 99]) == {1: b"one", 2: b"two", 3: b"three"}
+    pairs = await inbox.copy([1], trash) + await inbox.move([2], trash)
+    assert await trash.message_data_for("k", [new for _, new in pairs]) == {pairs[0][1]: b"one",
+                                                                            pairs[1][1]: b"two"}
+    assert await trash.message_data_for("other", [pairs[0][1]]) == {pairs[0][1]: b"uno"}
+    await inbox.expunge([3])
+    assert await inbox.message_data_for("k", [1, 2, 3]) == {1: b"one"}
+    again = Store(store.data_dir, store.directory)
+    assert await (await (await again.mailbox(ALICE)).folder("INBOX")).message_data_for("k", [1]) == {1: b"one"}
+    await again.close()

@@ -167,6 +167,28 @@ class Index:
         return {uid: bytes(value) for uid, value in
                 self.db.execute("SELECT uid, value FROM message_data WHERE kind = ?", (kind,))}
 
+    def message_data_for(self, kind: str, uids: list[int]) -> dict[int, bytes]:
+        """Values of one kind for these messages only (those that have one)."""
+        out: dict[int, bytes] = {}
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((uid, bytes(value)) for uid, value in self.db.execute(
+                f"SELECT uid, value FROM message_data WHERE kind = ? AND uid IN ({marks})", [kind, *chunk]))
+        return out
+
+    def message_data_of(self, uids: list[int]) -> dict[int, dict[str, bytes]]:
+        """Every kind of value kept for these messages: UID → kind → value
+        (what a copy or a move carries along)."""
+        out: dict[int, dict[str, bytes]] = {}
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for uid, kind, value in self.db.execute(
+                    f"SELECT uid, kind, value FROM message_data WHERE uid IN ({marks})", chunk):
+                out.setdefault(uid, {})[kind] = bytes(value)
+        return out
+
     def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None:
         """Only for messages still here (a value for an expunged one is dropped)."""
         self.db.executemany(

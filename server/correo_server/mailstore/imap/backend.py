@@ -56,6 +56,8 @@ class Folder(Protocol):
     async def ext_meta(self, key: str, make: Callable[[], str] | None = None) -> str | None:
         """A folder-wide value an extension keeps (MAILBOXID), made by ``make`` once."""
     async def set_ext_meta(self, key: str, value: str | None) -> None: ...
+    async def message_data_for(self, kind: str, uids: list[int]) -> dict[int, bytes]:
+        """Values of one kind kept for these messages (the ones that have one)."""
     async def append(self, data: bytes, *, flags: Iterable[str] = (), internaldate: float | None = None,
                      tzoffset: int | None = None) -> int: ...
     async def append_all(self, items: list[tuple[bytes, Iterable[str], float | None, int | None]]) -> list[int]:

@@ -8,8 +8,11 @@ are made by parsers registered by name in the command registry
 (:mod:`.commands.fetch` registers RFC 3501's; an extension adds its own, e.g.
 CONDSTORE's MODSEQ), so the FETCH command knows no item by name.
 
-A small cache keeps recently used messages parsed, because clients fetch a
-message's structure and then its parts in separate commands.
+ENVELOPE, BODYSTRUCTURE and BODY come from the message's structure
+(:mod:`.fetchcache`: computed once, kept in memory and in the index), not
+from its bytes.  A small cache keeps recently used messages parsed, because
+clients fetch a message's structure and then its parts in separate
+commands.
 """
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ from typing import ClassVar
 
 from ..message import Entity, find_part, parse
 from .backend import MessageInfo
-from .bodystructure import body_structure
-from .envelope import envelope
 from .responses import NIL, astring, flag_list, internaldate, literal
+from .fetchcache import Structure
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class Fetched:
     msg: MessageInfo
     loaded: Loaded | None  # the content, when an item needs it
     recent: bool
+    structure: Structure | None = None  # ENVELOPE, BODYSTRUCTURE, BODY (:mod:`.fetchcache`), when needed
 
 
 class FetchItem:
@@ -131,6 +134,7 @@ class FetchItem:
 
     key: str = ""
     needs_data: ClassVar[bool] = False
+    needs_structure: ClassVar[bool] = False  # reads Fetched.structure instead of the content
     sets_seen: bool = False
     repeatable: ClassVar[bool] = False  # BODY[...] items are each answered, even when repeated
 
@@ -181,25 +185,25 @@ class Size(FetchItem):
 
 class Envelope(FetchItem):
     key = "ENVELOPE"
-    needs_data = True
+    needs_structure = True
 
     def render(self, f: Fetched) -> bytes:
-        assert f.loaded is not None
-        return b"ENVELOPE " + envelope(f.loaded.entity)
+        assert f.structure is not None
+        return b"ENVELOPE " + f.structure.envelope
 
 
 class BodyStructure(FetchItem):
     """BODYSTRUCTURE, or BODY (the same without extension data)."""
 
-    needs_data = True
+    needs_structure = True
 
     def __init__(self, extended: bool) -> None:
         self.extended = extended
         self.key = "BODYSTRUCTURE" if extended else "BODY"
 
     def render(self, f: Fetched) -> bytes:
-        assert f.loaded is not None
-        return self.key.encode() + b" " + body_structure(f.loaded.entity, extended=self.extended)
+        assert f.structure is not None
+        return self.key.encode() + b" " + (f.structure.bodystructure if self.extended else f.structure.body)
 
 
 class Rfc822(FetchItem):
@@ -247,6 +251,10 @@ class BodySection(FetchItem):
 
 def needs_data(items: list[FetchItem]) -> bool:
     return any(i.needs_data for i in items)
+
+
+def needs_structure(items: list[FetchItem]) -> bool:
+    return any(i.needs_structure for i in items)
 
 
 def sets_seen(items: list[FetchItem]) -> bool:

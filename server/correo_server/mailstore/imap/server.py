@@ -14,7 +14,9 @@ synchronizing literal with ``NO [TOOBIG]`` (the client never sends it); for
 a non-synchronizing one (LITERAL+, already on its way) with ``BAD`` and
 ``BYE``, and the connection is closed, since its octets cannot be told
 apart from commands.  A session idle for ``mailstore.imapIdleTimeoutSeconds``
-(30 minutes by default; RFC 3501 5.4) is logged out.
+(30 minutes by default; RFC 3501 5.4) is logged out: one sweeper per
+listener looks at the sessions waiting for a command, rather than a timer
+armed and disarmed around every command read.
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ from ... import logs
 from ...config import Listen
 from ..context import MailstoreContext
 from . import responses as R
-from .commands import Registry
+from .commands import Registry, default_registry
 from .reader import literal_at_end, tag_of
 from .session import Session
+from .storebackend import StoreBackend
 
 log = logs.get(__name__)
 
@@ -63,6 +66,9 @@ class Connection:
         self._in = bytearray()
         self._out = bytearray()
         self._scan = 0
+        self.task: asyncio.Task | None = None  # the task serving this connection
+        self.waiting_since: float | None = None  # reading the next command since (loop time)
+        self.expired = False  # the idle sweeper ended the wait
 
     @property
     def tls_available(self) -> bool:
@@ -77,13 +83,19 @@ class Connection:
 
     async def flush(self) -> None:
         """Send what is buffered; a client that stops reading for as long as
-        the autologout timer is disconnected (TimeoutError)."""
+        the autologout timer is disconnected (TimeoutError).  Only a
+        transport whose buffer is over its high-water mark is waited for
+        (with the timer); otherwise the bytes are on their way already."""
+        transport = self.writer.transport
         if self._out:
+            if transport.is_closing():
+                raise ConnectionError("connection closed")
             data = bytes(self._out)
             self._out.clear()
             self.writer.write(data)
-        async with asyncio.timeout(self.write_timeout):
-            await self.writer.drain()
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            async with asyncio.timeout(self.write_timeout):
+                await self.writer.drain()
 
     # -- reading ----------------------------------------------------------------
     async def _fill(self) -> None:
@@ -175,7 +187,7 @@ class Connection:
 
 
 async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  implicit_tls: bool, connections: set, registry: Registry | None = None) -> None:
+                  implicit_tls: bool, connections: set, registry: Registry, backend: StoreBackend) -> None:
     ms = ctx.config.mailstore
     conn = Connection(reader, writer, max_line=ms.max_line_length, max_literal=ms.max_literal_bytes,
                       tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls,
@@ -191,26 +203,32 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
             pass
         conn.close()
         return
-    session = Session(ctx, conn, registry=registry)
+    session = Session(ctx, conn, backend=backend, registry=registry)
+    conn.task = asyncio.current_task()
     connections.add((conn, session))
     ctx.metrics.inc("mailstore_sessions_total", protocol="imap")
     ctx.metrics.inc("mailstore_sessions_active", protocol="imap")
-    timeout = float(ms.imap_idle_timeout_seconds)
+    loop = asyncio.get_running_loop()
     try:
         conn.write(session.greeting())
         await conn.flush()
         while not session.closed:
+            conn.waiting_since = loop.time()  # the sweeper (_sweep_idle) ends a wait too long
             try:
-                async with asyncio.timeout(timeout):  # no extra task per command
-                    command = await conn.read_command(session.literal_limit())
-            except TimeoutError:
+                command = await conn.read_command(session.literal_limit())
+            except asyncio.CancelledError:
+                if not conn.expired:
+                    raise
+                asyncio.current_task().uncancel()
                 session.bye("Disconnected for inactivity.")
                 break
             except LineTooLong as exc:
+                conn.waiting_since = None
                 conn.write(R.tagged(exc.tag or "*", "BAD", "Command line too long."))
                 await conn.flush()
                 continue
             except LiteralTooLarge as exc:
+                conn.waiting_since = None
                 if exc.nonsync:
                     conn.write(R.tagged(exc.tag or "*", "BAD", "Literal too large.", "TOOBIG"))
                     session.bye("Literal too large; cannot continue this connection.")
@@ -219,6 +237,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                                                           f"{session.literal_limit()} octets).", "TOOBIG"))
                 await conn.flush()
                 continue
+            conn.waiting_since = None
             await session.execute(command)
             await conn.flush()
         await conn.flush()
@@ -235,6 +254,23 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
             gate.release(peer)
         ctx.metrics.inc("mailstore_sessions_active", -1, protocol="imap")
         conn.close()
+
+
+async def _sweep_idle(connections: set, timeout: float) -> None:
+    """Log out sessions that sent no command for ``timeout`` seconds (RFC
+    3501 5.4's autologout timer): one timer for the whole listener instead
+    of one armed and disarmed around every command read; a session is ended
+    within a tenth of the timeout after it expires."""
+    loop = asyncio.get_running_loop()
+    interval = max(0.05, min(timeout / 10, 30.0))
+    while True:
+        await asyncio.sleep(interval)
+        now = loop.time()
+        for conn, _session in list(connections):
+            since = conn.waiting_since
+            if since is not None and now - since >= timeout and not conn.expired and conn.task is not None:
+                conn.expired = True
+                conn.task.cancel()
 
 
 def register_metrics(ctx: MailstoreContext) -> None:
@@ -254,9 +290,12 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
     if implicit_tls and ctx.tls is None:
         raise ValueError("implicit TLS needs a TLS key pair in the configuration")
     register_metrics(ctx)
+    registry = registry if registry is not None else default_registry()
+    backend = StoreBackend(ctx)
     connections: set = set()
+    sweeper = asyncio.ensure_future(_sweep_idle(connections, float(ctx.config.mailstore.imap_idle_timeout_seconds)))
     server = await asyncio.start_server(
-        lambda r, w: _handle(ctx, r, w, implicit_tls, connections, registry),
+        lambda r, w: _handle(ctx, r, w, implicit_tls, connections, registry, backend),
         listen.host, listen.port,
         ssl=ctx.tls.context if implicit_tls else None,
         ssl_handshake_timeout=30 if implicit_tls else None,
@@ -264,19 +303,21 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
     )
     addr = server.sockets[0].getsockname() if server.sockets else None
     log.info("imap_listening", address=str(addr), implicit_tls=implicit_tls)
-    return _Server(server, connections)  # type: ignore[return-value]
+    return _Server(server, connections, sweeper)  # type: ignore[return-value]
 
 
 class _Server:
     """The listening server, whose ``close`` also says BYE to the sessions
     still open (a wrapper: uvloop's servers take no attributes of ours)."""
 
-    def __init__(self, server: asyncio.AbstractServer, connections: set) -> None:
+    def __init__(self, server: asyncio.AbstractServer, connections: set, sweeper: asyncio.Future) -> None:
         self._server = server
         self.correo_connections = connections
+        self._sweeper = sweeper
 
     def close(self) -> None:
         self._server.close()
+        self._sweeper.cancel()
         for conn, _session in list(self.correo_connections):
             try:
                 conn.write(R.untagged("BYE Server shutting down."))

@@ -22,6 +22,8 @@ from ..context import MailstoreContext
 from . import fetch as F
 from . import responses as R
 from . import utf7
+from .fetchcache import KIND as STRUCTURE_KIND
+from .fetchcache import Structure, StructureCache
 from .backend import (Backend, DiskFull, Folder, FolderError, FolderExists, Mailbox, MessageInfo,
                       NoSuchFolder, QuotaExceeded, StoreError)
 from .commands import Registry, default_registry
@@ -36,6 +38,7 @@ DELIMITER = "/"
 FLUSH_AT = 256 * 1024
 NOT_MUTF7 = "Mailbox name is not valid modified UTF-7"
 _CACHE = F.ParsedCache()
+_STRUCTURES = StructureCache()
 
 
 class Channel(Protocol):
@@ -63,11 +66,12 @@ class BadSet(Exception):
 class Session:
     def __init__(self, ctx: MailstoreContext, channel: Channel, backend: Backend | None = None,
                  registry: Registry | None = None) -> None:
-        from .storebackend import StoreBackend
-
         self.ctx = ctx
         self.ch = channel
-        self.backend: Backend = backend if backend is not None else StoreBackend(ctx)
+        if backend is None:
+            from .storebackend import StoreBackend
+            backend = StoreBackend(ctx)
+        self.backend: Backend = backend
         self.registry = registry if registry is not None else default_registry()
         self.state: State = NotAuthenticated()
         self.enabled: set[str] = set()  # extensions switched on (ENABLE, or implicitly: CONDSTORE)
@@ -79,6 +83,7 @@ class Session:
         ms = ctx.config.mailstore
         self.idle_timeout = float(ms.imap_idle_timeout_seconds)
         self.max_literal = ms.max_literal_bytes
+        self._saving: set[asyncio.Task] = set()
 
     # -- capabilities ----------------------------------------------------------
     def login_allowed(self) -> bool:
@@ -261,6 +266,47 @@ class Session:
         loaded = F.Loaded(data, None, on_parse=lambda e: _CACHE.put(key, data, e))
         _CACHE.put(key, data, None)
         return loaded
+
+    def _structure_key(self, folder: Folder) -> tuple:
+        return (self.backend.cache_key(self.mailbox), folder.name, folder.uidvalidity)
+
+    async def structures(self, folder: Folder, uids: list[int]) -> dict[int, Structure]:
+        """The ENVELOPE/BODYSTRUCTURE/BODY (:mod:`.fetchcache`) known for
+        these messages: from memory, else from the folder's index; the rest
+        the caller computes and hands to :meth:`keep_structures`."""
+        prefix = self._structure_key(folder)
+        out: dict[int, Structure] = {}
+        missing = []
+        for uid in uids:
+            found = _STRUCTURES.get(prefix + (uid,))
+            if found is None:
+                missing.append(uid)
+            else:
+                out[uid] = found
+        if missing:
+            for uid, data in (await folder.message_data_for(STRUCTURE_KIND, missing)).items():
+                found = Structure.decode(data)
+                if found is not None:
+                    out[uid] = found
+                    _STRUCTURES.put(prefix + (uid,), found)
+        return out
+
+    def keep_structures(self, folder: Folder, fresh: dict[int, Structure]) -> None:
+        """Structures just computed: in memory now, in the index soon (a
+        background write; it is a cache, losing it costs only time)."""
+        prefix = self._structure_key(folder)
+        for uid, structure in fresh.items():
+            _STRUCTURES.put(prefix + (uid,), structure)
+
+        async def save() -> None:
+            try:
+                await folder.put_message_data(STRUCTURE_KIND, {uid: st.encode() for uid, st in fresh.items()})
+            except Exception as exc:  # noqa: BLE001 - the index is only a cache here
+                self.log.warning("imap_structure_save_failed", folder=folder.name, error=str(exc))
+
+        task = asyncio.ensure_future(save())
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     # -- logins ---------------------------------------------------------------------
     async def login(self, user: str, password: str, mechanism: str) -> Reply:

@@ -98,10 +98,12 @@ class FolderDisk:
         return self.highestmodseq + 1
 
     def commit_new(self, staged: list[Staged], *, first_recent: int, delivery: float | None = None,
-                   inbox: bool = False) -> list[MessageInfo]:
+                   inbox: bool = False, carried: list[dict[str, bytes]] | None = None) -> list[MessageInfo]:
         """Rename files staged in ``tmp/`` into place, fsync, and commit their
         rows with new UIDs (one transaction); ``delivery`` (when a delivery
-        to INBOX) is recorded as the mailbox's last delivery."""
+        to INBOX) is recorded as the mailbox's last delivery; ``carried``
+        (per staged message: the values derived from it, kind → bytes) go
+        with them (a copy keeps the original's)."""
         if not staged:
             return []
         uid = self.uidnext
@@ -122,6 +124,10 @@ class FolderDisk:
             for m in made:
                 self.index.insert(Row(m.uid, m.base, m.path, m.size, m.internaldate, m.tzoffset, m.flags, m.modseq,
                                       m.lf))
+            if carried:
+                for m, values in zip(made, carried):
+                    for kind, value in values.items():
+                        self.index.put_message_data(kind, {m.uid: value})
             self.index.set_meta("uidnext", uid)
             self.index.set_meta("highestmodseq", modseq)
             self.index.set_meta("first_recent", first_recent)

@@ -193,8 +193,17 @@ class Folder:
             self._check_alive()
             return await self._run(lambda disk: disk.index.message_data(kind))
 
+    async def message_data_for(self, kind: str, uids: list[int]) -> dict[int, bytes]:
+        """Values of one kind kept for these messages (those that have one)."""
+        if not uids:
+            return {}
+        async with self.mailbox.lock:
+            self._check_alive()
+            return await self._run(lambda disk: disk.index.message_data_for(kind, uids))
+
     async def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None:
-        """Keep derived values in the index; they go when the message goes."""
+        """Keep derived values in the index; they go when the message goes,
+        and a copy or a move carries them."""
         if not rows:
             return
         async with self.mailbox.lock:
@@ -448,7 +457,9 @@ class Folder:
                     for item in staged:
                         item[0].unlink(missing_ok=True)
                     raise disk_error(exc) from exc
-                new = target.commit_new(staged, first_recent=first_recent)
+                kept = disk.index.message_data_of([m.uid for m in msgs])
+                new = target.commit_new(staged, first_recent=first_recent,
+                                        carried=[kept.get(m.uid, {}) for m in msgs])
                 return [(m.uid, n.uid) for m, n in zip(msgs, new)], new, moved
 
             def apply(result) -> None:
@@ -499,7 +510,9 @@ class Folder:
                     moved.append(msg)
                 for sub in ("cur", "new"):
                     maildir.fsync_dir(disk.path / sub)
-                new = target.commit_new(staged, first_recent=first_recent)
+                kept = disk.index.message_data_of([m.uid for m in moved])
+                new = target.commit_new(staged, first_recent=first_recent,
+                                        carried=[kept.get(m.uid, {}) for m in moved])
                 disk.drop_rows([m.uid for m in moved])
                 return [(m.uid, n.uid) for m, n in zip(moved, new)], new
 

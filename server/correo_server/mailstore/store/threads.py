@@ -16,7 +16,8 @@ holds the mailbox lock and no worker runs.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from typing import Any, Callable
 
 
@@ -24,21 +25,67 @@ class IoPool:
     """The store's own few threads for disk work.  Few on purpose: SQLite
     and file buffers stay in few malloc arenas (the default executor's many
     threads each grow their own and keep the memory), and a burst of
-    password checks on the default executor never queues ahead of the disk."""
+    password checks on the default executor never queues ahead of the disk.
+
+    A plain queue and the loop's own future rather than a
+    ``ThreadPoolExecutor``: one hop per write command, and the executor's
+    bookkeeping (a concurrent future chained to an asyncio one, a semaphore
+    per submit) cost more CPU than the work of a small flag change.  The
+    threads are daemons: work that is cut off by the process exiting was
+    never acknowledged, which is what a crash would do."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
 
     def run(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mailstore-io")
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if not self._workers:
+            self._start()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def _start(self) -> None:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._work, name=f"mailstore-io-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, fut, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                done, result = _fail, exc
+            else:
+                done = _done
+            try:
+                loop.call_soon_threadsafe(done, fut, result)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+            del item, loop, fut, fn, args, result
 
     def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        """Let the threads finish what is queued, then end."""
+        for _ in self._workers:
+            self._queue.put(None)
+        self._workers = []
+
+
+def _done(fut: "asyncio.Future[Any]", result: Any) -> None:
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+def _fail(fut: "asyncio.Future[Any]", exc: BaseException) -> None:
+    if not fut.cancelled():
+        fut.set_exception(exc)
 
 
 async def finish(fut: "asyncio.Future[Any]", apply: Callable[[Any], None] | None = None) -> Any:

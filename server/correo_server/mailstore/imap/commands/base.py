@@ -279,6 +279,7 @@ class Registry:
         self.list_attributes: list[Callable[["Session", Any, list[str]], list[str]]] = []
         self.multiappend = False  # APPEND takes several messages (MULTIAPPEND)
         self.module = ""  # the module registering now (for the capability's origin)
+        self._ordered: dict[When, tuple[list[Capability], list[Capability]]] = {}
 
     # -- registering -----------------------------------------------------------
     def command(self, cls: type[Command]) -> type[Command]:
@@ -336,9 +337,16 @@ class Registry:
     # -- using -------------------------------------------------------------------
     def capabilities(self, s: "Session", *, logged_in: bool) -> list[str]:
         want = When.AFTER_LOGIN if logged_in else When.BEFORE_LOGIN
+        ordered = self._ordered.get(want)
+        if ordered is None or len(ordered[1]) != len(self.capability_list):
+            chosen = [c for c in sorted(self.capability_list, key=lambda c: c.order) if c.when & want]
+            ordered = self._ordered[want] = (chosen, list(self.capability_list))  # stable: module order kept
         out: list[str] = []
-        for cap in sorted(self.capability_list, key=lambda c: c.order):  # stable: module order kept
-            if cap.when & want:
+        for cap in ordered[0]:
+            if isinstance(cap.value, str):
+                if cap.value not in out:
+                    out.append(cap.value)
+            else:
                 out += [w for w in cap.words(s) if w not in out]
         return out
 

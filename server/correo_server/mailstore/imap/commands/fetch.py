@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .. import fetch as F
 from ..backend import MessageGone
+from ..fetchcache import Structure, structure_of
 from ..reader import Reader, SeqSet
 from .base import Command, Options, Parse, Registry, Reply, State, bad, modifiers, no, ok
 
@@ -26,6 +27,7 @@ MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
+FLUSH_AT = 256 * 1024  # send what is buffered past this many octets
 _ITEM = re.compile(rb"[A-Za-z0-9.]+")
 _MACRO = re.compile(rb"[A-Za-z]+(?=[ \r\n]|\Z)")
 _SECTION_WORD = re.compile(rb"[A-Za-z.]+")
@@ -166,32 +168,44 @@ class Fetch(Command):
                 changed, _ = await folder.store(unseen, ["\\Seen"], "add", origin=s)
                 marked = {m.uid for m in changed}
         want_data = F.needs_data(self.items)
+        want_structure = F.needs_structure(self.items)
+        structures = await s.structures(folder, uids) if want_structure else {}
+        fresh: dict[int, Structure] = {}
         wants_flags = any(isinstance(i, F.Flags) for i in self.items)
         first = [F.Uid()] if self.uid else []
+        flags_item, modseq_item = F.Flags(), F.ModSeq()
         modseq_always = s.condstore and (wants_flags or bool(self.options.values))
         gone = False
-        for uid in uids:
-            msg = folder.get(uid)
-            if msg is None:
-                gone = True
-                continue
-            if keeps and not all(keep(msg, v) for keep, v in keeps):
-                continue
-            loaded = None
-            if want_data:
-                try:
-                    loaded = await s.load(folder, msg)
-                except MessageGone:
+        try:
+            for uid in uids:
+                msg = folder.get(uid)
+                if msg is None:
                     gone = True
                     continue
-            last: list[F.FetchItem] = []
-            if uid in marked:
-                last.append(F.Flags())
-            if s.condstore and (modseq_always or uid in marked):
-                last.append(F.ModSeq())
-            data = F.render(F.Fetched(msg, loaded, uid in view.recent), self.items, first, last)
-            s.write(b"* %d FETCH " % view.seq_of(uid) + data + b"\r\n")
-            await s.flush_if_large()
+                if keeps and not all(keep(msg, v) for keep, v in keeps):
+                    continue
+                structure = structures.get(uid) if want_structure else None
+                loaded = None
+                if want_data or (want_structure and structure is None):
+                    try:
+                        loaded = await s.load(folder, msg)
+                    except MessageGone:
+                        gone = True
+                        continue
+                    if want_structure and structure is None:
+                        structure = fresh[uid] = structure_of(loaded.entity)
+                last: list[F.FetchItem] = []
+                if uid in marked:
+                    last.append(flags_item)
+                if s.condstore and (modseq_always or uid in marked):
+                    last.append(modseq_item)
+                data = F.render(F.Fetched(msg, loaded, uid in view.recent, structure), self.items, first, last)
+                s.write(b"* %d FETCH " % view.seq_of(uid) + data + b"\r\n")
+                if s.ch.pending() > FLUSH_AT:
+                    await s.ch.flush()
+        finally:
+            if fresh:
+                s.keep_structures(folder, fresh)
         if gone:
             return no("Some of the requested messages no longer exist.", "EXPUNGEISSUED")
         return ok("Fetch completed")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,9 +292,16 @@ async def run(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any 
     await kopf.operator(
         registry=registry, settings=settings_for(config), standalone=True,
         clusterwide=not config.namespaces, namespaces=config.namespaces,
-        stop_flag=stop_flag, ready_flag=ready_flag, memo=kopf.Memo(),
+        stop_flag=stop_flag, ready_flag=ready_flag, memo=kopf.Memo(), identity=_identity(),
     )
     return holder
+
+
+def _identity() -> str:
+    """kopf's name for this process.  kopf's own default asks the password database
+    for the user name, which fails when the pod runs as a uid without an entry there
+    (any ``runAsUser`` the image does not know, e.g. OpenShift's random uids)."""
+    return os.environ.get("POD_ID") or f"correo@{socket.gethostname()}/{os.getpid()}"
 
 
 def setup_logging(level: str = "info", stream: Any = None) -> None:

@@ -69,12 +69,16 @@ def contains(live: Any, desired: Any) -> bool:
     """True when every field ``desired`` sets has the same value in ``live``.
 
     Extra fields in ``live`` (server defaults, other managers) do not matter;
-    lists must have the same length and match item by item.
+    lists must have the same length and match item by item.  A field missing
+    from ``live`` matches a desired zero value (false, 0, "", [] or {}): the API
+    server stores it but leaves it out of what it returns (Go's ``omitempty``),
+    e.g. a Service's ``publishNotReadyAddresses: false`` or a NetworkPolicy's
+    ``egress: []``.
     """
     if isinstance(desired, dict):
         if not isinstance(live, dict):
             return False
-        return all(k in live and contains(live[k], v) for k, v in desired.items())
+        return all(contains(live[k], v) if k in live else (v is not None and not v) for k, v in desired.items())
     if isinstance(desired, list):
         if not isinstance(live, list) or len(live) != len(desired):
             return False

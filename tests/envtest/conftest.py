@@ -93,6 +93,12 @@ def kubectl_binary() -> str:
     return path
 
 
+def crd_established(cp: ControlPlane, name: str) -> bool:
+    code, crd = cp.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    conditions = (crd.get("status") or {}).get("conditions") or [] if code == 200 else []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory, kubectl_binary) -> ControlPlane:
     assets = find_assets()
@@ -106,8 +112,10 @@ def control_plane(tmp_path_factory, kubectl_binary) -> ControlPlane:
     try:
         ctl = Kubectl(kubectl_binary, cp.kubeconfig)
         ctl.run("apply", "--server-side", "-f", str(ROOT / "crds"))
-        ctl.run("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/maildomains.correo.dev", "crd/mailboxes.correo.dev")
+        # (Not `kubectl wait`: it errors out while a new CRD has no conditions yet.)
+        wait_for(lambda: all(crd_established(cp, name) for name in ("maildomains.correo.dev",
+                                                                     "mailboxes.correo.dev")),
+                 what="the CRDs Established")
         # Discovery and OpenAPI publish the new kinds a moment after Established; kubectl
         # cached discovery from before they existed.
         shutil.rmtree(ctl.cache_dir, ignore_errors=True)
@@ -160,8 +168,10 @@ def namespace(request, control_plane) -> str:
     control_plane.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll until ``predicate`` returns something true; generous for a loaded machine."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
+             what: str | Callable[[], str] = "") -> Any:
+    """Poll until ``predicate`` returns something true; generous for a loaded machine.
+    ``what`` (or what it returns, when called at the end) says what was awaited."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -172,8 +182,120 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
         if last and not isinstance(last, Exception):
             return last
         time.sleep(interval)
+    if callable(what):
+        what = what()
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}; last: {last!r}")
 
 
 def load_yaml(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# ---------------------------------------------------------------------------
+# A node to run pods on, and the operator as the chart deploys it
+# ---------------------------------------------------------------------------
+
+OPERATOR_NAMESPACE = "correo-system"
+CHART = ROOT / "helm" / "correo"
+
+
+@pytest.fixture(scope="session")
+def node(control_plane, tmp_path_factory):
+    """The kubelet-less node (``node.py``), its pods reaching this API server."""
+    from node import Node, NodeUnavailable
+    try:
+        n = Node(tmp_path_factory.mktemp("node"), api_port=control_plane.port).start()
+    except NodeUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+class Operator:
+    """``correo operator`` as the chart's Deployment runs it: its ServiceAccount, RBAC and pod
+    (args, env, security context) from ``helm template``, watching the test's namespace, run on
+    the node with that ServiceAccount's token (not as admin)."""
+
+    def __init__(self, cp: ControlPlane, kubectl: Kubectl, helm: str, node, namespace: str, workdir: Path) -> None:
+        self.cp, self.kubectl, self.helm, self.node = cp, kubectl, helm, node
+        self.namespace = namespace
+        self.workdir = workdir
+        self.pod_name = f"operator-{namespace}"[:63]
+        self.pod: dict | None = None
+        self.user = ""
+
+    def render(self, *sets: str) -> list[dict]:
+        args = [self.helm, "template", "correo", str(CHART), "--namespace", OPERATOR_NAMESPACE,
+                "--set", "crds.enabled=false", "--set", "statusInterval=2", "--set", "metrics.service.enabled=false",
+                "--set", f"watchNamespaces[0]={self.namespace}"]
+        for s in sets:
+            args += ["--set", s]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+    def start(self, *sets: str) -> "Operator":
+        from node import materialise, pod_of
+        objects = self.render(*sets)
+        rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+        assert {o["kind"] for o in rbac} == {"ServiceAccount", "Role", "RoleBinding"}
+        self.cp.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": OPERATOR_NAMESPACE}})
+        self.kubectl.run("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rbac))
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+        _, pod = pod_of(deployment)
+        sa = pod["spec"]["serviceAccountName"]
+        self.user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{sa}"
+        ca = (self.cp.dir / "certs" / "apiserver.crt").read_bytes()
+        mounts = materialise(pod, self.workdir / self.pod_name, lambda kind, name: None,
+                             claims=self.workdir / "claims", token=lambda: self.cp.token_for(OPERATOR_NAMESPACE, sa),
+                             ca=ca, fs_group=(pod["spec"].get("securityContext") or {}).get("fsGroup"))
+        self.node.run_pod(self.pod_name, pod, mounts)
+        self.pod = pod
+        wait_for(lambda: self.node.probe(self.pod_name)[0] == 200, timeout=60,
+                 what=lambda: f"the operator ready ({self.node.pod_state(self.pod_name)})\n{self.log()[-3000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.pod is not None:
+            self.node.stop_pod(self.pod_name)
+            self.pod = None
+
+    def log(self) -> str:
+        return self.node.pod_log(self.pod_name)
+
+    def status(self) -> dict:
+        import json
+        import urllib.request
+        port = self.node.forward(8080)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as rsp:
+            return json.loads(rsp.read())
+
+    def passes(self) -> int:
+        return int(self.status()["passes"])
+
+    def wait_passes(self, n: int, timeout: float = 60) -> None:
+        """Until the operator has made ``n`` more reconcile passes (its resync timer)."""
+        start = self.passes()
+        wait_for(lambda: self.passes() >= start + n, timeout=timeout, what=f"{n} more reconcile passes")
+
+    def writes(self) -> list[dict]:
+        return self.cp.audit_events(self.user, writes_only=True)
+
+    def forbidden(self) -> list[str]:
+        return [f"{e['verb']} {e['requestURI']}" for e in self.cp.audit_events(self.user)
+                if e.get("responseStatus", {}).get("code") == 403]
+
+
+@pytest.fixture
+def operator(control_plane, kubectl, helm_binary, node, namespace, tmp_path):
+    """The operator for the test's namespace (call ``.start()``); stopped afterwards, and
+    checked never to have been refused by RBAC."""
+    op = Operator(control_plane, kubectl, helm_binary, node, namespace, tmp_path)
+    try:
+        yield op
+    finally:
+        op.stop()
+    assert op.forbidden() == [], f"the operator needed permissions the chart does not grant:\n{op.log()[-3000:]}"

@@ -46,13 +46,16 @@ HOW_TO_GET = (
 
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
-    # Writes only, metadata level: who changed what, not the bodies.
+    # Metadata level (who did what, and the answer; not the bodies): every write, and every
+    # request of the ServiceAccounts in AUDITED_NAMESPACE (code under test runs as those).
     "omitStages": ["RequestReceived", "ResponseStarted"],
     "rules": [
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts:correo-system"]},
         {"level": "None"},
     ],
 }
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def default_assets_dir() -> Path:
@@ -276,13 +279,24 @@ class ControlPlane:
             raise RuntimeError(f"TokenRequest for {namespace}/{service_account}: {status} {doc}")
         return doc["status"]["token"]
 
-    def audit_events(self) -> list[dict]:
-        """Every write the API server has recorded (audit log, Metadata level)."""
+    def audit_events(self, user: str | None = None, *, writes_only: bool = False) -> list[dict]:
+        """What the API server recorded (see AUDIT_POLICY), optionally of one user / writes only."""
         try:
             lines = self.audit_log.read_text().splitlines()
         except OSError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            if user and event.get("user", {}).get("username") != user:
+                continue
+            if writes_only and event.get("verb") not in WRITES:
+                continue
+            events.append(event)
+        return events
 
 
 def _insecure() -> ssl.SSLContext:

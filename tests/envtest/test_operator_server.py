@@ -1,0 +1,179 @@
+"""The operator against the real API server: real kopf, the chart's pod, RBAC
+and ServiceAccount token (``conftest.Operator``).  Children owned and exactly
+what ``correo render`` prints, edits that touch only what they must, drift
+repaired, idle resyncs that write nothing (counted in the API server's audit
+log), reclaim policies honoured by what the StatefulSet controller made,
+status with reasons and Events."""
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import wait_for
+from podkit import DOMAIN_NAME, resources
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_KINDS = "configmaps,secrets,services,deployments,statefulsets,poddisruptionbudgets,networkpolicies"
+
+
+def apply(kubectl, namespace: str, objects: list[dict]) -> None:
+    kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def get(kubectl, namespace: str, what: str) -> dict | None:
+    done = kubectl.run("get", what, "-n", namespace, "-o", "json", check=False)
+    if done.returncode != 0:
+        assert "NotFound" in done.stderr, done.stderr
+        return None
+    import json
+    return json.loads(done.stdout)
+
+
+def children(kubectl, namespace: str) -> dict[tuple[str, str], dict]:
+    items = kubectl.json("get", CHILD_KINDS, "-n", namespace, "-l", f"app.kubernetes.io/instance={DOMAIN_NAME}")
+    return {(o["kind"], o["metadata"]["name"]): o for o in items["items"]}
+
+
+def condition(obj: dict | None, type_: str = "Ready") -> dict | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return None
+
+
+def rendered_names(objects: list[dict], tmp_path: Path) -> set[tuple[str, str]]:
+    (tmp_path / "in.yaml").write_text(yaml.safe_dump_all(objects))
+    done = subprocess.run([sys.executable, "-m", "correo_operator.cli", "render", str(tmp_path / "in.yaml")],
+                          capture_output=True, text=True, timeout=120, check=True, cwd=ROOT)
+    return {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(done.stdout) if o}
+
+
+@pytest.fixture
+def handled(kubectl, namespace, operator):
+    """The example domain applied, the operator started, and its first pass done."""
+    objects = resources(namespace)
+    apply(kubectl, namespace, objects)
+    operator.start()
+    wait_for(lambda: condition(get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")), timeout=60,
+             what=f"status written\n{operator.log()[-3000:]}")
+    return objects
+
+
+class TestChildren:
+    def test_every_rendered_object_exists_owned_by_the_maildomain(self, kubectl, namespace, operator, handled,
+                                                                  tmp_path):
+        expected = rendered_names(handled, tmp_path)
+        wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=60, what="every child applied")
+        live = children(kubectl, namespace)
+        # What render prints, plus the DKIM key the operator generates once (not in GitOps output).
+        assert set(live) == expected | {("Secret", f"{DOMAIN_NAME}-dkim")}
+        domain = get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")
+        for key, obj in live.items():
+            assert obj["metadata"]["ownerReferences"] == [{
+                "apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain", "name": DOMAIN_NAME,
+                "uid": domain["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}], key
+        applied = kubectl.json("get", f"configmap/{DOMAIN_NAME}-config", "-n", namespace, "--show-managed-fields")
+        assert {(m["manager"], m["operation"]) for m in applied["metadata"]["managedFields"]} == {("correo", "Apply")}
+        assert domain["metadata"]["finalizers"] == ["correo.dev/finalizer"]
+
+    def test_editing_a_mailbox_changes_only_the_directory_secret(self, kubectl, namespace, operator, handled,
+                                                                 tmp_path):
+        expected = rendered_names(handled, tmp_path)
+        wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=60)
+        operator.wait_passes(1)
+        before = {k: o["metadata"]["resourceVersion"] for k, o in children(kubectl, namespace).items()}
+        kubectl.run("patch", "mailbox", "bob", "-n", namespace, "--type=merge", "-p", '{"spec":{"quota":"2Gi"}}')
+        directory = ("Secret", f"{DOMAIN_NAME}-directory")
+        wait_for(lambda: children(kubectl, namespace)[directory]["metadata"]["resourceVersion"] != before[directory],
+                 timeout=60, what="the directory Secret rewritten")
+        operator.wait_passes(2)
+        after = {k: o["metadata"]["resourceVersion"] for k, o in children(kubectl, namespace).items()}
+        assert {k for k in before if after.get(k) != before[k]} == {directory}
+        secret = children(kubectl, namespace)[directory]
+        entries = yaml.safe_load(base64.b64decode(secret["data"]["directory.yaml"]))
+        assert {m["address"]: m.get("quotaBytes") for m in entries["mailboxes"]}["bob@example.com"] == 2 << 30
+
+    def test_a_deleted_child_is_repaired(self, kubectl, namespace, operator, handled):
+        wait_for(lambda: ("Service", f"{DOMAIN_NAME}-relay") in children(kubectl, namespace), timeout=60)
+        old = children(kubectl, namespace)
+        kubectl.run("delete", f"service/{DOMAIN_NAME}-relay", f"configmap/{DOMAIN_NAME}-config", "-n", namespace)
+
+        def repaired():
+            now = children(kubectl, namespace)
+            return all(key in now and now[key]["metadata"]["uid"] != old[key]["metadata"]["uid"]
+                       for key in (("Service", f"{DOMAIN_NAME}-relay"), ("ConfigMap", f"{DOMAIN_NAME}-config")))
+        wait_for(repaired, timeout=60, what="the Service and the ConfigMap re-created")
+
+    def test_an_idle_resync_makes_no_writes(self, kubectl, namespace, operator, handled, tmp_path):
+        expected = rendered_names(handled, tmp_path)
+        wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=60)
+        operator.wait_passes(2)  # settled
+        writes, reads = len(operator.writes()), len(operator.cp.audit_events(operator.user))
+        operator.wait_passes(3)
+        new = operator.writes()[writes:]
+        assert new == [], "idle resyncs wrote:\n" + "\n".join(f"{e['verb']} {e['requestURI']}" for e in new)
+        assert len(operator.cp.audit_events(operator.user)) > reads, "the resyncs did read the API"
+
+
+class TestStatus:
+    def test_a_missing_password_secret_makes_the_mailbox_not_ready_with_the_reason(self, kubectl, namespace,
+                                                                                   operator, handled):
+        kubectl.run("delete", "secret", "bob-password", "-n", namespace)
+        wait_for(lambda: (condition(get(kubectl, namespace, "mailbox/bob")) or {}).get("reason")
+                 == "PasswordSecretMissing", timeout=60, what="bob not ready: PasswordSecretMissing")
+        ready = condition(get(kubectl, namespace, "mailbox/bob"))
+        assert ready["status"] == "False" and "bob-password does not exist" in ready["message"]
+        # The Secret comes back: the Secret watch reconciles, bob is no longer missing it.
+        apply(kubectl, namespace, [o for o in handled if o["metadata"]["name"] == "bob-password"])
+        wait_for(lambda: (condition(get(kubectl, namespace, "mailbox/bob")) or {}).get("reason")
+                 != "PasswordSecretMissing", timeout=60, what="bob's Secret noticed")
+
+    def test_a_mailbox_without_a_maildomain_says_so(self, kubectl, namespace, operator, handled):
+        apply(kubectl, namespace, [{"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
+                                    "metadata": {"name": "stray"},
+                                    "spec": {"address": "stray@nowhere.test", "passwordSecretRef": {"name": "x"}}}])
+        wait_for(lambda: (condition(get(kubectl, namespace, "mailbox/stray")) or {}).get("reason")
+                 == "DomainNotFound", timeout=60, what="stray: DomainNotFound")
+
+    def test_conditions_carry_the_generation_and_events_are_visible(self, kubectl, namespace, operator, handled):
+        domain = get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")
+        generation = domain["metadata"]["generation"]
+        assert domain["status"]["observedGeneration"] == generation
+        assert {c["observedGeneration"] for c in domain["status"]["conditions"]} == {generation}
+        out = kubectl.run("get", "events", "-n", namespace, "--field-selector",
+                          f"involvedObject.kind=MailDomain,involvedObject.name={DOMAIN_NAME}").stdout
+        assert "maildomain/" + DOMAIN_NAME in out
+        assert condition(domain)["reason"] in out  # Ready=False is told with its reason
+
+
+class TestReclaim:
+    @pytest.mark.parametrize("policy", ["Retain", "Delete"])
+    def test_the_statefulset_volumes_follow_the_reclaim_policy(self, kubectl, namespace, controller_manager,
+                                                                operator, policy):
+        objects = resources(namespace)
+        objects[0]["spec"]["reclaimPolicy"] = policy
+        apply(kubectl, namespace, objects)
+        operator.start()
+        claims = {f"spool-{DOMAIN_NAME}-queue-0", f"mail-{DOMAIN_NAME}-mailstore-0"}
+
+        def pvcs() -> dict[str, dict]:
+            return {o["metadata"]["name"]: o for o in kubectl.json("get", "pvc", "-n", namespace)["items"]}
+        wait_for(lambda: claims <= set(pvcs()), timeout=90, what="the StatefulSet controller's PVCs")
+        kubectl.run("delete", "maildomain", DOMAIN_NAME, "-n", namespace, "--wait=false")
+        wait_for(lambda: get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}") is None, timeout=60,
+                 what=f"the finalizer done\n{operator.log()[-3000:]}")
+        wait_for(lambda: not kubectl.json("get", "statefulsets", "-n", namespace)["items"], timeout=60,
+                 what="the garbage collector removed the StatefulSets")
+        if policy == "Retain":
+            wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace)["items"], timeout=60)
+            left = pvcs()
+            assert claims <= set(left)
+            assert not any(left[c]["metadata"].get("deletionTimestamp") for c in claims)
+            events = kubectl.run("get", "events", "-n", namespace).stdout
+            assert "VolumesRetained" in events
+        else:
+            wait_for(lambda: not claims & set(pvcs()), timeout=90, what="the PVCs deleted")

@@ -11,10 +11,9 @@ import datetime
 import json
 
 import pytest
-from conftest import wait_for
+from envkit import apply, condition, get, wait_for
 from node import materialise, service_names
 from podkit import DOMAIN_NAME, REMOTE_A, REMOTE_MX, inbox_subjects, resources, send
-from test_operator_server import apply, condition, get
 
 
 def live(cp, path: str) -> dict | None:

@@ -13,36 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import wait_for
+from envkit import apply, condition, get, wait_for
 from podkit import DOMAIN_NAME, resources
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_KINDS = "configmaps,secrets,services,deployments,statefulsets,poddisruptionbudgets,networkpolicies"
 
 
-def apply(kubectl, namespace: str, objects: list[dict]) -> None:
-    kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def get(kubectl, namespace: str, what: str) -> dict | None:
-    done = kubectl.run("get", what, "-n", namespace, "-o", "json", check=False)
-    if done.returncode != 0:
-        assert "NotFound" in done.stderr, done.stderr
-        return None
-    import json
-    return json.loads(done.stdout)
-
-
 def children(kubectl, namespace: str) -> dict[tuple[str, str], dict]:
     items = kubectl.json("get", CHILD_KINDS, "-n", namespace, "-l", f"app.kubernetes.io/instance={DOMAIN_NAME}")
     return {(o["kind"], o["metadata"]["name"]): o for o in items["items"]}
-
-
-def condition(obj: dict | None, type_: str = "Ready") -> dict | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return None
 
 
 def rendered_names(objects: list[dict], tmp_path: Path) -> set[tuple[str, str]]:

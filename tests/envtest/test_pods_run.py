@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import unavailable, wait_for
+from envkit import unavailable, wait_for
 from node import Node, NodeUnavailable, materialise, pod_of, service_names
 from podkit import REMOTE_A, REMOTE_MX, inbox_subjects, resources, send, status_doc
 

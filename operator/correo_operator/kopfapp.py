@@ -109,6 +109,10 @@ def settings_for(config: OperatorConfig, settings: kopf.OperatorSettings | None 
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 4
+    # A MailDomain deleted while its resync timer is mid-pass: kopf keeps the finalizer
+    # until the timer has exited, and checks again only every cancellation_polling
+    # seconds (60 by default: `kubectl delete` hung a minute).
+    settings.background.cancellation_polling = 1.0
     return settings
 
 

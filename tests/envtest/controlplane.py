@@ -21,10 +21,12 @@ This module knows nothing of correo; ``conftest.py`` turns it into fixtures.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -147,7 +149,7 @@ class ControlPlane:
         out = open(log, "ab")
         try:
             popen = subprocess.Popen([str(self.assets / name), *args], stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.dir, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=die_with_parent)
         finally:
             out.close()
         proc = self.processes[name] = Process(name, popen, log)
@@ -297,6 +299,14 @@ class ControlPlane:
                 continue
             events.append(event)
         return events
+
+
+def die_with_parent() -> None:
+    """In a child before exec: its own session, and SIGTERM when the test process dies
+    (so that a crashed or killed test run leaves no control plane behind)."""
+    os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _insecure() -> ssl.SSLContext:

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from controlplane import die_with_parent  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -208,7 +210,7 @@ class Node:
             self.proc = subprocess.Popen(
                 [*cmd, sys.executable, str(HERE / "nodeagent.py"), str(self.dir),
                  "root" if os.geteuid() == 0 else "user"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         finally:
             log.close()
         deadline = time.monotonic() + timeout

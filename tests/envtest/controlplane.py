@@ -49,9 +49,12 @@ HOW_TO_GET = (
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
     # Metadata level (who did what, and the answer; not the bodies): every write, and every
-    # request of the ServiceAccounts in AUDITED_NAMESPACE (code under test runs as those).
+    # request of the ServiceAccounts in correo-system (code under test runs as those).
     "omitStages": ["RequestReceived", "ResponseStarted"],
     "rules": [
+        # The bodies of what code under test writes, to show what an unexpected write changed.
+        {"level": "Request", "userGroups": ["system:serviceaccounts:correo-system"],
+         "verbs": ["create", "update", "patch"]},
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "Metadata", "userGroups": ["system:serviceaccounts:correo-system"]},
         {"level": "None"},

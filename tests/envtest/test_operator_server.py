@@ -7,6 +7,7 @@ status with reasons and Events."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,8 @@ class TestChildren:
         writes, reads = len(operator.writes()), len(operator.cp.audit_events(operator.user))
         operator.wait_passes(3)
         new = operator.writes()[writes:]
-        assert new == [], "idle resyncs wrote:\n" + "\n".join(f"{e['verb']} {e['requestURI']}" for e in new)
+        assert new == [], "idle resyncs wrote:\n" + "\n".join(
+            f"{e['verb']} {e['requestURI']}: {json.dumps(e.get('requestObject'))[:1500]}" for e in new)
         assert len(operator.cp.audit_events(operator.user)) > reads, "the resyncs did read the API"
 
 

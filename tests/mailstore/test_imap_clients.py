@@ -116,7 +116,7 @@ def _local_messages(folder: Path) -> list[bytes]:
     return sorted(_plain(p.read_bytes()) for sub in ("cur", "new") for p in (folder / sub).iterdir())
 
 
-@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed (scripts/setup-test-env installs it)")
 def test_mbsync_synchronises_both_ways(imap, tmp_path):
     binary = SIMPLE.replace(b"Line two", b"Line two\r\n" + ATTACHMENT.replace(b"\r", b"").replace(b"\n", b""))
     imap.deliver(ALICE, SIMPLE)
@@ -153,7 +153,7 @@ def test_mbsync_synchronises_both_ways(imap, tmp_path):
     assert [(m.uid, m.flags) for m in imap.folder(ALICE).messages()] == before
 
 
-@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed (scripts/setup-test-env installs it)")
 def test_mbsync_with_a_non_ascii_local_folder_gets_a_refusal_not_duplicates(imap, tmp_path):
     """mbsync 1.4 sends a local folder name as raw UTF-8.  The server refuses
     it (not modified UTF-7) instead of creating "Caf&AOk-", which mbsync would
@@ -192,7 +192,8 @@ def _free_port() -> int:
 
 
 needs_dovecot = pytest.mark.skipif(shutil.which("dovecot") is None or os.geteuid() != 0,
-                                   reason="needs Dovecot, and root to run it and hand the files to its user")
+                                   reason="needs Dovecot (scripts/setup-test-env installs it), and root to run it "
+                                          "and hand the files to its user")
 
 
 @contextlib.contextmanager

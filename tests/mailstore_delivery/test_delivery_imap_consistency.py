@@ -10,9 +10,6 @@ import pytest
 
 from .delivery_support import ALICE, PASSWORDS, lmtp_deliver
 from .test_lmtp_delivery import sample_message
-from .test_mailstore_process import IMAP_AVAILABLE
-
-pytestmark = pytest.mark.skipif(not IMAP_AVAILABLE, reason="the IMAP server is not there yet")
 
 
 @pytest.fixture

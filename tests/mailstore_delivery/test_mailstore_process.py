@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import importlib.util
 import json
 import poplib
 import signal
@@ -20,23 +19,12 @@ from correo_server.mailstore.store import Store
 from .delivery_support import (ALICE, BOB, CAROL, DAVE, PASSWORDS, ServerProcess, http_get, lmtp_deliver,
                                lmtp_transaction, make_config, write_config_dir)
 
-
-
-def _imap_available() -> bool:
-    try:
-        return importlib.util.find_spec("correo_server.mailstore.imap.server") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-IMAP_AVAILABLE = _imap_available()
-
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def config_dir(tmp_path, tls_pair):
-    cfg = make_config(tmp_path / "data", imap_enabled=IMAP_AVAILABLE)
+    cfg = make_config(tmp_path / "data", imap_enabled=True)
     return write_config_dir(tmp_path / "config", cfg, None, tls_pair)
 
 
@@ -58,7 +46,7 @@ class TestServeCommand:
     def test_serves_lmtp_pop3_and_side_port_then_stops_on_sigterm(self, config_dir, tmp_path):
         server = ServerProcess(config_dir, tmp_path)
         try:
-            expected = {"lmtp", "pop3", "pop3s", "http"} | ({"imap", "imaps"} if IMAP_AVAILABLE else set())
+            expected = {"lmtp", "pop3", "pop3s", "imap", "imaps", "http"}
             assert set(server.ports) == expected
             assert http_get(server.ports["http"], "/healthz") == (200, b"ok\n")
             assert http_get(server.ports["http"], "/readyz") == (200, b"ready\n")

@@ -12,7 +12,7 @@ import pytest
 
 from .delivery_support import ALICE, PASSWORDS, lmtp_deliver
 
-pytestmark = pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail is not installed (scripts/setup-test-env installs it)")
 
 
 def message(n: int) -> bytes:

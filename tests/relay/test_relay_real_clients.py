@@ -4,13 +4,13 @@ self-signed certificate."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import smtplib
 from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
 
+from host_tools import needs_swaks_tls
 from relay_helpers import PASSWORDS, client_tls, in_thread
 
 
@@ -55,7 +55,6 @@ async def test_aiosmtplib_starttls_and_implicit_tls(make_relay):
     assert all(b"with ESMTPSA id" in m.content for m in relay.sink.messages)
 
 
-swaks_missing = pytest.mark.skipif(shutil.which("swaks") is None, reason="Debian's swaks is not installed")
 
 
 async def swaks(*args: str) -> tuple[int, str]:
@@ -66,7 +65,7 @@ async def swaks(*args: str) -> tuple[int, str]:
     return proc.returncode, out.decode("utf-8", "replace")
 
 
-@swaks_missing
+@needs_swaks_tls
 async def test_swaks_starttls_auth(make_relay):
     relay = await make_relay(tls=True, auth={"plaintext": "never"})
     code, out = await swaks("--port", str(relay.submission), "--tls", "--auth", "PLAIN",
@@ -83,7 +82,7 @@ async def test_swaks_starttls_auth(make_relay):
     assert b"Subject: swaks starttls" in relay.sink.messages[0].content
 
 
-@swaks_missing
+@needs_swaks_tls
 async def test_swaks_implicit_tls_and_pipelining(make_relay):
     relay = await make_relay(tls=True, auth={"plaintext": "never"})
     code, out = await swaks("--port", str(relay.ports["smtps"]), "--tls-on-connect", "--auth", "LOGIN",

@@ -15,7 +15,7 @@ EPILOG = """\
 examples:
   correo validate examples/              check resources against the CRDs
   correo render examples/quickstart      the manifests the operator would apply
-  correo up examples/                    run the whole stack on this machine
+  correo up examples/quickstart          run the whole stack on this machine
   correo status                          what the local stack is doing
   correo queue list                      messages waiting in the local queue
 """
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--remote-smtp-port", type=int, default=None, metavar="PORT",
                     help="port of remote MX hosts (default 25; for test networks)")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    up.add_argument("--log-format", choices=["console", "json"], default="console")
+    up.add_argument("--log-format", choices=["console", "json"], default="console",
+                    help="the services' logs on this terminal: console (readable, default) or json (one "
+                         "object per line, as the pods write them)")
     up.set_defaults(target="correo_operator.local.up:main")
 
     ap = sub.add_parser("apply", help="apply changed YAML to a running `correo up` without restarting it",
@@ -87,14 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--data", default=".correo", help="data folder of the running `correo up` (default ./.correo)")
     st.set_defaults(target="correo_operator.local.statuscmd:main")
 
-    q = sub.add_parser("queue", help="inspect and manage the delivery queue (like mailq, postqueue, postsuper)")
+    q = sub.add_parser("queue", help="inspect and manage the delivery queue (like mailq, postqueue, postsuper)",
+                       description="List the queued messages and each recipient's state, show one with its "
+                                   "attempt history, retry them now, or delete them, through the queue's admin "
+                                   "API: the local stack's (--data), or any queue's side port (--url).")
     # The options work before or after the action: `correo queue list --data X` and `correo queue --data X list`.
     def queue_options(parser: argparse.ArgumentParser, default) -> None:
         parser.add_argument("--url", default=default(None),
                             help="queue admin URL (default: the local stack's, from --data); on Kubernetes "
                                  "`kubectl port-forward statefulset/NAME-queue 8082` then --url http://127.0.0.1:8082")
         parser.add_argument("--data", default=default(".correo"), help="data folder of `correo up` (default ./.correo)")
-        parser.add_argument("-o", "--output", choices=["table", "json"], default=default("table"))
+        parser.add_argument("-o", "--output", choices=["table", "json"], default=default("table"),
+                            help="table (default) or json: the admin API's answer as it is")
 
     queue_options(q, lambda value: value)
     q_opts = argparse.ArgumentParser(add_help=False)
@@ -122,10 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the bound ports as JSON here once listening (for port 0)")
     sv.set_defaults(target="correo_server.serve:main")
 
-    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)",
+                        description="Watch MailDomains, Mailboxes and their Secrets (in-cluster credentials, "
+                                    "or the current kubeconfig context), apply the rendered relay, queue and "
+                                    "mailstore, and write their status back every --status-interval seconds. "
+                                    "What the Helm chart's Deployment runs.")
     op.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable; default all)")
     op.add_argument("--status-interval", type=float, default=30.0, help="seconds between status polls (default 30)")
-    op.add_argument("--metrics-port", type=int, default=8080)
+    op.add_argument("--metrics-port", type=int, default=8080,
+                    help="port of the side port: /metrics (Prometheus), /healthz, /readyz, /status (default 8080)")
     op.add_argument("--image", default=None, help="image the rendered workloads run")
     op.set_defaults(target="correo_operator.kopfapp:main")
     return p

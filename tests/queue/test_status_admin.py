@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -193,7 +194,7 @@ async def test_correo_queue_command(harness, tmp_path, capsys):
     # The local stack's state.json names the URL when --url is not given.
     data = tmp_path / "data"
     data.mkdir()
-    (data / "state.json").write_text(json.dumps({"endpoints": {"queue": {"http": harness.http}}}))
+    (data / "state.json").write_text(json.dumps({"pid": os.getpid(), "endpoints": {"queue": {"http": harness.http}}}))
     assert await run_cli(data=str(data), output="json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert sorted(m["id"] for m in doc["messages"]) == sorted(ids)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from correo_server.osutil import pid_alive
+from correo_server import localstate
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,16 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def running_state(layout: Layout) -> dict[str, Any] | None:
-    """state.json of a running ``correo up`` in this data folder, else None."""
-    state = read_json(layout.state_file)
-    if state and isinstance(state.get("pid"), int) and pid_alive(state["pid"]):
-        return state
-    return None
+    """state.json of a running ``correo up`` in this data folder, else None
+    (:func:`require_running` says why)."""
+    try:
+        return localstate.find(layout.root)
+    except localstate.NotRunning:
+        return None
+
+
+def require_running(layout: Layout) -> dict[str, Any]:
+    """state.json of a running ``correo up`` in this data folder; else
+    :class:`correo_server.localstate.NotRunning`, whose message ``correo
+    status``, ``apply`` and ``queue`` all print."""
+    return localstate.find(layout.root)

@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import yaml
+from correo_server.localstate import NotRunning
 
 from .. import loading, model
 from .. import status as statusmod
 from . import stack
-from .layout import Layout, read_json, running_state, write_json
+from .layout import Layout, read_json, require_running, write_json
 from .supervisor import ORDER
 
 
@@ -155,10 +156,10 @@ def table(items: list[dict]) -> str:
 
 def main(args) -> int:
     layout = Layout.at(args.data)
-    state = running_state(layout)
-    if state is None:
-        print(f"correo status: no local stack is running with data in {layout.root} "
-              "(start one with `correo up`)", file=sys.stderr)
+    try:
+        state = require_running(layout)
+    except NotRunning as exc:
+        print(f"correo status: {exc}", file=sys.stderr)
         return 1
     applied = stack.read_applied(layout)
     if applied is None:

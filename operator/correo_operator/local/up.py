@@ -22,16 +22,21 @@ from pathlib import Path
 
 from correo_server import logs, passwords
 from correo_server.guard import is_loopback
+from correo_server.localstate import NotRunning
 
 from .. import loading, secretdata
 from . import stack
-from .layout import Layout, read_json, running_state, write_json
+from .layout import Layout, read_json, require_running, running_state, write_json
 from .supervisor import Supervisor
 
 log = logs.get("correo.up")
 
 
 DEFAULT_DATA = ".correo"
+
+
+class NotStarted(Exception):
+    """``correo up`` stopped before the services ran (no mail was accepted)."""
 
 
 def lock_data(layout: Layout):
@@ -55,16 +60,30 @@ def default_paths(paths: list[str]) -> list[str]:
     return ["."]
 
 
-def _load(paths: list[str], out=None) -> loading.Loaded | None:
+# What an invalid YAML leaves as it was, by who loads it.
+UNCHANGED = {
+    "up": "nothing was started and no data folder was written",
+    "apply": "the running stack keeps its configuration",
+    "watch": "the running stack keeps its configuration until the YAML is valid",
+}
+
+
+def _load(paths: list[str], out=None, *, command: str = "watch") -> loading.Loaded | None:
+    """The resources under ``paths``, or None after printing every problem,
+    what to fix, and that nothing changed (``UNCHANGED[command]``)."""
     out = out or sys.stderr
     loaded = loading.load_paths(paths)
     for problem in loaded.problems:
         print(str(problem), file=out)
+    prefix = "correo" if command == "watch" else f"correo {command}"
     if loaded.errors:
-        print(f"correo: {len(loaded.errors)} error(s); nothing was changed (see `correo validate`)", file=out)
+        print(f"{prefix}: {len(loaded.errors)} error(s) in the YAML, each above with its file and field; "
+              f"fix them and run `correo {'up' if command == 'up' else 'apply'}` again "
+              f"({UNCHANGED[command]}; `correo validate {' '.join(paths)}` checks without running)", file=out)
         return None
     if not loaded.domains:
-        print(f"correo: no MailDomain found in {', '.join(paths)}", file=out)
+        print(f"{prefix}: no MailDomain found in {', '.join(paths)} (kind: MailDomain, apiVersion: "
+              f"correo.dev/v1alpha1; see examples/quickstart); {UNCHANGED[command]}", file=out)
         return None
     return loaded
 
@@ -163,9 +182,8 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
     ports = stack.choose_ports(options, previous.get("ports"))
     busy = stack.busy_public_ports(options, ports)
     if busy:
-        print(f"correo up: port(s) {', '.join(map(str, busy))} on {options.host} are in use "
-              "(another `correo up`?). Stop it, or move the ports with --port-base 10000.", file=sys.stderr)
-        return 1
+        raise NotStarted(f"port(s) {', '.join(map(str, busy))} on {options.host} are in use "
+                         "(another `correo up`?). Stop it, or move the ports with --port-base 10000.")
     stack.write_config(loaded, layout, ports, options)
     state = {
         "pid": os.getpid(), "data": str(layout.root), "paths": paths,
@@ -183,9 +201,8 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
     try:
         await sup.start()
     except RuntimeError as exc:
-        print(f"correo up: {exc}", file=sys.stderr)
         await sup.stop()
-        return 1
+        raise NotStarted(str(exc)) from None
     running_config = _config_digest(layout)
     state["services"] = sup.pids()
     write_json(layout.state_file, state)
@@ -255,10 +272,11 @@ def main(args) -> int:
     logs.setup(args.log_format)
     # Absolute from here on: state.json keeps them for `apply` and the watcher.
     paths = [str(Path(p).resolve()) for p in default_paths(args.paths)]
-    loaded = _load(paths)
+    loaded = _load(paths, command="up")
     if loaded is None:
         return 1
     layout = Layout.at(args.data)
+    fresh = not layout.root.exists()
     layout.create()
     lock = lock_data(layout)
     if lock is None:
@@ -277,6 +295,11 @@ def main(args) -> int:
         log.info("swaks_not_installed", hint="apt-get install swaks to use the try-it line")
     try:
         return asyncio.run(_run(args, loaded, paths, layout, options))
+    except NotStarted as exc:
+        print(f"correo up: {exc}", file=sys.stderr)
+        if fresh:  # nothing ran: leave no half-made data folder behind
+            shutil.rmtree(layout.root, ignore_errors=True)
+        return 1
     finally:
         lock.close()
 
@@ -284,16 +307,17 @@ def main(args) -> int:
 def apply(args) -> int:
     """``correo apply``: push YAML changes into a running local stack."""
     layout = Layout.at(args.data)
-    state = running_state(layout)
-    if state is None:
-        print(f"correo apply: no `correo up` is running with data in {layout.root}", file=sys.stderr)
+    try:
+        state = require_running(layout)
+    except NotRunning as exc:
+        print(f"correo apply: {exc}", file=sys.stderr)
         return 1
     paths = [str(Path(p).resolve()) for p in args.paths] or state["paths"]
     opts = state.get("options") or {}
     options = stack.Options(host=state.get("host", "127.0.0.1"), port_base=opts.get("portBase", 0),
                             ephemeral=opts.get("ephemeral", False), dns=tuple(opts.get("dns") or ()),
                             remote_smtp_port=opts.get("remoteSmtpPort"))
-    loaded = _load(paths)
+    loaded = _load(paths, command="apply")
     if loaded is None:
         return 1
     old_paths = state.get("paths")
@@ -305,6 +329,6 @@ def apply(args) -> int:
         print("correo apply: the domain configuration changed; `correo up` restarts the services")
     elif result == "reloaded":
         print("correo apply: mailboxes updated; the services reload them without restarting")
-    else:
-        print("correo apply: nothing changed")
+    else:  # `correo up` watches the YAML and usually applies an edit before we get here
+        print("correo apply: already applied: the running stack has this configuration")
     return 0

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..guard import is_loopback
-from ..osutil import pid_alive
+from .. import localstate
 from ..sideport import SidePort
 from ..statusdoc import rfc3339
 from .records import Message
@@ -151,12 +151,6 @@ class NotAQueue(AdminError):
         super().__init__(f"no correo queue admin API at {url} (is it the queue's side port?)")
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return True  # nothing to check: let the connection tell
-    return pid_alive(pid)
-
-
 def base_url(args) -> str:
     if getattr(args, "url", None):
         return str(args.url).rstrip("/")
@@ -164,19 +158,11 @@ def base_url(args) -> str:
     if not data:
         raise UsageError("no queue to talk to: give --url http://HOST:PORT (the queue's side port) "
                          "or --data DIR of a running `correo up`")
-    state_file = Path(data) / "state.json"
-    def not_running(why: str) -> AdminError:
-        return AdminError(f"no local stack is running with data in {data} ({why}; start one with `correo up`, "
-                          "or give --url http://HOST:PORT of the queue's side port)")
-
     try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise not_running(f"no {state_file.name}") from None
-    except (OSError, ValueError) as exc:
-        raise AdminError(f"cannot read {state_file}: {exc}") from None
-    if isinstance(state, dict) and not _pid_alive(state.get("pid")):
-        raise not_running(f"its correo up, pid {state.get('pid')}, has exited")
+        state = localstate.find(data)
+    except localstate.NotRunning as exc:
+        raise AdminError(f"{exc}, or give --url http://HOST:PORT of the queue's side port") from None
+    state_file = Path(data) / localstate.STATE_FILE
     try:
         url = state["endpoints"]["queue"]["http"]
     except (KeyError, TypeError):

@@ -10,7 +10,18 @@ def test_ci_runs_the_test_command_written_in_the_readme(repo_root):
     assert command in ci.splitlines()[-1]
 
 
-def test_readme_tells_how_to_run_correo_on_the_examples(repo_root):
+def test_readme_tells_how_to_run_correo_on_the_quickstart(repo_root):
+    """The first command runs the quickstart only: examples/production names a
+    TLS Secret and a smarthost that do not exist on a newcomer's machine."""
     readme = (repo_root / "README.md").read_text()
-    assert "scripts/up examples/" in readme
-    assert "correo up" in (repo_root / "scripts" / "up").read_text()
+    assert "scripts/up examples/quickstart\n" in readme
+    assert "scripts/up examples/\n" not in readme
+    up = (repo_root / "scripts" / "up").read_text()
+    assert 'correo up "${@:-examples/quickstart}"' in up
+
+
+def test_readme_links_stay_inside_the_repository(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    assert "../" not in readme
+    for target in ("docs/architecture.md",):
+        assert f"]({target})" in readme and (repo_root / target).is_file()

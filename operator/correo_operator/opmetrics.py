@@ -1,6 +1,7 @@
 """The operator's own Prometheus metrics: reconciles, errors, durations, API calls.
 
-Served by ``kopfapp`` on ``--metrics-port`` through the same side port the
+Kept with ``prometheus-client`` through :class:`correo_server.metrics.Registry`
+and served by ``kopfapp`` on ``--metrics-port`` through the same side port the
 services use (``correo_server.sideport``: ``/metrics``, ``/healthz``,
 ``/readyz``, ``/status``).  ``HttpKube`` reports every API request here
 (:meth:`OpMetrics.api_request`), ``reconcile.Reconciler`` every pass and
@@ -18,60 +19,30 @@ Families (prefix ``correo_operator_``)::
 """
 from __future__ import annotations
 
-from correo_server.metrics import Registry, _fmt
+from correo_server.metrics import Registry
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WRITE_VERBS = frozenset({"create", "patch", "update", "delete", "deletecollection"})
 
 
-class _HistogramRegistry(Registry):
-    """A :class:`Registry` that also renders histograms."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__(prefix)
-        self._hists: dict[str, tuple[str, dict[tuple, list]]] = {}
-
-    def histogram(self, name: str, help: str) -> str:
-        name = self._name(name)
-        self._hists.setdefault(name, (help, {}))
-        return name
-
-    def observe(self, name: str, value: float, **labels: str) -> None:
-        name = self._name(name)
-        _, series = self._hists[name]
-        key = tuple(sorted(labels.items()))
-        counts = series.setdefault(key, [0] * len(BUCKETS) + [0, 0.0])  # buckets..., count, sum
-        for i, bound in enumerate(BUCKETS):
-            if value <= bound:
-                counts[i] += 1
-        counts[-2] += 1
-        counts[-1] += value
-
-    def render(self) -> str:
-        text = super().render()
-        lines = []
-        for name, (help, series) in sorted(self._hists.items()):
-            lines += [f"# HELP {name} {help}", f"# TYPE {name} histogram"]
-            for key, counts in sorted(series.items()):
-                labels = dict(key)
-                for bound, n in zip(BUCKETS, counts):
-                    lines.append(_fmt(f"{name}_bucket", tuple(sorted({**labels, "le": str(bound)}.items())), n))
-                lines.append(_fmt(f"{name}_bucket", tuple(sorted({**labels, "le": "+Inf"}.items())), counts[-2]))
-                lines.append(_fmt(f"{name}_count", key, counts[-2]))
-                lines.append(_fmt(f"{name}_sum", key, float(counts[-1])))
-        return text + ("\n".join(lines) + "\n" if lines else "")
-
-
 class OpMetrics:
     def __init__(self) -> None:
-        r = self.registry = _HistogramRegistry("correo_operator")
-        self.reconciles = r.counter("reconciles_total", "Reconcile passes of a MailDomain, by trigger and result.")
-        self.errors = r.counter("reconcile_errors_total", "Reconcile passes that failed, by trigger.")
-        self.duration = r.histogram("reconcile_duration_seconds", "Seconds per reconcile pass (status included).")
-        self.requests = r.counter("api_requests_total", "Kubernetes API requests, by verb and resource.")
-        self.writes = r.counter("api_writes_total", "Kubernetes API writes (create, patch, delete), by verb and resource.")
-        self.reads = r.counter("status_reads_total", "Reads of the services' /status, by component and result.")
-        self.patches = r.counter("status_patches_total", "Status subresource patches of MailDomains and Mailboxes.")
+        r = self.registry = Registry("correo_operator")
+        self.reconciles = r.counter("reconciles_total", "Reconcile passes of a MailDomain, by trigger and result.",
+                                    labels=("trigger", "result"))
+        self.errors = r.counter("reconcile_errors_total", "Reconcile passes that failed, by trigger.",
+                                labels=("trigger",))
+        self.duration = r.histogram("reconcile_duration_seconds", "Seconds per reconcile pass (status included).",
+                                    labels=(), buckets=BUCKETS)
+        self.requests = r.counter("api_requests_total", "Kubernetes API requests, by verb and resource.",
+                                  labels=("verb", "resource"))
+        self.writes = r.counter("api_writes_total",
+                                "Kubernetes API writes (create, patch, delete), by verb and resource.",
+                                labels=("verb", "resource"))
+        self.reads = r.counter("status_reads_total", "Reads of the services' /status, by component and result.",
+                               labels=("component", "result"))
+        self.patches = r.counter("status_patches_total", "Status subresource patches of MailDomains and Mailboxes.",
+                                 labels=())
 
     def reconciled(self, trigger: str, *, ok: bool, seconds: float) -> None:
         self.registry.inc(self.reconciles, trigger=trigger, result="ok" if ok else "error")
@@ -91,7 +62,7 @@ class OpMetrics:
         self.registry.inc(self.patches, n)
 
     def total_writes(self) -> float:
-        return sum(self.registry._values.get(self.writes, {}).values())
+        return self.registry.total(self.writes)
 
     def render(self) -> str:
         return self.registry.render()

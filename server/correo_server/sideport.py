@@ -1,5 +1,5 @@
 """The HTTP side port every correo service has: ``/healthz``, ``/readyz``,
-``/metrics`` (Prometheus text) and ``/status`` (JSON).
+``/metrics`` (Prometheus text, :mod:`.metrics`) and ``/status`` (JSON).
 
 The operator's status timer and ``correo status`` read ``/status``; kubelet
 probes ``/healthz`` (liveness: the event loop answers) and ``/readyz``
@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from .config import Listen
-from .metrics import Registry
+from .metrics import CONTENT_TYPE, Registry
 
 StatusFn = Callable[[], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 ReadyFn = Callable[[], "bool | Awaitable[bool]"]
@@ -54,8 +54,8 @@ class SidePort:
         return web.Response(text="ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=self.metrics.render().encode("utf-8"),
+                            headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         doc = await _call(self._status)

@@ -38,6 +38,24 @@ class ServerTLS:
         )
         self.context = _build(self.cert_file, self.key_file)
         self.context.sni_callback = self._sni
+        self._expiry: tuple[tuple[int, int, int], float] | None = None
+
+    def not_after(self) -> float | None:
+        """When the certificate in ``cert_file`` (the first of its chain)
+        expires, as Unix time; None when it cannot be read.  For the
+        ``correo_tls_certificate_expiry_timestamp_seconds`` gauge; parsed
+        again only when the file changes."""
+        try:
+            st = self.cert_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if self._expiry is None or self._expiry[0] != stamp:
+                from cryptography import x509  # only when scraped
+                cert = x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+                self._expiry = (stamp, cert.not_valid_after_utc.timestamp())
+        except (OSError, ValueError) as exc:
+            log.warning("tls_certificate_unreadable", cert=str(self.cert_file), error=str(exc))
+            return None
+        return self._expiry[1]
 
     def _sni(self, sslobj: ssl.SSLObject, _server_name, _ctx) -> None:
         sslobj.context = self._current.get()

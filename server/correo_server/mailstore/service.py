@@ -215,8 +215,15 @@ class MailstoreService:
 
     def _register_metrics(self, metrics: Registry) -> None:
         lmtp.register_metrics(metrics)
-        metrics.counter("mailstore_sessions_total", "Sessions opened, by protocol")
-        metrics.counter("mailstore_logins_total", "Login attempts, by protocol and result (ok, failed)")
+        metrics.counter("mailstore_sessions_total", "Sessions opened, by protocol", labels=("protocol",))
+        metrics.gauge("mailstore_sessions_active", "Sessions open now, by protocol", labels=("protocol",))
+        metrics.counter("mailstore_logins_total", "Login attempts, by protocol and result (ok, failed)",
+                        labels=("protocol", "result"))
+        metrics.histogram("mailstore_imap_command_duration_seconds",
+                          "Seconds from an IMAP command's last byte to its tagged reply, by command",
+                          labels=("command",))
+        metrics.watch_tls(self.ctx.tls if self.ctx else None)
+        metrics.watch_volume("mail", self.data_dir)
         metrics.gauge_fn("mailstore_stored_bytes", "Octets stored, all mailboxes and folders",
                          lambda: [({}, sum(u.bytes for u in self._usage.values()))])
         metrics.gauge_fn("mailstore_stored_messages", "Messages stored, all mailboxes and folders",

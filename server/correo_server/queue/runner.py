@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -324,6 +325,7 @@ class Runner:
                     msg.rcpts[i].busy = False
                 return
             rcpts = [(i, msg.env.recipients[i]) for i in job.indices]
+            started = time.monotonic()
             try:
                 results = await session.deliver(msg.env, data, rcpts)
             except Exception as exc:  # noqa: BLE001 - a bug must not lose mail: retry later
@@ -331,6 +333,7 @@ class Runner:
                 session._drop()
                 reply = local_reply(451, "4.3.0", f"internal error while delivering: {type(exc).__name__}")
                 results = [Result(i, reply, "local", job.route.key) for i in job.indices]
+            self.metrics.observe("queue_delivery_duration_seconds", time.monotonic() - started, route=job.route.kind)
             await self._record(msg, results)
         finally:
             self._active_jobs -= 1

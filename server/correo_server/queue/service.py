@@ -115,7 +115,8 @@ class QueueService:
         intake = Intake(cfg, directory.get, self.spool, state, self.clock, on_new=lambda m: self.runner.reschedule(m))
         self.runner = Runner(cfg=cfg, state=state, spool=self.spool, clock=self.clock, intake=intake,
                              resolver=resolver, metrics=self.metrics, linger=self.linger)
-        statusmod.register_metrics(self.metrics, state, self.clock)
+        statusmod.register_metrics(self.metrics, state, self.clock, cfg)
+        self.metrics.watch_volume("spool", self.spool.root)
         self.runner.start()
         handler = Handler(intake, self.spool, cfg.queue.max_message_bytes, self.metrics)
         self._lmtp = await start_listener(cfg.queue.lmtp, handler, hostname=cfg.hostname,

@@ -84,7 +84,7 @@ def build(cfg: ServerConfig, state: QueueState, now: float, *, ready: bool) -> Q
                        senders=senders)
 
 
-def register_metrics(metrics: Registry, state: QueueState, clock: Clock) -> None:
+def register_metrics(metrics: Registry, state: QueueState, clock: Clock, cfg: ServerConfig | None = None) -> None:
     def depth():
         counts = {PENDING: 0, DEFERRED: 0}
         for msg in state:
@@ -98,17 +98,41 @@ def register_metrics(metrics: Registry, state: QueueState, clock: Clock) -> None
         ages = [now - m.env.arrival for m in state]
         return [({}, max(ages, default=0.0))]
 
+    def oldest_deferred():
+        """Per hosted domain (the owner whose retry policy applies, as in /status)."""
+        now = clock.now()
+        ages = {d.name: 0.0 for d in cfg.domains}
+        for msg in state:
+            if any(not r.final and r.state == DEFERRED for r in msg.rcpts):
+                owner = owner_of(cfg, msg.env)
+                if owner is not None:
+                    ages[owner.name] = max(ages.get(owner.name, 0.0), now - msg.env.arrival)
+        return [({"domain": d}, age) for d, age in sorted(ages.items())]
+
     metrics.gauge_fn("queue_recipients", "Recipients in the queue by state (pending, deferred)", depth)
     metrics.gauge_fn("queue_messages", "Messages in the queue", lambda: [({}, len(state))])
     metrics.gauge_fn("queue_oldest_message_age_seconds", "Age of the oldest message in the queue", oldest)
-    metrics.gauge_fn("queue_delivered_recipients", "Recipients delivered (cumulative, kept across restarts)",
-                     lambda: [({}, state.figures.total.delivered)])
-    metrics.gauge_fn("queue_bounced_recipients", "Recipients bounced (cumulative, kept across restarts)",
-                     lambda: [({}, state.figures.total.bounced)])
-    metrics.gauge_fn("queue_delayed_notices", "Delayed notices sent (cumulative, kept across restarts)",
-                     lambda: [({}, state.figures.total.delayed_notices)])
-    metrics.counter("queue_attempts_total", "Delivery attempts by destination and result")
-    metrics.counter("queue_notices_total", "Delivery status notifications queued, by kind")
-    metrics.counter("queue_enqueued_total", "Messages accepted into the queue")
-    metrics.counter("queue_rejected_total", "Messages or recipients refused at the LMTP door, by reason")
-    metrics.counter("queue_finished_total", "Messages removed from the queue after every recipient was final")
+    if cfg is not None:
+        metrics.gauge_fn("queue_oldest_deferred_age_seconds",
+                         "Age of the oldest message with a deferred recipient, by hosted domain", oldest_deferred)
+        metrics.gauge_fn("queue_warn_after_seconds",
+                         "The domain's warnAfterSeconds: a recipient deferred this long gets the sender a "
+                         "delayed notice", lambda: [({"domain": d.name}, d.retry.warn_after_seconds)
+                                                    for d in cfg.domains])
+    metrics.counter_fn("queue_delivered_recipients_total", "Recipients delivered (kept across restarts)",
+                       lambda: [({}, state.figures.total.delivered)])
+    metrics.counter_fn("queue_bounced_recipients_total", "Recipients bounced (kept across restarts)",
+                       lambda: [({}, state.figures.total.bounced)])
+    metrics.counter_fn("queue_delayed_notices_total", "Delayed notices sent (kept across restarts)",
+                       lambda: [({}, state.figures.total.delayed_notices)])
+    metrics.counter("queue_attempts_total", "Delivery attempts by destination and result",
+                    labels=("destination", "result"))
+    metrics.counter("queue_notices_total", "Delivery status notifications queued, by kind", labels=("kind",))
+    metrics.counter("queue_enqueued_total", "Messages accepted into the queue", labels=())
+    metrics.counter("queue_rejected_total", "Messages or recipients refused at the LMTP door, by reason",
+                    labels=("reason",))
+    metrics.counter("queue_finished_total", "Messages removed from the queue after every recipient was final",
+                    labels=())
+    metrics.histogram("queue_delivery_duration_seconds",
+                      "Seconds per delivery of one message to one next hop, by route (mailstore, mx, smarthost)",
+                      labels=("route",))

@@ -17,7 +17,7 @@ from ..config import ServerConfig
 from ..defences import Defences
 from ..directory import Directory
 from ..guard import ConnectionGate, LoginThrottle
-from ..metrics import Registry
+from ..metrics import SESSION_BUCKETS, Registry
 from ..tlsfiles import ServerTLS
 from .dkim import DkimSigner
 from .handoff import QueueClient
@@ -38,19 +38,23 @@ AUTH = "relay_auth_total"
 BYTES = "relay_received_bytes_total"
 QUEUE_UP = "relay_queue_up"
 HANDOFF_SECONDS = "relay_handoff_seconds_total"
+SESSION_SECONDS = "relay_session_duration_seconds"
 DEFENCE_VERDICTS = "relay_defence_verdicts_total"
 
 
 def relay_metrics(registry: Registry) -> Registry:
-    registry.counter(CONNECTIONS, "SMTP connections admitted, by listener")
-    registry.gauge(CONNECTIONS_OPEN, "SMTP connections open now")
-    registry.counter(CONNECTIONS_REFUSED, "SMTP connections refused by the connection limits, by reason")
-    registry.counter(ACCEPTED, "Messages accepted (the queue answered 250), by listener")
-    registry.counter(REJECTED, "Commands or messages refused, by reason")
-    registry.counter(AUTH, "SMTP AUTH attempts, by result (ok, failed, suspended)")
-    registry.counter(BYTES, "Message octets received in DATA, by listener")
-    registry.gauge(QUEUE_UP, "1 when the queue answered the last check")
-    registry.counter(HANDOFF_SECONDS, "Seconds spent handing messages to the queue")
+    registry.counter(CONNECTIONS, "SMTP connections admitted, by listener", labels=("listener",))
+    registry.gauge(CONNECTIONS_OPEN, "SMTP connections open now", labels=())
+    registry.counter(CONNECTIONS_REFUSED, "SMTP connections refused by the connection limits, by reason",
+                     labels=("reason",))
+    registry.counter(ACCEPTED, "Messages accepted (the queue answered 250), by listener", labels=("listener",))
+    registry.counter(REJECTED, "Commands or messages refused, by reason", labels=("reason",))
+    registry.counter(AUTH, "SMTP AUTH attempts, by result (ok, failed, suspended)", labels=("result",))
+    registry.counter(BYTES, "Message octets received in DATA, by listener", labels=("listener",))
+    registry.gauge(QUEUE_UP, "1 when the queue answered the last check", labels=())
+    registry.counter(HANDOFF_SECONDS, "Seconds spent handing messages to the queue", labels=())
+    registry.histogram(SESSION_SECONDS, "SMTP sessions from connect to close, in seconds, by listener",
+                       labels=("listener",), buckets=SESSION_BUCKETS)
     registry.counter(DEFENCE_VERDICTS, "Port-25 defence verdicts, by check (spf, spf_helo, dkim, dmarc, rspamd) "
                      "and result")
     return registry

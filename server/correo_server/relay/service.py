@@ -58,6 +58,7 @@ class RelayService:
                 on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
         self.context = RelayContext(config=config, directory=directory, queue=queue, tls=self.tls,
                                     clock=clock or time.time, defences=defences)
+        self.context.metrics.watch_tls(self.tls)
         self.sideport = SidePort(config.relay.http, "relay", metrics=self.context.metrics,
                                  status=self.status, ready=self.ready)
         self._servers: dict[str, asyncio.AbstractServer] = {}

@@ -324,6 +324,7 @@ class RelaySMTP(SMTP):
             transport.close()
             return
         self._admitted = True
+        self._connected_at = time.monotonic()
         self.ctx.sessions.add(self)
         self.ctx.metrics.inc(ctxmod.CONNECTIONS, listener=self.listener.value)
         self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
@@ -349,6 +350,8 @@ class RelaySMTP(SMTP):
             self.ctx.gate.release(self.peer_ip)
             self.ctx.sessions.discard(self)
             self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
+            self.ctx.metrics.observe(ctxmod.SESSION_SECONDS, time.monotonic() - self._connected_at,
+                                     listener=self.listener.value)
             if self.defences is not None:
                 self.defences.close()
         super().connection_lost(error)

@@ -158,6 +158,8 @@ class Session:
             self.log.exception("imap_command_failed", command=cmd.name)
             reply = no("Internal error occurred, the server's log has the details", "SERVERBUG")
         self.ctx.metrics.inc("mailstore_imap_commands_total", command=cmd.name.lower())
+        self.ctx.metrics.observe("mailstore_imap_command_duration_seconds", time.monotonic() - started,
+                                 command=cmd.name.lower())
         if reply is None:  # the command answered itself
             return
         if isinstance(self.state, Selected) and not self.closed:

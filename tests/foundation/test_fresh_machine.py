@@ -156,6 +156,7 @@ def declared() -> tuple[set[str], set[str]]:
 def imported_distributions(files: list[Path]) -> dict[str, list[str]]:
     """Distribution -> files importing it (the standard library and correo's own modules left out)."""
     local = {p.stem for p in python_files("tests", "bench")} | {"correo_server", "correo_operator"}
+    local |= {d.name for folder in ("tests", "bench") for d in (ROOT / folder).iterdir() if d.is_dir()}
     owners = md.packages_distributions()
     found: dict[str, list[str]] = {}
     for path in files:

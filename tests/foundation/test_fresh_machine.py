@@ -75,15 +75,15 @@ def debian_package_of(program: str) -> str | None:
     path = shutil.which(program)
     if path is None:
         return None
-    real = os.path.realpath(path)
-    candidates = {path, real}
-    for p in list(candidates):  # merged /usr: dpkg may know /bin/x as the owner of /usr/bin/x
-        if p.startswith("/usr/"):
-            candidates.add(p[4:])
+    candidates = []
+    for p in (os.path.realpath(path), path):  # merged /usr: dpkg may know /bin/x for /usr/bin/x
+        candidates += [p, p[4:]] if p.startswith("/usr/") else [p]
     for p in candidates:
         done = subprocess.run(["dpkg-query", "-S", p], capture_output=True, text=True)
-        if done.returncode == 0:
-            return done.stdout.split(":", 1)[0].split(",")[0].strip()
+        for line in done.stdout.splitlines():
+            owner, sep, _ = line.partition(": ")
+            if sep and " " not in owner:  # not "diversion by dash from: /bin/sh"
+                return owner.split(",")[0].strip()
     return None
 
 

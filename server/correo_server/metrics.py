@@ -115,6 +115,7 @@ class Registry:
         self._decl: dict[str, tuple[str, tuple[str, ...] | None, tuple[float, ...]]] = {}
         self._metrics: dict[str, Any] = {}
         self._provisional: set[str] = set()
+        self._children: dict[tuple, Any] = {}
         self._volumes: _Volumes | None = None
         if process:  # process_cpu_seconds_total, process_resident_memory_bytes, python_gc_*, python_info
             ProcessCollector(registry=self.registry)
@@ -150,6 +151,7 @@ class Registry:
         old = self._metrics.pop(full, None)
         if old is not None:
             self.registry.unregister(old)
+            self._children.clear()  # some may belong to the replaced metric
         self._provisional.discard(full)
         self._decl[full] = (help, labels, buckets)
         return self._create(kind, full, help, labels, buckets)
@@ -212,6 +214,16 @@ class Registry:
 
     # -- updating ----------------------------------------------------------------
     def _child(self, name: str, labels: dict[str, str], kind: str):
+        """The series to update; children are cached (``labels()`` of the
+        client library costs ten times an increment, and the relay updates
+        series on every command)."""
+        key = (name, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._lookup(name, labels, kind)
+        return child
+
+    def _lookup(self, name: str, labels: dict[str, str], kind: str):
         full = self._name(name)
         metric = self._metrics.get(full)
         if metric is None or full in self._provisional:  # the first use decides the label names

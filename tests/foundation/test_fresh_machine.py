@@ -4,7 +4,8 @@
 Programs: every program a test runs (``shutil.which("x")``, or ``"x"`` first
 in a command list) is in ``scripts/setup-test-env``'s ``TEST_PROGRAMS`` (or
 comes from an Essential Debian package, or is the helm ``scripts/fetch-helm``
-gets), and each listed program comes from a package in its ``APT_PACKAGES``.
+gets, or is named in ``OPT_IN_PROGRAMS`` for tests one turns on by hand),
+and each listed program comes from a package in its ``APT_PACKAGES``.
 The try-it lines ``correo up`` prints run programs that ``scripts/up``
 installs.  Python: every module the tests import is declared in
 ``pyproject.toml`` (the ``test`` extra or the runtime dependencies), every
@@ -96,7 +97,7 @@ needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not 
 
 
 def test_every_program_a_test_runs_is_installed_by_setup_test_env():
-    listed = set(script_list("setup-test-env", "TEST_PROGRAMS"))
+    listed = set(script_list("setup-test-env", "TEST_PROGRAMS")) | set(script_list("setup-test-env", "OPT_IN_PROGRAMS"))
     used = programs_run_by(python_files("tests"))
     assert "swaks" in used and "fetchmail" in used  # the scan finds what the tests run
     unlisted = {prog: files for prog, files in used.items() if prog not in listed and prog not in FETCHED}

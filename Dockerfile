@@ -4,6 +4,7 @@
 #
 #   docker build -t correo .                                     # python:3.11-slim
 #   docker build --build-arg BASE_IMAGE=python:3.12-slim -t correo .
+#   scripts/build-image                                          # buildah, no daemon, no registry
 #
 # It runs as an unprivileged user (uid 10001, the uid the rendered pods ask
 # for) and writes nothing outside its volumes and /tmp, so it works with
@@ -18,7 +19,12 @@ COPY pyproject.toml README.md ./
 COPY crds/ crds/
 COPY server/ server/
 COPY operator/ operator/
-RUN python -m venv /opt/correo \
+# An optional build secret "pip-ca" (a CA bundle) is trusted for fetching packages,
+# for networks whose proxy re-signs TLS; it is mounted for this step only, never
+# stored in the image (scripts/build-image passes the host's bundle).
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && python -m venv /opt/correo \
  && /opt/correo/bin/pip install --upgrade pip \
  && /opt/correo/bin/pip install . \
  && /opt/correo/bin/python -m compileall -q /opt/correo/lib \

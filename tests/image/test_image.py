@@ -169,6 +169,7 @@ def entrypoint(image: str) -> list[str]:
     return config["OCIv1"]["config"]["Entrypoint"]
 
 
+@pytest.mark.timeout(2400)  # the first build makes the base with debootstrap
 def test_the_built_image_says_its_version(image, container):
     from correo_operator import __version__
     cmd = entrypoint(image)
@@ -177,6 +178,7 @@ def test_the_built_image_says_its_version(image, container):
     assert done.stdout.strip() == f"correo {__version__}"
 
 
+@pytest.mark.timeout(2400)
 def test_the_built_image_serves_relay_help_as_uid_10001(image, container):
     done = buildah("run", container, "--", *entrypoint(image), "serve", "relay", "--help")
     assert "--config" in done.stdout

@@ -136,6 +136,11 @@ class Domain:
     default_quota_bytes: int = 1 << 30
     retry: RetryPolicy = RetryPolicy()
     smarthost: Smarthost | None = None
+    # Mail rules (:mod:`correo_server.addressing`): the characters that start
+    # a subaddress (ana+news@), "" for none; the mailbox address that gets
+    # mail for unknown addresses of the domain (None: refused, 550 5.1.1).
+    recipient_delimiter: str = "+"
+    catch_all: str | None = None
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -223,6 +228,9 @@ class MailstoreConfig:
     managesieve: Listen = Listen("0.0.0.0", DEFAULT_PORTS["managesieve"])
     lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_lmtp"])
     http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_http"])
+    # The queue's LMTP: where mail rules send what they make (vacation
+    # replies, redirects, reject notices), as new messages.
+    queue: Listen = Listen("127.0.0.1", DEFAULT_PORTS["queue_lmtp"])
     data_dir: str = "/var/lib/correo/mail"
     imap_enabled: bool = True
     pop3_enabled: bool = True
@@ -401,6 +409,11 @@ def validate(cfg: ServerConfig) -> list[str]:
         r = d.retry
         if r.give_up_after_seconds <= r.warn_after_seconds:
             problems.append(f"domains[{i}].retry: giveUpAfterSeconds must be greater than warnAfterSeconds")
+        if any(ch in d.recipient_delimiter for ch in "@\"\\ \t\r\n"):
+            problems.append(f"domains[{i}].recipientDelimiter: {d.recipient_delimiter!r} may not hold @, quotes, "
+                            "backslashes or spaces")
+        if d.catch_all is not None and d.catch_all.rpartition("@")[2].lower() not in d.all_names:
+            problems.append(f"domains[{i}].catchAll: {d.catch_all} is not an address of {d.name}")
         if d.smarthost and d.smarthost.tls not in ("starttls", "implicit", "opportunistic", "none"):
             problems.append(f"domains[{i}].smarthost.tls: must be starttls, implicit, opportunistic or none")
     names = [n for d in cfg.domains for n in d.all_names]

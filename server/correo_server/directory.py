@@ -19,9 +19,22 @@ Kubernetes Secret volume swaps a symlink; the local runtime rewrites the file).
       forwardTo: [alice@elsewhere.org]
       keepCopy: true
       suspended: false
+      sieve: |                          # the admin's Sieve script (Mailbox spec.sieve); absent: none.
+        require "fileinto";             # Always one that compiles: when spec.sieve does not, the
+        ...                             # renderer keeps the previous valid one here.
+      autoReply:                        # present only when enabled (Mailbox spec.autoReply)
+        subject: Out of office          # absent: "Auto: <the original subject>"
+        body: I am away until Monday.
+        htmlBody: <p>I am away ...</p>  # optional
+        start: '2025-07-01T00:00:00Z'   # optional RFC 3339 window
+        end: '2025-07-15T00:00:00Z'
+        intervalDays: 7                 # one reply per sender per interval
+        extraAddresses: [ana@old.example]
 
 Addresses in alias domains (``alice@example.net`` when ``example.net`` is an
-alias of ``example.com``) resolve through the :class:`~correo_server.config.ServerConfig`.
+alias of ``example.com``) resolve through the :class:`~correo_server.config.ServerConfig`;
+which mailbox a recipient reaches (subaddresses, catch-all) is
+:func:`correo_server.addressing.resolve`, used by :meth:`Directory.resolve`.
 """
 from __future__ import annotations
 
@@ -35,10 +48,25 @@ from typing import Callable, Generic, TypeVar
 import yaml
 
 
-from . import passwords
+from . import addressing, passwords
+from .addressing import Resolved
 from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict, yaml_dump, yaml_load
 
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AutoReply:
+    """An automatic reply (Mailbox ``spec.autoReply``), turned into a Sieve
+    ``vacation`` by :mod:`correo_server.autoreply`."""
+
+    body: str
+    subject: str | None = None
+    html_body: str | None = None
+    start: str | None = None  # RFC 3339
+    end: str | None = None
+    interval_days: int = 7
+    extra_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,8 @@ class MailboxEntry:
     forward_to: tuple[str, ...] = ()
     keep_copy: bool = True
     suspended: bool = False
+    sieve: str | None = None
+    auto_reply: AutoReply | None = None
 
     def check_password(self, password: str) -> bool:
         """True when the password matches; always False for a suspended mailbox
@@ -75,13 +105,6 @@ class Expansion:
     remote: tuple[str, ...] = ()
 
 
-def _split(address: str) -> tuple[str, str]:
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return address, ""
-    return local, domain.lower().rstrip(".")
-
-
 @dataclass
 class Directory:
     """An immutable snapshot of the directory, with lookups."""
@@ -99,50 +122,61 @@ class Directory:
                 index.setdefault(alias.lower(), entry)
         self._index = index
 
-    def _canonical(self, address: str) -> str:
-        local, domain = _split(address.strip().strip("<>"))
-        if self.config is not None:
-            hosted = self.config.domain_for(domain)
-            if hosted is not None:
-                domain = hosted.name
-        return f"{local}@{domain}".lower() if domain else local.lower()
+    def _domain(self, address: str):
+        if self.config is None:
+            return None
+        return self.config.domain_for(addressing.split_address(address)[1])
+
+    def resolve(self, address: str, *, catch_all: bool = True) -> Resolved[MailboxEntry] | None:
+        """The mailbox a recipient address reaches and where to deliver it
+        (:func:`correo_server.addressing.resolve`: the address or an alias, a
+        subaddress, the domain's catch-all)."""
+        return addressing.resolve(address, self._index.get, self._domain(address), catch_all=catch_all)
+
+    def recipient(self, address: str) -> MailboxEntry | None:
+        """The mailbox mail to ``address`` is delivered to (catch-all included):
+        what the relay, the queue and the mailstore accept a recipient by."""
+        found = self.resolve(address)
+        return found.entry if found is not None else None
 
     def lookup(self, address: str) -> MailboxEntry | None:
         """The mailbox an address (canonical, alias, or in an alias domain) belongs to.
 
         Local parts compare case-insensitively, like every mail server people use;
-        a ``+detail`` suffix (``bob+lists@``) finds ``bob@`` when no exact match exists.
+        a subaddress (``bob+lists@``, the domain's ``recipientDelimiter``) finds
+        ``bob@`` when no exact match exists.  Never the catch-all: this is how
+        logins and senders are found (:meth:`recipient` is for mail).
         """
-        key = self._canonical(address)
-        entry = self._index.get(key)
-        if entry is None and "+" in key.split("@", 1)[0]:
-            local, _, domain = key.partition("@")
-            entry = self._index.get(f"{local.split('+', 1)[0]}@{domain}")
-        return entry
+        found = self.resolve(address, catch_all=False)
+        return found.entry if found is not None else None
 
     def owns(self, mailbox: MailboxEntry, address: str) -> bool:
         """True when ``address`` is the mailbox's own address or one of its aliases
         (in any domain name of its domain): what a submission client may send as."""
-        found = self.lookup(address)
-        return found is not None and found.address == mailbox.address and "+" not in address.split("@")[0]
+        found = self.resolve(address, catch_all=False)
+        return found is not None and found.entry.address == mailbox.address and found.detail is None
 
     def expand(self, address: str) -> Expansion | None:
-        """Follow forwards (with loop protection). None when the address is unknown."""
-        first = self.lookup(address)
+        """Follow forwards (with loop protection). None when the address is unknown.
+
+        ``local`` holds where to deliver (:attr:`~correo_server.addressing.Resolved.address`:
+        the mailbox, with a subaddress kept, or the address a catch-all took)."""
+        first = self.resolve(address)
         if first is None:
             return None
         local: list[str] = []
         remote: list[str] = []
         seen: set[str] = set()
 
-        def walk(entry: MailboxEntry) -> None:
+        def walk(found: Resolved[MailboxEntry]) -> None:
+            entry = found.entry
             if entry.address in seen:
                 return
             seen.add(entry.address)
             if not entry.forward_to or entry.keep_copy:
-                local.append(entry.address)
+                local.append(found.address)
             for target in entry.forward_to:
-                nxt = self.lookup(target)
+                nxt = self.resolve(target)
                 if nxt is not None:
                     walk(nxt)
                 elif target.lower() not in remote:

@@ -123,7 +123,7 @@ class DeliveryHandler:
         return None
 
     def rcpt(self, txn: Transaction, address: str, params: dict) -> Reply | None:
-        refusal = policy.rcpt_reply(address, self._directory().lookup(address))
+        refusal = policy.rcpt_reply(address, self._directory().recipient(address))
         if refusal is not None:
             self.ctx.metrics.inc("mailstore_deliveries_total", result="rejected")
             log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal), queue_id=txn.ident or None)
@@ -139,7 +139,7 @@ class DeliveryHandler:
         targets: list[tuple[str, str | None]] = []  # (rcpt, mailbox key or None)
         first_rcpt: dict[str, tuple[str, object]] = {}
         for rcpt in txn.rcpts:
-            entry = directory.lookup(rcpt)
+            entry = directory.recipient(rcpt)
             key = entry.address.lower() if entry is not None else None
             targets.append((rcpt, key))
             if key is not None and key not in first_rcpt:

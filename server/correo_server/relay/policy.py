@@ -172,7 +172,7 @@ def check_recipient(listener: Listener, authenticated: bool, rcpt: Mailbox,
         if tricky:
             return Reply(554, "5.7.1", f"<{rcpt.address}>: Relay access denied (%, ! and quoted @ are not relayed)",
                          "relay_denied")
-        entry = directory.lookup(lookup_form(rcpt, config))
+        entry = directory.recipient(lookup_form(rcpt, config))  # subaddress and catch-all too
         if entry is None:
             return Reply(550, "5.1.1", f"<{rcpt.address}>: Recipient address rejected: User unknown",
                          "unknown_recipient")

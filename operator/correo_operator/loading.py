@@ -34,7 +34,7 @@ import celpy
 import jsonschema
 import yaml
 
-from . import model, secretdata
+from . import mailrules, model, secretdata
 from .model import API_VERSION, DEFAULT_NAMESPACE, GROUP, VERSION, MailDomain, Mailbox
 
 KINDS = {"MailDomain": "maildomains.yaml", "Mailbox": "mailboxes.yaml"}
@@ -341,6 +341,17 @@ def _files(paths: list[str]) -> tuple[list[Path], list[Problem]]:
     return out, problems
 
 
+class _KubeLoader(yaml.SafeLoader):
+    """YAML as kubectl reads it: an unquoted ``2025-07-01T00:00:00Z`` is a
+    string (what a ``format: date-time`` field holds), not a datetime."""
+
+
+_KubeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _documents(path: Path) -> tuple[list[Document], list[Problem]]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -348,7 +359,7 @@ def _documents(path: Path) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(str(path), "(file)", f"cannot be read: {exc}")]
     docs, problems = [], []
     try:
-        raw = list(yaml.safe_load_all(text))
+        raw = list(yaml.load_all(text, Loader=_KubeLoader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -465,6 +476,53 @@ def _cross_check(loaded: Loaded) -> None:
                 loaded.problems.append(Problem(doc.where(), fld, f"{addr} is also claimed by {other.where()}"))
             addresses[(mailbox.namespace, addr)] = doc
         _check_password_secret(loaded, doc, mailbox)
+        _check_rules(loaded, doc, mailbox)
+    for doc in loaded.domains:
+        domain = doc.resource
+        if isinstance(domain, MailDomain) and domain.spec.catch_all:
+            local, _, name = domain.spec.catch_all.rpartition("@")
+            if name in domain.domain_names and (domain.namespace, f"{local}@{domain.domain}".lower()) not in addresses:
+                loaded.problems.append(Problem(doc.where(), "spec.catchAll", (
+                    f"no Mailbox in namespace {domain.namespace} has the address {domain.spec.catch_all} "
+                    "(or an alias of it); mail to unknown addresses would still be refused")))
+
+
+def _check_rules(loaded: Loaded, doc: Document, mailbox: Mailbox) -> None:
+    """The admin Sieve script compiles (each problem with the script's line
+    and column) and the auto-reply can run."""
+    problem = mailrules.sieve_problem(mailbox)
+    if problem is not None:
+        origin = _block_scalar_origin(doc.source, doc.index, ("spec", "sieve"))
+        for diag in problem.diagnostics:
+            where = ""
+            if origin is not None and diag.line > 0:
+                where = f" ({Path(doc.source).name} line {origin[0] + diag.line}, column {origin[1] + diag.column})"
+            loaded.problems.append(Problem(doc.where(), "spec.sieve", diag.human().replace(":", where + ":", 1)))
+    auto = mailrules.auto_reply_problem(mailbox)
+    if auto is not None:
+        loaded.problems.append(Problem(doc.where(), "spec.autoReply", auto))
+
+
+def _block_scalar_origin(source: str, index: int, keys: tuple[str, ...]) -> tuple[int, int] | None:
+    """Where a literal block scalar (``sieve: |``) starts in its file: (the
+    file line before its first line, the column before its text), 1-based, so
+    that a script's line and column can be shown as the file's too.  None
+    for other scalar styles or when the file cannot be read again."""
+    try:
+        nodes = list(yaml.compose_all(Path(source).read_text(encoding="utf-8")))
+        node = [n for n in nodes if n is not None][index - 1]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, IndexError):
+        return None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+    if not isinstance(node, yaml.ScalarNode) or node.style != "|":
+        return None
+    lines = Path(source).read_text(encoding="utf-8").splitlines()
+    first = node.start_mark.line + 1  # 0-based index of the scalar's first text line
+    text = next((ln for ln in lines[first:node.end_mark.line + 1] if ln.strip()), "")
+    return first, len(text) - len(text.lstrip(" "))
 
 
 def _check_domain_secrets(loaded: Loaded, doc: Document, domain: MailDomain) -> None:

@@ -197,6 +197,8 @@ class MailDomainSpec:
     dkim: DKIM = field(default_factory=DKIM)
     default_quota: str = "1Gi"
     reclaim_policy: str = "Retain"  # Retain or Delete
+    catch_all: str | None = None
+    recipient_delimiter: str = "+"
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +212,18 @@ class PasswordSecretRef:
 
 
 @dataclass(frozen=True)
+class AutoReply:
+    body: str
+    enabled: bool = True
+    subject: str | None = None
+    html_body: str | None = None
+    start: str | None = None  # RFC 3339
+    end: str | None = None
+    interval_days: int = 7
+    extra_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MailboxSpec:
     address: str
     password_secret_ref: PasswordSecretRef
@@ -219,6 +233,8 @@ class MailboxSpec:
     forward_to: tuple[str, ...] = ()
     keep_copy: bool = True
     suspended: bool = False
+    sieve: str | None = None
+    auto_reply: AutoReply | None = None
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,10 @@ One pass (:func:`reconcile_domain`):
    (``model.belongs``; not those being deleted), read into the typed model,
    and the Secrets they and the domain reference (a missing Secret is
    reported, never fatal);
-2. **render** (pure, in a worker thread: hashing plaintext passwords is slow);
+2. **render** (pure, in a worker thread: hashing plaintext passwords is slow),
+   given the admin Sieve scripts of the live directory Secret, so that a
+   Mailbox whose new script does not compile keeps its previous valid one
+   (``mailrules``);
 3. **compare** each rendered object with the live one: it is applied (server-side
    apply, field manager ``correo``, forced) only when a field it sets differs
    from the live object, or when the live object still carries a field
@@ -39,7 +42,9 @@ import structlog
 
 from correo_server import logs
 
-from . import dkimkeys, render as rendering
+from correo_server import config as cfgmod
+
+from . import dkimkeys, mailrules, render as rendering, secretdata
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
 from .model import MailDomain, Mailbox, ModelError, belongs, read_each
 
@@ -276,6 +281,16 @@ async def gather(kube: Kube, domain: MailDomain) -> Inputs:
     return Inputs(domain, mailboxes, secrets, missing, others=others)
 
 
+def previous_scripts(domain: MailDomain, live: list[dict]) -> dict[str, str]:
+    """The admin Sieve scripts of the directory Secret in force: render keeps
+    them for Mailboxes whose new script does not compile (see ``mailrules``)."""
+    name = rendering.names(domain)["directory"]
+    for obj in live:
+        if obj.get("kind") == "Secret" and obj["metadata"].get("name") == name:
+            return mailrules.scripts_in_directory(secretdata.secret_value(obj, cfgmod.DIRECTORY_FILE))
+    return {}
+
+
 def unreadable(obj: dict, exc: ModelError) -> None:
     """Log an object the API returned that does not fit the model (a CRD changed
     under stored objects); it is left out, the rest go on."""
@@ -312,10 +327,13 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
         inputs.dkim_public_key = dkimkeys.public_key_b64(secret)
     else:
         inputs.missing_secrets.discard(dkim_name)
-    desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image)
+    live = await list_children(kube, inputs.domain)
+    desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image,
+                                      previous_scripts=previous_scripts(inputs.domain, live))
     desired = [for_apply(o) for o in desired]
-    kinds = tuple(dict.fromkeys(CHILD_KINDS + tuple((o["apiVersion"], o["kind"]) for o in desired)))
-    live = await list_children(kube, inputs.domain, kinds)
+    extra = tuple(k for k in dict.fromkeys((o["apiVersion"], o["kind"]) for o in desired) if k not in CHILD_KINDS)
+    if extra:
+        live += await list_children(kube, inputs.domain, extra)
     plan = plan_changes(inputs.domain, desired, live, keep={dkim_name})
     current = {obj_key(o): o for o in live}
     outcome = Outcome(inputs, [])

@@ -18,7 +18,8 @@ Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
   (LMTP 2424, HTTP 8082).
 * mailstore: StatefulSet with a mail volumeClaimTemplate, a Service for
   clients (143, 993, 110, 995) and a headless internal one (LMTP 2425, HTTP 8083).
-* NetworkPolicies admitting only the flows above.
+* NetworkPolicies admitting only the flows above (and mailstore → queue LMTP:
+  mail rules send vacation replies and redirects through the queue).
 
 Every pod mounts one projected volume at ``/etc/correo`` holding the config
 file, the directory, the TLS pair (``tls/``), the DKIM key (``dkim/``) and
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import Any, Mapping
 
 from correo_server import config as cfgmod
 from correo_server import directory as dirmod
@@ -39,7 +40,7 @@ from correo_server import passwords
 
 from .model import API_VERSION, MailDomain, Mailbox, MailstoreStorage, QueueStorage, belongs
 from .quantity import parse_bytes
-from . import secretdata
+from . import mailrules, secretdata
 
 DEFAULT_IMAGE = "ghcr.io/correo-dev/correo:0.1.0"
 CONFIG_MOUNT = "/etc/correo"
@@ -133,7 +134,15 @@ def domain_entry(domain: MailDomain) -> cfgmod.Domain:
             give_up_after_seconds=retry.give_up_after_seconds,
         ),
         smarthost=smarthost,
+        recipient_delimiter=spec.recipient_delimiter,
+        catch_all=_canonical_address(spec.catch_all, domain) if spec.catch_all else None,
     )
+
+
+def _canonical_address(address: str, domain: MailDomain) -> str:
+    """``user@alias-domain`` → ``user@domain`` (the directory's form)."""
+    local, _, name = address.rpartition("@")
+    return f"{local}@{domain.domain}" if name.lower() in domain.domain_names else address
 
 
 def relay_limits(domain: MailDomain) -> dict[str, int]:
@@ -163,6 +172,7 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
             max_message_bytes=limits["max_message_bytes"],
         ),
         mailstore=cfgmod.MailstoreConfig(
+            queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]),
             imap_enabled=store.imap, pop3_enabled=store.pop3, managesieve_enabled=store.imap or store.pop3,
             over_quota=store.over_quota.lower(),
             max_literal_bytes=max(limits["max_message_bytes"], 1 << 20) + (1 << 20),
@@ -189,9 +199,13 @@ def _password_hash(mailbox: Mailbox, secrets: dict[str, dict]) -> str | None:
     return passwords.hash_password(value, salt)
 
 
-def directory_entries(domain: MailDomain, mailboxes: list[Mailbox],
-                      secrets: dict[str, dict]) -> list[dirmod.MailboxEntry]:
-    """The mailbox directory of one MailDomain (only its own Mailboxes)."""
+def directory_entries(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict],
+                      previous_scripts: Mapping[str, str] | None = None) -> list[dirmod.MailboxEntry]:
+    """The mailbox directory of one MailDomain (only its own Mailboxes).
+
+    ``previous_scripts``: the admin Sieve scripts of the directory in force
+    (:func:`.mailrules.scripts_in_directory`), kept for a Mailbox whose new
+    ``spec.sieve`` does not compile (:func:`.mailrules.admin_script`)."""
     default_quota = parse_bytes(domain.spec.default_quota)
     entries = []
     for mb in mailboxes:
@@ -209,6 +223,8 @@ def directory_entries(domain: MailDomain, mailboxes: list[Mailbox],
             forward_to=tuple(sorted(spec.forward_to)),
             keep_copy=spec.keep_copy,
             suspended=spec.suspended,
+            sieve=mailrules.admin_script(mb, mailrules.previous_for(mb, previous_scripts))[0],
+            auto_reply=mailrules.auto_reply_entry(mb),
         ))
     return entries
 
@@ -368,7 +384,7 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["relay_http"])}],
                 egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
         _netpol(domain, "queue",
-                ingress=[{"from": [relay_pods], "ports": _tcp(PORTS["queue_lmtp"])},
+                ingress=[{"from": [relay_pods, mailstore_pods], "ports": _tcp(PORTS["queue_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["queue_http"])}],
                 egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                         {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS]),
@@ -377,7 +393,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                                         PORTS["managesieve"])},
                          {"from": [queue_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
-                egress=[]),
+                # mail rules send replies and redirects through the queue
+                egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
     ]
 
 
@@ -405,11 +422,12 @@ _RESOURCES = {
 
 
 def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
-           image: str = DEFAULT_IMAGE) -> list[dict]:
-    """Every object that runs ``domain``; pure and deterministic."""
+           image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None) -> list[dict]:
+    """Every object that runs ``domain``; pure and deterministic.  ``previous_scripts``:
+    see :func:`directory_entries`."""
     spec, n = domain.spec, names(domain)
     config_text = cfgmod.dump(server_config(domain))
-    directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets))
+    directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts))
     # The servers read correo.yaml once, so a change rolls the pods.  So does
     # the TLS Secret appearing (cert-manager issues it after the pods start,
     # and a server without a key pair at start offers no TLS); its renewals

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from correo_server import statusdoc
+from correo_server import autoreply, statusdoc
 
+from . import mailrules
 from .model import MailDomain, Mailbox
 from .quantity import format_bytes, parse_bytes
 
@@ -243,6 +244,16 @@ def mailbox_ready(mailbox: Mailbox, domain: MailDomain | None, observed: Observe
                                                 f"empty or a malformed hash); {address} cannot log in.")
     if spec.suspended:
         return FALSE, "Suspended", f"{address} is suspended: it cannot log in and mail to it is refused."
+    problem = mailrules.sieve_problem(mailbox)
+    if problem is not None:
+        found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
+        still = ("the previous valid script still runs until it is fixed"
+                 if (found.get("rules") or {}).get("adminScript") else
+                 "no administrator's script runs until it is fixed")
+        return FALSE, "InvalidSieve", f"spec.sieve does not compile: {problem.human()}; {still}."
+    auto = mailrules.auto_reply_problem(mailbox)
+    if auto is not None:
+        return FALSE, "InvalidAutoReply", f"spec.autoReply: {auto}; no auto-reply is sent."
     if observed.mailstore is None:
         return FALSE, "MailstoreUnavailable", "The mailstore's status cannot be read."
     if address not in (observed.mailstore.get("mailboxes") or {}):
@@ -307,10 +318,31 @@ def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Obs
         "usage": usage,
         "incoming": incoming,
         "delivery": delivery,
+        "rules": mailbox_rules(mailbox, found, now),
     }
     if domain is not None:
         status["domain"] = domain.name
     return status
+
+
+def mailbox_rules(mailbox: Mailbox, found: Mapping[str, Any], now: datetime) -> dict:
+    """``status.rules``: what the mailstore says runs (it knows the user's script,
+    a previous admin script kept, and the errors at delivery); from the spec
+    alone while it has not said."""
+    reported = found.get("rules")
+    if reported is not None:
+        rules = {k: reported[k] for k in ("adminScript", "userScript", "autoReply", "errors") if k in reported}
+        if reported.get("lastError"):
+            rules["lastError"] = {k: reported["lastError"][k] for k in ("time", "script", "message")
+                                  if k in reported["lastError"]}
+        return rules
+    if found:  # the mailstore has the mailbox, and no rules for it
+        return {"adminScript": False, "autoReply": False, "errors": 0}
+    entry = mailrules.auto_reply_entry(mailbox)
+    return {"adminScript": bool(mailbox.spec.sieve and mailbox.spec.sieve.strip())
+            and mailrules.sieve_problem(mailbox) is None,
+            "autoReply": entry is not None and autoreply.window(entry, now.timestamp())[0],
+            "errors": 0}
 
 
 # ---------------------------------------------------------------------------

@@ -149,7 +149,14 @@ def test_network_policies_cover_every_component():
     pols = [o for o in rendered("no-tls") if o["kind"] == "NetworkPolicy"]
     assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pols} == {"relay", "queue", "mailstore"}
     mailstore = next(p for p in pols if p["metadata"]["name"].endswith("mailstore"))
-    assert mailstore["spec"]["egress"] == []  # the mailstore talks to nobody
+    # The mailstore talks only to the queue (mail rules send replies and redirects through it) and DNS.
+    assert mailstore["spec"]["egress"][0] == {
+        "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "example-com",
+                                                "app.kubernetes.io/component": "queue",
+                                                "app.kubernetes.io/name": "correo"}}}],
+        "ports": [{"protocol": "TCP", "port": 2424}]}
+    assert [rule.get("ports") for rule in mailstore["spec"]["egress"][1:]] == [
+        [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]]
 
 
 def test_the_configmap_is_the_configuration_the_servers_read():

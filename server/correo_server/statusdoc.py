@@ -85,6 +85,9 @@ class MailboxUsage(TypedDict):
     # 452 4.2.2 when deferred); and the last such refusal (None: none yet).
     refused: NotRequired[int]
     lastRefusal: NotRequired[Refusal | None]
+    # The mail rules in force and their errors (mailstore.rules.report.mailbox_rules):
+    # adminScript, userScript, autoReply, errors, lastError {time, script, message}
+    rules: NotRequired[dict]
 
 
 class MailstoreStatus(TypedDict):

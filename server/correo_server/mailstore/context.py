@@ -7,7 +7,7 @@ configuration folder, tests build it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ServerConfig
 from ..directory import Directory, Reloading
@@ -36,3 +36,4 @@ class MailstoreContext:
     managesieve_gate: ConnectionGate | None = None
     clock: Callable[[], float] | None = None  # time.time unless a test injects one
     refusals: RefusalLog = field(default_factory=RefusalLog)  # mail refused per mailbox (LMTP → /status)
+    rules: Any = None  # .rules.delivery.DeliveryRules: Sieve and auto-replies at delivery (None: every message to INBOX)

@@ -13,12 +13,14 @@ quota).  ``250`` is sent only once the delivery has returned, i.e.
 the message file and its directory are fsynced and the index row committed:
 an acknowledged message is never lost.
 
-Addresses resolve through the directory (``Directory.lookup``: aliases,
-alias domains, ``+detail``).  The queue has already expanded forwards and
-sends final mailboxes; an address arriving here whose entry forwards with
-``keepCopy: false`` is stored in that mailbox anyway, because the queue
-decided this copy is to be kept (re-forwarding from here would bypass the
-queue's retries and bounces).  Two recipients of one transaction that are
+Addresses resolve through the directory (``Directory.recipient``: aliases,
+alias domains, subaddresses, the domain's catch-all).  A mailbox with mail
+rules (Sieve scripts, an auto-reply) or an address with a subaddress is
+delivered by :mod:`.rules.delivery` instead of the group commit into INBOX.
+The queue has already expanded forwards and sends final mailboxes; an
+address arriving here whose entry forwards with ``keepCopy: false`` is
+stored in that mailbox anyway, because the queue decided this copy is to be
+kept (re-forwarding from here would bypass the queue's retries and bounces).  Two recipients of one transaction that are
 the same mailbox (an address and its alias) get one copy, and both a 250.
 
 The message is stored byte for byte: bytes, no charset decoding, only the
@@ -187,7 +189,15 @@ class DeliveryHandler:
             self._note_refusal(entry, refusal)
             return refusal
         assert entry is not None
-        result = await self.deliveries.deliver(entry.address, message)
+        rules = self.ctx.rules  # mail rules (Sieve, auto-reply, subaddress folders): .rules.delivery
+        if rules is not None and rules.wanted(entry, rcpt):
+            result = await rules.deliver(sender, rcpt, entry, message, txn.ident or None)
+            if isinstance(result, Reply):  # refused, or nothing kept (discarded, redirected)
+                log.info("lmtp_rules_replied", rcpt=rcpt, mailbox=entry.address, reply=str(result),
+                         queue_id=txn.ident or None)
+                return result
+        else:
+            result = await self.deliveries.deliver(entry.address, message)
         if isinstance(result, int):
             self.ctx.metrics.inc("mailstore_delivered_bytes_total", len(message))
             log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=result, size=len(message),

@@ -46,6 +46,9 @@ from .context import MailstoreContext
 from .datalock import DataDirLock
 from .managesieve import server as sieveserver
 from .pop3 import server as pop3server
+from .rules import clock as rulesclock
+from .rules.delivery import DeliveryRules
+from .rules.report import mailbox_rules
 from .store import Store
 
 log = logs.get(__name__)
@@ -86,6 +89,7 @@ class MailstoreService:
             imap_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             managesieve_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
+            clock=rulesclock.from_environment(),
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -102,6 +106,7 @@ class MailstoreService:
             self._lock.release()
             raise
         m = self.config.mailstore
+        ctx.rules = DeliveryRules(ctx)  # Sieve scripts and auto-replies at delivery
         self._register_metrics(ctx.metrics)
         try:
             self._servers["lmtp"] = await lmtp.serve_lmtp(ctx, m.lmtp)
@@ -210,8 +215,25 @@ class MailstoreService:
     async def status_document(self) -> status.MailstoreStatus:
         assert self.ctx is not None
         usage = await self._refresh_usage()
-        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=time.time(),
-                            refusals=self.ctx.refusals)
+        now = time.time()
+        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=now,
+                            refusals=self.ctx.refusals, rules=await self._rules_status())
+
+    async def _rules_status(self) -> dict[str, dict]:
+        """Each mailbox's mail rules (:func:`.rules.report.mailbox_rules`), for its status."""
+        assert self.ctx is not None
+        rules = self.ctx.rules
+        if rules is None:
+            return {}
+        entries = list(self.ctx.directory.get())
+        names = await asyncio.to_thread(lambda: [rules.user_script_name(e.address) for e in entries])
+        now = rules.now()
+        out = {}
+        for entry, name in zip(entries, names):
+            doc = mailbox_rules(entry, name, rules.log.get(entry.address), now)
+            if doc is not None:
+                out[entry.address.lower()] = doc
+        return out
 
     def _register_metrics(self, metrics: Registry) -> None:
         lmtp.register_metrics(metrics)

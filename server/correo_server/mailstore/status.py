@@ -25,8 +25,9 @@ class Usage:
 
 
 def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now: float,
-          refusals: RefusalLog | None = None) -> MailstoreStatus:
-    """``usage`` by canonical mailbox address; mailboxes missing from it are empty."""
+          refusals: RefusalLog | None = None, rules: Mapping[str, dict] | None = None) -> MailstoreStatus:
+    """``usage`` by canonical mailbox address; mailboxes missing from it are empty.
+    ``rules``: each mailbox's mail rules (:func:`.rules.report.mailbox_rules`)."""
     mailboxes: dict[str, MailboxUsage] = {}
     refusals = refusals if refusals is not None else RefusalLog()
     for entry in directory:
@@ -41,4 +42,6 @@ def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now:
             lastRefusal=Refusal(time=rfc3339(r.last_time), reason=r.last_reason or "")
             if r.last_time is not None else None,
         )
+        if rules and entry.address.lower() in rules:
+            mailboxes[entry.address.lower()]["rules"] = rules[entry.address.lower()]
     return MailstoreStatus(service="mailstore", ready=ready, time=rfc3339(now), mailboxes=mailboxes)

@@ -301,3 +301,15 @@ class TestErrors:
         store = await start(entries())
         await store.lmtp("carol@elsewhere.org", [BOB], message("plain", to=BOB))
         assert "rules" not in (await store.service.status_document())["mailboxes"][BOB]
+
+
+class TestScanVerdict:
+    async def test_spamtest_reads_the_relays_scan(self, start):
+        store = await start(entries(sieve='require ["spamtest", "fileinto", "relational", '
+                                          '"comparator-i;ascii-numeric"];\n'
+                                          'if spamtest :value "ge" :comparator "i;ascii-numeric" "5" '
+                                          '{ fileinto "Junk"; }\n'))
+        scanned = "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=9.00 required=12.00\r\nX-Spam-Action: no action\r\n"
+        await store.lmtp("x@elsewhere.org", [ANA], message("suspicious", extra=scanned))
+        await store.lmtp("x@elsewhere.org", [ANA], message("unscanned"))  # "0": not tested
+        assert len(await store.folder(ANA, "Junk")) == 1 and len(await store.folder(ANA, "INBOX")) == 1

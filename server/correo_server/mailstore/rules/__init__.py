@@ -8,6 +8,7 @@ The modules, bottom up:
 - :mod:`.chain` — pure: the administrator's script, the user's active
   script, then the auto-reply, over the engine (:mod:`correo_server.sieve`);
 - :mod:`.scripts` — which scripts a mailbox runs, compiled once per text;
+- :mod:`.verdict` — the relay's spam scan for ``spamtest``/``virustest``;
 - :mod:`.submit` — replies, redirects and reject notices to the queue (LMTP);
 - :mod:`.report` — errors per mailbox, the ``rules`` entry of ``/status``,
   the metric families;

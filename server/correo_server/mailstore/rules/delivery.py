@@ -14,7 +14,8 @@ read and written in order):
    Sieve context (the clock, the mailbox's addresses, the domain's
    subaddress delimiter, its tracking state on the mailstore volume
    ``<dataDir>/<mailbox>/correo-sieve/tracking.json``, ``include`` over its
-   scripts, ``mailboxexists`` over its folders), the chain
+   scripts, ``mailboxexists`` over its folders, ``spamtest`` over the
+   relay's scan, :mod:`.verdict`), the chain
    (:mod:`.chain`: admin, user, then the auto-reply), and where each copy
    goes: a keep into the subaddress's folder when one exists (``ana+news@``
    → ``news``, matched without regard to case; never Sent or Drafts), else
@@ -69,6 +70,7 @@ from . import report
 from .chain import AUTOREPLY, ChainResult, describe, run_chain
 from .scripts import Scripts, scripts_for, user_script
 from .submit import QueueSubmitter, SubmitFailed
+from .verdict import scan_verdict
 
 log = logs.get(__name__)
 
@@ -228,7 +230,7 @@ class DeliveryRules:
             mailbox=entry.address, addresses=entry.aliases, now=now, hostname=cfg.hostname,
             recipient_delimiter=domain.recipient_delimiter if domain is not None else "+",
             state=self._state(entry.address), includes=storage.resolver(self.global_dir),
-            folder_exists=lambda name: folder_exists(root, name),
+            folder_exists=lambda name: folder_exists(root, name), verdict=scan_verdict(view),
         )
         if scripts.empty:
             chain = ChainResult((Keep(implicit=True),), ())

@@ -246,10 +246,13 @@ def mailbox_ready(mailbox: Mailbox, domain: MailDomain | None, observed: Observe
         return FALSE, "Suspended", f"{address} is suspended: it cannot log in and mail to it is refused."
     problem = mailrules.sieve_problem(mailbox)
     if problem is not None:
-        found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
-        still = ("the previous valid script still runs until it is fixed"
-                 if (found.get("rules") or {}).get("adminScript") else
-                 "no administrator's script runs until it is fixed")
+        found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address)
+        if found is None:  # the mailstore has not said what runs
+            still = "the previous valid script, if there was one, stays in use until it is fixed"
+        elif (found.get("rules") or {}).get("adminScript"):
+            still = "the previous valid script still runs until it is fixed"
+        else:
+            still = "no administrator's script runs until it is fixed"
         return FALSE, "InvalidSieve", f"spec.sieve does not compile: {problem.human()}; {still}."
     auto = mailrules.auto_reply_problem(mailbox)
     if auto is not None:

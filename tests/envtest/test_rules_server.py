@@ -7,7 +7,7 @@ import asyncio
 import base64
 
 import yaml
-from conftest import wait_for
+from envkit import wait_for
 
 from correo_operator import statuspoll
 from correo_operator.kube import Connection, HttpKube

@@ -26,7 +26,7 @@ def validate(args) -> int:
         return 1
     if loaded.errors:
         n = len(loaded.errors)
-        print(f"correo validate: {n} error{'s' if n != 1 else ''} in {len(loaded.files)} file(s)", file=sys.stderr)
+        print(f"correo validate: {loading.error_summary(loaded)}", file=sys.stderr)
         return 1
     print(f"{len(loaded.domains)} MailDomain(s), {len(loaded.mailboxes)} Mailbox(es), "
           f"{len(loaded.secrets)} Secret(s) in {len(loaded.files)} file(s): valid")

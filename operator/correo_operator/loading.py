@@ -8,8 +8,11 @@ defaults, and checks every resource against the CRD's openAPIV3Schema
 --validate=strict``) and its CEL rules (``x-kubernetes-validations``, with
 cel-python).  Then it checks what no schema can: every Mailbox belongs to a
 MailDomain of its namespace, names and addresses are unique, referenced
-Secrets exist.  Every problem is reported, each naming the file, the document,
-the object and the field path.
+Secrets exist.  Every problem is reported, each naming the file and the
+field's line in it (``file:LINE``, as compilers do, from the YAML nodes the
+objects were read from), the document, the object and the field path, in the
+order of the files and lines; an unknown field says which known one was
+probably meant (``adress`` → ``address``).
 
 Each MailDomain and Mailbox document is then read into the typed model
 (``model``: frozen objects with every default in place), which is what the
@@ -23,6 +26,7 @@ module reads them.  Secret values are read by ``secretdata``.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import importlib.resources
 import re
@@ -138,14 +142,36 @@ def _path(parts) -> str:
     return out or "(top)"
 
 
-def _message(err: jsonschema.ValidationError) -> tuple[str, str]:
+def did_you_mean(name: str, known: list[str]) -> str | None:
+    """The known field a misspelt one most likely meant (``adress`` →
+    ``address``, ``aliases`` → ``aliasDomains``), or None."""
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    if close:
+        return lowered[close[0]]
+    starts = [k for k in known if k.lower().startswith(name.lower().rstrip("s")) and len(name) >= 4]
+    return starts[0] if len(starts) == 1 else None
+
+
+def _unknown(name: str, known: list[str]) -> str:
+    guess = did_you_mean(name, known)
+    return f'"{name}"' + (f' (did you mean "{guess}"?)' if guess else "")
+
+
+def _messages(err: jsonschema.ValidationError) -> list[tuple[str, str]]:
+    """(field path, human message) for a jsonschema error: one per unknown
+    field (each has its own line), otherwise one."""
+    return _message(err) if err.validator == "additionalProperties" else [_message(err)]
+
+
+def _message(err: jsonschema.ValidationError):
     """(field path, human message) for a jsonschema error."""
     path = list(err.absolute_path)
     v = err.validator
     if v == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        return _path(path + [extra[0]] if len(extra) == 1 else path), (
-            f"unknown field{'s' if len(extra) > 1 else ''} " + ", ".join(f'"{e}"' for e in extra))
+        known = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in known]  # in the order written
+        return [(_path(path + [e]), f"unknown field {_unknown(e, known)}") for e in extra]
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return _path(path + [missing]), "required field is missing"
@@ -222,7 +248,7 @@ def validate_object(obj: dict) -> list[tuple[str, str]]:
     for err in errors:
         if err.absolute_path and err.absolute_path[0] == "status":
             continue  # status is the operator's, not the author's
-        problems.append(_message(err))
+        problems.extend(_messages(err))
     if not any(p.startswith("spec") for p, _ in problems) and isinstance(obj.get("spec"), dict):
         problems.extend(_cel_errors(schema(kind)["properties"]["spec"], obj["spec"], ["spec"]))
     return problems
@@ -240,6 +266,7 @@ class Document:
     source: str
     index: int  # 1-based position in its file
     resource: MailDomain | Mailbox | None = None  # the typed object; None when it does not fit the model
+    node: yaml.Node | None = None  # where it was read from: the line of each field
 
     @property
     def kind(self) -> str:
@@ -257,6 +284,39 @@ class Document:
         label = f"{self.kind} {self.namespace}/{self.name}" if self.name else (self.kind or "resource")
         return f"{self.source} (document {self.index}, {label})"
 
+    def line_of(self, path: str) -> int | None:
+        """The file line (1-based) of a field path such as
+        ``spec.aliases[1]``: the field's own line, or for a field that is
+        not there, the line of the deepest part that is (``spec:`` for a
+        missing ``spec.address``).  None when the file was not read here."""
+        node = self.node
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for part in _PATH_PART.findall(path):
+            if isinstance(node, yaml.MappingNode) and not part.startswith("["):
+                found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+                if found is None:
+                    break
+                line, node = found[0].start_mark.line + 1, found[1]
+            elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+                i = int(part[1:-1])
+                if i >= len(node.value):
+                    break
+                node = node.value[i]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+    def problem(self, fld: str, message: str, severity: str = "error") -> "Problem":
+        """A problem of this document's field ``fld``, with the field's line."""
+        return Problem(self.where(), fld, message, severity, line=self.line_of(fld), source=self.source,
+                       index=self.index)
+
+
+_PATH_PART = re.compile(r"\[[0-9]+\]|[^.\[\]]+")
+
 
 @dataclass
 class Problem:
@@ -264,10 +324,16 @@ class Problem:
     field: str
     message: str
     severity: str = "error"  # or "warning"
+    line: int | None = None  # the field's line in ``source`` (shown as file:line, as compilers do)
+    source: str = ""  # the file, when the problem is in one
+    index: int = 0  # the document's position in it
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{prefix}{self.where}: {self.field}: {self.message}"
+        where = self.where
+        if self.line and self.source and where.startswith(self.source):
+            where = f"{self.source}:{self.line}{where[len(self.source):]}"
+        return f"{prefix}{where}: {self.field}: {self.message}"
 
 
 @dataclass
@@ -287,6 +353,10 @@ class Loaded:
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
 
+    def files_with_errors(self) -> list[str]:
+        """The files (or missing paths) that have errors, in reading order."""
+        return list(dict.fromkeys(p.source or p.where for p in self.errors))
+
     def secrets_in(self, namespace: str) -> dict[str, dict]:
         return {name: doc.obj for (ns, name), doc in self.secrets.items() if ns == namespace}
 
@@ -300,9 +370,17 @@ class Loaded:
         return [m.resource for m in self.mailboxes if m.resource is not None and model.belongs(m.resource, domain)]
 
 
-def document(obj: dict, source: str, index: int) -> Document:
+def error_summary(loaded: Loaded) -> str:
+    """``3 errors in 1 of 3 files`` (files read; a missing path counts as one)."""
+    n, bad = len(loaded.errors), len(loaded.files_with_errors())
+    read = max(len(loaded.files), bad)
+    return (f"{n} error{'s' if n != 1 else ''} in {bad} of {read} file{'s' if read != 1 else ''}" if read != bad
+            else f"{n} error{'s' if n != 1 else ''} in {bad} file{'s' if bad != 1 else ''}")
+
+
+def document(obj: dict, source: str, index: int, node: yaml.Node | None = None) -> Document:
     """A Document of a MailDomain or Mailbox whose defaults are applied, with its typed resource."""
-    return Document(obj, source, index, _resource(obj))
+    return Document(obj, source, index, _resource(obj), node)
 
 
 def _resource(obj: dict) -> MailDomain | Mailbox | None:
@@ -359,22 +437,40 @@ def _documents(path: Path) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(str(path), "(file)", f"cannot be read: {exc}")]
     docs, problems = [], []
     try:
-        raw = list(yaml.load_all(text, Loader=_KubeLoader))  # noqa: S506 - a safe loader
+        raw = _nodes_and_objects(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        return [], [Problem(where, "(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
-    for i, obj in enumerate(raw, start=1):
+        return [], [Problem(where, "(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}", source=str(path))]
+    for i, (node, obj) in enumerate(raw, start=1):
         if obj is None:
             continue
         if not isinstance(obj, dict):
-            problems.append(Problem(f"{path} (document {i})", "(top)", "expected a Kubernetes object (a mapping)"))
+            problems.append(Problem(f"{path} (document {i})", "(top)", "expected a Kubernetes object (a mapping)",
+                                    line=node.start_mark.line + 1, source=str(path), index=i))
             continue
         if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
-            docs.extend(Document(item, str(path), i) for item in obj["items"] if isinstance(item, dict))
+            items = next((v for k, v in node.value if getattr(k, "value", None) == "items"), None)
+            item_nodes = items.value if isinstance(items, yaml.SequenceNode) else []
+            docs.extend(Document(item, str(path), i, node=item_nodes[n] if n < len(item_nodes) else None)
+                        for n, item in enumerate(obj["items"]) if isinstance(item, dict))
         else:
-            docs.append(Document(obj, str(path), i))
+            docs.append(Document(obj, str(path), i, node=node))
     return docs, problems
+
+
+def _nodes_and_objects(text: str) -> list[tuple[yaml.Node, Any]]:
+    """Every document of a YAML stream: its node (which knows the lines) and
+    the object read from it, as ``yaml.load_all`` would read it."""
+    loader = _KubeLoader(text)
+    out = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            out.append((node, loader.construct_document(node)))
+    finally:
+        loader.dispose()
+    return out
 
 
 def load_paths(paths: list[str]) -> Loaded:
@@ -388,20 +484,24 @@ def load_paths(paths: list[str]) -> Loaded:
         for doc in docs:
             _take(loaded, doc)
     _cross_check(loaded)
+    # In the order of the files, their documents and lines (as an editor
+    # shows them); problems that are no file's (a missing path) first.
+    rank = {f: n for n, f in enumerate(loaded.files)}
+    loaded.problems.sort(key=lambda p: (rank.get(p.source, -1), p.index, p.line or 0))
     return loaded
 
 
 def _take(loaded: Loaded, doc: Document) -> None:
     kind, api = doc.kind, doc.obj.get("apiVersion")
     if not kind:
-        loaded.problems.append(Problem(doc.where(), "kind", "required field is missing"))
+        loaded.problems.append(doc.problem("kind", "required field is missing"))
         return
     if not api:
-        loaded.problems.append(Problem(doc.where(), "apiVersion", "required field is missing"))
+        loaded.problems.append(doc.problem("apiVersion", "required field is missing"))
         return
     if str(api).split("/")[0] == GROUP:
         if kind not in KINDS:
-            loaded.problems.append(Problem(doc.where(), "kind", (
+            loaded.problems.append(doc.problem("kind", (
                 f"no kind {kind!r} in {GROUP}: expected one of {', '.join(KINDS)}")))
             return
         doc.obj = apply_defaults(doc.obj)
@@ -409,18 +509,18 @@ def _take(loaded: Loaded, doc: Document) -> None:
         if isinstance(doc.obj["metadata"], dict):
             doc.obj["metadata"].setdefault("namespace", DEFAULT_NAMESPACE)
         for fld, msg in validate_object(doc.obj):
-            loaded.problems.append(Problem(doc.where(), fld, msg))
-        doc = document(doc.obj, doc.source, doc.index)
+            loaded.problems.append(doc.problem(fld, msg))
+        doc = document(doc.obj, doc.source, doc.index, doc.node)
         (loaded.domains if kind == "MailDomain" else loaded.mailboxes).append(doc)
     elif kind in KINDS:
-        loaded.problems.append(Problem(doc.where(), "apiVersion", f"expected {API_VERSION}, got {api!r}"))
+        loaded.problems.append(doc.problem("apiVersion", f"expected {API_VERSION}, got {api!r}"))
     elif kind == "Secret" and api == "v1":
         if not doc.name:
-            loaded.problems.append(Problem(doc.where(), "metadata.name", "required field is missing"))
+            loaded.problems.append(doc.problem("metadata.name", "required field is missing"))
             return
         for key, raw in sorted((doc.obj.get("data") or {}).items()):
             if secretdata.decode(raw) is None:
-                loaded.problems.append(Problem(doc.where(), f"data.{key}", "not valid base64 of UTF-8 text"))
+                loaded.problems.append(doc.problem(f"data.{key}", "not valid base64 of UTF-8 text"))
         loaded.secrets[(doc.namespace, doc.name)] = doc
     else:
         loaded.other.append(doc)  # e.g. a cert-manager Certificate: for kubectl, not for correo
@@ -431,7 +531,7 @@ def _cross_check(loaded: Loaded) -> None:
     for doc in loaded.domains + loaded.mailboxes:
         key = (doc.kind, doc.namespace, doc.name)
         if key in seen and doc.name:
-            loaded.problems.append(Problem(doc.where(), "metadata.name",
+            loaded.problems.append(doc.problem("metadata.name",
                                            f"{doc.kind} {doc.name} is also defined in {seen[key].where()}"))
         seen[key] = doc
     # Which MailDomain serves which domain name: the keys model.belongs compares.
@@ -446,7 +546,7 @@ def _cross_check(loaded: Loaded) -> None:
                 continue
             first = owner_of.setdefault((domain.namespace, name), doc)
             if first is not doc:
-                loaded.problems.append(Problem(doc.where(), fld, f"{name} is also served by {first.where()}"))
+                loaded.problems.append(doc.problem(fld, f"{name} is also served by {first.where()}"))
         _check_domain_secrets(loaded, doc, domain)
     addresses: dict[tuple[str, str], Document] = {}
     for doc in loaded.mailboxes:
@@ -461,19 +561,19 @@ def _cross_check(loaded: Loaded) -> None:
         if any(p.where == doc.where() and p.field == "spec.address" for p in loaded.problems):
             pass  # not an address at all: that error says enough
         elif owner is None:
-            loaded.problems.append(Problem(doc.where(), "spec.address", (
+            loaded.problems.append(doc.problem("spec.address", (
                 f"{mailbox.address_domain} is not the domain or an alias domain of any MailDomain in "
                 f"namespace {mailbox.namespace}")))
         else:
             for i, alias in enumerate(spec.aliases):
                 if model.domain_part(alias) not in owner.resource.domain_names:
-                    loaded.problems.append(Problem(doc.where(), f"spec.aliases[{i}]", (
+                    loaded.problems.append(doc.problem(f"spec.aliases[{i}]", (
                         f"{alias} is not in {owner.resource.spec.domain} or its alias domains")))
         for i, addr in enumerate([address, *(a.lower() for a in spec.aliases)]):
             other = addresses.get((mailbox.namespace, addr))
             if other is not None and other is not doc:
                 fld = "spec.address" if i == 0 else f"spec.aliases[{i - 1}]"
-                loaded.problems.append(Problem(doc.where(), fld, f"{addr} is also claimed by {other.where()}"))
+                loaded.problems.append(doc.problem(fld, f"{addr} is also claimed by {other.where()}"))
             addresses[(mailbox.namespace, addr)] = doc
         _check_password_secret(loaded, doc, mailbox)
         _check_rules(loaded, doc, mailbox)
@@ -482,7 +582,7 @@ def _cross_check(loaded: Loaded) -> None:
         if isinstance(domain, MailDomain) and domain.spec.catch_all:
             local, _, name = domain.spec.catch_all.rpartition("@")
             if name in domain.domain_names and (domain.namespace, f"{local}@{domain.domain}".lower()) not in addresses:
-                loaded.problems.append(Problem(doc.where(), "spec.catchAll", (
+                loaded.problems.append(doc.problem("spec.catchAll", (
                     f"no Mailbox in namespace {domain.namespace} has the address {domain.spec.catch_all} "
                     "(or an alias of it); mail to unknown addresses would still be refused")))
 
@@ -495,12 +595,15 @@ def _check_rules(loaded: Loaded, doc: Document, mailbox: Mailbox) -> None:
         origin = _block_scalar_origin(doc.source, doc.index, ("spec", "sieve"))
         for diag in problem.diagnostics:
             where = ""
+            problem = doc.problem("spec.sieve", "")
             if origin is not None and diag.line > 0:
                 where = f" ({Path(doc.source).name} line {origin[0] + diag.line}, column {origin[1] + diag.column})"
-            loaded.problems.append(Problem(doc.where(), "spec.sieve", diag.human().replace(":", where + ":", 1)))
+                problem.line = origin[0] + diag.line  # the script's line in the file
+            problem.message = diag.human().replace(":", where + ":", 1)
+            loaded.problems.append(problem)
     auto = mailrules.auto_reply_problem(mailbox)
     if auto is not None:
-        loaded.problems.append(Problem(doc.where(), "spec.autoReply", auto))
+        loaded.problems.append(doc.problem("spec.autoReply", auto))
 
 
 def _block_scalar_origin(source: str, index: int, keys: tuple[str, ...]) -> tuple[int, int] | None:
@@ -528,12 +631,12 @@ def _block_scalar_origin(source: str, index: int, keys: tuple[str, ...]) -> tupl
 def _check_domain_secrets(loaded: Loaded, doc: Document, domain: MailDomain) -> None:
     tls = domain.tls_secret
     if tls and (domain.namespace, tls) not in loaded.secrets:
-        loaded.problems.append(Problem(doc.where(), "spec.tls.secretName", (
+        loaded.problems.append(doc.problem("spec.tls.secretName", (
             f"Secret {tls} is not in the files given (fine when cert-manager creates it in the "
             "cluster; `correo up` uses a self-signed certificate instead)"), "warning"))
     cred = domain.smarthost_credentials
     if cred and (domain.namespace, cred.name) not in loaded.secrets:
-        loaded.problems.append(Problem(doc.where(), "spec.relay.smarthost.credentialsSecretRef.name",
+        loaded.problems.append(doc.problem("spec.relay.smarthost.credentialsSecretRef.name",
                                        f"Secret {cred.name} is not in the files given", "warning"))
 
 
@@ -541,14 +644,14 @@ def _check_password_secret(loaded: Loaded, doc: Document, mailbox: Mailbox) -> N
     ref = mailbox.spec.password_secret_ref
     secret = loaded.secrets.get((mailbox.namespace, ref.name))
     if secret is None:
-        loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.name", (
+        loaded.problems.append(doc.problem("spec.passwordSecretRef.name", (
             f"Secret {ref.name} is not in the files given; the mailbox cannot log in until it exists"),
             "warning"))
     elif not secretdata.has_key(secret.obj, ref.key):
-        loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef.key",
+        loaded.problems.append(doc.problem("spec.passwordSecretRef.key",
                                        f"Secret {ref.name} has no key {ref.key!r}"))
     else:
         problem = secretdata.password_problem(secretdata.secret_value(secret.obj, ref.key))
         if problem:
-            loaded.problems.append(Problem(doc.where(), "spec.passwordSecretRef",
+            loaded.problems.append(doc.problem("spec.passwordSecretRef",
                                            f"Secret {ref.name} key {ref.key!r} {problem}"))

@@ -215,7 +215,7 @@ def test_a_broken_script_is_refused_with_its_line_and_column_and_nothing_changes
         result = subprocess.run([sys.executable, "-m", "correo_operator.cli", "validate", str(rules_stack.yaml_dir)],
                                 capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 1
-        assert (f"{path} (document 1, Mailbox default/alice): spec.sieve: line 4, column 1 "
+        assert (f"{path}:16 (document 1, Mailbox default/alice): spec.sieve: line 4, column 1 "
                 f"(mailboxes.yaml line 16, column 5): ") in result.stderr
         applied = rules_stack.run("apply", str(rules_stack.yaml_dir), check=False)
         assert applied.returncode != 0 and "the running stack keeps its configuration" in applied.stdout + applied.stderr

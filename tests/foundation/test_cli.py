@@ -24,7 +24,7 @@ def test_validate_lists_every_error_and_exits_one(tmp_path):
         "spec: {domain: NOPE, colour: blue}\n")
     result = correo("validate", str(tmp_path))
     assert result.returncode == 1
-    assert "bad.yaml (document 1, MailDomain default/x): spec.domain:" in result.stderr
+    assert "bad.yaml:4 (document 1, MailDomain default/x): spec.domain:" in result.stderr
     assert 'spec.colour: unknown field "colour"' in result.stderr
     assert "2 errors" in result.stderr
 

@@ -60,7 +60,7 @@ def test_up_on_invalid_yaml_says_what_to_fix_and_writes_no_data_folder(tmp_path,
     data = tmp_path / "data"
     result = correo("up", str(bad), "--data", str(data), "--ephemeral-ports")
     assert result.returncode == 1
-    assert 'maildomain.yaml (document 1, MailDomain default/example-com): spec.adress: unknown field "adress"' \
+    assert 'maildomain.yaml:10 (document 1, MailDomain default/example-com): spec.adress: unknown field "adress"' \
         in result.stderr
     assert "fix them and run `correo up` again" in result.stderr
     assert "nothing was started and no data folder was written" in result.stderr
@@ -107,3 +107,50 @@ def test_status_queue_and_apply_say_no_stack_is_running_the_same_way(tmp_path, s
         result = correo(*command, "--data", str(tmp_path))
         assert result.returncode == 1, command
         assert f"correo {command[0]}: {sentence}" in result.stderr, (command, result.stderr)
+
+
+MISSPELT = """\
+apiVersion: correo.dev/v1alpha1
+kind: MailDomain
+metadata:
+  name: example-com
+spec:
+  domain: example.com
+  aliases: [example.net]
+---
+apiVersion: correo.dev/v1alpha1
+kind: Mailbox
+metadata:
+  name: bob
+spec:
+  adress: bob@example.com
+  passwordSecretRef:
+    name: bob-password
+"""
+
+
+def test_validate_names_the_line_of_each_error_in_file_order_and_guesses_misspelt_fields(tmp_path):
+    (tmp_path / "a-good.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bob-password\nstringData:\n  password: x\n")
+    (tmp_path / "b-mail.yaml").write_text(MISSPELT)
+    result = correo("validate", str(tmp_path))
+    assert result.returncode == 1
+    path = tmp_path / "b-mail.yaml"
+    lines = result.stderr.splitlines()
+    assert lines[:3] == [
+        f'{path}:7 (document 1, MailDomain default/example-com): spec.aliases: unknown field "aliases" '
+        '(did you mean "aliasDomains"?)',
+        f"{path}:13 (document 2, Mailbox default/bob): spec.address: required field is missing",
+        f'{path}:14 (document 2, Mailbox default/bob): spec.adress: unknown field "adress" '
+        '(did you mean "address"?)',
+    ]
+    assert lines[-1] == "correo validate: 3 errors in 1 of 2 files"
+
+
+def test_up_on_misspelt_yaml_points_at_the_line_and_counts_files_with_errors(tmp_path):
+    (tmp_path / "mail.yaml").write_text(MISSPELT)
+    result = correo("up", str(tmp_path), "--data", str(tmp_path / "data"), "--ephemeral-ports")
+    assert result.returncode == 1
+    assert f'{tmp_path / "mail.yaml"}:14 (document 2, Mailbox default/bob): spec.adress' in result.stderr
+    assert "correo up: 3 errors in 1 file, each above with its file, line and field" in result.stderr
+    assert not (tmp_path / "data").exists()

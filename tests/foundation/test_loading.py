@@ -216,7 +216,7 @@ def test_an_alias_domain_served_elsewhere_names_the_alias_field_and_the_first_ow
                                                                          "domain: other.test\n  aliasDomains: [example.com]")
     errors = errors_for(tmp_path, DOMAIN, other)
     message = the_error(errors, "spec.aliasDomains[0]")
-    assert "MailDomain default/other" in message.split(":")[0] and "(document 1, MailDomain default/example-com)" in message
+    assert "MailDomain default/other" in message.split(": ")[0] and "(document 1, MailDomain default/example-com)" in message
 
 
 def test_an_invalid_address_is_reported_once(tmp_path):

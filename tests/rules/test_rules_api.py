@@ -71,7 +71,7 @@ class TestValidate:
                                 capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 1
         (line,) = [ln for ln in result.stderr.splitlines() if "spec.sieve" in ln]
-        assert line.startswith(f"{path} (document 3, Mailbox default/ana): spec.sieve: line 3, column 3 (mail.yaml line 22, column 7): ")
+        assert line.startswith(f"{path}:22 (document 3, Mailbox default/ana): spec.sieve: line 3, column 3 (mail.yaml line 22, column 7): ")
         assert "filein" in line and "fileinto" in line  # says what was meant
 
     def test_an_unsupported_extension_is_named(self, tmp_path):

@@ -77,7 +77,7 @@ def _load(paths: list[str], out=None, *, command: str = "watch") -> loading.Load
         print(str(problem), file=out)
     prefix = "correo" if command == "watch" else f"correo {command}"
     if loaded.errors:
-        print(f"{prefix}: {len(loaded.errors)} error(s) in the YAML, each above with its file and field; "
+        print(f"{prefix}: {loading.error_summary(loaded)}, each above with its file, line and field; "
               f"fix them and run `correo {'up' if command == 'up' else 'apply'}` again "
               f"({UNCHANGED[command]}; `correo validate {' '.join(paths)}` checks without running)", file=out)
         return None

@@ -161,8 +161,13 @@ class AuthSettings:
     # default); "always": from anywhere (not recommended); "never": TLS always.
     plaintext: str = "loopback"
     failure_delay_seconds: float = 1.0  # doubled per consecutive failure...
-    failure_delay_max_seconds: float = 30.0  # ...up to this
+    failure_delay_max_seconds: float = 2.0  # ...up to this (Dovecot's auth_failure_delay)
     max_failures_per_session: int = 3  # then the connection is closed
+    # A client that has not logged in this long after connecting is
+    # disconnected (IMAP, POP3, ManageSieve, submission), idle or not, as
+    # Dovecot's login processes do (3 minutes); after login the protocols'
+    # own idle timeouts apply.
+    login_timeout_seconds: int = 180
     # Verified logins remembered (Dovecot's auth_cache; see correo_server.logincache):
     login_cache_seconds: int = 3600  # 0: every login pays the full password hash
     login_cache_entries: int = 10000

@@ -69,12 +69,17 @@ class ConnectionGate:
 @dataclass
 class LoginThrottle:
     """A failed login costs a delay that doubles with each consecutive failure
-    from the same client address (up to a maximum); a success clears it.
-    Entries older than ``forget_after`` seconds are forgotten."""
+    from the same client address, up to a short maximum (2 s, Dovecot's
+    ``auth_failure_delay``: a user fixing a typo must not see the client
+    hang); a success clears it.  From the ``hint_after``-th consecutive
+    failure on, :meth:`retry_after` is what the failure reply asks the
+    client to wait.  Entries older than ``forget_after`` seconds are
+    forgotten."""
 
     base: float = 1.0
-    maximum: float = 30.0
+    maximum: float = 2.0
     forget_after: float = 900.0
+    hint_after: int = 3
     clock: Callable[[], float] = time.monotonic
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
 
@@ -95,6 +100,14 @@ class LoginThrottle:
             for key, _ in oldest:
                 self._failures.pop(key, None)
         return min(self.base * (2 ** (count - 1)), self.maximum) if self.base > 0 else 0.0
+
+    def retry_after(self, peer: str) -> float:
+        """Seconds a client should wait before its next attempt, which the
+        failure reply says (0 until failures repeat)."""
+        count = self.failures(peer)
+        if count < self.hint_after or self.base <= 0:
+            return 0.0
+        return min(self.base * (2 ** count), self.maximum)
 
     def succeeded(self, peer: str) -> None:
         self._failures.pop(peer, None)

@@ -2,8 +2,10 @@
 
 Password hashes are slow on purpose (argon2id, bcrypt), so the check runs in
 a worker thread and never stalls the event loop.  A failure waits out the
-:class:`~correo_server.guard.LoginThrottle` delay before the caller answers,
-and the same answer is given for an unknown user and a wrong password.
+:class:`~correo_server.guard.LoginThrottle` delay (short: 2 s at most)
+before the caller answers, and the same answer is given for an unknown user
+and a wrong password; once failures from the address repeat, the answer
+says how long to wait (:func:`wait_hint`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ class LoginResult:
     mailbox: MailboxEntry | None
     # None on success; "invalid" (unknown user or wrong password) or "suspended"
     failure: str | None = None
+    # After repeated failures from the client's address: the seconds it should
+    # wait before trying again, which the reply says (:func:`wait_hint`).
+    retry_after: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -55,9 +60,19 @@ async def check_login(directory: Directory, throttle: LoginThrottle, peer: str,
         throttle.succeeded(peer)
         return LoginResult(entry)
     await asyncio.sleep(throttle.failed(peer))
+    wait = throttle.retry_after(peer)
     if ok:
-        return LoginResult(entry, "suspended")
-    return LoginResult(None, "invalid")
+        return LoginResult(entry, "suspended", wait)
+    return LoginResult(None, "invalid", wait)
+
+
+def wait_hint(retry_after: float) -> str:
+    """What a failure reply adds when failures from the address repeat
+    (empty otherwise): the client should wait before its next attempt."""
+    if retry_after <= 0:
+        return ""
+    seconds = max(1, round(retry_after))
+    return f" Too many failures from your address: wait {seconds} second{'s' if seconds != 1 else ''} before trying again."
 
 
 class SaslError(ValueError):

@@ -66,7 +66,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
 from .. import logs
 from ..defences import ConnectionDefences
 from ..guard import plaintext_login_allowed
-from ..login import SaslError, check_login, decode_sasl_plain
+from ..login import SaslError, check_login, decode_sasl_plain, wait_hint
 from ..scanning.rspamd import Envelope as ScanEnvelope
 from ..wire.data import END
 from ..wire.paths import PathError, parse_params, parse_path, split_keyword
@@ -242,6 +242,8 @@ class RelaySMTP(SMTP):
         self._commands = 0
         self._auth_failures = 0
         self._in_auth = False
+        self._auth_eol = False  # the AUTH answer's line end has come
+        self._skip_line = False  # dropping the rest of an over-long AUTH answer
         self.peer_ip = ""
         self.busy = False  # inside DATA: do not cut the connection on shutdown
         self.auth_offered = False  # what EHLO advertises and HELP lists (set per connection and after STARTTLS)
@@ -251,6 +253,7 @@ class RelaySMTP(SMTP):
         self._held: bytearray | None = None  # octets after a DATA line, until smtp_DATA answered
         self._sink: DataSink | None = None
         self._last_input = 0.0
+        self._connected_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self.defences: ConnectionDefences | None = None  # port 25 only
         super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
@@ -333,9 +336,9 @@ class RelaySMTP(SMTP):
             self.defences.connected()  # DNSBL lookups start now; their verdict is awaited at RCPT
         super().connection_made(transport)
         self._offers()
-        self._last_input = self.loop.time()
-        self._idle_timer = self.loop.call_at(self._last_input + self.ctx.config.relay.timeout_seconds,
-                                             self._idle_check)
+        self._last_input = self._connected_at = self.loop.time()
+        first = self._last_input + self.ctx.config.relay.timeout_seconds
+        self._idle_timer = self.loop.call_at(min(first, self._login_deadline() or first), self._idle_check)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
@@ -383,7 +386,16 @@ class RelaySMTP(SMTP):
             if len(self._held) > HOLD_LIMIT and self.transport is not None:
                 self.transport.pause_reading()
             return
+        if self._skip_line:  # the rest of an over-long AUTH answer
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            self._skip_line = False
+            data = data[nl + 1:]
+            if not data:
+                return
         if self._in_auth:
+            self._auth_eol = self._auth_eol or b"\n" in data
             super().data_received(data)
             return
         end, self._tail = data_line_end(data, self._tail)
@@ -409,15 +421,30 @@ class RelaySMTP(SMTP):
         now = self.loop.time()
         timeout = self.ctx.config.relay.timeout_seconds
         deadline = self._last_input + timeout
-        if deadline > now + 0.001 or (self.busy and self._sink is None):  # handing off: the server's time
-            self._idle_timer = self.loop.call_at(max(deadline, now + 0.5), self._idle_check)
+        login = self._login_deadline()
+        if login is not None and login <= now + 0.001:  # submission: no login in time, busy or not
+            self.log.info("login_timeout")
+            message = f"no login within {self.ctx.config.auth.login_timeout_seconds} seconds"
+        elif deadline > now + 0.001 or (self.busy and self._sink is None):  # handing off: the server's time
+            self._idle_timer = self.loop.call_at(max(min(deadline, login or deadline), now + 0.5), self._idle_check)
             return
-        self.log.info("session_timeout")
+        else:
+            self.log.info("session_timeout")
+            message = "timeout exceeded"
         try:
-            transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+            transport.write(f"421 4.4.2 {self.hostname} Error: {message}\r\n".encode())
         except Exception:  # noqa: BLE001 - the transport may already be failing
             pass
         transport.close()
+
+    def _login_deadline(self) -> float | None:
+        """Where a login is needed (submission): when a client that has not
+        logged in is disconnected (``auth.loginTimeoutSeconds`` after it
+        connected, as Dovecot's login processes); None elsewhere, or once
+        logged in."""
+        if not self.listener.requires_auth or (self.session is not None and self.session.mailbox is not None):
+            return None
+        return self._connected_at + self.ctx.config.auth.login_timeout_seconds
 
     # -- greeting and capabilities -------------------------------------------
     @syntax("EHLO hostname")
@@ -463,9 +490,14 @@ class RelaySMTP(SMTP):
         (None if it aborted or sent nonsense; the reply has then been sent)."""
         self._greeted = True
         self._in_auth = True  # an answer is no command, whatever it looks like
+        self._auth_eol = False
         try:
             answer = await self.challenge_auth(text, encode_to_b64=True)
         except ValueError:  # longer than the read buffer
+            # The reader dropped what it held; unless the line's end had
+            # come, the rest of it is still on its way: dropped as it comes
+            # (:meth:`_input`), so that it gets no reply of its own.
+            self._skip_line = not self._auth_eol
             await self.push("501 5.5.2 Authentication line too long")
             return None
         finally:
@@ -552,7 +584,8 @@ class RelaySMTP(SMTP):
         if result.failure == "suspended":
             await self.push("535 5.7.8 Authentication refused: the mailbox is suspended")
         else:
-            await self.push("535 5.7.8 Authentication credentials invalid")
+            hint = wait_hint(result.retry_after)
+            await self.push("535 5.7.8 Authentication credentials invalid" + (f".{hint}" if hint else ""))
         limit = self.ctx.config.auth.max_failures_per_session
         if limit and self._auth_failures >= limit:
             await self.push("421 4.7.0 Too many failed authentication attempts; closing connection")

@@ -93,6 +93,7 @@ class Mailbox(Protocol):
 class LoginResult:
     address: str | None  # the mailbox logged in to; None: refused
     failure: str | None = None  # why not: "invalid", "suspended", ...
+    retry_after: float = 0.0  # failures from the address repeat: wait this long (the reply says so)
 
 
 class Backend(Protocol):

@@ -14,9 +14,11 @@ synchronizing literal with ``NO [TOOBIG]`` (the client never sends it); for
 a non-synchronizing one (LITERAL+, already on its way) with ``BAD`` and
 ``BYE``, and the connection is closed, since its octets cannot be told
 apart from commands.  A session idle for ``mailstore.imapIdleTimeoutSeconds``
-(30 minutes by default; RFC 3501 5.4) is logged out: one sweeper per
-listener looks at the sessions waiting for a command, rather than a timer
-armed and disarmed around every command read.
+(30 minutes by default; RFC 3501 5.4) is logged out, and one that has not
+logged in ``auth.loginTimeoutSeconds`` after connecting (3 minutes, as
+Dovecot's login processes) is disconnected whatever it is doing: one
+sweeper per listener looks at the sessions, rather than a timer armed and
+disarmed around every command read.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ from . import responses as R
 from .commands import Registry, default_registry
 from .reader import literal_at_end, tag_of
 from .session import Session
+from .states import NotAuthenticated
 from .storebackend import StoreBackend
 
 log = logs.get(__name__)
 
 READ_CHUNK = 64 * 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class LineTooLong(Exception):
@@ -68,7 +72,8 @@ class Connection:
         self._scan = 0
         self.task: asyncio.Task | None = None  # the task serving this connection
         self.waiting_since: float | None = None  # reading the next command since (loop time)
-        self.expired = False  # the idle sweeper ended the wait
+        self.connected_at = asyncio.get_running_loop().time()
+        self.expired: str | None = None  # why the sweeper ended the session (the BYE's text)
 
     @property
     def tls_available(self) -> bool:
@@ -178,7 +183,7 @@ class Connection:
         (it was not protected; RFC 3501 6.2.1 / CVE-2011-0411 class)."""
         self._in.clear()
         self._scan = 0
-        await self.writer.start_tls(self._tls)
+        await self.writer.start_tls(self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         self.tls_active = True
 
     def close(self) -> None:
@@ -216,12 +221,6 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
             conn.waiting_since = loop.time()  # the sweeper (_sweep_idle) ends a wait too long
             try:
                 command = await conn.read_command(session.literal_limit())
-            except asyncio.CancelledError:
-                if not conn.expired:
-                    raise
-                asyncio.current_task().uncancel()
-                session.bye("Disconnected for inactivity.")
-                break
             except LineTooLong as exc:
                 conn.waiting_since = None
                 conn.write(R.tagged(exc.tag or "*", "BAD", "Command line too long."))
@@ -244,7 +243,15 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
     except (EOFError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, TimeoutError):
         pass
     except asyncio.CancelledError:
-        raise
+        if not conn.expired:
+            raise
+        asyncio.current_task().uncancel()
+        session.bye(conn.expired)
+        try:
+            async with asyncio.timeout(5):
+                await conn.flush()
+        except (ConnectionError, OSError, TimeoutError):
+            pass
     except Exception:
         log.exception("imap_session_crashed", peer=peer)
     finally:
@@ -256,21 +263,30 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
         conn.close()
 
 
-async def _sweep_idle(connections: set, timeout: float) -> None:
+async def _sweep_idle(connections: set, timeout: float, login_timeout: float) -> None:
     """Log out sessions that sent no command for ``timeout`` seconds (RFC
-    3501 5.4's autologout timer): one timer for the whole listener instead
-    of one armed and disarmed around every command read; a session is ended
-    within a tenth of the timeout after it expires."""
+    3501 5.4's autologout timer), and disconnect those not logged in
+    ``login_timeout`` seconds after connecting, whatever they are doing
+    (a client trickling a command or an AUTHENTICATE answer a byte at a
+    time is not idle, but holds a connection all the same): one timer for
+    the whole listener instead of one armed and disarmed around every
+    command read; a session is ended within a tenth of its timeout."""
     loop = asyncio.get_running_loop()
-    interval = max(0.05, min(timeout / 10, 30.0))
+    interval = max(0.05, min(min(timeout, login_timeout) / 10, 30.0))
     while True:
         await asyncio.sleep(interval)
         now = loop.time()
-        for conn, _session in list(connections):
+        for conn, session in list(connections):
+            if conn.expired or conn.task is None:
+                continue
             since = conn.waiting_since
-            if since is not None and now - since >= timeout and not conn.expired and conn.task is not None:
-                conn.expired = True
-                conn.task.cancel()
+            if isinstance(session.state, NotAuthenticated) and now - conn.connected_at >= login_timeout:
+                conn.expired = f"Disconnected: no login within {login_timeout:g} seconds."
+            elif since is not None and now - since >= timeout:
+                conn.expired = "Disconnected for inactivity."
+            else:
+                continue
+            conn.task.cancel()
 
 
 def register_metrics(ctx: MailstoreContext) -> None:
@@ -293,12 +309,13 @@ async def serve_imap(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
     registry = registry if registry is not None else default_registry()
     backend = StoreBackend(ctx)
     connections: set = set()
-    sweeper = asyncio.ensure_future(_sweep_idle(connections, float(ctx.config.mailstore.imap_idle_timeout_seconds)))
+    sweeper = asyncio.ensure_future(_sweep_idle(connections, float(ctx.config.mailstore.imap_idle_timeout_seconds),
+                                                float(ctx.config.auth.login_timeout_seconds)))
     server = await asyncio.start_server(
         lambda r, w: _handle(ctx, r, w, implicit_tls, connections, registry, backend),
         listen.host, listen.port,
         ssl=ctx.tls.context if implicit_tls else None,
-        ssl_handshake_timeout=30 if implicit_tls else None,
+        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit_tls else None,
         reuse_address=True,
     )
     addr = server.sockets[0].getsockname() if server.sockets else None

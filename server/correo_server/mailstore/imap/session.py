@@ -18,6 +18,7 @@ import time
 from typing import Protocol
 
 from ... import logs
+from ...login import wait_hint
 from ..context import MailstoreContext
 from . import fetch as F
 from . import responses as R
@@ -314,7 +315,7 @@ class Session:
     async def login(self, user: str, password: str, mechanism: str) -> Reply:
         result = await self.backend.login(self.ch.peer, user, password)
         if result.address is None:
-            return await self.login_failed(result.failure or "invalid", user)
+            return await self.login_failed(result.failure or "invalid", user, result.retry_after)
         mailbox = await self.backend.mailbox(result.address)
         self.state = Authenticated(result.address, mailbox)
         self.ctx.metrics.inc("mailstore_logins_total", protocol="imap", result="ok")
@@ -322,7 +323,7 @@ class Session:
         self.log.info("imap_login", mechanism=mechanism)
         return Reply("OK", "Logged in", f"CAPABILITY {self.capability_text()}")
 
-    async def login_failed(self, why: str, user: str = "") -> Reply:
+    async def login_failed(self, why: str, user: str = "", retry_after: float = 0.0) -> Reply:
         self.failures += 1
         self.ctx.metrics.inc("mailstore_logins_total", protocol="imap", result="failed")
         self.log.info("imap_login_failed", user=user[:100], reason=why)
@@ -333,4 +334,4 @@ class Session:
             raise Closing()
         if why == "suspended":
             return no("This mailbox is suspended; contact your administrator.", "CONTACTADMIN")
-        return no("Authentication failed.", "AUTHENTICATIONFAILED")
+        return no("Authentication failed." + wait_hint(retry_after), "AUTHENTICATIONFAILED")

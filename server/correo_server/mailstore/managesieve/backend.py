@@ -66,7 +66,7 @@ class StoreBackend:
         self.log.info("managesieve_login_failed", user=username[:200], reason=result.failure,
                       failures=self.failures)
         close = self.failures >= max(self.ctx.config.auth.max_failures_per_session, 1)
-        return LoginOutcome(None, result.failure or "invalid", close=close)
+        return LoginOutcome(None, result.failure or "invalid", close=close, retry_after=result.retry_after)
 
     # -- scripts ------------------------------------------------------------------------
     def check(self, name: str, data: bytes) -> str | None:

@@ -10,7 +10,9 @@ per client address); lines longer than ``mailstore.maxLineLength`` dropped
 and refused; a literal larger than a script may be is read away and refused
 with ``QUOTA/MAXSIZE`` (beyond :data:`MAX_LITERAL` the connection is closed);
 a session idle for ``mailstore.imapIdleTimeoutSeconds`` (RFC 5804 1.2: at
-least 30 minutes once authenticated) is closed with ``BYE``.
+least 30 minutes once authenticated) is closed with ``BYE``, and one that has
+not logged in ``auth.loginTimeoutSeconds`` after connecting (3 minutes, as
+Dovecot's login processes) too.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class ManageSieveConnection:
         self.max_line = ctx.config.mailstore.max_line_length
         self.max_script = MAX_SCRIPT_BYTES
         self.idle = float(ctx.config.mailstore.imap_idle_timeout_seconds)
+        self.login_deadline = asyncio.get_running_loop().time() + ctx.config.auth.login_timeout_seconds
         self.task: asyncio.Task | None = None
 
     def tls_active(self) -> bool:
@@ -119,11 +122,19 @@ class ManageSieveConnection:
 
     async def run(self) -> None:
         await self.write(self.session.greeting())
+        loop = asyncio.get_running_loop()
         while True:
+            logging_in = self.session.mailbox is None
             try:
-                async with asyncio.timeout(self.idle):
+                async with asyncio.timeout_at(min(loop.time() + self.idle, self.login_deadline) if logging_in
+                                              else loop.time() + self.idle):
                     data = await self.read_command()
             except TimeoutError:
+                if logging_in and loop.time() >= self.login_deadline:
+                    self.log.info("managesieve_login_timeout")
+                    await self.write(r.bye(f"Disconnected: no login within "
+                                           f"{self.ctx.config.auth.login_timeout_seconds} seconds."))
+                    return
                 self.log.info("managesieve_idle_timeout")
                 await self.write(r.bye("Disconnected for inactivity."))
                 return

@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from ...login import SaslError, decode_sasl_plain
+from ...login import SaslError, decode_sasl_plain, wait_hint
 from ...sieve import valid_script_name
 from . import responses as r
 from .parser import Command, ParseError
@@ -47,6 +47,7 @@ class LoginOutcome:
     mailbox: str | None  # canonical address on success
     failure: str | None = None  # "invalid", "suspended"
     close: bool = False  # too many failures in this session
+    retry_after: float = 0.0  # failures from the address repeat: wait this long (the reply says so)
 
 
 class Backend(Protocol):
@@ -136,7 +137,7 @@ class NonAuthenticated(State):
         outcome = await session.backend.login(authcid, password)
         if outcome.mailbox is None or outcome.failure:
             text = ("This mailbox is suspended; ask your administrator." if outcome.failure == "suspended"
-                    else "Authentication failed.")
+                    else "Authentication failed." + wait_hint(outcome.retry_after))
             if outcome.close:
                 return Reply(r.bye("Too many failed logins."), Then.CLOSE)
             return Reply(r.no(text))

@@ -11,7 +11,9 @@ Limits: lines longer than ``mailstore.maxLineLength`` are read to their end,
 dropped and answered ``-ERR``; connections are counted by ``ctx.pop3_gate``
 (total and per client address); a session idle for
 ``mailstore.pop3IdleTimeoutSeconds`` (RFC 1939 asks for at least 10 minutes)
-is closed without entering the UPDATE state.
+is closed without entering the UPDATE state, and one that has not logged in
+``auth.loginTimeoutSeconds`` after connecting (3 minutes, as Dovecot's login
+processes) is disconnected.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class Pop3Connection:
         self.session = Pop3Session(self.backend)
         self.max_line = ctx.config.mailstore.max_line_length
         self.idle = float(ctx.config.mailstore.pop3_idle_timeout_seconds)
+        self.login_deadline = asyncio.get_running_loop().time() + ctx.config.auth.login_timeout_seconds
         self.task: asyncio.Task | None = None
 
     def tls_active(self) -> bool:
@@ -106,12 +109,20 @@ class Pop3Connection:
     # -- the loop ------------------------------------------------------------------
     async def run(self) -> None:
         await self.send_text(f"+OK {IMPLEMENTATION} POP3 server ready.")
+        loop = asyncio.get_running_loop()
         while True:
+            logging_in = self.session.mailbox is None
             try:
-                async with asyncio.timeout(self.idle):
+                async with asyncio.timeout_at(min(loop.time() + self.idle, self.login_deadline) if logging_in
+                                              else loop.time() + self.idle):
                     line = await self.read_line()
             except TimeoutError:
                 # RFC 1939 section 3: autologout, without entering the UPDATE state.
+                if logging_in and loop.time() >= self.login_deadline:
+                    self.log.info("pop3_login_timeout")
+                    await self.send_text(f"-ERR Disconnected: no login within "
+                                         f"{self.ctx.config.auth.login_timeout_seconds} seconds.")
+                    return
                 self.log.info("pop3_idle_timeout")
                 await self.send_text("-ERR Disconnected for inactivity.")
                 return

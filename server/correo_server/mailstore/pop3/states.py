@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ...login import SaslError, decode_sasl_plain
+from ...login import SaslError, decode_sasl_plain, wait_hint
 from .commands import Command, CommandError
 from .maildrop import Maildrop, NoSuchMessage
 from .multiline import top
@@ -76,6 +76,7 @@ class LoginOutcome:
     mailbox: str | None  # canonical address on success
     failure: str | None = None  # "invalid", "suspended"
     close: bool = False  # too many failures in this session
+    retry_after: float = 0.0  # failures from the address repeat: wait this long (the reply says so)
 
 
 class Backend(Protocol):
@@ -184,7 +185,7 @@ class Authorization(State):
         if outcome.mailbox is None or outcome.failure:
             if outcome.failure == "suspended":
                 return err("[AUTH] This mailbox is suspended; ask your administrator.", then=then)
-            return err("[AUTH] Authentication failed.", then=then)
+            return err("[AUTH] Authentication failed." + wait_hint(outcome.retry_after), then=then)
         try:
             maildrop = await session.backend.open_maildrop(outcome.mailbox)
         except MaildropLocked:

@@ -1,8 +1,12 @@
 """STARTTLS (RFC 3501 6.2.1): offered before login when the server has a
 key pair and the connection is not already TLS.  Anything the client sent
-after the command is dropped (it was not protected; CVE-2011-0411 class)."""
+after the command is dropped (it was not protected; CVE-2011-0411 class).
+A handshake that fails (an old TLS version, a client that gives up) is the
+client's business: one info line (``imap_tls_failed``) and the connection
+is closed, never an error with a traceback."""
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +27,13 @@ class StartTls(Command):
             return bad("TLS is already active" if s.ch.tls_active else "TLS is not available")
         s.write(R.tagged(self.tag, "OK", "Begin TLS negotiation now."))
         await s.ch.flush()
-        await s.ch.start_tls()
+        try:
+            await s.ch.start_tls()
+        except (ssl.SSLError, ConnectionError, OSError, TimeoutError, EOFError) as exc:
+            from ..session import Closing
+            s.log.info("imap_tls_failed", error=(str(exc) or type(exc).__name__)[:200])
+            s.close()
+            raise Closing() from None
         return None
 
 

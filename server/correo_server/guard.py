@@ -14,6 +14,13 @@ from typing import Callable
 
 from .config import AuthSettings
 
+# Octets of one line, and of one literal, that a client may send before it
+# has logged in (IMAP, POP3, ManageSieve; SMTP AUTH answers are bound by the
+# relay's line length).  Dovecot's login processes keep 4 KB of input: what
+# LOGIN, AUTHENTICATE PLAIN, ID or CAPABILITY need, and no more, so that
+# unauthenticated clients cannot make a server hold megabytes each.
+PRELOGIN_INPUT_BYTES = 4096
+
 
 def is_loopback(peer: str | None) -> bool:
     if not peer:

@@ -45,6 +45,16 @@ class BadCommand(Exception):
         self.code = code
 
 
+class LineTooLong(Exception):
+    """A line over the connection's limit: read to its end without keeping
+    it (``head``: its first octets, for the tag of the ``BAD``)."""
+
+    def __init__(self, head: bytes, tag: str | None = None) -> None:
+        super().__init__("line too long")
+        self.head = head
+        self.tag = tag if tag is not None else tag_of(head)
+
+
 class Fail(Exception):
     def __init__(self, message: str, whole: bool = False) -> None:
         super().__init__(message)

@@ -9,7 +9,9 @@ octets and the next line — and hands the bytes to
 
 Limits: a line longer than ``mailstore.maxLineLength`` is read to its end
 without keeping it and answered ``BAD``; a literal over
-``mailstore.maxLiteralBytes`` is refused *before* it is read — for a
+``mailstore.maxLiteralBytes`` is refused *before* it is read (before login,
+both limits are 4 KB: :data:`~correo_server.guard.PRELOGIN_INPUT_BYTES`,
+except for the line of an ``ID`` command, which RFC 2971 lets be 32 KB) — for a
 synchronizing literal with ``NO [TOOBIG]`` (the client never sends it); for
 a non-synchronizing one (LITERAL+, already on its way) with ``BAD`` and
 ``BYE``, and the connection is closed, since its octets cannot be told
@@ -23,6 +25,7 @@ disarmed around every command read.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 
 from ... import logs
@@ -30,7 +33,7 @@ from ...config import Listen
 from ..context import MailstoreContext
 from . import responses as R
 from .commands import Registry, default_registry
-from .reader import literal_at_end, tag_of
+from .reader import LineTooLong, literal_at_end, tag_of
 from .session import Session
 from .states import NotAuthenticated
 from .storebackend import StoreBackend
@@ -38,13 +41,12 @@ from .storebackend import StoreBackend
 log = logs.get(__name__)
 
 READ_CHUNK = 64 * 1024
+# RFC 2971: at most 30 field-value pairs, fields of 30 and values of 1024
+# octets; so long an ID line is accepted before login, where other lines
+# are capped at 4 KB.
+ID_LINE_BYTES = 30 * (30 + 1024 + 6) + 64
+_ID_COMMAND = re.compile(rb"[^ \r\n]{1,64} ID[ \r]", re.I)
 TLS_HANDSHAKE_TIMEOUT = 30.0
-
-
-class LineTooLong(Exception):
-    def __init__(self, head: bytes, tag: str | None = None) -> None:
-        self.head = head
-        self.tag = tag if tag is not None else tag_of(head)
 
 
 class LiteralTooLarge(Exception):
@@ -62,6 +64,7 @@ class Connection:
         self.writer = writer
         self.write_timeout = write_timeout
         self.max_line = max_line
+        self.id_line = 0  # when larger than max_line: the limit for an ID command's line
         self.max_literal = max_literal
         self._tls = tls
         self.tls_active = tls_active
@@ -109,6 +112,13 @@ class Connection:
             raise EOFError
         self._in += data
 
+    def _line_limit(self) -> int:
+        """The limit for the line being read: :attr:`max_line`, or for an
+        ``ID`` command the larger :attr:`id_line` when one is set."""
+        if self.id_line > self.max_line and _ID_COMMAND.match(self._in):
+            return self.id_line
+        return self.max_line
+
     async def read_line(self) -> bytes:
         """One line with its CRLF.  A line over the limit is consumed to its
         end and :class:`LineTooLong` raised (with its first octets)."""
@@ -116,7 +126,7 @@ class Connection:
             i = self._in.find(b"\n", self._scan)
             if i >= 0:
                 self._scan = 0
-                if i + 1 > self.max_line + 2:
+                if i + 1 > self._line_limit() + 2:
                     head = bytes(self._in[:256])
                     del self._in[:i + 1]
                     raise LineTooLong(head)
@@ -124,7 +134,7 @@ class Connection:
                 del self._in[:i + 1]
                 return line
             self._scan = len(self._in)
-            if len(self._in) > self.max_line + 2:
+            if len(self._in) > self._line_limit() + 2:
                 head = bytes(self._in[:256])
                 await self._discard_line()
                 raise LineTooLong(head)
@@ -219,6 +229,8 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
         await conn.flush()
         while not session.closed:
             conn.waiting_since = loop.time()  # the sweeper (_sweep_idle) ends a wait too long
+            conn.max_line = session.line_limit()  # for the command and what it reads itself (AUTHENTICATE)
+            conn.id_line = ID_LINE_BYTES
             try:
                 command = await conn.read_command(session.literal_limit())
             except LineTooLong as exc:

@@ -18,6 +18,7 @@ import time
 from typing import Protocol
 
 from ... import logs
+from ...guard import PRELOGIN_INPUT_BYTES
 from ...login import wait_hint
 from ..context import MailstoreContext
 from . import fetch as F
@@ -84,6 +85,7 @@ class Session:
         ms = ctx.config.mailstore
         self.idle_timeout = float(ms.imap_idle_timeout_seconds)
         self.max_literal = ms.max_literal_bytes
+        self.max_line = ms.max_line_length
         self._saving: set[asyncio.Task] = set()
 
     # -- capabilities ----------------------------------------------------------
@@ -101,8 +103,17 @@ class Session:
 
     def literal_limit(self) -> int:
         """The largest literal the next command may carry, in this state
-        (:mod:`.server` refuses a larger one before reading it)."""
+        (:mod:`.server` refuses a larger one before reading it): a few KB
+        before login (:data:`~correo_server.guard.PRELOGIN_INPUT_BYTES`)."""
+        if isinstance(self.state, NotAuthenticated):
+            return PRELOGIN_INPUT_BYTES
         return self.max_literal
+
+    def line_limit(self) -> int:
+        """The longest line the next command may have, in this state."""
+        if isinstance(self.state, NotAuthenticated):
+            return min(PRELOGIN_INPUT_BYTES, self.max_line)
+        return self.max_line
 
     @property
     def condstore(self) -> bool:

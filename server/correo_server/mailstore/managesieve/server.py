@@ -6,9 +6,14 @@ announces), parses it (:mod:`.parser`), lets the session's state decide
 what the states ask of the mailstore.
 
 Limits, as IMAP's: connections counted by ``ctx.managesieve_gate`` (total and
-per client address); lines longer than ``mailstore.maxLineLength`` dropped
-and refused; a literal larger than a script may be is read away and refused
-with ``QUOTA/MAXSIZE`` (beyond :data:`MAX_LITERAL` the connection is closed);
+per client address); lines longer than ``mailstore.maxLineLength``, and never
+more than 4 KB (:data:`~correo_server.guard.PRELOGIN_INPUT_BYTES`: a quoted
+string holds at most 1024 octets, RFC 5804 4, scripts come as literals),
+dropped and refused; before login a literal over 4 KB closes the connection
+(only AUTHENTICATE's answer may come as one); after it, a literal larger than
+a script may be is read away and refused with ``QUOTA/MAXSIZE`` (beyond
+:data:`MAX_LITERAL` the connection is closed), and so is a command whose
+literals add up to more than a script and a few lines;
 a session idle for ``mailstore.imapIdleTimeoutSeconds`` (RFC 5804 1.2: at
 least 30 minutes once authenticated) is closed with ``BYE``, and one that has
 not logged in ``auth.loginTimeoutSeconds`` after connecting (3 minutes, as
@@ -24,6 +29,7 @@ import weakref
 
 from ... import logs
 from ...config import Listen
+from ...guard import PRELOGIN_INPUT_BYTES
 from ..context import MailstoreContext
 from . import parser
 from . import responses as r
@@ -44,8 +50,9 @@ class LineTooLong(Exception):
 
 
 class LiteralTooLarge(Exception):
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, close: bool = False) -> None:
         self.size = size
+        self.close = close  # not read: the connection cannot go on
 
 
 class ManageSieveConnection:
@@ -59,7 +66,7 @@ class ManageSieveConnection:
         self.log = log.bind(session=self.sid, peer=peer, protocol="managesieve")
         self.backend = StoreBackend(ctx, peer, tls_active=self.tls_active, log=self.log)
         self.session = Session(self.backend)
-        self.max_line = ctx.config.mailstore.max_line_length
+        self.max_line = min(ctx.config.mailstore.max_line_length, PRELOGIN_INPUT_BYTES)
         self.max_script = MAX_SCRIPT_BYTES
         self.idle = float(ctx.config.mailstore.imap_idle_timeout_seconds)
         self.login_deadline = asyncio.get_running_loop().time() + ctx.config.auth.login_timeout_seconds
@@ -100,13 +107,20 @@ class ManageSieveConnection:
         if line is None:
             return None
         parts = [line]
+        logged_in = self.session.mailbox is not None
+        total = 0
         while (size := parser.literal_length(line)) is not None:
+            if not logged_in and size > PRELOGIN_INPUT_BYTES:
+                raise LiteralTooLarge(size, close=True)
             if size > self.max_script + 4096:
                 if size > MAX_LITERAL:
-                    raise LiteralTooLarge(size)
+                    raise LiteralTooLarge(size, close=True)
                 await self._skip(size)
                 await self.read_line()
                 raise LiteralTooLarge(size)
+            total += size + len(line)
+            if total > self.max_script + 4 * PRELOGIN_INPUT_BYTES:
+                raise LiteralTooLarge(total, close=True)
             parts.append(await self.reader.readexactly(size))
             line = await self.read_line()
             if line is None:
@@ -142,8 +156,10 @@ class ManageSieveConnection:
                 self.session.sasl_pending = False
                 reply = self.session.bad(f"Line too long (limit {self.max_line} octets).")
             except LiteralTooLarge as exc:
-                if exc.size > MAX_LITERAL:
-                    await self.write(r.bye(f"A literal of {exc.size} octets is not acceptable."))
+                if exc.close:
+                    self.log.info("managesieve_literal_refused", size=exc.size, logged_in=not logging_in)
+                    await self.write(r.bye(f"A literal of {exc.size} octets is not acceptable"
+                                           f"{' before login' if logging_in else ''}."))
                     return
                 reply = Reply(r.no(f"A script may hold at most {self.max_script} octets.", "QUOTA/MAXSIZE"))
             else:
@@ -227,7 +243,7 @@ async def serve_managesieve(ctx: MailstoreContext, listen: Listen) -> asyncio.Se
     live: set[ManageSieveConnection] = set()
     server = await asyncio.start_server(
         functools.partial(_handle, ctx, live), listen.host, listen.port,
-        limit=ctx.config.mailstore.max_line_length + 2, reuse_address=True)
+        limit=min(ctx.config.mailstore.max_line_length, PRELOGIN_INPUT_BYTES) + 2, reuse_address=True)
     _connections[server] = live
     return server
 

@@ -7,8 +7,10 @@ ask of the outside world, implemented over the mailstore's
 :class:`~correo_server.mailstore.context.MailstoreContext`: logins through
 :func:`correo_server.login.check_login`, the maildrop through the store.
 
-Limits: lines longer than ``mailstore.maxLineLength`` are read to their end,
-dropped and answered ``-ERR``; connections are counted by ``ctx.pop3_gate``
+Limits: lines longer than ``mailstore.maxLineLength``, and never more than
+4 KB (:data:`~correo_server.guard.PRELOGIN_INPUT_BYTES`: POP3 needs no
+longer line, before login or after; RFC 2449 caps commands at 255 octets),
+are read to their end, dropped and answered ``-ERR``; connections are counted by ``ctx.pop3_gate``
 (total and per client address); a session idle for
 ``mailstore.pop3IdleTimeoutSeconds`` (RFC 1939 asks for at least 10 minutes)
 is closed without entering the UPDATE state, and one that has not logged in
@@ -25,6 +27,7 @@ import weakref
 
 from ... import logs
 from ...config import Listen
+from ...guard import PRELOGIN_INPUT_BYTES
 from ..context import MailstoreContext
 from . import commands
 from .backend import StoreBackend, register_metrics
@@ -45,6 +48,11 @@ class LineTooLong(Exception):
     pass
 
 
+def line_limit(ctx: MailstoreContext) -> int:
+    """The longest line a POP3 client may send (its read buffer's size too)."""
+    return min(ctx.config.mailstore.max_line_length, PRELOGIN_INPUT_BYTES)
+
+
 class Pop3Connection:
     def __init__(self, ctx: MailstoreContext, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str) -> None:
@@ -56,7 +64,7 @@ class Pop3Connection:
         self.log = log.bind(session=self.sid, peer=peer)
         self.backend = StoreBackend(ctx, peer, tls_active=self.tls_active, log=self.log)
         self.session = Pop3Session(self.backend)
-        self.max_line = ctx.config.mailstore.max_line_length
+        self.max_line = line_limit(ctx)
         self.idle = float(ctx.config.mailstore.pop3_idle_timeout_seconds)
         self.login_deadline = asyncio.get_running_loop().time() + ctx.config.auth.login_timeout_seconds
         self.task: asyncio.Task | None = None
@@ -228,7 +236,7 @@ async def serve_pop3(ctx: MailstoreContext, listen: Listen, *, implicit_tls: boo
         functools.partial(_handle, ctx, live), listen.host, listen.port,
         ssl=ctx.tls.context if implicit_tls else None,
         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit_tls else None,
-        limit=ctx.config.mailstore.max_line_length + 2,
+        limit=line_limit(ctx) + 2,
         reuse_address=True,
     )
     _connections[server] = live

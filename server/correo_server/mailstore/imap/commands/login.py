@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ....login import SaslError, decode_sasl_plain
 from .. import responses as R
-from ..reader import Reader
+from ..reader import LineTooLong, Reader
 from .base import Command, Parse, Registry, Reply, State, When, bad, no
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Authenticate(Command):
             return await s.login_failed("invalid")  # e.g. another authorization identity
         except (ValueError, UnicodeDecodeError):
             return bad("Invalid base64 data in the SASL response.")
+        except LineTooLong:
+            return bad("Authentication answer line too long.")
         return await s.login(user, password, self.mechanism.lower())
 
 

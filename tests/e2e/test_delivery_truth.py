@@ -27,7 +27,7 @@ DOMAIN = textwrap.dedent("""\
           initialDelaySeconds: 1
           maxDelaySeconds: 1
           warnAfterSeconds: 2
-          giveUpAfterSeconds: 6
+          giveUpAfterSeconds: 12
     ---
     apiVersion: correo.dev/v1alpha1
     kind: Mailbox

@@ -14,7 +14,8 @@ from correo_server.config import RetryPolicy
 from correo_server.queue import dsn, schedule
 from correo_server.queue.records import (Attempt, Envelope, Message, QueueState, Rcpt, Recipient,
                                          attempt_event, notice_event)
-from correo_server.queue.spool import Spool, decode_message, encode_message
+from correo_server.queue import spool as spoolmod
+from correo_server.queue.spool import Spool, _parse_records, decode_message, encode_message
 
 POLICY = RetryPolicy()  # 300 s, x2, max 3600, warn 4 h, give up 5 d
 T0 = 1_800_000_000.0
@@ -155,8 +156,8 @@ async def test_the_journal_commits_concurrent_changes_together(tmp_path):
 
 
 async def test_spool_disk_work_is_batched_and_each_waiter_resumes_after_its_own_work(tmp_path):
-    """Message files, journal events and unlinks asked for together share
-    worker-thread calls; each store returns with its file in msg/."""
+    """Messages, journal events and discards asked for together share
+    worker-thread calls; each store returns with its record on disk."""
     spool = Spool(tmp_path)
     spool.recover()
     journal = spool.open_journal(lambda: {"figures": {}, "messages": {}})
@@ -169,15 +170,85 @@ async def test_spool_disk_work_is_batched_and_each_waiter_resumes_after_its_own_
 
     async def store(env):
         await spool.store(env, b"new\n")
-        assert (tmp_path / "msg" / env.id).exists()
+        assert spool.exists(env.id) and env.id in records_on_disk(tmp_path)
 
     await asyncio.gather(*(store(env) for env in envs), journal.append([{"e": "retry", "id": "OLD", "t": T0}]),
                          spool.discard("OLD"))
     assert spool.disk.calls - calls < 10
-    assert not (tmp_path / "msg" / "OLD").exists()
+    assert not spool.exists("OLD")
     assert await spool.read("M3") == b"new\n"  # the first read comes from memory...
-    assert await spool.read("M3") == b"new\n"  # ...the next from the file
+    assert await spool.read("M3") == b"new\n"  # ...the next from the segment
+    journal._compact_bytes = 0  # the next batch compacts: its snapshot names the live records
+    await journal.append([{"e": "retry", "id": "M0", "t": T0}])
     await journal.close()
     found = Spool(tmp_path).recover()
-    assert sorted(found.envelopes) == sorted(env.id for env in envs)
-    assert [ev["id"] for ev in found.events] == ["OLD"]
+    assert sorted(found.envelopes) == sorted(env.id for env in envs)  # OLD is not live any more
+
+
+def records_on_disk(root) -> list[str]:
+    return [env.id for path in sorted(root.glob("data.*")) for env, *_ in _parse_records(path.read_bytes())[0]]
+
+
+async def test_segments_go_when_nothing_in_them_is_live_and_a_cut_record_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(spoolmod, "SMALL_SEGMENT_BYTES", 100)
+    spool = Spool(tmp_path)
+    spool.recover()
+    journal = spool.open_journal(lambda: {"figures": {}, "messages": {}})
+    rcpts = (Rcpt("b@example.com", "b@example.com", True),)
+    first = [Envelope(id=f"A{i}", sender="", recipients=rcpts, arrival=T0, size=60) for i in range(3)]
+    await asyncio.gather(*(spool.store(env, b"x" * 60) for env in first))
+    (seg1,) = sorted(tmp_path.glob("data.*"))
+    for env in first:
+        await spool.discard(env.id)
+    second = Envelope(id="B0", sender="", recipients=rcpts, arrival=T0, size=60)
+    await spool.store(second, b"y" * 60)  # the first segment is past the small size and dead: a new one
+    await spool.disk.drain()
+    assert not seg1.exists() and records_on_disk(tmp_path) == ["B0"]
+    await journal.close()
+    (seg2,) = sorted(tmp_path.glob("data.*"))
+    with open(seg2, "ab") as fh:  # a crash in the middle of an append
+        fh.write(spoolmod.encode_record(Envelope(id="CUT", sender="", recipients=rcpts, arrival=T0, size=5),
+                                        b"zzzzz")[:-4])
+    again = Spool(tmp_path)
+    found = again.recover()
+    assert sorted(found.envelopes) == ["B0"] and not found.corrupt
+    assert await again.read("B0") == b"y" * 60
+    assert spoolmod._parse_records(seg2.read_bytes())[2] is None  # cut back to the last whole record
+
+
+async def test_a_long_lived_message_does_not_keep_its_segment(tmp_path, monkeypatch):
+    """At a compaction, the live records of mostly dead segments are copied to
+    the current one and the old segment goes; a crash between the copy and
+    the deletion leaves two identical records, read as one message."""
+    monkeypatch.setattr(spoolmod, "SEGMENT_BYTES", 1800)  # about five records each
+    monkeypatch.setattr(spoolmod, "SMALL_SEGMENT_BYTES", 300)
+    spool = Spool(tmp_path)
+    spool.recover()
+    journal = spool.open_journal(lambda: {"figures": {}, "messages": {}})
+    rcpts = (Rcpt("b@example.com", "b@example.com", True),)
+    envs = [Envelope(id=f"M{i:02d}", sender="", recipients=rcpts, arrival=T0, size=100) for i in range(12)]
+    for env in envs:
+        await spool.store(env, env.id.encode() * 50)
+    assert len(list(tmp_path.glob("data.*"))) >= 2
+    for env in envs[1:]:
+        await spool.discard(env.id)
+    await spool.disk.drain()
+    (old_seg,) = {spool.locs["M00"].seg}
+    assert spool.segment_path(old_seg).exists()  # kept alive by M00
+    journal._compact_bytes = 0  # a compaction, and the copy after it
+    await journal.append([{"e": "retry", "id": "M00", "t": T0}])
+    await spool.disk.drain()
+    assert spool.locs["M00"].seg != old_seg and not spool.segment_path(old_seg).exists()
+    assert await spool.read("M00") == b"M00" * 50
+    await journal.close()
+    found = Spool(tmp_path).recover()
+    assert sorted(found.envelopes) == ["M00"]
+    again = Spool(tmp_path)
+    again.recover()
+    assert await again.read("M00") == b"M00" * 50
+    # A copy made just before a crash, its old segment not deleted yet: one message.
+    loc = again.locs["M00"]
+    record = again._read_range(loc.seg, loc.start, loc.end - loc.start)
+    again.segment_path(loc.seg + 5).write_bytes(record)
+    found = Spool(tmp_path).recover()
+    assert sorted(found.envelopes) == ["M00"]

@@ -427,8 +427,10 @@ class Runner:
         """Remove a message (no notice is sent)."""
         if self.state.get(msg_id) is None:
             return False
-        await self.commit([delete_event(msg_id, self.clock.now())])
+        # Out of the spool first: no snapshot may name the record live once
+        # the state no longer has the message (it would come back).
         self.spool.remove(msg_id)
+        await self.commit([delete_event(msg_id, self.clock.now())])
         log.info("deleted", queue_id=msg_id)
         return True
 

@@ -11,9 +11,9 @@ message (per recipient where recipients part ways): the relay
 ``message_accepted``, the queue ``delivered`` (or ``deferred``/``bounced``),
 the mailstore ``lmtp_delivered``, each with the queue id; the steps in
 between are ``debug``.  A service (``setup(..., cache=True)``) keeps its
-loggers once configured, and the lines written during one turn of the event
-loop go out in one write at its end, instead of one write each (the
-last turn's lines are what a ``kill -9`` can lose).
+loggers once configured, and writes its lines every 50 ms in one piece
+rather than one write each (what a ``kill -9`` can lose is the last 50 ms
+of lines), which also spares ``correo up`` a wake-up per line it forwards.
 """
 from __future__ import annotations
 
@@ -52,13 +52,16 @@ class _StderrHandler(logging.StreamHandler):
 
 
 class TurnBuffer:
-    """A stream that holds what is written during one turn of the running
-    event loop and writes it at the end of the turn, in one piece (outside
-    an event loop, at once)."""
+    """A stream that holds what is written while an event loop runs and
+    writes it in one piece a moment later (``delay`` seconds; at once past
+    ``limit`` characters, and outside an event loop)."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, delay: float = 0.05, limit: int = 64 * 1024) -> None:
         self.stream = stream
+        self.delay = delay
+        self.limit = limit
         self._parts: list[str] = []
+        self._size = 0
         self._scheduled = False
         atexit.register(self.flush)
 
@@ -69,14 +72,17 @@ class TurnBuffer:
             self._write(text)
             return len(text)
         self._parts.append(text)
-        if not self._scheduled:
+        self._size += len(text)
+        if self._size > self.limit:
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self.flush)
+            loop.call_later(self.delay, self.flush)
         return len(text)
 
     def flush(self) -> None:
         self._scheduled = False
-        parts, self._parts = self._parts, []
+        parts, self._parts, self._size = self._parts, [], 0
         if parts:
             self._write("".join(parts))
 

@@ -42,7 +42,7 @@ async def test_console_lines_get_the_service_name_in_front():
     assert got == "queue    | one\nqueue    | two\nqueue    | three\n"
 
 
-async def test_a_service_writes_one_turn_of_lines_at_once():
+async def test_a_service_writes_its_lines_in_one_piece_a_moment_later():
     class Counting(io.StringIO):
         writes = 0
 
@@ -51,12 +51,12 @@ async def test_a_service_writes_one_turn_of_lines_at_once():
             return super().write(text)
 
     stream = Counting()
-    buffer = logs.TurnBuffer(stream)
+    buffer = logs.TurnBuffer(stream, delay=0.01)
     for i in range(5):
         buffer.write(f"line {i}\n")
+        await asyncio.sleep(0)
     assert stream.getvalue() == ""
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     assert stream.getvalue() == "".join(f"line {i}\n" for i in range(5)) and Counting.writes == 1
     buffer.write("outside a turn\n")
     buffer.flush()

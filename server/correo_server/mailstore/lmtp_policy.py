@@ -120,4 +120,7 @@ def trace_headers(sender: str, recipient: str) -> bytes:
 def _one_line(text: str) -> str:
     # Envelope addresses come from single command lines, but make sure no
     # CR/LF can ever split a header.
-    return "".join(ch for ch in text.strip().strip("<>") if ch not in "\r\n")
+    text = text.strip().strip("<>")
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", "").replace("\n", "")
+    return text

@@ -48,6 +48,11 @@ log = logs.get(__name__)
 MAX_SLEEP = 30.0  # re-read the clock at least this often (wall-clock jumps)
 
 
+def _linger_over(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 @dataclass
 class Job:
     msg_id: str
@@ -75,8 +80,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._jobs: dict[str, deque[Job]] = {}
         self._workers: dict[str, int] = {}
-        self._idle: dict[str, int] = {}
-        self._signals: dict[str, asyncio.Event] = {}
+        self._sleepers: dict[str, deque[asyncio.Future]] = {}  # idle workers of a route, each waiting
         self._total = 0
         self._active_jobs = 0
         self._tasks: set[asyncio.Task] = set()
@@ -96,8 +100,8 @@ class Runner:
         seconds), then cancel the rest: their recipients stay due on disk."""
         self._stopping = True
         self._wake.set()
-        for ev in self._signals.values():
-            ev.set()
+        for sleepers in self._sleepers.values():
+            self._wake_sleepers(sleepers, len(sleepers))
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -239,12 +243,21 @@ class Runner:
         """Work waits for a worker that the total limit does not allow."""
         if self._total < self.total_limit:
             return False
-        return any(dq and self._workers.get(k, 0) < self._limit(k) and len(dq) > self._idle.get(k, 0)
+        return any(dq and self._workers.get(k, 0) < self._limit(k) and len(dq) > len(self._sleepers.get(k, ()))
                    for k, dq in self._jobs.items())
 
     def _limit(self, key: str) -> int:
         """Workers allowed for one route."""
         return self.total_limit if key == MAILSTORE.key else self.per_destination
+
+    @staticmethod
+    def _wake_sleepers(sleepers: deque, n: int) -> None:
+        """Wake ``n`` idle workers (one per job: not every idle worker for each)."""
+        while n > 0 and sleepers:
+            fut = sleepers.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
 
     def _pump(self) -> None:
         if self._stopping:
@@ -252,16 +265,17 @@ class Runner:
         for key, dq in list(self._jobs.items()):
             if not dq:
                 continue
-            if self._idle.get(key, 0):
-                self._signals[key].set()
-            need = len(dq) - self._idle.get(key, 0)
+            sleepers = self._sleepers.get(key)
+            idle = len(sleepers) if sleepers else 0
+            if idle:
+                self._wake_sleepers(sleepers, len(dq))  # type: ignore[arg-type]
+            need = len(dq) - idle
             while need > 0 and self._workers.get(key, 0) < self._limit(key) and self._total < self.total_limit:
                 self._spawn_worker(dq[0].route)
                 need -= 1
         if self._starved():  # idle workers of other routes make room
-            for key, n in self._idle.items():
-                if n:
-                    self._signals[key].set()
+            for sleepers in self._sleepers.values():
+                self._wake_sleepers(sleepers, len(sleepers))
 
     def _spawn_worker(self, route: Route) -> None:
         self._workers[route.key] = self._workers.get(route.key, 0) + 1
@@ -287,16 +301,21 @@ class Runner:
                     continue
                 if self._starved() or loop.time() >= deadline:
                     break
-                signal = self._signals.setdefault(key, asyncio.Event())
-                signal.clear()
-                self._idle[key] = self._idle.get(key, 0) + 1
+                # Idle: wait to be handed work (or to make room), until the linger ends.
+                fut = loop.create_future()
+                sleepers = self._sleepers.setdefault(key, deque())
+                sleepers.append(fut)
+                timer = loop.call_at(deadline, _linger_over, fut)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        await signal.wait()
-                except asyncio.TimeoutError:
-                    pass
+                    await fut
                 finally:
-                    self._idle[key] -= 1
+                    timer.cancel()
+                    if not fut.done():
+                        fut.cancel()
+                    try:
+                        sleepers.remove(fut)
+                    except ValueError:
+                        pass
         finally:
             try:
                 await asyncio.wait_for(asyncio.shield(session.close()), 5.0)
@@ -306,8 +325,7 @@ class Runner:
             self._total -= 1
             if not self._workers[key]:
                 del self._workers[key]
-                self._idle.pop(key, None)
-                self._signals.pop(key, None)
+                self._sleepers.pop(key, None)
                 if not self._jobs.get(key):
                     self._jobs.pop(key, None)
             self._pump()

@@ -61,6 +61,19 @@ def _peer_literal(peer_ip: str) -> str:
     return f"[IPv6:{peer_ip}]" if ":" in peer_ip else f"[{peer_ip}]"
 
 
+_last_date: tuple[tuple[int, object], str] = ((0, None), "")
+
+
+def _date(when: datetime) -> str:
+    """RFC 5322 date of ``when`` (one second's worth is made once: every
+    message of that second shares it)."""
+    global _last_date
+    key = (int(when.timestamp()), when.utcoffset())
+    if _last_date[0] != key:
+        _last_date = (key, format_datetime(when.replace(microsecond=0)))
+    return _last_date[1]
+
+
 def received_header(*, helo: str | None, peer_ip: str, hostname: str, protocol: str, queue_id: str,
                     tls: TLSInfo | None, recipients: list[str], when: datetime) -> bytes:
     """The header field, folded, ending with CRLF.  ``when`` must be aware."""
@@ -75,7 +88,7 @@ def received_header(*, helo: str | None, peer_ip: str, hostname: str, protocol: 
         lines.append(f"\t(using {_comment_safe(tls.version, 16)} with cipher "
                      f"{_comment_safe(tls.cipher)} ({tls.bits}/{tls.bits} bits))")
     lines.append(f"\tby {hostname} (correo) with {protocol} id {queue_id}")
-    date = format_datetime(when)
+    date = _date(when)
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {date}")
     else:

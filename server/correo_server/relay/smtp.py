@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import functools
 import secrets
 import time
@@ -225,6 +224,20 @@ def _guarded(cls):
     return cls
 
 
+class _Limits(dict):
+    """Command line limits by verb; any other verb gets aiosmtpd's default
+    without being added (one table is shared by every session)."""
+
+    def __missing__(self, verb: str) -> int:
+        return SMTP.command_size_limit
+
+
+@functools.lru_cache(maxsize=8)
+def _command_limits(line_length_limit: int) -> _Limits:
+    """aiosmtpd's per-command line limits for the relay (read, never changed)."""
+    return _Limits({"MAIL": 1024, "RCPT": 1024, "AUTH": line_length_limit})
+
+
 @_guarded
 class RelaySMTP(SMTP):
     def __init__(self, ctx: RelayContext, listener: Listener, *, starttls: Any = None,
@@ -234,6 +247,12 @@ class RelaySMTP(SMTP):
         # it builds its reader): the longest allowed line, its CRLF and a dot.
         self.line_length_limit = relay.max_line_length + 3
         self.ctx = ctx
+        super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
+                         decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
+                         tls_context=starttls, timeout=AIOSMTPD_TIMEOUT, auth_require_tls=True,
+                         loop=asyncio.get_running_loop())
+        # The rest after aiosmtpd's __init__, which looks at every attribute
+        # there is (inspect.getmembers): each one set before costs there.
         self.listener = listener
         self._implicit_tls = implicit_tls
         self._greeted = False
@@ -256,13 +275,8 @@ class RelaySMTP(SMTP):
         self._connected_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self.defences: ConnectionDefences | None = None  # port 25 only
-        super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
-                         decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
-                         tls_context=starttls, timeout=AIOSMTPD_TIMEOUT, auth_require_tls=True,
-                         loop=asyncio.get_running_loop())
-        # aiosmtpd keeps these limits on the class; give this session its own.
-        self.command_size_limits = collections.defaultdict(
-            lambda: SMTP.command_size_limit, {"MAIL": 1024, "RCPT": 1024, "AUTH": self.line_length_limit})
+        # aiosmtpd keeps these limits on the class; this listener's own, made once.
+        self.command_size_limits = _command_limits(self.line_length_limit)
 
     # -- plumbing ------------------------------------------------------------
     def _create_session(self) -> Session:
@@ -270,7 +284,7 @@ class RelaySMTP(SMTP):
 
     @property
     def tls_active(self) -> bool:
-        return self._implicit_tls or (self.session is not None and self.session.ssl is not None)
+        return getattr(self, "_implicit_tls", False) or (self.session is not None and self.session.ssl is not None)
 
     def _ssl_object(self):
         if self.session is not None and self.session.ssl:

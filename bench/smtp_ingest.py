@@ -237,9 +237,10 @@ def run_correo(args, work: Path) -> dict:
         cpu1 = {name: process_cpu(pid) for name, pid in pids.items()}
         cpu = {name: sum(cpu1[name]) - sum(cpu0[name]) for name in pids}
         system = sum(cpu1[name][1] - cpu0[name][1] for name in pids)
+        kernel = {name: cpu1[name][1] - cpu0[name][1] for name in pids}
         stop_profilers(profilers)
         return {"accept_seconds": accept, "total_seconds": total, "machine_cpu": busy, "cpu": cpu,
-                "load_cpu": load_cpu, "system": system}
+                "load_cpu": load_cpu, "system": system, "kernel": kernel}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -255,9 +256,9 @@ def start_profilers(args, work: Path, pids: dict[str, int]) -> list[subprocess.P
         return []
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = []
-    for name in ("relay", "queue", "mailstore"):
+    for name in args.profile.split(","):
         if name in pids:
-            out.append(subprocess.Popen([spy, "record", "--pid", str(pids[name]), "--gil", "--rate", "200", "--format",
+            out.append(subprocess.Popen([spy, "record", "--pid", str(pids[name]), "--gil", "--rate", "100", "--format",
                                          "raw", "--output", str(work / f"profile-{name}.txt"), "--nonblocking"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)
@@ -353,7 +354,9 @@ def line(name: str, result: dict, n: int) -> str:
     text = (f"{name:7}: {n / result['accept_seconds']:5.0f} msg/s accepted, {n / result['total_seconds']:5.0f} msg/s "
             f"end to end ({result['total_seconds']:5.2f}s); CPU ms/msg: {own / n * 1000:5.2f} own "
             f"[{result['system'] / n * 1000:.2f} in the kernel] ("
-            + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in sorted(result["cpu"].items(), key=lambda kv: -kv[1]))
+            + ", ".join(f"{k} {v / n * 1000:.2f}" + (f" [{result['kernel'][k] / n * 1000:.2f}]" if "kernel" in result
+                                                       else "")
+                        for k, v in sorted(result["cpu"].items(), key=lambda kv: -kv[1]))
             + f"), smtp-source {result['load_cpu'] / n * 1000:.2f}, machine {result['machine_cpu'] / n * 1000:.2f}")
     return text
 
@@ -369,7 +372,8 @@ def main() -> None:
     parser.add_argument("--log-format", choices=("json", "console"), default="json",
                         help="correo's log format (default json, as its pods log)")
     parser.add_argument("--no-uvloop", action="store_true", help="run correo on asyncio's own event loop")
-    parser.add_argument("--profile", action="store_true", help="py-spy the correo services (raw stacks kept)")
+    parser.add_argument("--profile", nargs="?", const="relay,queue,mailstore", default="",
+                        help="py-spy these correo services (default all; raw stacks kept with --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, profiles)")
     args = parser.parse_args()
     if not shutil.which("smtp-source"):

@@ -11,6 +11,8 @@ import datetime
 import email
 import email.policy
 import json
+import itertools
+import shutil
 import signal
 import ssl
 import subprocess
@@ -31,9 +33,24 @@ from correo_server import config as configmod
 from correo_server import directory as directorymod
 from correo_server.config import Domain, Listen, QueueConfig, RetryPolicy, ServerConfig, Smarthost
 from correo_server.directory import MailboxEntry
-from correo_server.queue.service import QueueService
+from correo_server.queue.service import QueueService, restore_state
+from correo_server.queue.spool import Spool
 
 HOSTNAME = "mx.example.com"
+
+
+_copies = itertools.count()
+
+
+def after_restart(spool_dir: Path, scratch: Path) -> dict[str, bytes]:
+    """What a queue restarted on ``spool_dir`` as it is now (a crash here)
+    would find: every message it would go on delivering, with its bytes.
+    Read from a copy, so the running queue is not disturbed."""
+    copy = scratch / f"restart-{next(_copies)}"
+    shutil.copytree(spool_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    spool = Spool(copy)
+    state = restore_state(spool)
+    return {msg.id: spool._read(spool.locs[msg.id], msg.id) for msg in state}
 
 
 # ---------------------------------------------------------------------------

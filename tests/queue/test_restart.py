@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
+
 from queue_support import message
 
 from correo_server.config import RetryPolicy
@@ -143,3 +145,50 @@ async def test_a_failed_compaction_loses_nothing(harness, monkeypatch):
     mx1.rcpt_reply = None
     await harness.run_until(t0 + 900)
     assert len(mx1.messages) == 3
+
+
+def to_the_old_layout(spool, messages: dict) -> None:
+    """Rewrite a stopped queue's spool as correo wrote it before segments:
+    one file per message in msg/ (a header line, the envelope as JSON, the
+    bytes), a version 1 snapshot; the journals stay as they are."""
+    snap = json.loads((spool / "snapshot.json").read_text())
+    (spool / "snapshot.json").write_text(json.dumps({"version": 1, "gen": snap["gen"], "state": snap["state"]}))
+    for path in spool.glob("data.*"):
+        path.unlink()
+    (spool / "msg").mkdir(exist_ok=True)
+    for qid, (env, data) in messages.items():
+        (spool / "msg" / qid).write_bytes(b"CORREO-QUEUE 1\n" + json.dumps(env.to_json()).encode() + b"\n" + data)
+
+
+async def test_mail_queued_by_an_older_correo_is_delivered_after_the_upgrade(harness):
+    """A volume spooled by the one-file-per-message correo: every queued
+    message is listed, keeps its schedule and notices, and is delivered."""
+    mx1 = await greylisting_mx(harness)
+    await harness.start(retry=RetryPolicy(warn_after_seconds=600, give_up_after_seconds=7200))
+    t0 = harness.clock.now()
+    for i in range(3):
+        await harness.send("alice@example.com", [f"u{i}@remote.test"], message(f"old {i}"))
+    await harness.run_until(t0 + 700)  # two attempts each, and the delay notices went out
+    assert len(harness.notices("alice@example.com")) == 3
+    before = {m.id: (m.env, await harness.service.spool.read(m.id)) for m in harness.service.state}
+    await harness.service.stop()
+    to_the_old_layout(harness.root / "spool", before)
+
+    harness.service = None
+    await harness.start(retry=RetryPolicy(warn_after_seconds=600, give_up_after_seconds=7200))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{harness.http}/queue") as resp:
+            listing = (await resp.json())["messages"]
+    assert sorted(m["id"] for m in listing) == sorted(before)
+    assert all(m.rcpts[0].attempt_count == 2 for m in harness.service.state)
+    await harness.restart()  # read again, now partly in the new layout: still all there
+    assert sorted(m.id for m in harness.service.state) == sorted(before)
+    mx1.rcpt_reply = None
+    await harness.run_until(t0 + 1000)
+    got = sorted(m.data for m in mx1.messages)
+    assert got == sorted(data for _, data in before.values())  # byte for byte
+    assert len(harness.notices("alice@example.com")) == 3  # no second delay notice
+    assert not list(harness.service.state)
+    await harness.restart()
+    assert not list(harness.service.state)
+    assert not list((harness.root / "spool" / "msg").iterdir())  # the old files went with their mail

@@ -11,7 +11,7 @@ import sys
 
 import aiohttp
 import pytest
-from queue_support import message
+from queue_support import after_restart, message
 
 from correo_server import statusdoc
 from correo_server.config import Listen
@@ -150,7 +150,7 @@ async def test_admin_http_list_show_retry_delete(harness):
         async with http.delete(f"{harness.http}/queue/{second['id']}") as resp:
             assert (await resp.json()) == {"id": second["id"], "deleted": True}
         assert not list(harness.service.state)
-        assert not harness.service.spool.locs  # no record of it is live
+        assert not after_restart(harness.root / "spool", harness.root)  # it does not come back either
         assert not harness.notices("alice@example.com")  # deleting sends no notice
 
         for method, path in (("GET", "/queue/NOPE"), ("POST", "/queue/NOPE/retry"), ("DELETE", "/queue/NOPE")):

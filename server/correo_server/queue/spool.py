@@ -416,7 +416,11 @@ class Spool:
             try:
                 os.ftruncate(w.fd, w.size)
             except OSError:
-                pass
+                # The half record stays: nothing may be appended after it
+                # (recovery would stop there), so the next append starts a
+                # new segment, and recovery drops this cut end.
+                os.close(w.fd)
+                w.fd = None
             raise
         w.size += len(blob)
 
@@ -623,7 +627,7 @@ class Spool:
                 log.error("spool_file_corrupt", file=path.name, error=str(exc))
         segments = self.segment_files()
         chosen: dict[str, Loc] = {}
-        for i, (seq, path) in enumerate(segments):
+        for seq, path in segments:
             blob = path.read_bytes()
             records, good, problem = _parse_records(blob)
             self.segments[seq] = _Segment(size=good)
@@ -632,8 +636,10 @@ class Spool:
                     envelopes[env.id] = env
                     chosen[env.id] = Loc(seq, start, at, size, end)  # a copy further on wins (same bytes)
             if problem is not None:
-                torn_append = i == len(segments) - 1 and problem == "cut short"
-                if not torn_append:  # anything else is kept for a person
+                # A record cut short ends an append that was never acknowledged
+                # (a crash, or a failed write that could not be cut back);
+                # anything else is kept for a person.
+                if problem != "cut short":
                     (self.root / "corrupt").mkdir(exist_ok=True)
                     (self.root / "corrupt" / f"{path.name}.from-{good}").write_bytes(blob[good:])
                     corrupt.append(path.name)
@@ -709,6 +715,7 @@ class Journal:
         self._buf: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._retry: _Batch | None = None  # a write that failed, first in line
+        self._torn = False  # a failed write left part of a line that could not be cut off
         self._closed = False
         self.flushes = 0
 
@@ -789,7 +796,6 @@ class Journal:
         self._retry = _Batch(batch.data, batch.waiters, None)
 
     async def committed(self, batch: "_Batch") -> None:
-        self._size += len(batch.data)
         if batch.snapshot is not None:
             spool_info, _, state = batch.snapshot.partition(b"\n")
             try:
@@ -803,6 +809,8 @@ class Journal:
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
+        if self._torn:
+            data = b"\n" + data  # the half line left before stands alone (skipped at recovery)
         try:
             view = memoryview(data)
             while view:
@@ -813,9 +821,16 @@ class Journal:
             # does not leave half a line or events written twice.
             try:
                 os.ftruncate(self._fd, self._size)
+                self._torn = False
             except OSError:
-                pass
+                self._torn = True
+                try:
+                    self._size = os.fstat(self._fd).st_size  # later cuts keep the half line
+                except OSError:
+                    pass
             raise
+        self._torn = False
+        self._size += len(data)
 
     async def close(self) -> None:
         self._closed = True

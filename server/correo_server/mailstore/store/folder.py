@@ -312,7 +312,7 @@ class Folder:
                         try:
                             quota.check_room(used + taken, len(data), limit,
                                              None if free is None else free - taken, min_free)
-                            tmp = maildir.write_tmp(disk.path, data, now=now)  # its mtime is now already
+                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now)
                         except StoreError as exc:
                             results.append(exc)
                             continue

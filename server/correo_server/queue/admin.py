@@ -53,7 +53,9 @@ def message_summary(msg: Message, *, detail: bool = False) -> dict[str, Any]:
     for r in msg.rcpts:
         item: dict[str, Any] = {
             "address": r.rcpt.address, "state": r.state, "attempts": r.attempt_count,
-            "nextAttempt": rfc3339(r.next_attempt) if not r.final else None,
+            # An attempt running now has no next attempt yet (its outcome decides).
+            "inProgress": bool(r.busy) and not r.final,
+            "nextAttempt": rfc3339(r.next_attempt) if not r.final and not r.busy else None,
             "lastReply": r.reply or None, "destination": r.destination or None,
         }
         if r.rcpt.original and r.rcpt.original != r.rcpt.address:
@@ -240,6 +242,11 @@ def format_list(doc: dict) -> str:
         sender = m["sender"] or "MAILER-DAEMON"
         lines.append(f"{m['id']:<19} {_size(m['size']):>8} {m['arrival']:<20}  {sender}")
         for r in m["recipients"]:
+            if r.get("inProgress"):  # like mailq's "*": being delivered right now
+                lines.append(f"{'':<51}{r['address']}  {r['state']}, delivery in progress")
+                if r.get("lastReply"):
+                    lines.append(f"{'':<51}  (last attempt: {r['lastReply']})")
+                continue
             lines.append(f"{'':<51}{r['address']}  {r['state']}")
             if r["state"] in ("pending", "deferred"):
                 note = f"next attempt {r['nextAttempt']}" if r.get("nextAttempt") else ""
@@ -267,7 +274,8 @@ def format_show(m: dict) -> str:
     lines.append("Recipients:")
     for r in m["recipients"]:
         orig = f" (for {r['original']})" if r.get("original") else ""
-        lines.append(f"  {r['address']}{orig}: {r['state']}, {r['attempts']} attempt(s)")
+        lines.append(f"  {r['address']}{orig}: {r['state']}, {r['attempts']} attempt(s)"
+                     + (", delivery in progress" if r.get("inProgress") else ""))
         if r.get("nextAttempt"):
             lines.append(f"    next attempt: {r['nextAttempt']}")
         for a in r.get("history", []):

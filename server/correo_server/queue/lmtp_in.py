@@ -15,10 +15,18 @@ reply a mail client expects:
 - an unknown address of a hosted domain: ``550 5.1.1`` at RCPT.
 
 Each of those is repeated once per recipient after DATA, as LMTP requires.
+
+One id per message: the relay names each message (its ``Received:`` header's
+``id``) and passes the name with ``XFORWARD IDENT``; the queue keeps it as the
+queue id, so that the client's ``queued as``, the relay's, the queue's and
+the mailstore's logs, ``correo queue`` and the header all say the same (as
+Postfix's queue id does).  A name that is not a plain id, or one already in
+the queue, gets a queue id of its own (the relay logs both then).
 """
 from __future__ import annotations
 
 import errno
+import re
 
 from .. import logs
 from ..config import Listen
@@ -36,6 +44,9 @@ TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 WRITE_FAILED = Reply(451, "4.3.0", "Local error writing the queue file, try again later")
 
 
+_IDENT = re.compile(r"[0-9A-Z]{8,32}")  # the relay's ids (and the queue's own): safe as file names
+
+
 class Handler:
     """The wire server's handler (:class:`correo_server.wire.server.Handler`)
     in front of :class:`Intake`."""
@@ -45,6 +56,15 @@ class Handler:
         self.spool = spool
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
+        self._adopting: set[str] = set()  # client ids being written now
+
+    def _adopt(self, ident: str) -> str | None:
+        """The client's id as the queue id when it can be one (see the module
+        docstring); None for a queue id of the queue's own."""
+        if (not ident or not _IDENT.fullmatch(ident) or ident in self._adopting
+                or self.intake.state.get(ident) is not None or self.spool.exists(ident)):
+            return None
+        return ident
 
     def mail(self, txn: Transaction) -> Reply | None:
         if not self.spool.has_room():
@@ -64,9 +84,12 @@ class Handler:
         n = len(txn.rcpts)
         if len(data) > self.max_message_bytes:
             return [TOO_BIG] * n
+        msg_id = self._adopt(txn.ident)
+        if msg_id:
+            self._adopting.add(msg_id)
         try:
             msg = await self.intake.accept(txn.sender, dedupe(txn.notes), data, smtputf8=txn.smtputf8,
-                                           body="8BITMIME" if txn.body == "8BITMIME" else "7BIT")
+                                           body="8BITMIME" if txn.body == "8BITMIME" else "7BIT", msg_id=msg_id)
         except SpoolFull:
             self.metrics.inc("queue_rejected_total", reason="disk_full")
             return [FULL] * n
@@ -77,9 +100,11 @@ class Handler:
             log.error("spool_write_failed", error=str(exc))
             self.metrics.inc("queue_rejected_total", reason="spool_error")
             return [WRITE_FAILED] * n
+        finally:
+            self._adopting.discard(msg_id)
         self.metrics.inc("queue_enqueued_total")
-        log.debug("queued", queue_id=msg.id, relay_id=txn.ident or None, size=len(data),
-                 recipients=len(msg.env.recipients))
+        log.debug("queued", queue_id=msg.id, **({"relay_id": txn.ident} if txn.ident and txn.ident != msg.id else {}),
+                  size=len(data), recipients=len(msg.env.recipients))
         return [Reply(250, "2.0.0", f"<{rcpt}> Ok: queued as {msg.id}") for rcpt in txn.rcpts]
 
 

@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .. import logs
+from ..statusdoc import rfc3339
 from ..config import ServerConfig
 from ..metrics import Registry
 from . import dsn, schedule
@@ -358,6 +359,16 @@ class Runner:
 
     async def _record(self, msg: Message, results: list[Result]) -> None:
         now = self.clock.now()
+        if self.state.get(msg.id) is not msg:  # deleted (``correo queue delete``) while the attempt ran
+            for res in results:
+                msg.rcpts[res.index].busy = False
+                if res.reply.code < 300:  # too late to stop: it has left
+                    log.info("delivered", queue_id=msg.id, rcpt=msg.rcpts[res.index].rcpt.address,
+                             server=res.server, reply=str(res.reply), note="deleted from the queue during the attempt")
+                else:
+                    log.info("attempt_dropped", queue_id=msg.id, rcpt=msg.rcpts[res.index].rcpt.address,
+                             server=res.server, reply=str(res.reply), reason="deleted from the queue during the attempt")
+            return
         policy = self.policy(msg)
         events = []
         for res in results:
@@ -371,7 +382,7 @@ class Runner:
             self.metrics.inc("queue_attempts_total", destination=res.destination, result=out.state)
             log_fn = log.info if out.state != BOUNCED else log.warning
             log_fn(out.state, queue_id=msg.id, rcpt=r.rcpt.address, server=res.server, reply=out.reason,
-                   **({"next_attempt": out.next_attempt} if out.state == DEFERRED else {}))
+                   **({"next_attempt": rfc3339(out.next_attempt)} if out.state == DEFERRED else {}))
         try:
             await self.commit(events)
         finally:

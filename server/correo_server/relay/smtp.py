@@ -87,7 +87,8 @@ HOLD_LIMIT = 1024 * 1024  # octets held after a DATA line before reading pauses
 
 def new_id() -> str:
     """A message id for logs and the Received header (12 characters; one
-    call for randomness, not one per character)."""
+    call for randomness, not one per character).  The queue keeps it as its
+    queue id (:mod:`correo_server.queue.lmtp_in`): one id per message."""
     n = secrets.randbelow(len(_ID_ALPHABET) ** 12)
     out = []
     for _ in range(12):
@@ -826,7 +827,9 @@ class RelaySMTP(SMTP):
         if reply.code == 250:
             self.ctx.limiter.record(self.peer_ip)
             self.ctx.count_accepted(self.listener.value, size)
-            self.log.info("message_accepted", id=relay_id, queue_id=getattr(outcome, "queued_as", None),
+            queue_id = getattr(outcome, "queued_as", None) or relay_id  # the same id unless the queue chose its own
+            self.log.info("message_accepted", queue_id=queue_id,
+                          **({"relay_id": relay_id} if queue_id != relay_id else {}),
                           sender=envelope.mail_from, recipients=len(envelope.rcpt_tos), size=size,
                           protocol=protocol)
         else:

@@ -1,0 +1,38 @@
+"""Following one message through a running ``correo up``, as an admin does
+with Postfix's queue id: the id in the client's ``queued as`` reply is the
+one in the ``Received:`` header and in the relay's, the queue's and the
+mailstore's log lines about it."""
+from __future__ import annotations
+
+import re
+import smtplib
+
+import pytest
+
+from .test_local_stack import ALICE, BOB, imap_messages, tls_context
+
+pytestmark = pytest.mark.e2e
+
+
+def test_one_id_from_the_smtp_reply_through_the_queue_to_the_mailstore(stack):
+    with smtplib.SMTP("127.0.0.1", stack.port("submission"), timeout=30) as smtp:
+        smtp.starttls(context=tls_context())
+        smtp.login(*ALICE)
+        smtp.mail(ALICE[0])
+        smtp.rcpt(BOB[0])
+        code, reply = smtp.data(b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: trail\r\n\r\nhi\r\n")
+    assert code == 250
+    queue_id = re.search(r"queued as (\S+)", reply.decode()).group(1)
+
+    raw = stack.wait_for(lambda: next((m for m in imap_messages(stack, BOB) if b"Subject: trail" in m), None),
+                         what="the message in bob's INBOX")
+    received = re.search(rb"^Received: .*?(?=\r\n\S)", raw, re.S | re.M).group(0)
+    assert re.search(rb"\sid " + queue_id.encode() + rb"\s", received), received
+
+    def lines_about_it():  # console lines: "service | event ... queue_id=..."
+        said = [(ln.split("|")[0].strip(), ln) for ln in stack.log().splitlines() if queue_id in ln]
+        return said if (any(svc == "relay" and "message_accepted" in ln for svc, ln in said)
+                        and any(svc == "queue" and "delivered" in ln for svc, ln in said)
+                        and any(svc == "mailstore" and "lmtp_delivered" in ln for svc, ln in said)) else None
+    stack.wait_for(lines_about_it, what=f"relay, queue and mailstore log lines naming {queue_id}")
+    assert "relay_id" not in stack.log()  # nobody needed a second id

@@ -114,3 +114,15 @@ async def test_map_messages_reads_each_message_once_off_the_loop(store: Store):
     inbox = await (await store.mailbox(ALICE)).folder("INBOX")
     await inbox.expunge([3])
     assert await inbox.map_messages([1, 2, 3, 4], lambda data: data[-1:]) == {1: b"A", 2: b"B", 4: b"D"}
+
+
+async def test_a_special_use_given_at_create_is_listed_and_kept(tmp_path, directory):
+    s1 = Store(tmp_path / "mail", directory)
+    mbox = await s1.mailbox(ALICE)
+    await (await mbox.create("Old mail")).set_ext_meta("special_use", "\\Archive")
+    await mbox.rename("Old mail", "Archive")
+    await s1.close()
+    s2 = Store(tmp_path / "mail", directory)
+    entries = {e.name: e.special_use for e in await (await s2.mailbox(ALICE)).list_folders()}
+    assert entries["Archive"] == "\\Archive" and entries["Sent"] == "\\Sent" and entries["INBOX"] is None
+    await s2.close()

@@ -115,6 +115,10 @@ class Index:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
+    def ext_meta(self) -> dict[str, str]:
+        """The values extensions keep folder-wide (``ext.<name>`` keys)."""
+        return {k[4:]: str(v) for k, v in self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'ext.%'")}
+
     def set_meta(self, key: str, value) -> None:
         self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))

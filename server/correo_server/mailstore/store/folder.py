@@ -68,6 +68,7 @@ class Folder:
         self._keywords: set[str] = set()  # every keyword any message here has had
         self._disk: FolderDisk | None = None  # None: closed (never opened, or evicted)
         self.created_index = False  # the index was made on this open (not found on disk)
+        self.ext: dict[str, str] = {}  # the index's ext.* values, as of the last open or write
         self.last_used = time.monotonic()
 
     # -- where -------------------------------------------------------------
@@ -77,7 +78,8 @@ class Folder:
 
     @property
     def special_use(self) -> str | None:
-        return SPECIAL_USE.get(self.name)
+        """The one a client gave at CREATE (RFC 6154), else the default by name."""
+        return self.ext.get("special_use") or SPECIAL_USE.get(self.name)
 
     @property
     def is_open(self) -> bool:
@@ -217,7 +219,10 @@ class Folder:
 
     async def ext_meta(self, key: str, make: Callable[[], str] | None = None) -> str | None:
         """A folder-wide value an extension keeps in the index (``ext.<key>``
-        in meta; MAILBOXID), made and stored by ``make`` on first use."""
+        in meta; MAILBOXID), made and stored by ``make`` on first use.  Known
+        values are answered from memory (:attr:`ext`)."""
+        if key in self.ext or make is None:
+            return self.ext.get(key)
         async with self.mailbox.lock:
             self._check_alive()
 
@@ -227,9 +232,13 @@ class Folder:
                     value = make()
                     with disk.index.transaction():
                         disk.index.set_meta("ext." + key, value)
-                return value
+                return None if value is None else str(value)
 
-            return await self._run(work)
+            def apply(value: str | None) -> None:
+                if value is not None:
+                    self.ext[key] = value
+
+            return await self._run(work, apply=apply)
 
     async def set_ext_meta(self, key: str, value: str | None) -> None:
         async with self.mailbox.lock:
@@ -242,7 +251,13 @@ class Folder:
                     else:
                         disk.index.set_meta("ext." + key, value)
 
-            await self._run(work)
+            def apply(_: None) -> None:
+                if value is None:
+                    self.ext.pop(key, None)
+                else:
+                    self.ext[key] = value
+
+            await self._run(work, apply=apply)
 
     # -- writing (each under the mailbox lock, blocking parts in a thread) ----
     async def append(self, data: bytes, *, flags: Iterable[str] = (), internaldate: float | None = None,
@@ -565,6 +580,7 @@ class Folder:
     def _load(self, opened: Opened) -> None:
         self._disk = opened.disk
         self.created_index = opened.created_index
+        self.ext = dict(opened.ext)
         self.uidvalidity = opened.uidvalidity
         self._first_recent = opened.first_recent
         self._msgs = {m.uid: m for m in opened.messages}

@@ -140,7 +140,8 @@ class Mailbox:
                 parent = maildir.DELIMITER.join(parts[:i])
                 if parent not in names:
                     implied.add(parent)
-        entries = [FolderEntry(n, True, SPECIAL_USE.get(n)) for n in names]
+        opened = self._folders
+        entries = [FolderEntry(n, True, opened[n].special_use if n in opened else SPECIAL_USE.get(n)) for n in names]
         entries += [FolderEntry(n, False, None) for n in implied]
         entries.sort(key=lambda e: (e.name != "INBOX", e.name))
         return entries

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ... import logs
@@ -43,6 +43,7 @@ class Opened:
     first_recent: int
     messages: list[MessageInfo]  # UID order
     created_index: bool  # no index was on disk (new folder, or taken over)
+    ext: dict[str, str] = field(default_factory=dict)  # the ext.* values extensions keep (MAILBOXID, a special use)
 
 
 def open_index(path: Path, folder: str) -> Index:
@@ -93,7 +94,8 @@ def open_folder(path: Path, *, name: str, address: str, create: bool,
     rows = reconcile(disk, idx.rows(), preset, address=address, folder=name)
     messages = [MessageInfo(r.uid, r.size, r.internaldate, r.tzoffset, r.flags, r.modseq, r.path, r.base, r.lf)
                 for r in sorted(rows, key=lambda r: r.uid)]
-    return Opened(disk, int(idx.get_meta("uidvalidity")), int(idx.get_meta("first_recent", 1)), messages, created)
+    return Opened(disk, int(idx.get_meta("uidvalidity")), int(idx.get_meta("first_recent", 1)), messages, created,
+                  idx.ext_meta())
 
 
 def reconcile(disk: FolderDisk, rows: list[Row], preset: dict[str, int] | None = None, *,

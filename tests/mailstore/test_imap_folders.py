@@ -229,7 +229,8 @@ def test_select_and_examine_responses(imap, raw):
     assert lines[5] == b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % inbox.uidvalidity
     assert lines[6] == b"* OK [UIDNEXT 3] Predicted next UID\r\n"
     assert lines[7].startswith(b"* OK [HIGHESTMODSEQ ")
-    assert b"OK [READ-WRITE] Select completed" in lines[8]
+    assert lines[8].startswith(b"* OK [MAILBOXID (")  # OBJECTID (RFC 8474)
+    assert b"OK [READ-WRITE] Select completed" in lines[-1]
     lines = raw.cmd("EXAMINE INBOX")
     assert b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n" in lines
     assert b"OK [READ-ONLY]" in lines[-1]

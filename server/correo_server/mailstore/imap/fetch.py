@@ -144,6 +144,10 @@ class FetchItem:
     def prepare(self, session) -> None:
         """Runs once before the messages are fetched (e.g. to switch a mode on)."""
 
+    async def preload(self, session, uids: list[int]) -> None:
+        """Runs once with the UIDs to fetch, before any is rendered: data an
+        item gets for many messages at once (OBJECTID's summaries)."""
+
 
 class Uid(FetchItem):
     key = "UID"

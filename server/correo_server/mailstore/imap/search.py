@@ -23,7 +23,7 @@ import email.utils
 import quopri
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..message import Entity, parse
 from .backend import MessageInfo
@@ -111,6 +111,7 @@ class Candidate:
     largest_uid: int
     data: bytes | None = None
     saved: frozenset[int] = frozenset()  # "$": the UIDs a SEARCH saved (SEARCHRES)
+    summary: Any = None  # the message's header summary, when a key needs it (..summary.Summary)
     _entity: Entity | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
@@ -131,9 +132,11 @@ class Candidate:
 # ---------------------------------------------------------------------------
 
 class Key:
-    """One search key.  ``needs_content``: the message's bytes must be read."""
+    """One search key.  ``needs_content``: the message's bytes must be read;
+    ``needs_summary``: the message's header summary (:mod:`.summaries`)."""
 
     needs_content: ClassVar[bool] = False
+    needs_summary: ClassVar[bool] = False
 
     def matches(self, c: Candidate) -> bool:
         raise NotImplementedError

@@ -142,11 +142,14 @@ class Enableable:
 @dataclass(frozen=True)
 class StatusItem:
     """A STATUS data item: its value for a folder (``on_request`` runs first,
-    e.g. HIGHESTMODSEQ switching CONDSTORE on)."""
+    e.g. HIGHESTMODSEQ switching CONDSTORE on).  A value that is not a
+    number, or needs I/O, comes from ``fetch`` instead: the item's value as
+    it goes out (OBJECTID's ``MAILBOXID (F...)``)."""
 
     name: str
-    value: Callable[[Any], int]  # (folder) -> number
+    value: Callable[[Any], int] | None = None  # (folder) -> number
     on_request: Callable[["Session"], None] | None = None
+    fetch: Callable[["Session", Any], Awaitable[bytes]] | None = None  # (session, folder) -> encoded value
 
 
 @dataclass(frozen=True)
@@ -274,10 +277,12 @@ class Registry:
         self.report_closed = False  # SELECT over a selected mailbox says OK [CLOSED] (QRESYNC, IMAP4rev2)
         self.sort_returns = False  # SORT RETURN (...) (ESORT)
         self.append_data: list[Callable[[Reader], bytes | None]] = []  # other forms of APPEND's message
-        self.select_responses: list[Callable[["Session", Any], list[bytes]]] = []  # more SELECT lines (rev2's LIST)
+        self.select_responses: list[Callable[["Session", Any], Awaitable[list[bytes]]]] = []  # more SELECT lines
         # LIST attributes of an entry, rewritten by a session mode: (session, FolderEntry | None, attributes)
         self.list_attributes: list[Callable[["Session", Any, list[str]], list[str]]] = []
         self.multiappend = False  # APPEND takes several messages (MULTIAPPEND)
+        self.create_params: dict[str, Modifier] = {}  # CREATE name (PARAM value) (RFC 4466; CREATE-SPECIAL-USE)
+        self.create_codes: list[Callable[["Session", Any], Awaitable[str | None]]] = []  # CREATE's OK [code]
         self.module = ""  # the module registering now (for the capability's origin)
         self._ordered: dict[When, tuple[list[Capability], list[Capability]]] = {}
 
@@ -307,6 +312,11 @@ class Registry:
 
     def fetch_modifier(self, m: Modifier) -> None:
         self.fetch_modifiers[m.name] = m
+
+    def create_param(self, m: Modifier) -> None:
+        """A CREATE parameter: ``on_use`` checks it before the folder is made
+        (raise :class:`Refused`), ``after`` applies it to the new folder."""
+        self.create_params[m.name] = m
 
     def store_modifier(self, m: Modifier) -> None:
         self.store_modifiers[m.name] = m

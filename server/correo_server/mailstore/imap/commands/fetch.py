@@ -158,6 +158,8 @@ class Fetch(Command):
         keeps = [(table[n].keep, v) for n, v in self.options.values.items() if table[n].keep is not None]
         for it in self.items:
             it.prepare(s)
+        for it in self.items:
+            await it.preload(s, uids)
         view = s.view
         folder = view.folder
         marked: set[int] = set()

@@ -1,13 +1,15 @@
 """The folder hierarchy (RFC 3501 6.3.3-7): CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE.  The hierarchy delimiter is ``/``."""
+SUBSCRIBE, UNSUBSCRIBE.  The hierarchy delimiter is ``/``.  CREATE takes
+the registry's parameters (RFC 4466: CREATE-SPECIAL-USE's USE) and answers
+with a code an extension gives (OBJECTID's MAILBOXID)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..reader import Reader
 from ..states import Selected
-from .base import LOGGED_IN, Command, Parse, Registry, Reply, no, ok
+from .base import LOGGED_IN, Command, Options, Parse, Registry, Reply, modifiers, no, ok
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -30,33 +32,36 @@ class MailboxCommand(Command):
         return cls(tag=p.tag, mailbox=r.mailbox())
 
 
-def _skip_value(r: Reader) -> None:
-    if r.peek() == b"(":
-        r.paren_list(lambda: _skip_value(r))
-    elif r.take(b"\\"):
-        r.atom()
-    else:
-        r.astring()
-
-
 @dataclass(frozen=True, kw_only=True)
 class Create(MailboxCommand):
     name = "CREATE"
+
+    options: Options = field(default_factory=Options)
 
     @classmethod
     def parse(cls, r: Reader, p: Parse) -> "Create":
         r.sp()
         mailbox = r.mailbox()
-        if r.take(b" "):  # RFC 4466 create parameters (CREATE-SPECIAL-USE...): accepted and ignored
-            r.paren_list(lambda: _skip_value(r))
-        return cls(tag=p.tag, mailbox=mailbox)
+        options = Options()
+        if r.take(b" "):  # RFC 4466 create parameters
+            options = modifiers(r, p.registry.create_params, "a CREATE parameter")
+        return cls(tag=p.tag, mailbox=mailbox, options=options)
 
     async def run(self, s: "Session") -> Reply:
         name = self.mailbox.rstrip(DELIMITER) if self.mailbox != DELIMITER else ""
         if not name:
             return no("Empty mailbox name", "CANNOT")
-        await s.mailbox.create(name)
-        return ok("Create completed.")
+        table = s.registry.create_params
+        self.options.apply(s, table)
+        folder = await s.mailbox.create(name)
+        for param, value in self.options.values.items():
+            after = table[param].after
+            if after is not None:
+                await after(s, value, folder)
+        code = None
+        for make in s.registry.create_codes:
+            code = code or await make(s, folder)
+        return ok("Create completed.", code)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,7 +50,7 @@ def _setup(s: "Session", view: SelectedView) -> None:
         _no_recent(view)
 
 
-def _select_list(s: "Session", view: SelectedView) -> list[bytes]:
+async def _select_list(s: "Session", view: SelectedView) -> list[bytes]:
     if not on(s):
         return []
     return [R.untagged(b'LIST () "/" ' + s.quote_mailbox(view.folder.name))]

@@ -20,7 +20,7 @@ def register(registry: Registry) -> None:
     async def after(s: "Session", entry: "FolderEntry", items: list[str]) -> None:
         if entry.selectable:
             prepare(s, items)
-            s.write(status_line(s, await s.mailbox.folder(entry.name), items))
+            s.write(await status_line(s, await s.mailbox.folder(entry.name), items))
 
     registry.capability("LIST-STATUS")
     registry.list_return_option(ListOption("STATUS", parse=parse, after=after))

@@ -135,16 +135,22 @@ async def matching(s: "Session", key: S.Key) -> list[tuple[int, "MessageInfo"]]:
     """(sequence number, message) of each message of the selected folder
     the key matches, in UID order; message content is read only when a key
     needs it."""
+    from ..summaries import SUMMARIES
+
     view = s.view
     folder = view.folder
     content = S.any_needs_content(key)
+    summaries = {}
+    if any(k.needs_summary for k in key.walk()):
+        summaries = await SUMMARIES.get(s.backend.cache_key(s.mailbox), folder, view.uids)
     found = []
     largest_uid = view.uids[-1] if view.uids else 0
     for seq, uid in enumerate(list(view.uids), 1):
         msg = folder.get(uid)
         if msg is None:
             continue
-        cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid, saved=view.saved)
+        cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid, saved=view.saved,
+                           summary=summaries.get(uid))
         if content:
             try:
                 cand.data = (await s.load(folder, msg)).data

@@ -58,7 +58,7 @@ class Select(Command):
         out.append(R.untagged(b"OK [UIDNEXT %d] Predicted next UID" % folder.uidnext))
         out.append(R.untagged(b"OK [HIGHESTMODSEQ %d] Highest" % folder.highestmodseq))  # RFC 7162 3.1.2.1
         for more in s.registry.select_responses:
-            out += more(s, view)
+            out += await more(s, view)
         for line in out:
             s.write(line)
         s.select(view)

@@ -34,10 +34,14 @@ def prepare(s: "Session", items: list[str]) -> None:
             hook(s)
 
 
-def status_line(s: "Session", folder: "Folder", items: list[str]) -> bytes:
+async def status_line(s: "Session", folder: "Folder", items: list[str]) -> bytes:
     table = s.registry.status_items
-    values = b" ".join(b"%s %d" % (i.encode(), table[i].value(folder)) for i in items)
-    return R.untagged(b"STATUS " + s.quote_mailbox(folder.name) + b" (" + values + b")")
+    values = []
+    for i in items:
+        item = table[i]
+        value = await item.fetch(s, folder) if item.fetch is not None else b"%d" % item.value(folder)
+        values.append(i.encode() + b" " + value)
+    return R.untagged(b"STATUS " + s.quote_mailbox(folder.name) + b" (" + b" ".join(values) + b")")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +64,7 @@ class Status(Command):
     async def run(self, s: "Session") -> Reply:
         prepare(s, self.items)
         folder = await s.mailbox.folder(self.mailbox)
-        s.write(status_line(s, folder, self.items))
+        s.write(await status_line(s, folder, self.items))
         return ok("Status completed")
 
 

@@ -137,20 +137,18 @@ def base_subject(raw: bytes | None) -> tuple[str, bool]:
 # Addresses, dates, message-ids
 # ---------------------------------------------------------------------------
 
-def _first_mailbox(value: bytes | None) -> str:
+def _first_mailbox(addrs: list | None) -> str:
     """addr-mailbox of the first address (a group's name for a group)."""
-    addrs = parse_addresses(value) if value else None
     if not addrs:
         return ""
     first = addrs[0]
     return decode_header(first.mailbox or b"")
 
 
-def _display(value: bytes | None) -> str:
+def _display(addrs: list | None) -> str:
     """RFC 5957: the display name of the first address, decoded, or its
     addr-spec when it has none; a group's name when the list starts with a
     group (as Dovecot sorts); "" without an address."""
-    addrs = parse_addresses(value) if value else None
     if not addrs:
         return ""
     a = addrs[0]
@@ -162,6 +160,10 @@ def _display(value: bytes | None) -> str:
             return name
     spec = (a.mailbox or b"") + (b"@" + a.host if a.host and a.host != b"MISSING_DOMAIN" else b"")
     return spec.decode("utf-8", "replace")
+
+
+def _addresses(value: bytes | None) -> list | None:
+    return parse_addresses(value) if value else None
 
 
 def sent_date(value: bytes | None) -> float | None:
@@ -233,15 +235,16 @@ def summarize(header: "HeaderLike", data_digest: str) -> Summary:
     ids = message_ids(h("Message-ID"))
     refs = references(h("References"), h("In-Reply-To"))
     msgid = ids[0] if ids else None
+    from_, to = _addresses(h("From")), _addresses(h("To"))
     return Summary(
         date=sent_date(h("Date")),
         subject=casemap(subject),
         reply=reply,
-        from_=casemap(_first_mailbox(h("From"))),
-        to=casemap(_first_mailbox(h("To"))),
-        cc=casemap(_first_mailbox(h("Cc"))),
-        display_from=casemap(_display(h("From"))),
-        display_to=casemap(_display(h("To"))),
+        from_=casemap(_first_mailbox(from_)),
+        to=casemap(_first_mailbox(to)),
+        cc=casemap(_first_mailbox(_addresses(h("Cc")))),
+        display_from=casemap(_display(from_)),
+        display_to=casemap(_display(to)),
         message_id=msgid,
         references=refs,
         emailid=data_digest,

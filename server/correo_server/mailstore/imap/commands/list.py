@@ -116,6 +116,7 @@ class List(Command):
         subscribed = set(s.mailbox.subscriptions())
         with_children = {parent for e in entries for parent in _parents(e.name)}
         only_subscribed = "SUBSCRIBED" in self.select
+        recursive = only_subscribed and "RECURSIVEMATCH" in self.select
         show_subscribed = only_subscribed or "SUBSCRIBED" in self.returns
         if only_subscribed:
             names = set(subscribed)
@@ -130,12 +131,11 @@ class List(Command):
             if not matched(name):
                 continue
             entry = known.get(name)
-            childinfo = False
-            if only_subscribed and name not in subscribed:
-                # RECURSIVEMATCH: listed for a subscribed descendant the patterns do not list
-                if not any(d.startswith(name + DELIMITER) and not matched(d) for d in subscribed):
-                    continue
-                childinfo = True
+            # RECURSIVEMATCH: CHILDINFO for a subscribed descendant the patterns do not list (RFC 5258
+            # 3.5), whether or not the name itself is subscribed; a name that is not is listed only so
+            childinfo = recursive and any(d.startswith(name + DELIMITER) and not matched(d) for d in subscribed)
+            if only_subscribed and name not in subscribed and not childinfo:
+                continue
             if keeps and (entry is None or not all(keep(entry) for keep in keeps)):
                 continue
             attrs: list[str] = []

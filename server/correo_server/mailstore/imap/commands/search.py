@@ -143,19 +143,33 @@ async def matching(s: "Session", key: S.Key) -> list[tuple[int, "MessageInfo"]]:
     summaries = {}
     if any(k.needs_summary for k in key.walk()):
         summaries = await SUMMARIES.get(s.backend.cache_key(s.mailbox), folder, view.uids)
+    uids = list(view.uids)
+    get = folder.get
+    if isinstance(key, S.All):  # SORT and THREAD of a whole folder: nothing to test
+        return [(seq, msg) for seq, uid in enumerate(uids, 1) if (msg := get(uid)) is not None]
     found = []
-    largest_uid = view.uids[-1] if view.uids else 0
-    for seq, uid in enumerate(list(view.uids), 1):
-        msg = folder.get(uid)
+    largest_uid = uids[-1] if uids else 0
+    recent = view.recent
+    if not content:  # one candidate, refilled: no allocation per message
+        cand = S.Candidate(None, 0, False, len(uids), largest_uid, saved=view.saved)  # type: ignore[arg-type]
+        for seq, uid in enumerate(uids, 1):
+            msg = get(uid)
+            if msg is None:
+                continue
+            cand.msg, cand.seq, cand.recent, cand.summary = msg, seq, uid in recent, summaries.get(uid)
+            if key.matches(cand):
+                found.append((seq, msg))
+        return found
+    for seq, uid in enumerate(uids, 1):
+        msg = get(uid)
         if msg is None:
             continue
-        cand = S.Candidate(msg, seq, uid in view.recent, len(view.uids), largest_uid, saved=view.saved,
+        cand = S.Candidate(msg, seq, uid in recent, len(uids), largest_uid, saved=view.saved,
                            summary=summaries.get(uid))
-        if content:
-            try:
-                cand.data = (await s.load(folder, msg)).data
-            except MessageGone:
-                continue
+        try:
+            cand.data = (await s.load(folder, msg)).data
+        except MessageGone:
+            continue
         if key.matches(cand):
             found.append((seq, msg))
     return found

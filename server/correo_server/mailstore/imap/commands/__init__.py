@@ -45,18 +45,29 @@ How to add an extension (ESEARCH, QRESYNC, SORT, BINARY, ... — RFC in hand):
    (``When.BEFORE_LOGIN``).
 2. Extend other commands through their extension points, never by editing
    them: ``registry.enable(name, on_enable)`` (ENABLE), ``status_item``
-   (STATUS and LIST-STATUS), ``select_modifier`` (SELECT/EXAMINE
-   parameters), ``fetch_item`` / ``fetch_modifier`` (FETCH; items are
-   :class:`..fetch.FetchItem`), ``store_modifier`` (STORE), ``search_key``
-   (SEARCH; keys are :class:`..search.Key`).  :mod:`.condstore` is the
-   worked example: one module adds an ENABLE target, a STATUS item, a
-   SELECT parameter, a FETCH item and modifier, a STORE modifier and a
-   SEARCH key.
+   (STATUS and LIST-STATUS; a value that is not a number comes from its
+   ``fetch``), ``select_modifier`` (SELECT/EXAMINE parameters; ``after``
+   runs once the folder is selected), ``fetch_item`` / ``fetch_modifier``
+   (FETCH; items are :class:`..fetch.FetchItem`, which may ``preload`` for
+   all the UIDs; a modifier's ``before`` sees the command), ``store_modifier``
+   (STORE), ``search_key`` (SEARCH; keys are :class:`..search.Key`, which
+   may ask for the message summaries), ``search_return`` and
+   ``search_reply`` (SEARCH RETURN and the ESEARCH form; ``search_default``
+   for a mode that always wants it), ``sort_key`` (SORT criteria),
+   ``list_select_option`` / ``list_return_option`` / ``list_attributes``
+   (LIST), ``create_param`` / ``create_codes`` (CREATE), ``append_data``
+   (other forms of APPEND's message), ``view_setup`` and
+   ``select_responses`` (the selected view and SELECT's lines).  An
+   extension's hook may end the command with :class:`.base.Refused`.
+   :mod:`.condstore` is the worked example: one module adds an ENABLE
+   target, a STATUS item, a SELECT parameter, a FETCH item and modifier, a
+   STORE modifier and a SEARCH key; :mod:`.qresync` builds on it.
 3. Session-wide modes are names in ``session.enabled`` (``session.enable``
    runs the target's ``on_enable``).  The few places the core consults a
    mode are marked: how selected-folder changes are reported
-   (:meth:`..states.SelectedView.sync`; QRESYNC's VANISHED goes there),
-   MODSEQ in untagged FETCH, HIGHESTMODSEQ in SELECT/EXPUNGE.
+   (:class:`..states.SelectedView`'s ``vanished`` and ``report_recent``,
+   set by QRESYNC and IMAP4rev2), MODSEQ in untagged FETCH, HIGHESTMODSEQ
+   in SELECT/EXPUNGE, and mailbox names as UTF-8 (``session.utf8_names``).
 4. A literal limit per state (before login, say) belongs to the session
    (:meth:`..session.Session.literal_limit`), which the reader asks before
    each command.

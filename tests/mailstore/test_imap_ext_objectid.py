@@ -95,7 +95,8 @@ def test_create_special_use(imap, raw):
     assert ok(raw, 'LIST "" MySpecial') == [b'* LIST (\\HasNoChildren \\Drafts \\Sent) "/" "MySpecial"\r\n']
     assert raw.cmd("CREATE Everything (USE (\\All))")[-1] == (
         b"t%d NO [USEATTR] \\All is a virtual folder this server does not keep\r\n" % raw.n)
-    assert raw.cmd("CREATE Odd (USE (\\Important))")[-1] == b"t%d NO [USEATTR] Unknown special use \\Important\r\n" % raw.n
+    assert raw.cmd("CREATE Odd (USE (\\Important))")[-1] == (
+        b"t%d NO [USEATTR] Unknown special use \\Important\r\n" % raw.n)
     assert b"Everything" not in b"".join(ok(raw, 'LIST "" "*"'))
     ok(raw, "CREATE Old (USE (\\Archive))")
     ok(raw, "RENAME Old Archive/2023")

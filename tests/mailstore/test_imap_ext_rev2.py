@@ -103,7 +103,8 @@ def test_utf8_accept_names_and_append(imap, raw):
     as IMAP4rev1 says), and APPEND ... UTF8 (~{n}) of a message with a raw
     UTF-8 header, returned byte for byte."""
     assert b" UTF8=ACCEPT" in ok(raw, "CAPABILITY")[0]
-    assert raw.cmd('CREATE "Réunions"'.encode())[-1] == b"t%d NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n" % raw.n
+    assert raw.cmd('CREATE "Réunions"'.encode())[-1] == (
+        b"t%d NO [CANNOT] Mailbox name is not valid modified UTF-7\r\n" % raw.n)
     c = enabled(imap, "UTF8=ACCEPT")
     ok(c, 'CREATE "Réunions"')
     message = "From: Zoë <zoe@example.org>\r\nSubject: Ça va?\r\n\r\nOui.\r\n".encode()

@@ -4,7 +4,8 @@ its handler, together), the connection :class:`State` flags, :class:`Reply`,
 and the :class:`Registry` every module registers into — commands,
 capabilities, and the extension points of other commands (ENABLE targets,
 STATUS items, SELECT parameters, FETCH items and modifiers, STORE
-modifiers, SEARCH keys and result options, LIST options).  See the package docstring for how
+modifiers, SEARCH keys and result options, SORT criteria, LIST options,
+CREATE parameters, APPEND data forms).  See the package docstring for how
 to add an extension.
 """
 from __future__ import annotations
@@ -164,7 +165,8 @@ class Modifier:
     keep: Callable[[Any, Any], bool] | None = None  # FETCH: (message, value) -> report it?
     # FETCH: runs once the messages are known, before any is reported (session, value, command, UIDs)
     before: Callable[["Session", Any, Any, list[int]], Awaitable[None]] | None = None
-    # SELECT/EXAMINE: runs after the command's untagged responses (session, value, command)
+    # SELECT/EXAMINE: runs after the command's untagged responses (session, value, command);
+    # CREATE: applies the parameter to the new folder (session, value, folder)
     after: Callable[["Session", Any, Any], Awaitable[None]] | None = None
 
 

@@ -14,16 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING
 
 from ...message import Entity, find_part, parse
 from .. import fetch as F
 from ..reader import Reader
 from .base import Refused, Registry, no
 from .fetch import partial
-
-if TYPE_CHECKING:
-    from ..session import Session
 
 _IDENTITY = {"", "7bit", "8bit", "binary"}
 _B64_ALPHABET = re.compile(rb"[^A-Za-z0-9+/]")

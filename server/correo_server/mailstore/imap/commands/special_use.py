@@ -11,7 +11,7 @@ refused ``NO [USEATTR]`` and nothing is created.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..reader import Reader
 from .base import ListOption, Modifier, Refused, Registry, no

@@ -144,6 +144,11 @@ class Session:
         if cmd.invalid_mailbox is not None:
             self._refuse_name(cmd)
             return
+        for check in self.registry.command_checks:
+            refused = check(self, cmd)
+            if refused is not None:
+                self.ch.write(R.tagged(cmd.tag, refused.status, refused.text, refused.code))
+                return
         started = time.monotonic()
         try:
             reply = await cmd.run(self)

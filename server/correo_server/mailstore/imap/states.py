@@ -86,6 +86,7 @@ class SelectedView:
         self.saved: frozenset[int] = frozenset()  # UIDs of the result a SEARCH saved ("$", RFC 5182)
         self.vanished = False  # expunges are reported as VANISHED uid-set (QRESYNC, RFC 7162 3.2.10)
         self.report_recent = True  # RECENT responses (IMAP4rev2 has none)
+        self.uidonly = False  # FETCH responses name UIDs, not numbers (UIDONLY, RFC 9586)
 
     # -- numbers ------------------------------------------------------------
     def __len__(self) -> int:
@@ -106,6 +107,14 @@ class SelectedView:
         return [self.uids[s - 1] for s in seqset.seqs(len(self.uids))]
 
     # -- responses -------------------------------------------------------------
+    def fetch_head(self, uid: int, *, with_uid: bool) -> bytes:
+        """How a FETCH response about a message starts: ``* 3 FETCH (UID 17 ``
+        (``UID 17`` when ``with_uid``), or under UIDONLY ``* 17 UIDFETCH (``."""
+        if self.uidonly:
+            return b"* %d UIDFETCH (" % uid
+        seq = self.seq_of(uid) or 0
+        return b"* %d FETCH (UID %d " % (seq, uid) if with_uid else b"* %d FETCH (" % seq
+
     def flags_responses(self) -> list[bytes]:
         kws = sorted(self.keywords)
         flags = R.flag_list([*SYSTEM_FLAGS, *kws])
@@ -171,10 +180,10 @@ class SelectedView:
                 self.keywords |= keywords
                 out += self.flags_responses()
             flags = msg.flags | {"\\Recent"} if uid in self.recent else msg.flags
-            item = b"%d FETCH (UID %d FLAGS " % (seq, uid) + R.flag_list(flags)
+            item = self.fetch_head(uid, with_uid=True) + b"FLAGS " + R.flag_list(flags)
             if condstore:
                 item += b" MODSEQ (%d)" % msg.modseq
-            out.append(R.untagged(item + b")"))
+            out.append(item + b")\r\n")
         return out
 
     def close(self) -> None:

@@ -285,6 +285,8 @@ class Registry:
         self.multiappend = False  # APPEND takes several messages (MULTIAPPEND)
         self.create_params: dict[str, Modifier] = {}  # CREATE name (PARAM value) (RFC 4466; CREATE-SPECIAL-USE)
         self.create_codes: list[Callable[["Session", Any], Awaitable[str | None]]] = []  # CREATE's OK [code]
+        # a session mode's objection to a command before it runs (UIDONLY: BAD [UIDREQUIRED])
+        self.command_checks: list[Callable[["Session", Command], Reply | None]] = []
         self.module = ""  # the module registering now (for the capability's origin)
         self._ordered: dict[When, tuple[list[Capability], list[Capability]]] = {}
 

@@ -174,7 +174,7 @@ class Fetch(Command):
         structures = await s.structures(folder, uids) if want_structure else {}
         fresh: dict[int, Structure] = {}
         wants_flags = any(isinstance(i, F.Flags) for i in self.items)
-        first = [F.Uid()] if self.uid else []
+        first = [F.Uid()] if self.uid and not view.uidonly else []
         flags_item, modseq_item = F.Flags(), F.ModSeq()
         modseq_always = s.condstore and (wants_flags or bool(self.options.values))
         gone = False
@@ -202,7 +202,7 @@ class Fetch(Command):
                 if s.condstore and (modseq_always or uid in marked):
                     last.append(modseq_item)
                 data = F.render(F.Fetched(msg, loaded, uid in view.recent, structure), self.items, first, last)
-                s.write(b"* %d FETCH " % view.seq_of(uid) + data + b"\r\n")
+                s.write(view.fetch_head(uid, with_uid=False)[:-1] + data + b"\r\n")
                 if s.ch.pending() > FLUSH_AT:
                     await s.ch.flush()
         finally:

@@ -165,7 +165,8 @@ async def _after_select(s: "Session", params: Params, _cmd: Any) -> None:
         msg = folder.get(uid)
         if msg is not None and msg.modseq > params.modseq:
             flags = msg.flags | {"\\Recent"} if uid in view.recent else msg.flags
-            s.write(b"* %d FETCH (UID %d FLAGS " % (seq, uid) + R.flag_list(flags) + b" MODSEQ (%d))\r\n" % msg.modseq)
+            s.write(view.fetch_head(uid, with_uid=True) + b"FLAGS " + R.flag_list(flags)
+                    + b" MODSEQ (%d))\r\n" % msg.modseq)
             await s.flush_if_large()
 
 

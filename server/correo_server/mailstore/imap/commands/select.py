@@ -49,7 +49,7 @@ class Select(Command):
         out.append(R.untagged(b"%d EXISTS" % len(view)))
         if view.report_recent:
             out.append(R.untagged(b"%d RECENT" % len(view.recent)))
-        for seq, uid in enumerate(view.uids, 1):
+        for seq, uid in enumerate(view.uids if not view.uidonly else (), 1):  # UIDONLY: no numbers
             msg = folder.get(uid)
             if msg is not None and "\\Seen" not in msg.flags:
                 out.append(R.untagged(b"OK [UNSEEN %d] First unseen." % seq))

@@ -84,8 +84,6 @@ class Store(Command):
             if msg is None or uid in failed_set:
                 continue
             items = []
-            if self.uid:
-                items.append(b"UID %d" % uid)
             if not self.silent:
                 flags = msg.flags | {"\\Recent"} if uid in view.recent else msg.flags
                 items.append(b"FLAGS " + R.flag_list(flags))
@@ -93,7 +91,7 @@ class Store(Command):
                 continue
             if s.condstore:
                 items.append(b"MODSEQ (%d)" % msg.modseq)
-            s.write(b"* %d FETCH (" % view.seq_of(uid) + b" ".join(items) + b")\r\n")
+            s.write(view.fetch_head(uid, with_uid=self.uid) + b" ".join(items) + b")\r\n")
         if failed:
             numbers = failed if self.uid else [view.seq_of(u) for u in failed]
             return ok("Conditional STORE failed", "MODIFIED " + R.number_set(n for n in numbers if n).decode())

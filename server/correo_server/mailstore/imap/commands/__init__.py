@@ -57,7 +57,8 @@ How to add an extension (ESEARCH, QRESYNC, SORT, BINARY, ... — RFC in hand):
    ``list_select_option`` / ``list_return_option`` / ``list_attributes``
    (LIST), ``create_param`` / ``create_codes`` (CREATE), ``append_data``
    (other forms of APPEND's message), ``view_setup`` and
-   ``select_responses`` (the selected view and SELECT's lines).  An
+   ``select_responses`` (the selected view and SELECT's lines),
+   ``command_checks`` (a mode's objection before a command runs).  An
    extension's hook may end the command with :class:`.base.Refused`.
    :mod:`.condstore` is the worked example: one module adds an ENABLE
    target, a STATUS item, a SELECT parameter, a FETCH item and modifier, a
@@ -65,9 +66,11 @@ How to add an extension (ESEARCH, QRESYNC, SORT, BINARY, ... — RFC in hand):
 3. Session-wide modes are names in ``session.enabled`` (``session.enable``
    runs the target's ``on_enable``).  The few places the core consults a
    mode are marked: how selected-folder changes are reported
-   (:class:`..states.SelectedView`'s ``vanished`` and ``report_recent``,
-   set by QRESYNC and IMAP4rev2), MODSEQ in untagged FETCH, HIGHESTMODSEQ
-   in SELECT/EXPUNGE, and mailbox names as UTF-8 (``session.utf8_names``).
+   (:class:`..states.SelectedView`'s ``vanished``, ``report_recent`` and
+   ``uidonly``, set by QRESYNC, IMAP4rev2 and UIDONLY; every FETCH response
+   starts with the view's ``fetch_head``), MODSEQ in untagged FETCH,
+   HIGHESTMODSEQ in SELECT/EXPUNGE, and mailbox names as UTF-8
+   (``session.utf8_names``).
 4. A literal limit per state (before login, say) belongs to the session
    (:meth:`..session.Session.literal_limit`), which the reader asks before
    each command.

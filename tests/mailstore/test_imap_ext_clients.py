@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import re
 
+import aioimaplib
+import imapclient
 import pytest
 
 from ext_messages import mail
 from imaptest_support import ALICE, PASSWORD, RawClient
-
-imapclient = pytest.importorskip("imapclient", reason="pip install imapclient (the test extra)")
-aioimaplib = pytest.importorskip("aioimaplib", reason="pip install aioimaplib (the test extra)")
 
 
 def thread_mailbox(imap) -> None:

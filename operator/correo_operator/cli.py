@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run one service (what the pods run)",
                         description="Run one correo service from a configuration folder (correo.yaml, "
                                     "directory.yaml, tls/, dkim/), as rendered into the ConfigMap and Secret.")
-    sv.add_argument("service", choices=["relay", "queue", "mailstore"])
+    sv.add_argument("service", choices=["relay", "queue", "mailstore", "autoconfig"])
     sv.add_argument("--config", required=True, metavar="DIR", help="configuration folder")
     sv.add_argument("--log-format", choices=["console", "json"], default=None,
                     help="override the configuration's logFormat")

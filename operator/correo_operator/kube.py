@@ -75,6 +75,7 @@ _RESOURCES = [
     Resource("apps", "v1", "StatefulSet", "statefulsets"),
     Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+    Resource("networking.k8s.io", "v1", "Ingress", "ingresses"),
     Resource("correo.dev", "v1alpha1", "MailDomain", "maildomains"),
     Resource("correo.dev", "v1alpha1", "Mailbox", "mailboxes"),
 ]
@@ -105,6 +106,7 @@ PERMISSIONS: dict[tuple[str, str], frozenset[str]] = {
     ("apps", "statefulsets"): _CHILD_VERBS,
     ("policy", "poddisruptionbudgets"): _CHILD_VERBS,
     ("networking.k8s.io", "networkpolicies"): _CHILD_VERBS,
+    ("networking.k8s.io", "ingresses"): _CHILD_VERBS,  # the autoconfig Ingress (spec.autoconfig.ingress)
     # reconcile (children, referenced Secrets), dkimkeys (get, create).
     ("", "secrets"): _CHILD_VERBS | {"get"},
     # deletion: reclaimPolicy Delete removes the volumes.

@@ -186,6 +186,39 @@ class DKIM:
 
 
 @dataclass(frozen=True)
+class IssuerRef:
+    name: str
+    kind: str = "ClusterIssuer"  # ClusterIssuer or Issuer
+
+
+@dataclass(frozen=True)
+class AutoconfigIngress:
+    class_name: str | None = None
+    issuer_ref: IssuerRef | None = None
+    tls_secret_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Autoconfig:
+    enabled: bool = True
+    display_name: str | None = None
+    replicas: int = 1
+    ingress: AutoconfigIngress | None = None
+
+
+@dataclass(frozen=True)
+class MtaSts:
+    mode: str = "testing"  # none, testing or enforce
+    max_age_seconds: int = 604800
+    mx: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TLSReporting:
+    rua: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MailDomainSpec:
     domain: str
     alias_domains: tuple[str, ...] = ()
@@ -195,6 +228,9 @@ class MailDomainSpec:
     queue: Queue = field(default_factory=Queue)
     mailstore: Mailstore = field(default_factory=Mailstore)
     dkim: DKIM = field(default_factory=DKIM)
+    autoconfig: Autoconfig = field(default_factory=Autoconfig)
+    mta_sts: MtaSts = field(default_factory=MtaSts)
+    tls_reporting: TLSReporting = field(default_factory=TLSReporting)
     default_quota: str = "1Gi"
     reclaim_policy: str = "Retain"  # Retain or Delete
     catch_all: str | None = None
@@ -303,6 +339,16 @@ class MailDomain(_Resource):
     @property
     def tls_secret(self) -> str | None:
         return self.spec.tls.secret_name if self.spec.tls else None
+
+    @property
+    def mta_sts_mx(self) -> tuple[str, ...]:
+        """The MX patterns of the MTA-STS policy: the hostname, then ``spec.mtaSts.mx``."""
+        return tuple(dict.fromkeys((self.hostname.lower(), *(m.lower() for m in self.spec.mta_sts.mx))))
+
+    @property
+    def tls_report_uris(self) -> tuple[str, ...]:
+        """Where TLS reports go: ``spec.tlsReporting.rua``, else ``mailto:postmaster@<domain>``."""
+        return self.spec.tls_reporting.rua or (f"mailto:postmaster@{self.domain}",)
 
     @property
     def smarthost_credentials(self) -> CredentialsSecretRef | None:

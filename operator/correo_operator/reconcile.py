@@ -55,6 +55,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
     ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
     ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "Ingress"),
 )
 # More referenced Secrets than this are read with one list of the namespace.
 SECRET_LIST_THRESHOLD = 8

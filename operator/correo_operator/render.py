@@ -18,6 +18,11 @@ Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
   (LMTP 2424, HTTP 8082).
 * mailstore: StatefulSet with a mail volumeClaimTemplate, a Service for
   clients (143, 993, 110, 995) and a headless internal one (LMTP 2425, HTTP 8083).
+* autoconfig: Deployment and Service (80 → 2080) serving client
+  autoconfiguration and the MTA-STS policy (``correo serve autoconfig``: it
+  mounts only the ConfigMap), and, when ``spec.autoconfig.ingress`` is set, an
+  Ingress for ``autoconfig.``, ``autodiscover.`` and ``mta-sts.`` of every
+  domain name, its certificate from cert-manager (``issuerRef``).
 * NetworkPolicies admitting only the flows above (and mailstore → queue LMTP:
   mail rules send vacation replies and redirects through the queue).
 
@@ -60,6 +65,7 @@ RELAY_SERVICE_PORTS = [("smtp", 25, PORTS["smtp"]), ("submission", 587, PORTS["s
 MAILSTORE_SERVICE_PORTS = [("imap", 143, PORTS["imap"]), ("imaps", 993, PORTS["imaps"]),
                            ("pop3", 110, PORTS["pop3"]), ("pop3s", 995, PORTS["pop3s"]),
                            ("managesieve", 4190, PORTS["managesieve"])]
+AUTOCONFIG_SERVICE_PORTS = [("http", 80, PORTS["autoconfig"])]
 
 
 # ---------------------------------------------------------------------------
@@ -76,7 +82,16 @@ def names(domain: MailDomain) -> dict[str, str]:
         "config": f"{b}-config", "directory": f"{b}-directory", "dkim": dkim_secret_name(domain),
         "relay": f"{b}-relay", "queue": f"{b}-queue", "mailstore": f"{b}-mailstore",
         "mailstore_internal": f"{b}-mailstore-internal",
+        "autoconfig": f"{b}-autoconfig", "autoconfig_tls": f"{b}-autoconfig-tls",
     }
+
+
+def autoconfig_hosts(domain: MailDomain) -> list[str]:
+    """The host names the autoconfig component answers on: ``mta-sts.`` and
+    (unless autoconfiguration is off) ``autoconfig.`` and ``autodiscover.``
+    of the domain and each alias domain."""
+    prefixes = ("autoconfig", "autodiscover", "mta-sts") if domain.spec.autoconfig.enabled else ("mta-sts",)
+    return [f"{p}.{name}" for name in domain.domain_names for p in prefixes]
 
 
 def service_urls(domain: MailDomain) -> dict[str, str]:
@@ -136,6 +151,10 @@ def domain_entry(domain: MailDomain) -> cfgmod.Domain:
         smarthost=smarthost,
         recipient_delimiter=spec.recipient_delimiter,
         catch_all=_canonical_address(spec.catch_all, domain) if spec.catch_all else None,
+        display_name=spec.autoconfig.display_name or "",
+        autoconfig=spec.autoconfig.enabled,
+        mta_sts=cfgmod.MtaStsPolicy(mode=spec.mta_sts.mode, max_age_seconds=spec.mta_sts.max_age_seconds,
+                                    mx=domain.mta_sts_mx),
     )
 
 
@@ -265,8 +284,11 @@ def _config_volume(domain: MailDomain, component: str) -> dict:
     n = names(domain)
     sources: list[dict] = [
         {"configMap": {"name": n["config"], "items": [{"key": cfgmod.CONFIG_FILE, "path": cfgmod.CONFIG_FILE}]}},
-        {"secret": {"name": n["directory"], "items": [{"key": cfgmod.DIRECTORY_FILE, "path": cfgmod.DIRECTORY_FILE}]}},
     ]
+    if component == "autoconfig":  # public documents only: no directory, no keys
+        return {"name": "config", "projected": {"defaultMode": 0o440, "sources": sources}}
+    sources.append(
+        {"secret": {"name": n["directory"], "items": [{"key": cfgmod.DIRECTORY_FILE, "path": cfgmod.DIRECTORY_FILE}]}})
     tls = domain.tls_secret
     if tls and component in ("relay", "mailstore", "queue"):
         sources.append({"secret": {"name": tls, "optional": True, "items": [
@@ -316,7 +338,7 @@ def _pod_spec(domain: MailDomain, component: str, container: dict) -> dict:
             "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
             "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationGracePeriodSeconds": 60 if component != "relay" else 30,
+        "terminationGracePeriodSeconds": 60 if component in ("queue", "mailstore") else 30,
         "containers": [container],
         "volumes": [_config_volume(domain, component), {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
@@ -377,7 +399,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
     mailstore_pods = {"podSelector": {"matchLabels": _selector(domain, "mailstore")}}
     anywhere_in_cluster = {"namespaceSelector": {}}  # the operator and Prometheus read the side ports
     smart = domain.spec.relay.smarthost
-    outbound_ports = sorted({25, 465, 587} | ({smart.port} if smart else set()))
+    # 443: receivers' MTA-STS policies (https://mta-sts.<domain>/.well-known/mta-sts.txt)
+    outbound_ports = sorted({25, 443, 465, 587} | ({smart.port} if smart else set()))
     return [
         _netpol(domain, "relay",
                 ingress=[{"ports": _tcp(PORTS["smtp"], PORTS["submission"], PORTS["smtps"])},
@@ -395,6 +418,10 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
                 # mail rules send replies and redirects through the queue
                 egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
+        _netpol(domain, "autoconfig",  # the Ingress controller may run anywhere; nothing goes out
+                ingress=[{"ports": _tcp(PORTS["autoconfig"])},
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["autoconfig_http"])}],
+                egress=[]),
     ]
 
 
@@ -418,7 +445,29 @@ _RESOURCES = {
     "relay": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
     "queue": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     "mailstore": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    "autoconfig": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "192Mi"}},
 }
+
+
+def _autoconfig_ingress(domain: MailDomain) -> dict | None:
+    """The Ingress in front of the autoconfig Service (``spec.autoconfig.ingress``), or None."""
+    ing = domain.spec.autoconfig.ingress
+    if ing is None:
+        return None
+    n = names(domain)
+    hosts = autoconfig_hosts(domain)
+    meta = child_meta(domain, n["autoconfig"], "autoconfig")
+    if ing.issuer_ref is not None:
+        key = "cert-manager.io/cluster-issuer" if ing.issuer_ref.kind == "ClusterIssuer" else "cert-manager.io/issuer"
+        meta["annotations"] = {key: ing.issuer_ref.name}
+    spec: dict[str, Any] = {}
+    if ing.class_name:
+        spec["ingressClassName"] = ing.class_name
+    spec["tls"] = [{"hosts": hosts, "secretName": ing.tls_secret_name or n["autoconfig_tls"]}]
+    spec["rules"] = [{"host": h, "http": {"paths": [{
+        "path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": n["autoconfig"], "port": {"name": "http"}}}}]}} for h in hosts]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
 def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
@@ -486,6 +535,22 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
     ]
     if client_ports:
         objects.append(_service(domain, n["mailstore"], "mailstore", client_ports, spec.mailstore.service_type))
+
+    # autoconfig
+    auto_c = _container(domain, "autoconfig", image, [("autoconfig", PORTS["autoconfig"])], PORTS["autoconfig_http"],
+                        [], _RESOURCES["autoconfig"])
+    objects += [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_meta(domain, n["autoconfig"], "autoconfig"),
+         "spec": {"replicas": spec.autoconfig.replicas, "revisionHistoryLimit": 3,
+                  "selector": {"matchLabels": _selector(domain, "autoconfig")},
+                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                  "template": _template(domain, "autoconfig", _pod_spec(domain, "autoconfig", auto_c),
+                                        config_hash)}},
+        _service(domain, n["autoconfig"], "autoconfig", AUTOCONFIG_SERVICE_PORTS),
+    ]
+    ingress = _autoconfig_ingress(domain)
+    if ingress is not None:
+        objects.append(ingress)
 
     objects += _network_policies(domain)
     return objects

@@ -13,11 +13,13 @@ document (and the operator writes nothing).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from correo_server import autoreply, statusdoc
+from correo_server.mtasts import policy as stspolicy
 
 from . import mailrules
 from .model import MailDomain, Mailbox
@@ -44,6 +46,9 @@ class Observed:
     secret_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
     dkim_public_key: str | None = None  # base64 of the DER public key
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    # Where the autoconfig Ingress is reachable (its load balancer's IP or
+    # host name), when the runtime knows it.
+    autoconfig_address: str | None = None
 
 
 def _ts(now: datetime) -> str:
@@ -162,9 +167,61 @@ def ready(components: dict[str, Decision], missing: list[str]) -> Decision:
     return TRUE, "Ready", "Relay, queue and mailstore are ready: mail is accepted, queued and stored."
 
 
-def dns_records(domain: MailDomain, dkim_public_key: str | None) -> list[dict]:
+def _srv(name: str, service: str, priority: int, port: int, host: str, offered: bool) -> dict:
+    """An RFC 6186/8314 SRV record; target "." says the service is not offered (RFC 6186 section 4)."""
+    value = f"{priority} 1 {port} {host}." if offered else "0 0 0 ."
+    return {"purpose": "SRV", "type": "SRV", "name": f"{service}._tcp.{name}.", "value": value}
+
+
+def _pointer(purpose: str, name: str, target: str) -> dict:
+    """``name`` pointing at an address (A/AAAA) or a host name (CNAME)."""
+    try:
+        kind = "AAAA" if ipaddress.ip_address(target).version == 6 else "A"
+        return {"purpose": purpose, "type": kind, "name": f"{name}.", "value": target}
+    except ValueError:
+        return {"purpose": purpose, "type": "CNAME", "name": f"{name}.", "value": f"{target.rstrip('.')}."}
+
+
+def client_records(domain: MailDomain, autoconfig_address: str | None = None) -> list[dict]:
+    """What lets mail clients and sending servers find their way, for every
+    domain name: SRV records for submission, IMAP and POP3 (implicit TLS
+    preferred, RFC 8314; target "." for what is not offered), MTA-STS (the
+    ``_mta-sts`` TXT with the id of the policy served, and the
+    ``mta-sts.`` host), TLS-RPT (RFC 8460), and the autoconfig and
+    autodiscover names.  The HTTP names point at the autoconfig Ingress's
+    address when it is known, else at the mail hostname."""
+    spec = domain.spec
+    host = domain.hostname
+    tls, imap, pop3 = domain.tls_secret is not None, spec.mailstore.imap, spec.mailstore.pop3
+    policy = stspolicy.render(spec.mta_sts.mode, spec.mta_sts.max_age_seconds, domain.mta_sts_mx)
+    web = autoconfig_address or host
+    records = []
+    for name in domain.domain_names:
+        records += [
+            _srv(name, "_submissions", 0, 465, host, tls),
+            _srv(name, "_submission", 10, 587, host, True),
+            _srv(name, "_imaps", 0, 993, host, imap and tls),
+            _srv(name, "_imap", 10, 143, host, imap),
+            _srv(name, "_pop3s", 20, 995, host, pop3 and tls),
+            _srv(name, "_pop3", 30, 110, host, pop3),
+            {"purpose": "MTA-STS", "type": "TXT", "name": f"_mta-sts.{name}.", "value": stspolicy.txt_record(policy)},
+            _pointer("MTA-STS", f"mta-sts.{name}", web),
+            {"purpose": "TLS-RPT", "type": "TXT", "name": f"_smtp._tls.{name}.",
+             "value": f"v=TLSRPTv1; rua={','.join(domain.tls_report_uris)}"},
+        ]
+        if spec.autoconfig.enabled:
+            records += [
+                _pointer("Autoconfig", f"autoconfig.{name}", web),
+                _pointer("Autodiscover", f"autodiscover.{name}", web),
+                {"purpose": "Autodiscover", "type": "SRV", "name": f"_autodiscover._tcp.{name}.",
+                 "value": f"0 1 443 autodiscover.{name}."},
+            ]
+    return records
+
+
+def dns_records(domain: MailDomain, dkim_public_key: str | None, autoconfig_address: str | None = None) -> list[dict]:
     """The records a domain owner publishes: MX and SPF for every domain name,
-    the DKIM key, DMARC."""
+    the DKIM key, DMARC, then :func:`client_records`."""
     spec = domain.spec
     host = domain.hostname
     names = [spec.domain, *sorted(spec.alias_domains)]
@@ -181,7 +238,7 @@ def dns_records(domain: MailDomain, dkim_public_key: str | None) -> list[dict]:
                             "value": f"v=DKIM1; k=rsa; p={dkim_public_key}"})
     records.append({"purpose": "DMARC", "type": "TXT", "name": f"_dmarc.{spec.domain}.",
                     "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{spec.domain}"})
-    return records
+    return records + client_records(domain, autoconfig_address)
 
 
 def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Observed, now: datetime) -> dict:
@@ -217,7 +274,7 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
             "lastBounces": [{k: b[k] for k in ("sender", "recipient", "reason", "time") if k in b}
                             for b in (figures.get("lastBounces") or [])[:10]],
         },
-        "dnsRecords": dns_records(domain, observed.dkim_public_key),
+        "dnsRecords": dns_records(domain, observed.dkim_public_key, observed.autoconfig_address),
     }
     if observed.endpoints:
         status["endpoints"] = dict(sorted(observed.endpoints.items()))

@@ -90,6 +90,17 @@ def _service_host(svc: dict) -> str:
     return f"{meta['name']}.{meta['namespace']}.svc"
 
 
+def autoconfig_address(domain: MailDomain, children: list[dict]) -> str | None:
+    """The load balancer address of the autoconfig Ingress, once the controller has published it."""
+    name = rendering.names(domain)["autoconfig"]
+    for obj in children:
+        if obj.get("kind") == "Ingress" and obj["metadata"].get("name") == name:
+            found = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            if found:
+                return found[0].get("hostname") or found[0].get("ip") or None
+    return None
+
+
 def endpoints(domain: MailDomain, children: list[dict]) -> dict[str, str]:
     """Where clients reach the domain's services, from the live Services."""
     names = rendering.names(domain)
@@ -108,6 +119,10 @@ def endpoints(domain: MailDomain, children: list[dict]) -> dict[str, str]:
                 out[port["name"]] = f"{host}:{port['port']}"
     for component, url in rendering.service_urls(domain).items():
         out[f"{component}Status"] = f"{url}/status"
+    if domain.spec.autoconfig.ingress is not None:
+        out["autoconfig"] = f"https://{rendering.autoconfig_hosts(domain)[0]}/"
+    else:
+        out["autoconfig"] = f"http://{rendering.names(domain)['autoconfig']}.{domain.namespace}.svc"
     return out
 
 
@@ -164,6 +179,7 @@ class StatusWriter:
             secret_keys=secret_keys(outcome.inputs.secrets),
             dkim_public_key=outcome.inputs.dkim_public_key,
             endpoints=endpoints(domain, outcome.children),
+            autoconfig_address=autoconfig_address(domain, outcome.children),
         )
 
     async def __call__(self, kube: Kube, outcome: Outcome) -> int:

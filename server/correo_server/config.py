@@ -50,6 +50,8 @@ DEFAULT_PORTS = {
     "relay_http": 8081,
     "queue_http": 8082,
     "mailstore_http": 8083,
+    "autoconfig": 2080,  # the public HTTP side: client autoconfiguration, MTA-STS policy (Service port 80)
+    "autoconfig_http": 8084,
 }
 
 
@@ -125,6 +127,16 @@ class Smarthost:
 
 
 @dataclass(frozen=True)
+class MtaStsPolicy:
+    """The MTA-STS policy (RFC 8461) a domain publishes; ``correo_server.mtasts.policy``
+    turns it into the policy file and its id."""
+
+    mode: str = "testing"  # "none", "testing" or "enforce"
+    max_age_seconds: int = 604800  # one week
+    mx: tuple[str, ...] = ()  # MX patterns ("mail.example.com", "*.example.net")
+
+
+@dataclass(frozen=True)
 class Domain:
     """One hosted domain (a MailDomain) and its alias domains."""
 
@@ -141,6 +153,9 @@ class Domain:
     # mail for unknown addresses of the domain (None: refused, 550 5.1.1).
     recipient_delimiter: str = "+"
     catch_all: str | None = None
+    display_name: str = ""  # what mail clients call the provider (autoconfig); empty: the domain
+    autoconfig: bool = True  # serve client autoconfiguration documents for this domain
+    mta_sts: MtaStsPolicy | None = None  # the policy the autoconfig service publishes; None: none
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -252,6 +267,29 @@ class MailstoreConfig:
 
 
 @dataclass(frozen=True)
+class ClientPorts:
+    """The ports mail clients connect to, as autoconfiguration documents name them."""
+
+    submission: int = 587
+    smtps: int = 465
+    imap: int = 143
+    imaps: int = 993
+    pop3: int = 110
+    pop3s: int = 995
+
+
+@dataclass(frozen=True)
+class AutoconfigConfig:
+    """``correo serve autoconfig``: client autoconfiguration and the MTA-STS policy over HTTP."""
+
+    listen: Listen = Listen("0.0.0.0", DEFAULT_PORTS["autoconfig"])  # the documents (behind an Ingress)
+    http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["autoconfig_http"])  # /healthz, /readyz, /metrics, /status
+    # The host name clients connect to; empty: each domain's hostname.
+    client_host: str = ""
+    client_ports: ClientPorts = ClientPorts()
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The whole of ``correo.yaml``."""
 
@@ -263,6 +301,7 @@ class ServerConfig:
     relay: RelayConfig = RelayConfig()
     queue: QueueConfig = QueueConfig()
     mailstore: MailstoreConfig = MailstoreConfig()
+    autoconfig: AutoconfigConfig = AutoconfigConfig()
     log_format: str = "json"  # "json" or "console"
     version: int = FORMAT_VERSION
     # Where the file was read from; relative paths resolve against it.
@@ -419,6 +458,10 @@ def validate(cfg: ServerConfig) -> list[str]:
                             "backslashes or spaces")
         if d.catch_all is not None and d.catch_all.rpartition("@")[2].lower() not in d.all_names:
             problems.append(f"domains[{i}].catchAll: {d.catch_all} is not an address of {d.name}")
+        if d.mta_sts and d.mta_sts.mode not in ("none", "testing", "enforce"):
+            problems.append(f"domains[{i}].mtaSts.mode: must be none, testing or enforce, not {d.mta_sts.mode!r}")
+        if d.mta_sts and not 0 < d.mta_sts.max_age_seconds <= 31557600:
+            problems.append(f"domains[{i}].mtaSts.maxAgeSeconds: must be between 1 and 31557600 (RFC 8461)")
         if d.smarthost and d.smarthost.tls not in ("starttls", "implicit", "opportunistic", "none"):
             problems.append(f"domains[{i}].smarthost.tls: must be starttls, implicit, opportunistic or none")
     names = [n for d in cfg.domains for n in d.all_names]

@@ -1,4 +1,4 @@
-"""``correo serve relay|queue|mailstore --config DIR``: what each pod runs.
+"""``correo serve relay|queue|mailstore|autoconfig --config DIR``: what each pod runs.
 
 Reads the configuration folder, sets up logging, runs the service on uvloop
 when it is installed (:func:`event_loop_runner`) until SIGTERM/SIGINT, then
@@ -23,6 +23,7 @@ SERVICES = {
     "relay": "correo_server.relay.service:RelayService",
     "queue": "correo_server.queue.service:QueueService",
     "mailstore": "correo_server.mailstore.service:MailstoreService",
+    "autoconfig": "correo_server.autoconfig.service:AutoconfigService",
 }
 
 

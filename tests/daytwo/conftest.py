@@ -11,6 +11,7 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "queue"))
+sys.path.append(str(HERE.parent))  # e2e.conftest: start_stack, the `correo up` runner
 from daytwo_pki import TestCA  # noqa: E402
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from correo_operator.local.supervisor import ORDER as SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -91,8 +93,8 @@ def start_stack(data: Path, paths: list[Path], *extra: str, timeout: float = 60.
         if proc.poll() is not None:
             raise AssertionError(f"correo up exited with {proc.returncode}:\n{stack.log()[-6000:]}")
         state = json.loads((data / "state.json").read_text())
-        return len(state.get("services", {})) == 3 and "Try it" in stack.log() or \
-            (len(state.get("services", {})) == 3 and "correo is up" in stack.log())
+        everyone = len(state.get("services", {})) == len(SERVICES)
+        return everyone and ("Try it" in stack.log() or "correo is up" in stack.log())
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -115,7 +115,7 @@ def test_every_child_is_owned_by_the_maildomain_and_labelled():
 def test_pods_run_restricted():
     workloads = [o for o in rendered("no-tls") if o["kind"] in ("Deployment", "StatefulSet")]
     assert {o["metadata"]["name"] for o in workloads} == {"example-com-relay", "example-com-queue",
-                                                          "example-com-mailstore"}
+                                                          "example-com-mailstore", "example-com-autoconfig"}
     for w in workloads:
         pod = w["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
@@ -135,6 +135,8 @@ def test_services_map_the_standard_ports_onto_unprivileged_ones():
     assert relay == {25: 2525, 587: 2587, 465: 2465}
     store = {p["port"]: p["targetPort"] for p in services["example-com-mailstore"]["spec"]["ports"]}
     assert store == {143: 2143, 993: 2993, 110: 2110, 995: 2995, 4190: 2419}
+    autoconfig = {p["port"]: p["targetPort"] for p in services["example-com-autoconfig"]["spec"]["ports"]}
+    assert autoconfig == {80: 2080}
 
 
 @pytest.mark.parametrize("policy,expected", [("Retain", "Retain"), ("Delete", "Delete")])
@@ -147,7 +149,8 @@ def test_volume_retention_follows_reclaim_policy(policy, expected):
 
 def test_network_policies_cover_every_component():
     pols = [o for o in rendered("no-tls") if o["kind"] == "NetworkPolicy"]
-    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pols} == {"relay", "queue", "mailstore"}
+    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pols} == {
+        "relay", "queue", "mailstore", "autoconfig"}
     mailstore = next(p for p in pols if p["metadata"]["name"].endswith("mailstore"))
     # The mailstore talks only to the queue (mail rules send replies and redirects through it) and DNS.
     assert mailstore["spec"]["egress"][0] == {
@@ -157,6 +160,8 @@ def test_network_policies_cover_every_component():
         "ports": [{"protocol": "TCP", "port": 2424}]}
     assert [rule.get("ports") for rule in mailstore["spec"]["egress"][1:]] == [
         [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]]
+    autoconfig = next(p for p in pols if p["metadata"]["name"].endswith("autoconfig"))
+    assert autoconfig["spec"]["egress"] == []  # talks to nobody
 
 
 def test_the_configmap_is_the_configuration_the_servers_read():

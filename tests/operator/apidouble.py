@@ -96,6 +96,7 @@ BUILTINS = [
     Res("apps", "v1", "StatefulSet", "statefulsets", status_sub=True, generation=True),
     Res("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", status_sub=True, generation=True),
     Res("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", generation=True),
+    Res("networking.k8s.io", "v1", "Ingress", "ingresses", status_sub=True, generation=True),
     Res("events.k8s.io", "v1", "Event", "events"),
     Res("coordination.k8s.io", "v1", "Lease", "leases"),
     Res("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",

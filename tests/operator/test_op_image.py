@@ -105,7 +105,7 @@ def test_every_service_command_the_pods_run_is_a_valid_correo_command():
         args = cli.build_parser().parse_args(container["args"])
         assert args.target == "correo_server.serve:main" and args.config == "/etc/correo"
         seen.add(args.service)
-    assert seen == {"relay", "queue", "mailstore"}
+    assert seen == {"relay", "queue", "mailstore", "autoconfig"}
 
 
 def test_every_copy_source_exists_and_is_not_ignored():

@@ -70,7 +70,7 @@ annotations on MailDomains.
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
+  resources: ["networkpolicies", "ingresses"]
   verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

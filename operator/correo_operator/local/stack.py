@@ -22,8 +22,8 @@ from .. import loading, render, secretdata
 from . import keys
 from .layout import Layout, read_json, write_atomic, write_json
 
-PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "managesieve")
-INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http")
+PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "managesieve", "autoconfig")
+INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http", "autoconfig_http")
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,19 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
         managesieve_enabled=any(c.mailstore.managesieve_enabled for c in per_domain),
         max_literal_bytes=max(c.mailstore.max_literal_bytes for c in per_domain),
     )
+    autoconfig = cfgmod.AutoconfigConfig(
+        listen=_l(h, ports["autoconfig"]), http=_l("127.0.0.1", ports["autoconfig_http"]),
+        # Clients of the local stack connect to its listeners, not to the domains' hostnames.
+        client_host=h if h not in ("0.0.0.0", "::") else "",
+        client_ports=cfgmod.ClientPorts(**{name: ports[name] for name in
+                                           ("submission", "smtps", "imap", "imaps", "pop3", "pop3s")}),
+    )
     return dataclasses.replace(
         first,
         name="local",
         domains=tuple(dom for c in per_domain for dom in c.domains),
         tls=cfgmod.TLSFiles() if tls else None,
-        relay=relay, queue=queue, mailstore=mailstore,
+        relay=relay, queue=queue, mailstore=mailstore, autoconfig=autoconfig,
         log_format="console",
     )
 

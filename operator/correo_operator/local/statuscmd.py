@@ -35,10 +35,12 @@ def fetch_json(url: str, timeout: float = 3.0) -> dict | None:
 
 def _flat_endpoints(state: dict) -> dict[str, str]:
     ep = state.get("endpoints") or {}
-    out = {name: ep[name] for name in stack.PUBLIC if name in ep}
+    out = {name: ep[name] for name in stack.PUBLIC if isinstance(ep.get(name), str)}
     for service in ("relay", "queue", "mailstore"):
         if (ep.get(service) or {}).get("http"):
             out[f"{service}Status"] = ep[service]["http"] + "/status"
+    if (ep.get("autoconfig") or {}).get("public"):
+        out["autoconfig"] = ep["autoconfig"]["public"]
     return out
 
 

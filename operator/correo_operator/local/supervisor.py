@@ -24,8 +24,9 @@ from .layout import Layout, read_json
 
 log = logs.get("correo.up")
 
-ORDER = ("mailstore", "queue", "relay")  # each needs the one before it
-HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "relay_http"}
+ORDER = ("mailstore", "queue", "relay", "autoconfig")  # each needs the one before it; autoconfig needs none
+HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "relay_http",
+             "autoconfig": "autoconfig_http"}
 
 
 def _die_with_parent(parent: int):

@@ -107,10 +107,12 @@ def generations(loaded: loading.Loaded, previous: dict[str, dict] | None) -> dic
 def endpoints(host: str, ports: dict[str, int]) -> dict:
     loop = "127.0.0.1"
     return {
-        **{name: f"{host}:{ports[name]}" for name in stack.PUBLIC},
+        **{name: f"{host}:{ports[name]}" for name in stack.PUBLIC if name != "autoconfig"},
         "relay": {"http": f"http://{loop}:{ports['relay_http']}"},
         "queue": {"http": f"http://{loop}:{ports['queue_http']}", "lmtp": f"{loop}:{ports['queue_lmtp']}"},
         "mailstore": {"http": f"http://{loop}:{ports['mailstore_http']}", "lmtp": f"{loop}:{ports['mailstore_lmtp']}"},
+        "autoconfig": {"http": f"http://{loop}:{ports['autoconfig_http']}",
+                       "public": f"http://{host}:{ports['autoconfig']}/"},
     }
 
 
@@ -165,6 +167,8 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
         *([f"  IMAP        {host}:{ports['imap']:<6} IMAPS {host}:{ports['imaps']}"] if _enabled(loaded, "imap") else []),
         *([f"  POP3        {host}:{ports['pop3']:<6} POP3S {host}:{ports['pop3s']}"] if _enabled(loaded, "pop3") else []),
         f"  ManageSieve {host}:{ports['managesieve']:<6} Sieve scripts (sieve-connect), like port 4190",
+        f"  autoconfig  http://{host}:{ports['autoconfig']}/  client autoconfiguration, MTA-STS policy "
+        f"(e.g. /mail/config-v1.1.xml?emailaddress=you@{doms.split(', ')[0]})",
         "  TLS uses a self-signed certificate unless the YAML includes the TLS Secret.",
         "",
     ]

@@ -3,6 +3,7 @@ a private CA, and the queue's test pieces (loopback DNS, loopback MX hosts,
 the queue harness) from ``tests/queue/queue_support.py``."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -20,39 +21,9 @@ def test_ca(tmp_path_factory) -> TestCA:
     return TestCA(tmp_path_factory.mktemp("ca"))
 
 
-@pytest.fixture(scope="session")
-def _dns_server():
-    from dnslib.server import DNSLogger, DNSServer
-    from queue_support import Zone
-
-    zone = Zone()
-    server = DNSServer(zone, port=0, address="127.0.0.1", tcp=False,
-                       logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
-    server.start_thread()
-    zone.port = server.server.server_address[1]
-    yield zone
-    server.stop()
-    server.server.server_close()
-
-
-@pytest.fixture
-def dns_zone(_dns_server):
-    """The loopback DNS server's zone, empty at the start of each test."""
-    _dns_server.clear()
-    yield _dns_server
-    _dns_server.clear()
-
-
-@pytest.fixture
-async def harness(tmp_path, dns_zone):
-    """The queue (in this process, on a fake clock) with loopback MX hosts and DNS."""
-    from queue_support import make_harness
-
-    from correo_server.queue.clock import FakeClock
-
-    h = await make_harness(tmp_path, dns_zone, FakeClock())
-    yield h
-    if h.service is not None:
-        await h.service.stop(grace=1.0)
-    for s in h.servers:
-        s.close()
+# The queue's own fixtures, shared rather than copied: the loopback DNS server
+# (``dns_zone``) and the in-process queue on a fake clock (``harness``).
+_spec = importlib.util.spec_from_file_location("daytwo_queue_conftest", HERE.parent / "queue" / "conftest.py")
+_queue_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_queue_fixtures)
+_dns_server, dns_zone, harness = _queue_fixtures._dns_server, _queue_fixtures.dns_zone, _queue_fixtures.harness

@@ -75,6 +75,20 @@ async def start_queue(harness, test_ca, policy_host):
                                                     fetch_timeout_seconds=5))
 
 
+async def receiver(harness, test_ca, policy_host, *, cert: str | None = MX, mode: str = "enforce",
+                   policy_id: str | None = "v1", **policy) -> object:
+    """remote.test: one MX (127.0.0.2) with a certificate for ``cert`` (None: no
+    TLS), its policy on the policy host, announced as ``policy_id`` (None: not
+    announced); then the queue starts.  Returns the MX's handler."""
+    harness.zone.mx(DOMAIN, (10, MX))
+    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context(cert) if cert else None)
+    policy_host.body = policy_text(mode, **policy)
+    if policy_id:
+        announce(harness.zone, policy_id)
+    await start_queue(harness, test_ca, policy_host)
+    return mx1
+
+
 async def recipient(harness, address: str) -> dict:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{harness.http}/queue") as rsp:
@@ -97,11 +111,7 @@ async def queue_show(harness, msg_id: str) -> str:
 
 
 async def test_enforce_with_a_mismatching_certificate_defers_and_says_why(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context("other.example"))
-    policy_host.body = policy_text("enforce")
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert="other.example")
 
     with structlog.testing.capture_logs() as events:
         replies = await harness.send("alice@example.com", ["bob@remote.test"])
@@ -127,11 +137,7 @@ async def test_enforce_with_a_mismatching_certificate_defers_and_says_why(harnes
 
 
 async def test_enforce_with_a_matching_certificate_delivers_over_verified_tls(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context(MX))
-    policy_host.body = policy_text("enforce")
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host)
 
     await harness.send("alice@example.com", ["bob@remote.test"])
     await harness.settle()
@@ -155,11 +161,7 @@ async def test_enforce_skips_an_mx_the_policy_does_not_list_and_uses_the_next(ha
 
 
 async def test_enforce_defers_when_the_mx_offers_no_starttls(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2")  # no TLS at all
-    policy_host.body = policy_text("enforce")
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert=None)  # no TLS at all
 
     await harness.send("alice@example.com", ["bob@remote.test"])
     await harness.settle()
@@ -172,11 +174,7 @@ async def test_enforce_defers_when_the_mx_offers_no_starttls(harness, test_ca, p
 
 
 async def test_testing_mode_delivers_despite_a_bad_certificate_and_logs_it(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context("other.example"))
-    policy_host.body = policy_text("testing")
-    announce(harness.zone, "t1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert="other.example", mode="testing", policy_id="t1")
 
     with structlog.testing.capture_logs() as events:
         await harness.send("alice@example.com", ["bob@remote.test"])
@@ -190,10 +188,7 @@ async def test_testing_mode_delivers_despite_a_bad_certificate_and_logs_it(harne
 
 
 async def test_without_a_txt_record_no_policy_is_fetched(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context("other.example"))
-    policy_host.body = policy_text("enforce")  # there, but not announced
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert="other.example", policy_id=None)  # there, unannounced
 
     await harness.send("alice@example.com", ["bob@remote.test"])
     await harness.settle()
@@ -204,13 +199,11 @@ async def test_without_a_txt_record_no_policy_is_fetched(harness, test_ca, polic
 
 @pytest.mark.parametrize("problem", ["404", "redirect", "content-type", "garbage"])
 async def test_a_policy_that_cannot_be_fetched_counts_as_none(harness, test_ca, policy_host, problem):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context("other.example"))
-    policy_host.body = {"garbage": "mode: enforce\r\n"}.get(problem, policy_text("enforce"))
     policy_host.status = {"404": 404, "redirect": 302}.get(problem, 200)
     policy_host.content_type = "text/html" if problem == "content-type" else "text/plain"
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert="other.example")
+    if problem == "garbage":
+        policy_host.body = "mode: enforce\r\n"
 
     with structlog.testing.capture_logs() as events:
         await harness.send("alice@example.com", ["bob@remote.test"])
@@ -225,11 +218,7 @@ async def test_a_policy_that_cannot_be_fetched_counts_as_none(harness, test_ca, 
 
 
 async def test_the_policy_cache_survives_a_restart_and_outlives_the_txt_record(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context(MX))
-    policy_host.body = policy_text("enforce", max_age=86400)
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, max_age=86400)
     await harness.send("alice@example.com", ["bob@remote.test"])
     await harness.settle()
     assert len(mx1.messages) == 1
@@ -259,11 +248,7 @@ async def test_the_policy_cache_survives_a_restart_and_outlives_the_txt_record(h
 
 
 async def test_a_new_policy_id_is_fetched_and_replaces_the_cached_policy(harness, test_ca, policy_host):
-    harness.zone.mx(DOMAIN, (10, MX))
-    mx1 = await harness.add_mx(MX, "127.0.0.2", tls=test_ca.server_context("other.example"))
-    policy_host.body = policy_text("enforce")
-    announce(harness.zone, "v1")
-    await start_queue(harness, test_ca, policy_host)
+    mx1 = await receiver(harness, test_ca, policy_host, cert="other.example")
     await harness.send("alice@example.com", ["bob@remote.test"])
     await harness.settle()
     assert mx1.messages == []

@@ -135,7 +135,8 @@ def test_status_reports_ready_domain_and_mailboxes_with_endpoints(stack):
     for t in ("Ready", "RelayAvailable", "QueueAvailable", "MailstoreAvailable", "Delivering"):
         assert conditions[t]["status"] == "True", conditions[t]
         assert conditions[t]["observedGeneration"] == 1 and conditions[t]["reason"] and conditions[t]["message"]
-    assert {r["purpose"] for r in domain["dnsRecords"]} == {"MX", "SPF", "DKIM", "DMARC"}
+    assert {r["purpose"] for r in domain["dnsRecords"]} == {"MX", "SPF", "DKIM", "DMARC", "SRV", "MTA-STS", "TLS-RPT",
+                                                           "Autoconfig", "Autodiscover"}
     assert domain["endpoints"]["submission"].endswith(f":{stack.port('submission')}")
     bob = status["Mailbox/bob"]["status"]
     assert {c["type"]: c["status"] for c in bob["conditions"]} == {"Ready": "True", "QuotaExceeded": "False"}

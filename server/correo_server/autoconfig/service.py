@@ -133,15 +133,22 @@ class AutoconfigService:
             return self._text(404, f"not found: {exc.args[0]}", "request")
         return self._text(404, f"not found: {path}", "request")
 
-    def _thunderbird(self, request: web.Request) -> web.Response:
-        address = request.query.get("emailaddress")
+    def _account(self, request: web.Request, address: str | None) -> docs.Account:
         domain = self.domain_for(request.host, address)
         if not domain.autoconfig:
             raise LookupError(f"autoconfiguration is off for {domain.name}")
-        body = docs.thunderbird(docs.account(self.config, domain, address))
-        self._count("thunderbird", "ok")
-        log.info("autoconfig_served", document="thunderbird", domain=domain.name, client=request.remote)
-        return web.Response(body=body, content_type="application/xml", charset="utf-8", headers=_HEADERS)
+        return docs.account(self.config, domain, address)
+
+    def _served(self, request: web.Request, document: str, acc: docs.Account, body: bytes,
+                content_type: str = "application/xml", **headers: str) -> web.Response:
+        self._count(document, "ok")
+        log.info("autoconfig_served", document=document, domain=acc.domain.name, client=request.remote)
+        return web.Response(body=body, content_type=content_type, headers={**_HEADERS, **headers},
+                            charset="utf-8" if content_type.endswith("xml") else None)
+
+    def _thunderbird(self, request: web.Request) -> web.Response:
+        acc = self._account(request, request.query.get("emailaddress"))
+        return self._served(request, "thunderbird", acc, docs.thunderbird(acc))
 
     async def _autodiscover(self, request: web.Request) -> web.Response:
         if request.method == "POST":
@@ -162,24 +169,13 @@ class AutoconfigService:
             self._count("autodiscover", "error")
             return web.Response(body=docs.autodiscover_error(601, f"The requested schema is not available: {schema}"),
                                 content_type="application/xml", charset="utf-8", headers=_HEADERS)
-        domain = self.domain_for(request.host, address)
-        if not domain.autoconfig:
-            raise LookupError(f"autoconfiguration is off for {domain.name}")
-        self._count("autodiscover", "ok")
-        log.info("autoconfig_served", document="autodiscover", domain=domain.name, client=request.remote)
-        return web.Response(body=docs.autodiscover(docs.account(self.config, domain, address)),
-                            content_type="application/xml", charset="utf-8", headers=_HEADERS)
+        acc = self._account(request, address)
+        return self._served(request, "autodiscover", acc, docs.autodiscover(acc))
 
     def _mobileconfig(self, request: web.Request) -> web.Response:
-        address = request.query.get("emailaddress")
-        domain = self.domain_for(request.host, address)
-        if not domain.autoconfig:
-            raise LookupError(f"autoconfiguration is off for {domain.name}")
-        body = docs.mobileconfig(docs.account(self.config, domain, address))
-        self._count("mobileconfig", "ok")
-        log.info("autoconfig_served", document="mobileconfig", domain=domain.name, client=request.remote)
-        return web.Response(body=body, content_type=docs.MOBILECONFIG_TYPE, headers={
-            **_HEADERS, "Content-Disposition": f'attachment; filename="{domain.name}.mobileconfig"'})
+        acc = self._account(request, request.query.get("emailaddress"))
+        return self._served(request, "mobileconfig", acc, docs.mobileconfig(acc), docs.MOBILECONFIG_TYPE, **{
+            "Content-Disposition": f'attachment; filename="{acc.domain.name}.mobileconfig"'})
 
     def _mta_sts(self, request: web.Request) -> web.Response:
         host = host_name(request.host)

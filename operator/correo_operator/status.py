@@ -185,7 +185,8 @@ def _pointer(purpose: str, name: str, target: str) -> dict:
 def client_records(domain: MailDomain, autoconfig_address: str | None = None) -> list[dict]:
     """What lets mail clients and sending servers find their way, for every
     domain name: SRV records for submission, IMAP and POP3 (implicit TLS
-    preferred, RFC 8314; target "." for what is not offered), MTA-STS (the
+    preferred, RFC 8314; target "." for what is not offered) and ManageSieve
+    (RFC 5804, served with the mailstore), MTA-STS (the
     ``_mta-sts`` TXT with the id of the policy served, and the
     ``mta-sts.`` host), TLS-RPT (RFC 8460), and the autoconfig and
     autodiscover names.  The HTTP names point at the autoconfig Ingress's
@@ -204,6 +205,7 @@ def client_records(domain: MailDomain, autoconfig_address: str | None = None) ->
             _srv(name, "_imap", 10, 143, host, imap),
             _srv(name, "_pop3s", 20, 995, host, pop3 and tls),
             _srv(name, "_pop3", 30, 110, host, pop3),
+            _srv(name, "_sieve", 0, 4190, host, imap or pop3),  # ManageSieve (RFC 5804 section 1.8)
             {"purpose": "MTA-STS", "type": "TXT", "name": f"_mta-sts.{name}.", "value": stspolicy.txt_record(policy)},
             _pointer("MTA-STS", f"mta-sts.{name}", web),
             {"purpose": "TLS-RPT", "type": "TXT", "name": f"_smtp._tls.{name}.",

@@ -137,6 +137,7 @@ class TestStatus:
         assert records[("SRV", "_imap._tcp.example.com.")] == "10 1 143 mx.example.com."
         assert records[("SRV", "_pop3s._tcp.example.com.")] == "0 0 0 ."
         assert records[("SRV", "_pop3._tcp.example.com.")] == "0 0 0 ."
+        assert records[("SRV", "_sieve._tcp.example.com.")] == "0 1 4190 mx.example.com."
 
     def test_every_alias_domain_gets_its_records(self):
         records = self.records(maildomain(aliasDomains=["example.net"], tlsReporting={

@@ -56,7 +56,7 @@ def test_the_operator_runs_the_stack_and_writes_what_the_services_report(
 
     def pods() -> list[dict]:
         return kubectl.json("get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={DOMAIN_NAME}")["items"]
-    wait_for(lambda: len(pods()) == 3, timeout=120, what=lambda: f"3 pods from the controllers: {pods()}")
+    wait_for(lambda: len(pods()) == 4, timeout=120, what=lambda: f"4 pods from the controllers: {pods()}")
     services = kubectl.json("get", "services", "-A")["items"]
     node.set_dns({**service_names(services), **REMOTE_A}, REMOTE_MX)
 
@@ -72,7 +72,7 @@ def test_the_operator_runs_the_stack_and_writes_what_the_services_report(
         node.run_pod(name, pod, mounts)
         running.append(name)
         by_component[pod["metadata"]["labels"]["app.kubernetes.io/component"]] = pod
-    assert sorted(by_component) == ["mailstore", "queue", "relay"]
+    assert sorted(by_component) == ["autoconfig", "mailstore", "queue", "relay"]
     for component, pod in by_component.items():
         name = pod["metadata"]["name"]
         wait_for(lambda: node.probe(name)[0] == 200, timeout=90,

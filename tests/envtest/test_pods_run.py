@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,9 @@ def stack(tmp_path_factory, rendered):
         node.stop()
 
 
-def test_three_workloads_each_with_one_container_running_the_image_entrypoint(stack, rendered):
+def test_four_workloads_each_with_one_container_running_the_image_entrypoint(stack, rendered):
     node, pods = stack
-    assert sorted(pods) == ["mailstore", "queue", "relay"]
+    assert sorted(pods) == ["autoconfig", "mailstore", "queue", "relay"]
     for component, name in pods.items():
         assert node.pod_state(name)["running"], node.pod_log(name)
         container = node.pods[name]["container"]
@@ -79,7 +80,7 @@ def test_every_service_target_port_listens(stack, rendered):
     node, _ = stack
     listening = node.listening()
     services = [o for o in rendered if o["kind"] == "Service"]
-    assert len(services) == 4
+    assert len(services) == 5
     for svc in services:
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in listening, f"{svc['metadata']['name']}: {port} does not listen"
@@ -121,3 +122,16 @@ def test_a_message_for_an_unreachable_mx_is_deferred_by_the_queue(stack):
     assert domain["deferred"] >= 1
     assert domain["lastErrors"][0]["destination"] == "mx.remote.test"  # found through the node's DNS
     assert "4.4.1" in domain["lastErrors"][0]["error"]
+
+
+def test_the_autoconfig_pod_serves_the_mta_sts_policy_and_client_configuration(stack):
+    node, _ = stack
+    port = node.forward(2080)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/.well-known/mta-sts.txt",
+                                 headers={"Host": "mta-sts.example.com"})
+    with urllib.request.urlopen(req, timeout=10) as rsp:
+        assert rsp.headers["Content-Type"].startswith("text/plain")
+        assert rsp.read().decode().startswith("version: STSv1\r\nmode: testing\r\n")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/mail/config-v1.1.xml?emailaddress=bob%40example.com")
+    with urllib.request.urlopen(req, timeout=10) as rsp:
+        assert b"<hostname>mail.example.com</hostname>" in rsp.read()

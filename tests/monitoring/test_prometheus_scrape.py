@@ -236,7 +236,7 @@ def prometheus(tmp_path_factory, stack, operator_endpoint, rules):
     base = tmp_path_factory.mktemp("prometheus")
     (base / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
     endpoints = stack.state["endpoints"]
-    targets = {f"correo-{c}": endpoints[c]["http"].removeprefix("http://") for c in ("relay", "queue", "mailstore")}
+    targets = {f"correo-{c}": endpoints[c]["http"].removeprefix("http://") for c in ("relay", "queue", "mailstore", "autoconfig")}
     scrape = [{"job_name": job, "static_configs": [{"targets": [addr], "labels": {
         "component": job.removeprefix("correo-"), "maildomain": MAILDOMAIN, "namespace": NAMESPACE,
         "pod": f"{MAILDOMAIN}-{job.removeprefix('correo-')}-0"}}]} for job, addr in targets.items()]
@@ -260,8 +260,8 @@ def prometheus(tmp_path_factory, stack, operator_endpoint, rules):
                 return rsp.status == 200
         wait_for(ready, 60, "Prometheus to be ready")
         # Enough scrapes of every target for rates over a few seconds.
-        wait_for(lambda: len(prom.query('count_over_time(up{job=~"correo-.*"}[1m]) >= 5')) == 4, 90,
-                 "five scrapes of the four targets")
+        wait_for(lambda: len(prom.query('count_over_time(up{job=~"correo-.*"}[1m]) >= 5')) == len(targets), 90,
+                 "five scrapes of every target")
         yield prom
     finally:
         proc.terminate()

@@ -299,7 +299,8 @@ def exposed_families(prom: Prometheus) -> dict[str, tuple[str, set[str]]]:
 def test_prometheus_scrapes_every_service_and_the_operator(prometheus):
     active = prometheus.api("targets")["activeTargets"]
     assert {t["labels"]["job"]: t["health"] for t in active} == {
-        "correo-relay": "up", "correo-queue": "up", "correo-mailstore": "up", "correo-operator": "up"}
+        "correo-relay": "up", "correo-queue": "up", "correo-mailstore": "up", "correo-autoconfig": "up",
+        "correo-operator": "up"}
 
 
 def test_every_dashboard_query_runs_against_the_stack_and_has_data(prometheus, dashboard):

@@ -1,14 +1,17 @@
 """APPEND (RFC 3501 6.3.11), answering ``APPENDUID`` (UIDPLUS, RFC 4315).
 
 Extension points: other forms of the message data (``registry.append_data``:
-BINARY's ``~{n}`` literal8, UTF8=ACCEPT's ``UTF8 (~{n})``), and several
+BINARY's ``~{n}`` literal8, UTF8=ACCEPT's ``UTF8 (~{n})``; a form whose
+message is only known when the command runs, CATENATE's, parses to an
+object with ``async resolve(session) -> bytes``, called once the target
+folder is found), and several
 messages in one command when MULTIAPPEND (RFC 3502) is registered
 (``registry.multiappend``): stored all or none, answered ``APPENDUID
 uidvalidity uid-set``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .. import responses as R
 from ..backend import NoSuchFolder
@@ -21,11 +24,17 @@ if TYPE_CHECKING:
 SYSTEM = ("\\answered", "\\flagged", "\\deleted", "\\seen", "\\draft")
 
 
+class Deferred(Protocol):
+    """Message data made when the command runs (CATENATE's pieces)."""
+
+    async def resolve(self, s: "Session") -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Message:
     flags: list[str]
     date: tuple[float, int] | None  # (epoch seconds, zone offset in minutes)
-    data: bytes
+    data: bytes | Deferred
 
 
 def message(r: Reader, p: Parse) -> Message:
@@ -73,14 +82,15 @@ class Append(Command):
             return no("Mailbox doesn't exist", "TRYCREATE")
         items = []
         for m in self.messages:
-            if not m.data:
+            data = m.data if isinstance(m.data, bytes) else await m.data.resolve(s)
+            if not data:
                 return no("Can't save a zero byte message.")
             flags = [f for f in m.flags if f.lower() != "\\recent"]
             for f in flags:
                 if f == "\\*" or (f.startswith("\\") and f.lower() not in SYSTEM):
                     return bad(f"Invalid system flag {f}")
             when, tz = m.date if m.date else (None, None)
-            items.append((m.data, flags, when, tz))
+            items.append((data, flags, when, tz))
         if len(items) == 1:
             data, flags, when, tz = items[0]
             uid = await folder.append(data, flags=flags, internaldate=when, tzoffset=tz)

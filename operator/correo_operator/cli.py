@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "services: conditions, queue figures, usage, delivery, DNS records, endpoints.")
     st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
                     help="table (default), or json/yaml: a List of the resources with status, plus endpoints")
+    st.add_argument("--dns", action="store_true",
+                    help="instead: the DNS records each MailDomain's owner publishes (MX, SPF, DKIM, DMARC, SRV, "
+                         "MTA-STS, TLS-RPT, autoconfig), as zone-file lines")
+    st.add_argument("--from", dest="from_file", metavar="FILE",
+                    help="with --dns: read MailDomains with their status from FILE ('-': stdin) instead of the "
+                         "local stack, e.g. `kubectl get maildomains -o json | correo status --dns --from -`")
     st.add_argument("--data", default=".correo", help="data folder of the running `correo up` (default ./.correo)")
     st.set_defaults(target="correo_operator.local.statuscmd:main")
 

@@ -126,6 +126,22 @@ def test_status_lists_the_records_to_publish(status):
     assert records[("Autodiscover", "SRV", "_autodiscover._tcp.example.com.")] == "0 1 443 autodiscover.example.com."
 
 
+def test_status_prints_the_records_as_a_zone_a_dns_server_loads(live, status):
+    """`correo status --dns`: the same records as the status, as zone-file lines;
+    the table points at it."""
+    import dns.rdatatype
+    import dns.zone
+    assert "DNS records to publish: correo status --dns" in live.run("status").stdout
+    text = live.run("status", "--dns").stdout
+    assert text.startswith("; MailDomain default/example-com: the DNS records to publish")
+    zone = dns.zone.from_text(text, origin="example.com.", relativize=False, check_origin=False)
+    got = sorted((str(name), dns.rdatatype.to_text(rds.rdtype),
+                  b"".join(rd.strings).decode() if rds.rdtype == dns.rdatatype.TXT else rd.to_text())
+                 for name, rds in zone.iterate_rdatasets() for rd in rds)
+    want = sorted((r["name"], r["type"], r["value"]) for r in status["domain"]["status"]["dnsRecords"])
+    assert got == want and any(t == "SRV" for _, t, _ in got)
+
+
 def test_a_client_set_up_from_thunderbird_autoconfig_logs_in_everywhere_sends_and_reads(live, endpoint, tls):
     servers = thunderbird_servers(endpoint, "alice@example.com")
     assert {(p, s) for p, _, _, s, _ in servers} == {("imap", "tls"), ("imap", "starttls"), ("pop3", "tls"),

@@ -4,7 +4,8 @@ Kubernetes, computed for the local stack by the same code
 
 The default view is a table like ``kubectl get maildomains,mailboxes``;
 ``-o json``/``-o yaml`` print a ``List`` of the resources with their
-``status``, plus the local ``endpoints``.
+``status``, plus the local ``endpoints``; ``--dns`` prints each MailDomain's
+``status.dnsRecords`` as zone-file lines (:mod:`correo_operator.zonefile`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from correo_server.localstate import NotRunning
 
 from .. import loading, model
 from .. import status as statusmod
+from .. import zonefile
 from . import stack
 from .layout import Layout, read_json, require_running, write_json
 from .supervisor import ORDER
@@ -130,6 +132,8 @@ def table(items: list[dict]) -> str:
         for c in o["status"]["conditions"]:
             if c["status"] != "True":
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
+    if any(o["status"].get("dnsRecords") for o in domains):
+        out.append("  DNS records to publish: correo status --dns")
     out.append("")
     rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "DEFERRED", "BOUNCED", "REASON"]]
     for o in boxes:
@@ -156,7 +160,47 @@ def table(items: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def dns_zone(items: list[dict]) -> str:
+    """Every MailDomain's ``status.dnsRecords`` as zone-file lines, a section per zone."""
+    out = []
+    for o in items:
+        if o["kind"] != "MailDomain" or not o["status"].get("dnsRecords"):
+            continue
+        spec = o["spec"]
+        zones = [spec["domain"], *sorted(spec.get("aliasDomains") or [])]
+        out.append(zonefile.render(o["status"]["dnsRecords"], zones, title=(
+            f"MailDomain {o['metadata'].get('namespace', 'default')}/{o['metadata']['name']}: "
+            "the DNS records to publish")))
+    return "\n".join(out)
+
+
+def _read_objects(path: str) -> list[dict]:
+    """MailDomains from ``kubectl get ... -o json|yaml`` output: a List, one object, or YAML documents."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    objects = []
+    for doc in yaml.safe_load_all(text):
+        if isinstance(doc, dict):
+            objects += doc.get("items") or [] if doc.get("kind", "").endswith("List") else [doc]
+    return [o for o in objects if isinstance(o, dict) and o.get("kind") == "MailDomain"]
+
+
 def main(args) -> int:
+    if getattr(args, "from_file", None):
+        if not getattr(args, "dns", False):
+            print("correo status: --from goes with --dns", file=sys.stderr)
+            return 2
+        try:
+            found = _read_objects(args.from_file)
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"correo status: cannot read {args.from_file}: {exc}", file=sys.stderr)
+            return 1
+        domains = [o for o in found if (o.get("status") or {}).get("dnsRecords")]
+        if not domains:
+            print(f"correo status: no MailDomain with status.dnsRecords in {args.from_file} "
+                  "(has the operator reconciled it yet?)", file=sys.stderr)
+            return 1
+        sys.stdout.write(dns_zone(domains))
+        return 0
     layout = Layout.at(args.data)
     try:
         state = require_running(layout)
@@ -174,6 +218,9 @@ def main(args) -> int:
               file=sys.stderr)
     loaded, secret_keys = applied
     items = compute(layout, state, loaded, secret_keys, statusmod.now_utc())
+    if getattr(args, "dns", False):
+        sys.stdout.write(dns_zone(items))
+        return 0
     if args.output == "table":
         sys.stdout.write(table(items))
         return 0

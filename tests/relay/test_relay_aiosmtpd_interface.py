@@ -45,3 +45,22 @@ def test_aiosmtpd_is_pinned_to_the_range_the_relay_was_built_for():
     assert '"aiosmtpd>=1.4.6,<1.5"' in pyproject
     major, minor, *_ = aiosmtpd.smtp.__version__.split(".")
     assert (int(major), int(minor)) == (1, 4)
+
+
+async def test_every_command_the_relay_serves_is_found_at_each_connection(make_relay):
+    """The relay lists only its commands and AUTH mechanisms to aiosmtpd (a
+    cheaper connection); HELP names each command, and each one answers."""
+    from relay_helpers import RawClient
+
+    served = sorted(n[5:] for n in dir(relay_smtp.RelaySMTP) if n.startswith("smtp_"))
+    assert {"EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP", "AUTH"} <= set(served)
+    relay = await make_relay()
+    client = await RawClient.connect(relay.smtp)
+    code, lines = await client.cmd("HELP")
+    assert code == 250 and set(lines[-1].split()) >= {"EHLO", "MAIL", "RCPT", "DATA", "NOOP", "VRFY", "HELP"}
+    assert (await client.cmd("EHLO client.example"))[0] == 250
+    for command, expected in (("NOOP", 250), ("RSET", 250), ("VRFY alice", 252), ("XYZZY", 500),
+                              ("AUTH PLAIN", 503)):  # AUTH is found: on port 25 it sends to submission
+        code, lines = await client.cmd(command)
+        assert code == expected, (command, lines)
+    assert (await client.cmd("QUIT"))[0] == 221

@@ -9,6 +9,7 @@ import smtplib
 
 import pytest
 
+from .conftest import RecordingMX, free_port, start_stack
 from .test_local_stack import ALICE, BOB, imap_messages, tls_context
 
 pytestmark = pytest.mark.e2e
@@ -36,3 +37,37 @@ def test_one_id_from_the_smtp_reply_through_the_queue_to_the_mailstore(stack):
                         and any(svc == "mailstore" and "lmtp_delivered" in ln for svc, ln in said)) else None
     stack.wait_for(lines_about_it, what=f"relay, queue and mailstore log lines naming {queue_id}")
     assert "relay_id" not in stack.log()  # nobody needed a second id
+
+
+def test_two_recipients_retrying_show_in_the_status_table_and_the_queue_listing(tmp_path, dns_server, quickstart):
+    port = free_port()
+    dns_server.add("remote.test", "MX", (10, "mx.remote.test."))
+    dns_server.add("mx.remote.test", "A", "127.0.0.2")
+    with RecordingMX("127.0.0.2", port, rcpt_reply="451 4.7.1 Greylisted, try again later"):
+        stack = start_stack(tmp_path / "data", [quickstart], "--dns", dns_server.address,
+                            "--remote-smtp-port", str(port))
+        try:
+            with smtplib.SMTP("127.0.0.1", stack.port("submission"), timeout=30) as smtp:
+                smtp.starttls(context=tls_context())
+                smtp.login(*ALICE)
+                smtp.mail(ALICE[0])
+                smtp.rcpt("carol@remote.test")
+                smtp.rcpt("dave@remote.test")
+                code, reply = smtp.data(b"From: alice@example.com\r\nSubject: greylisted\r\n\r\nhi\r\n")
+            assert code == 250
+            queue_id = re.search(r"queued as (\S+)", reply.decode()).group(1)
+
+            def table():
+                out = stack.run("status").stdout
+                return out if re.search(r"example-com\s+example\.com\s+True\s+2\s+0\s+Retrying", out) else None
+            out = stack.wait_for(table, timeout=60, what="the domain's row to say Retrying with 2 deferred")
+            assert "example-com: Delivering=True (Retrying)" in out and "451 4.7.1 Greylisted" in out
+            assert re.search(r"alice\s+alice@example\.com\s+True\s+.*\s2\s+0\s+Retrying", out), out
+
+            listing = stack.run("queue", "list").stdout
+            assert queue_id in listing and "carol@remote.test  deferred" in listing
+            assert re.search(r"next attempt \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", listing), listing
+            assert re.search(r"deferred .*next_attempt=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ queue_id=" + queue_id,
+                             stack.log()), stack.log()[-3000:]
+        finally:
+            stack.stop()

@@ -196,3 +196,40 @@ def test_a_new_mailbox_is_quiet_until_ready():
 def test_a_mailbox_that_cannot_log_in_is_told_at_once():
     s = st.mailbox_status(mailbox(passwordSecretRef={"name": "nope"}), domain(), observed=observed(), now=NOW)
     assert [(e[0], e[1]) for e in st.transitions(None, s)] == [("Warning", "PasswordSecretMissing")]
+
+
+def _table_for(queue_figures, senders=None):
+    from correo_operator.local import statuscmd
+
+    d, m = domain(), mailbox()
+    obs = observed(queue_figures, senders=senders)
+    items = [{"kind": "MailDomain", "metadata": {"name": "example-com", "namespace": "mail"},
+              "spec": {"domain": "example.com"}, "status": st.domain_status(d, [m], observed=obs, now=NOW)},
+             {"kind": "Mailbox", "metadata": {"name": "alice", "namespace": "mail"},
+              "spec": {"address": "alice@example.com"}, "status": st.mailbox_status(m, d, observed=obs, now=NOW)}]
+    return statuscmd.table(items).splitlines()
+
+
+def _row(lines, first_column):
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("NAMESPACE") and first_column in ln)
+    names = lines[header].split()
+    return dict(zip(names, lines[header + 1].split()))
+
+
+def test_correo_status_table_shows_delivery_trouble_in_the_reason_column():
+    errs = [{"destination": "mx.remote.test", "error": "421 busy", "time": "2026-11-27T11:59:00Z"}]
+    lines = _table_for(figures(deferred=2, lastErrors=errs),
+                       senders={"alice@example.com": {"deferred": 2, "bounced": 0, "delayedNoticesSent": 0}})
+    assert _row(lines, "MAILDOMAIN")["REASON"] == "Retrying" and _row(lines, "MAILDOMAIN")["DEFERRED"] == "2"
+    assert _row(lines, "MAILBOX")["REASON"] == "Retrying"
+    assert any("example-com: Delivering=True (Retrying)" in ln and "421 busy" in ln for ln in lines)
+
+    delayed = [{"queueId": "Q1", "sender": "alice@example.com", "recipient": "carol@remote.test",
+                "destination": "mx.remote.test", "lastError": "451 4.7.1 greylisted", "since": "x",
+                "ageSeconds": 5 * 3600}]
+    lines = _table_for(figures(deferred=1, delayed=delayed))
+    assert _row(lines, "MAILDOMAIN")["REASON"] == "DeliveryDelayed"
+
+    lines = _table_for(figures())
+    assert _row(lines, "MAILDOMAIN")["REASON"] == "Ready" and _row(lines, "MAILBOX")["REASON"] == "Ready"
+    assert not [ln for ln in lines if ln.startswith("  ")]  # nothing to look at

@@ -106,6 +106,32 @@ def _cond(obj: dict, type_: str) -> dict:
     return statusmod.get_condition(obj.get("status"), type_) or {}
 
 
+def domain_reason(obj: dict) -> str:
+    """The REASON column of a MailDomain: what most needs attention, as
+    kubectl's STATUS column shows a pod's worst state.  The service's own
+    trouble first (Ready's reason when not Ready), then the mail's (the
+    Delivering condition's ``DeliveryDelayed`` or ``Retrying``), else Ready."""
+    ready, delivering = _cond(obj, "Ready"), _cond(obj, "Delivering")
+    if ready.get("status") != "True":
+        return ready.get("reason", "")
+    if delivering.get("status") == "False" or delivering.get("reason") == "Retrying":
+        return delivering.get("reason", "")
+    return ready.get("reason", "")
+
+
+def mailbox_reason(obj: dict) -> str:
+    """The REASON column of a Mailbox: Ready's reason when not Ready, then a
+    full quota, then mail it sent that waits for a retry (``Retrying``)."""
+    ready = _cond(obj, "Ready")
+    if ready.get("status") != "True":
+        return ready.get("reason", "")
+    if _cond(obj, "QuotaExceeded").get("status") == "True":
+        return "QuotaExceeded"
+    if obj.get("status", {}).get("delivery", {}).get("deferred"):
+        return "Retrying"
+    return ready.get("reason", "")
+
+
 def table(items: list[dict]) -> str:
     """``kubectl get``-like tables, with a line for every condition that needs
     attention (figures show ``?`` when the queue could not be read)."""
@@ -126,11 +152,11 @@ def table(items: list[dict]) -> str:
         q = o["status"].get("queue", {})
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["domain"],
                      _cond(o, "Ready").get("status", "?"), figure(q.get("deferred", 0)), figure(q.get("bounced", 0)),
-                     _cond(o, "Ready").get("reason", "")])
+                     domain_reason(o)])
     out += fmt(rows)
     for o in domains:
         for c in o["status"]["conditions"]:
-            if c["status"] != "True":
+            if c["status"] != "True" or c["reason"] == "Retrying":  # retrying: no alarm yet, but say why
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
     if any(o["status"].get("dnsRecords") for o in domains):
         out.append("  DNS records to publish: correo status --dns")
@@ -141,7 +167,7 @@ def table(items: list[dict]) -> str:
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["address"],
                      _cond(o, "Ready").get("status", "?"), u.get("used", "0"), u.get("quota", "?"),
                      str(u.get("messages", 0)), figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)),
-                     _cond(o, "Ready").get("reason", "")])
+                     mailbox_reason(o)])
     out += fmt(rows)
     for o in boxes:
         address = o["spec"]["address"]

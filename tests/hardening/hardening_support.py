@@ -18,9 +18,14 @@ LOCAL = Listen("127.0.0.1", 0)
 PASSWORDS = {"alice@example.com": "alice-secret", "bob@example.com": "bob-secret"}
 
 
+QUOTAS = {"bob@example.com": 6000}  # octets
+ALIASES = {"alice@example.com": ("al@example.com",)}
+
+
 def mailboxes() -> list[MailboxEntry]:
     return [MailboxEntry(addr, name=addr.split("@")[0],
-                         password_hash=passwords.hash_password(pw, passwords.stable_salt("hardening", addr)))
+                         password_hash=passwords.hash_password(pw, passwords.stable_salt("hardening", addr)),
+                         quota_bytes=QUOTAS.get(addr, 0), aliases=ALIASES.get(addr, ()))
             for addr, pw in PASSWORDS.items()]
 
 

@@ -9,6 +9,11 @@ row per message (UID → file, size, internal date, flags incl. keywords,
 MODSEQ), the keyword letters used in file names, and — in INBOX's index only —
 the mailbox's subscription list and its UIDVALIDITY counter.
 
+``deliveries`` remembers the idempotency key of every LMTP delivery stored
+here (:mod:`correo_server.deliverykeys`), committed with the message's row,
+so that a delivery repeated after a crash is recognised; keys older than a
+week are dropped.
+
 Two tables serve the protocol extensions: ``vanished`` remembers the UID and
 MODSEQ of every expunge (QRESYNC's VANISHED, RFC 7162; ``vanished_from`` in
 meta is the MODSEQ from which the record is complete, for indexes made before
@@ -47,6 +52,12 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS keywords (letter TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS vanished (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY,           -- the delivery's idempotency key (LMTP XDELIVERY-KEY)
+    uid INTEGER NOT NULL,           -- the message it stored
+    time REAL NOT NULL              -- when (seconds since the epoch), for forgetting old keys
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries(time);
 CREATE TABLE IF NOT EXISTS message_data (
     kind TEXT NOT NULL,             -- what it is (e.g. imap.summary)
     uid INTEGER NOT NULL,
@@ -199,6 +210,25 @@ class Index:
             "INSERT OR REPLACE INTO message_data(kind, uid, value) "
             "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE uid = ?)",
             [(kind, uid, value, uid) for uid, value in rows.items()])
+
+    # -- delivery keys (exactly-once delivery) ----------------------------------
+    def delivered(self, keys: list[str]) -> dict[str, int]:
+        """Those of ``keys`` already delivered here: key → UID."""
+        out: dict[str, int] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT key, uid FROM deliveries WHERE key IN ({marks})", chunk))
+        return out
+
+    def record_deliveries(self, rows: list[tuple[str, int, float]]) -> None:
+        """(key, UID, time) of deliveries just stored (inside the transaction
+        that inserts their rows)."""
+        self.db.executemany("INSERT OR IGNORE INTO deliveries(key, uid, time) VALUES (?, ?, ?)", rows)
+
+    def forget_deliveries(self, before: float) -> int:
+        """Drop the keys of deliveries older than ``before``; how many."""
+        return self.db.execute("DELETE FROM deliveries WHERE time < ?", (before,)).rowcount
 
     # -- keywords (letters in file names) ------------------------------------
     def keywords(self) -> dict[str, str]:

@@ -23,6 +23,15 @@ stored in that mailbox anyway, because the queue decided this copy is to be
 kept (re-forwarding from here would bypass the queue's retries and bounces).  Two recipients of one transaction that are
 the same mailbox (an address and its alias) get one copy, and both a 250.
 
+Exactly once: the queue gives each recipient a key (``RCPT TO:<...>
+XDELIVERY-KEY=<key>``, offered in the LHLO reply; :mod:`correo_server.deliverykeys`),
+committed with the message's index row; a delivery whose key is already
+there (the queue repeating a delivery whose ``250`` was lost when this
+process died) is answered ``250`` and not stored again.  A repeated
+delivery skips the quota check before the write (the first copy counts
+towards the usage now): the store decides under the mailbox lock, after
+looking the key up.
+
 The message is stored byte for byte: bytes, no charset decoding, only the
 SMTP transparency dot removed, no line-length limit (long lines and 8-bit
 or binary bodies pass unchanged).  Two trace headers are prepended:
@@ -40,7 +49,7 @@ import errno
 import time
 import weakref
 
-from .. import logs
+from .. import deliverykeys, faults, logs
 from ..config import Listen
 from ..wire.replies import Reply
 from ..wire.server import Listener, Transaction
@@ -64,6 +73,8 @@ def register_metrics(metrics) -> None:
                     "LMTP recipients by result: delivered, rejected (5xx), deferred (4xx)")
     metrics.counter("mailstore_delivered_bytes_total", "Octets stored by LMTP deliveries")
     metrics.counter("mailstore_lmtp_sessions_total", "LMTP connections")
+    metrics.counter("mailstore_repeated_deliveries_total",
+                    "LMTP deliveries answered 250 without storing: their key was already delivered")
 
 
 class Deliveries:
@@ -76,18 +87,21 @@ class Deliveries:
 
     def __init__(self, store: storemod.Store) -> None:
         self.store = store
-        self._pending: dict[str, list[tuple[bytes, asyncio.Future]]] = {}  # a writer runs for each key
+        # a writer runs for each mailbox: (message, its delivery keys, its future)
+        self._pending: dict[str, list[tuple[bytes, tuple[str, ...], asyncio.Future]]] = {}
 
-    def deliver(self, address: str, message: bytes) -> "asyncio.Future[int | Exception]":
+    def deliver(self, address: str, message: bytes, keys: tuple[str, ...] = ()) -> "asyncio.Future[int | Exception]":
         """The message's UID in the mailbox's INBOX once it is on disk, or
-        what refused it (QuotaExceeded, DiskFull, OSError)."""
+        what refused it (QuotaExceeded, DiskFull, OSError).  ``keys``: the
+        delivery's idempotency keys; a repeat gets the first copy's UID as
+        :class:`~.store.AlreadyDelivered`."""
         fut = asyncio.get_running_loop().create_future()
         key = address.lower()
         batch = self._pending.get(key)
         if batch is None:
             batch = self._pending[key] = []
             asyncio.ensure_future(self._writer(key, address))
-        batch.append((message, fut))
+        batch.append((message, keys, fut))
         return fut
 
     async def _writer(self, key: str, address: str) -> None:
@@ -98,14 +112,16 @@ class Deliveries:
                 try:
                     mbox = await self.store.mailbox(address)
                     folder = await mbox.folder("INBOX")
-                    results: list = await folder.append_many([m for m, _ in batch], delivery=True)
+                    keys = [k for _, k, _ in batch]
+                    results: list = await folder.append_many([m for m, _, _ in batch], delivery=True,
+                                                             keys=keys if any(keys) else None)
                 except Exception as exc:  # noqa: BLE001 - the folder as a whole failed: each delivery says so
                     results = [exc] * len(batch)
-                for (_, fut), result in zip(batch, results):
+                for (_, _, fut), result in zip(batch, results):
                     if not fut.done():
                         fut.set_result(result)
         finally:
-            for _, fut in self._pending.pop(key, []):  # cancelled at shutdown
+            for _, _, fut in self._pending.pop(key, []):  # cancelled at shutdown
                 if not fut.done():
                     fut.set_result(storemod.StoreError("mailstore stopping"))
 
@@ -125,11 +141,15 @@ class DeliveryHandler:
         return None
 
     def rcpt(self, txn: Transaction, address: str, params: dict) -> Reply | None:
+        key = params.get(deliverykeys.EXTENSION)
+        if key is not None and not deliverykeys.valid(key):
+            return Reply(501, "5.5.4", f"{deliverykeys.EXTENSION} needs 1 to 64 letters, digits, '.', '-' or '_'")
         refusal = policy.rcpt_reply(address, self._directory().recipient(address))
         if refusal is not None:
             self.ctx.metrics.inc("mailstore_deliveries_total", result="rejected")
             log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal), queue_id=txn.ident or None)
             return refusal
+        txn.notes.append(key)  # one note per accepted recipient: its delivery key, or None
         return None
 
     async def data(self, txn: Transaction, content: bytes) -> list[Reply]:
@@ -140,21 +160,27 @@ class DeliveryHandler:
         # under its own lock in the store.
         targets: list[tuple[str, str | None]] = []  # (rcpt, mailbox key or None)
         first_rcpt: dict[str, tuple[str, object]] = {}
-        for rcpt in txn.rcpts:
+        delivery_keys: dict[str, tuple[str, ...]] = {}  # mailbox → the delivery keys of its recipients
+        for rcpt, dkey in zip(txn.rcpts, txn.notes):
             entry = directory.recipient(rcpt)
             key = entry.address.lower() if entry is not None else None
             targets.append((rcpt, key))
             if key is not None and key not in first_rcpt:
                 first_rcpt[key] = (rcpt, entry)
+            if key is not None and dkey:
+                delivery_keys[key] = delivery_keys.get(key, ()) + (dkey,)
         if len(first_rcpt) == 1:  # the usual case: no task to make
-            ((rcpt, entry),) = first_rcpt.values()
+            ((key, (rcpt, entry)),) = first_rcpt.items()
             try:
-                outcomes: list = [await self._deliver_one(txn, sender, rcpt, entry, content)]
+                outcomes: list = [await self._deliver_one(txn, sender, rcpt, entry, content,
+                                                          delivery_keys.get(key, ()))]
             except Exception as exc:  # noqa: BLE001 - as gather(return_exceptions=True) would hand it over
                 outcomes = [exc]
         else:
-            outcomes = await asyncio.gather(*(self._deliver_one(txn, sender, rcpt, entry, content)
-                                              for rcpt, entry in first_rcpt.values()), return_exceptions=True)
+            outcomes = await asyncio.gather(*(self._deliver_one(txn, sender, rcpt, entry, content,
+                                                                delivery_keys.get(key, ()))
+                                              for key, (rcpt, entry) in first_rcpt.items()),
+                                            return_exceptions=True)
         by_mailbox: dict[str, Reply] = {}
         for key, outcome in zip(first_rcpt, outcomes):
             if isinstance(outcome, BaseException):
@@ -167,15 +193,17 @@ class DeliveryHandler:
         for reply in replies:
             result = "delivered" if reply.ok else "deferred" if reply.temporary else "rejected"
             self.ctx.metrics.inc("mailstore_deliveries_total", result=result)
+        faults.point("mailstore.lmtp.stored")  # stored, the replies not yet sent (crash tests)
         # One reply per RCPT that got 250, in RCPT order (RFC 2033 section 4.2).
         return replies
 
-    async def _deliver_one(self, txn: Transaction, sender: str, rcpt: str, entry, content: bytes) -> Reply:
+    async def _deliver_one(self, txn: Transaction, sender: str, rcpt: str, entry, content: bytes,
+                           keys: tuple[str, ...] = ()) -> Reply:
         cfg = self.ctx.config.mailstore
         store = self.ctx.store
         message = policy.trace_headers(sender, rcpt) + content
         used = 0
-        if entry is not None:
+        if entry is not None and not keys:  # with keys, the store checks the quota after the keys
             try:
                 used = (await store.usage(entry.address)).bytes
             except (storemod.StoreError, OSError) as exc:
@@ -191,13 +219,18 @@ class DeliveryHandler:
         assert entry is not None
         rules = self.ctx.rules  # mail rules (Sieve, auto-reply, subaddress folders): .rules.delivery
         if rules is not None and rules.wanted(entry, rcpt):
-            result = await rules.deliver(sender, rcpt, entry, message, txn.ident or None)
+            result = await rules.deliver(sender, rcpt, entry, message, txn.ident or None, keys=keys)
             if isinstance(result, Reply):  # refused, or nothing kept (discarded, redirected)
                 log.info("lmtp_rules_replied", rcpt=rcpt, mailbox=entry.address, reply=str(result),
                          queue_id=txn.ident or None)
                 return result
         else:
-            result = await self.deliveries.deliver(entry.address, message)
+            result = await self.deliveries.deliver(entry.address, message, keys)
+        if isinstance(result, storemod.AlreadyDelivered):
+            self.ctx.metrics.inc("mailstore_repeated_deliveries_total")
+            log.info("lmtp_already_delivered", rcpt=rcpt, mailbox=entry.address, uid=int(result),
+                     queue_id=txn.ident or None)
+            return policy.stored(rcpt, int(result))
         if isinstance(result, int):
             self.ctx.metrics.inc("mailstore_delivered_bytes_total", len(message))
             log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=result, size=len(message),
@@ -233,7 +266,7 @@ async def serve_lmtp(ctx: MailstoreContext, listen: Listen) -> asyncio.AbstractS
     register_metrics(ctx.metrics)
     handler = DeliveryHandler(ctx)
     listener = Listener(handler, hostname=ctx.config.hostname, max_bytes=size_limit(ctx), max_line=None,
-                        timeout=300, ident=IDENT,
+                        timeout=300, ident=IDENT, extensions=(deliverykeys.EXTENSION,),
                         on_connection=lambda: ctx.metrics.inc("mailstore_lmtp_sessions_total"))
     server = await listener.start(listen.host, listen.port)
     _listeners[server] = listener

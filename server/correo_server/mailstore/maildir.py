@@ -211,10 +211,27 @@ def make_folder(path: Path, *, subfolder: bool) -> None:
         fsync_dir(path.parent)
 
 
-def write_tmp(folder: Path, data: bytes, *, mtime: float | None = None, now: float | None = None) -> Path:
+MAX_NAMED_KEYS = 4  # delivery keys a file name carries (the index holds them all)
+
+
+def keys_suffix(keys: tuple[str, ...] | list[str]) -> str:
+    """``,K=<key>`` for each delivery key (valid keys are file-name safe;
+    Dovecot ignores fields it does not know)."""
+    return "".join(f",K={k}" for k in list(keys)[:MAX_NAMED_KEYS])
+
+
+def keys_from_name(filename: str) -> list[str]:
+    """The delivery keys a message file's name carries."""
+    return [part[2:] for part in base_name(filename).split(",")[1:] if part.startswith("K=") and len(part) > 2]
+
+
+def write_tmp(folder: Path, data: bytes, *, mtime: float | None = None, now: float | None = None,
+              keys: tuple[str, ...] | list[str] = ()) -> Path:
     """Write ``data`` to ``tmp/`` and fsync it; returns the tmp path.  The
-    file's mtime is set to ``mtime`` (the message's internal date)."""
-    name = unique_name(now) + sizes_suffix(data)
+    file's mtime is set to ``mtime`` (the message's internal date); its name
+    carries the delivery ``keys`` (so that a crash before the index commit
+    still knows them: :mod:`.store.repair`)."""
+    name = unique_name(now) + sizes_suffix(data) + (keys_suffix(keys) if keys else "")
     path = folder / "tmp" / name
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

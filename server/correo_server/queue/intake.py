@@ -7,6 +7,13 @@ enqueue time (aliases to their mailbox, forwards to remote addresses, the
 local copy when ``keepCopy``); an unknown hosted address is refused
 (``550 5.1.1``).  Addresses outside hosted domains are kept as given.
 
+A message the relay hands over with a message key (``XDELIVERY-KEY``,
+:mod:`correo_server.deliverykeys`) that a message still in the spool has is
+the client's second attempt at it (the relay answered ``451`` because the
+queue died before saying ``250``): it is not spooled again, and the reply
+names the first copy.  The key goes on with the message, into the
+delivery keys the mailstore checks.
+
 The message belongs to a hosted domain (retry policy, smarthost, status
 figures), chosen here by :func:`.ownership.owning_domain`: the sender's when
 it is hosted, else the first hosted recipient's, else that of the mailbox
@@ -17,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import logs
 from ..config import ServerConfig
 from ..directory import Directory
 from ..wire.replies import Reply
@@ -24,6 +32,8 @@ from .clock import Clock
 from .ownership import domain_of, owning_domain
 from .records import Envelope, Message, QueueState, Rcpt
 from .spool import Spool
+
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class Intake:
         self.state = state
         self.clock = clock
         self.on_new = on_new
+        self._by_key: dict[str, str] = {}  # message key → id, for messages in the spool
+        self._keys_built = False
 
     def expand(self, address: str) -> list[Rcpt] | Refusal:
         return expand(self.cfg, self.directory(), address)
@@ -86,22 +98,46 @@ class Intake:
             mailbox = entry.address if entry else ""
         return (domain.name if domain is not None else ""), mailbox
 
+    def holding(self, key: str) -> Message | None:
+        """The message in the spool that came with this message key, if any."""
+        if not self._keys_built:  # the spool as recovered at start
+            self._by_key.update((m.env.key, m.id) for m in self.state if m.env.key)
+            self._keys_built = True
+        mid = self._by_key.get(key)
+        msg = self.state.get(mid) if mid is not None else None
+        if msg is not None and msg.env.key == key:
+            return msg
+        self._by_key.pop(key, None)
+        return None
+
+    def _remember_key(self, msg: Message) -> None:
+        if len(self._by_key) > 2 * len(self.state.messages) + 1000:  # forget messages gone since
+            self._by_key = {k: mid for k, mid in self._by_key.items() if self.state.get(mid) is not None}
+        self._by_key[msg.env.key] = msg.id
+
     async def accept(self, sender: str, recipients: tuple[Rcpt, ...], data: bytes, *, smtputf8: bool = False,
                      body: str = "7BIT", msg_id: str | None = None, created_by: str = "", notice: str = "",
-                     about: str = "", schedule: bool = True) -> Message:
+                     about: str = "", schedule: bool = True, key: str = "") -> Message:
         """Spool a message durably and hand it to the runner.  Raises OSError
         (``SpoolFull`` when space is short) with nothing acknowledged.
-        ``created_by``: for a notice, the domain of the message it is about."""
+        ``created_by``: for a notice, the domain of the message it is about;
+        ``key``: the relay's message key (a message in the spool with the
+        same key is returned instead of spooling a second copy)."""
         if msg_id and self.state.get(msg_id) is not None:
             return self.state.messages[msg_id]  # written before a crash: not twice
+        if key and (held := self.holding(key)) is not None:
+            log.info("message_already_queued", queue_id=held.id, key=key)
+            return held  # the client's second attempt: the first copy is still here
         now = self.clock.now()
         owner, mailbox = self.owner(sender, recipients, created_by)
         env = Envelope(id=msg_id or self.spool.new_id(now), sender=sender, recipients=recipients, arrival=now,
                        size=len(data), domain=owner, sender_mailbox=mailbox, smtputf8=smtputf8, body=body,
-                       notice=notice, about=about)
+                       notice=notice, about=about, key=key)
         await self.spool.store(env, data)
         msg = Message.fresh(env)
         self.state.add(msg)
+        if key:
+            self._remember_key(msg)
         if schedule:
             self.on_new(msg)
         return msg

@@ -22,13 +22,18 @@ queue id, so that the client's ``queued as``, the relay's, the queue's and
 the mailstore's logs, ``correo queue`` and the header all say the same (as
 Postfix's queue id does).  A name that is not a plain id, or one already in
 the queue, gets a queue id of its own (the relay logs both then).
+
+``MAIL FROM:<...> XDELIVERY-KEY=<key>`` (offered in the LHLO reply) is the
+relay's message key (:mod:`correo_server.deliverykeys`): a message the spool
+already holds under that key is answered with the first copy's id instead
+of being spooled twice.
 """
 from __future__ import annotations
 
 import errno
 import re
 
-from .. import logs
+from .. import deliverykeys, logs
 from ..config import Listen
 from ..metrics import Registry
 from ..wire.replies import Reply
@@ -67,6 +72,9 @@ class Handler:
         return ident
 
     def mail(self, txn: Transaction) -> Reply | None:
+        key = txn.params.get(deliverykeys.EXTENSION)
+        if key is not None and not deliverykeys.valid(key):
+            return Reply(501, "5.5.4", f"{deliverykeys.EXTENSION} needs 1 to 64 letters, digits, '.', '-' or '_'")
         if not self.spool.has_room():
             self.metrics.inc("queue_rejected_total", reason="disk_full")
             return FULL
@@ -89,7 +97,8 @@ class Handler:
             self._adopting.add(msg_id)
         try:
             msg = await self.intake.accept(txn.sender, dedupe(txn.notes), data, smtputf8=txn.smtputf8,
-                                           body="8BITMIME" if txn.body == "8BITMIME" else "7BIT", msg_id=msg_id)
+                                           body="8BITMIME" if txn.body == "8BITMIME" else "7BIT", msg_id=msg_id,
+                                           key=txn.params.get(deliverykeys.EXTENSION) or "")
         except SpoolFull:
             self.metrics.inc("queue_rejected_total", reason="disk_full")
             return [FULL] * n
@@ -113,6 +122,7 @@ async def start_listener(listen: Listen, handler: Handler, *, hostname: str, max
     """Listen for the relay; the :class:`~correo_server.wire.server.Listener`
     (its ``server`` is the asyncio server) is what the service stops."""
     listener = Listener(handler, hostname=hostname, max_bytes=max_message_bytes, max_line=max(max_line, 1001),
-                        max_recipients=MAX_RECIPIENTS, timeout=timeout, ident="correo queue LMTP")
+                        max_recipients=MAX_RECIPIENTS, timeout=timeout, ident="correo queue LMTP",
+                        extensions=(deliverykeys.EXTENSION,))
     await listener.start(listen.host, listen.port)
     return listener

@@ -4,7 +4,10 @@ message to it.
 Three kinds of next hop (a :class:`Route`):
 
 - ``mailstore``: recipients of hosted domains, over LMTP to ``queue.mailstore``;
-  the mailstore answers for each recipient after DATA (RFC 2033).
+  the mailstore answers for each recipient after DATA (RFC 2033).  Each
+  recipient carries its delivery key (``XDELIVERY-KEY``,
+  :mod:`correo_server.deliverykeys`), so that a delivery repeated after a
+  lost reply is not stored twice.
 - ``smarthost``: everything non-hosted of a domain that names one
   (``Domain.smarthost``): its TLS mode (``starttls`` required, ``implicit``,
   ``opportunistic``, ``none``) and AUTH with the username/password files.
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .. import logs, tlsfiles
+from .. import deliverykeys, logs, tlsfiles
 from ..config import ServerConfig, Smarthost
 from ..mtasts.decide import HostRule
 from ..mtasts.policies import Policies
@@ -138,8 +141,12 @@ class Session:
     # -- one transaction on the current connection -------------------------
     async def _transact(self, conn: Connection, env: Envelope, payload: bytes, body8: bool,
                         rcpts: Sequence[tuple[int, Rcpt]]) -> list[Reply]:
+        keys = None
+        if conn.lmtp and deliverykeys.EXTENSION in conn.extensions:  # the mailstore: exactly once
+            base = env.key or env.id
+            keys = [f"{deliverykeys.EXTENSION}={deliverykeys.delivery_key(base, r.address)}" for _, r in rcpts]
         outcome = await conn.transaction(env.sender, [r.address for _, r in rcpts], payload, size=len(payload),
-                                         smtputf8=env.smtputf8, body8=body8, ident=env.id)
+                                         smtputf8=env.smtputf8, body8=body8, ident=env.id, rcpt_params=keys)
         return outcome.replies
 
     async def _deliver_simple(self, env, payload, body8, rcpts, opener, destination: str,

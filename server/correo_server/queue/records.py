@@ -67,14 +67,18 @@ class Envelope:
     body: str = "7BIT"  # or "8BITMIME"
     notice: str = ""  # "delayed" / "failed" when this message is a notice...
     about: str = ""  # ...about this queue id
+    key: str = ""  # the relay's message key (XDELIVERY-KEY), if any: correo_server.deliverykeys
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "id": self.id, "sender": self.sender, "arrival": self.arrival, "size": self.size,
             "domain": self.domain, "senderMailbox": self.sender_mailbox, "smtputf8": self.smtputf8,
             "body": self.body, "notice": self.notice, "about": self.about,
             "recipients": [r.to_json() for r in self.recipients],
         }
+        if self.key:
+            out["key"] = self.key
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "Envelope":
@@ -83,7 +87,7 @@ class Envelope:
             size=int(data["size"]), domain=str(data.get("domain", "")),
             sender_mailbox=str(data.get("senderMailbox", "")), smtputf8=bool(data.get("smtputf8", False)),
             body=str(data.get("body", "7BIT")), notice=str(data.get("notice", "")),
-            about=str(data.get("about", "")),
+            about=str(data.get("about", "")), key=str(data.get("key", "")),
             recipients=tuple(Rcpt.from_json(r) for r in data["recipients"]),
         )
 

@@ -33,14 +33,15 @@ NOOP on a pooled one) is what the relay's readiness reports.
 The connections are :class:`correo_server.wire.client.Connection`, the one
 client the queue also uses for its deliveries; the relay's id of the
 message goes along as ``XFORWARD IDENT`` so that the queue's log line names
-it.
+it, and its message key as ``XDELIVERY-KEY`` (:mod:`correo_server.deliverykeys`),
+so that the client's second attempt after a lost ``250`` is known.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
 
-from .. import logs
+from .. import deliverykeys, logs
 from ..config import Listen
 from ..wire.client import Connection, Failure, Outcome
 from ..wire.data import data_lines, dot_stuff
@@ -176,19 +177,23 @@ class QueueClient:
         return True
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes | list[bytes], *,
-                      smtputf8: bool = False, body: str | None = None, ident: str | None = None) -> Outcome:
+                      smtputf8: bool = False, body: str | None = None, ident: str | None = None,
+                      key: str | None = None) -> Outcome:
         """Run one LMTP transaction for the message ``data`` (bytes, or pieces
         each starting at a line start, to spare a copy of a large message).
-        Raises :class:`HandoffError` when the queue cannot be asked; otherwise
-        returns what it said."""
+        ``key``: the message key (:mod:`correo_server.deliverykeys`), sent
+        when the queue offers ``XDELIVERY-KEY``.  Raises :class:`HandoffError`
+        when the queue cannot be asked; otherwise returns what it said."""
         pieces = [data] if isinstance(data, bytes) else data
         payload = data_lines(pieces)
         size = sum(len(p) for p in pieces)
         for _attempt in range(3):
             conn, pooled = await self._acquire()
+            params = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
             try:
                 outcome = await conn.transaction(sender, recipients, payload, size=size, smtputf8=smtputf8,
-                                                 body8=body == "8BITMIME", ident=ident, all_or_nothing=True)
+                                                 body8=body == "8BITMIME", ident=ident, all_or_nothing=True,
+                                                 mail_params=params)
             except Failure as exc:
                 conn.abort()
                 if pooled and not conn.payload_sent and exc.kind == "unreachable":

@@ -62,7 +62,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
 
-from .. import logs
+from .. import deliverykeys, logs
 from ..defences import ConnectionDefences
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain, wait_hint
@@ -785,8 +785,9 @@ class RelaySMTP(SMTP):
                 return
             try:
                 content = reader.content()
+                key = deliverykeys.message_key(self.envelope.mail_from or "", self.envelope.rcpt_tos, content)
                 checked = await self._defend(content) if self.defences is not None else content
-                reply = checked if isinstance(checked, Reply) else await self._accept(checked)
+                reply = checked if isinstance(checked, Reply) else await self._accept(checked, key)
             except Exception as exc:  # a bug must not leave the transaction half-open
                 self.log.error("accept_failed", error=type(exc).__name__, exc_info=exc)
                 reply = Reply(451, "4.3.0", "Internal error; message not accepted, try again later",
@@ -815,8 +816,9 @@ class RelaySMTP(SMTP):
             self.log.info("message_for_junk", reasons=list(outcome.reasons), sender=envelope.mail_from)
         return outcome.message
 
-    async def _accept(self, content: bytes) -> Reply:
-        """Stamp, sign and hand over one message; the reply for the client."""
+    async def _accept(self, content: bytes, key: str | None = None) -> Reply:
+        """Stamp, sign and hand over one message; the reply for the client.
+        ``key``: the message key of what the client sent (:mod:`correo_server.deliverykeys`)."""
         envelope, session = self.envelope, self.session
         relay_id = new_id()
         options = session.mail_options
@@ -836,7 +838,8 @@ class RelaySMTP(SMTP):
         try:
             outcome = await self.ctx.queue.deliver(envelope.mail_from, list(envelope.rcpt_tos), pieces,
                                                    smtputf8=envelope.smtp_utf8,
-                                                   body=options.body if options else None, ident=relay_id)
+                                                   body=options.body if options else None, ident=relay_id,
+                                                   key=key)
         except HandoffError as exc:
             outcome = exc
             self.ctx.queue_ready = False

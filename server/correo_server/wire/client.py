@@ -331,7 +331,8 @@ class Connection:
 
     async def transaction(self, sender: str, recipients: list[str], payload: bytes | list[bytes], *, size: int,
                           smtputf8: bool = False, body8: bool = False, ident: str | None = None,
-                          all_or_nothing: bool = False) -> Outcome:
+                          all_or_nothing: bool = False, mail_params: tuple[str, ...] = (),
+                          rcpt_params: list[str] | None = None) -> Outcome:
         """One message: ``payload`` is its DATA section as sent, end marker
         included (:func:`~.data.wire_data`, :func:`~.data.data_lines`).
         Returns one reply per recipient, the one that decides its fate.
@@ -339,7 +340,10 @@ class Connection:
         ``all_or_nothing``: when the server refuses any recipient, no data
         is sent (the transaction is reset), so that it keeps nothing.
         ``ident``: the message's id here, passed on with XFORWARD IDENT when
-        the server offers it (Postfix's extension; it logs the id)."""
+        the server offers it (Postfix's extension; it logs the id).
+        ``mail_params`` go on the MAIL command, ``rcpt_params`` (one per
+        recipient, "" for none) on each RCPT: the caller checks that the
+        server offers them (correo's ``XDELIVERY-KEY``)."""
         n = len(recipients)
         self.payload_sent = False
         ext = self.extensions
@@ -357,8 +361,9 @@ class Connection:
             params.append("BODY=8BITMIME")
         if "SIZE" in ext:
             params.append(f"SIZE={size}")
-        mail = " ".join([f"MAIL FROM:<{sender}>", *params])
-        group = [mail, *(f"RCPT TO:<{r}>" for r in recipients)]
+        mail = " ".join([f"MAIL FROM:<{sender}>", *params, *mail_params])
+        group = [mail, *(f"RCPT TO:<{r}>" if not rcpt_params or not rcpt_params[i] else
+                         f"RCPT TO:<{r}> {rcpt_params[i]}" for i, r in enumerate(recipients))]
         xforward = bool(ident) and "IDENT" in ext.get("XFORWARD", "").upper().split()
         if xforward:
             group.insert(0, f"XFORWARD IDENT={xtext(ident or '')}")

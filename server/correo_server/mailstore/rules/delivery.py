@@ -33,7 +33,12 @@ read and written in order):
    cannot be queued is logged and counted, and not recorded as sent (the
    next message may try again); one queued is recorded so that the sender
    gets no second reply within the period;
-5. record the ``duplicate`` entries, count the actions.
+5. record the ``duplicate`` entries, count the actions;
+6. record the delivery's idempotency keys in INBOX's index
+   (:mod:`correo_server.deliverykeys`): the queue repeating this delivery
+   after a lost ``250`` gets ``250`` and the rules do not run again.  Unlike
+   the group commit into INBOX (key and row in one transaction), a crash
+   between step 3 and this record repeats the delivery's effects.
 
 The answer for the recipient: the UID (stored), a ``550 5.7.1`` for a
 ``reject``/``ereject`` at the protocol level (RFC 5429 2.5; copies the
@@ -195,26 +200,43 @@ class DeliveryRules:
 
     # -- one delivery ---------------------------------------------------------------
     async def deliver(self, sender: str, rcpt: str, entry: MailboxEntry, message: bytes,
-                      ident: str | None = None) -> int | Exception | Reply:
+                      ident: str | None = None, keys: tuple[str, ...] = ()) -> int | Exception | Reply:
         """Run the rules for one recipient and carry them out: the UID of the
-        first stored copy, the store's exception, or a reply (refusal, 250)."""
+        first stored copy, the store's exception, or a reply (refusal, 250).
+        ``keys``: the delivery's idempotency keys (:mod:`correo_server.deliverykeys`);
+        a delivery whose key INBOX's index has is a repeat
+        (:class:`~..store.AlreadyDelivered`): the rules do not run again."""
         key = entry.address.lower()
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
-            now = self.now()
-            resolved = self.ctx.directory.get().resolve(rcpt)
+            inbox = None
+            if keys:
+                inbox = await (await self.ctx.store.mailbox(entry.address)).folder("INBOX")
+                known = await inbox.delivered(keys)
+                if known:
+                    return storemod.AlreadyDelivered(next(iter(known.values())))
+            result = await self._deliver_locked(sender, rcpt, entry, message, ident)
+            if inbox is not None and (isinstance(result, int) or (isinstance(result, Reply) and result.ok)):
+                # after the copies, redirects and replies: a crash before this line repeats them
+                await inbox.remember_deliveries(keys, result if isinstance(result, int) else 0)
+            return result
+
+    async def _deliver_locked(self, sender: str, rcpt: str, entry: MailboxEntry, message: bytes,
+                              ident: str | None) -> int | Exception | Reply:
+        now = self.now()
+        resolved = self.ctx.directory.get().resolve(rcpt)
+        try:
+            plan = await asyncio.to_thread(self._plan, sender, rcpt, resolved, entry, message, now)
+        except Exception as exc:  # noqa: BLE001 - the rules must never lose mail: keep it in INBOX
+            log.error("sieve_failed", mailbox=entry.address, rcpt=rcpt, error=repr(exc), queue_id=ident)
+            self._error(entry, "delivery", "error", f"the mail rules could not run: {exc}", now)
             try:
-                plan = await asyncio.to_thread(self._plan, sender, rcpt, resolved, entry, message, now)
-            except Exception as exc:  # noqa: BLE001 - the rules must never lose mail: keep it in INBOX
-                log.error("sieve_failed", mailbox=entry.address, rcpt=rcpt, error=repr(exc), queue_id=ident)
-                self._error(entry, "delivery", "error", f"the mail rules could not run: {exc}", now)
-                try:
-                    return await self.ctx.store.deliver(entry.address, message)
-                except Exception as failed:  # noqa: BLE001 - LMTP maps it to its reply
-                    return failed
-            return await self._carry_out(plan, sender, rcpt, entry, message, now, ident)
+                return await self.ctx.store.deliver(entry.address, message)
+            except Exception as failed:  # noqa: BLE001 - LMTP maps it to its reply
+                return failed
+        return await self._carry_out(plan, sender, rcpt, entry, message, now, ident)
 
     def _plan(self, sender: str, rcpt: str, resolved: Resolved | None, entry: MailboxEntry, message: bytes,
               now: float) -> Plan:

@@ -59,10 +59,10 @@ from .errors import DiskFull, FolderError, FolderExists, MessageGone, NoSuchFold
 from .folder import Folder
 from .mailbox import TRASH_DIR, Mailbox
 from .uidvalidity import UIDVALIDITY_FILE
-from .values import DEFAULT_FOLDERS, SPECIAL_USE, FolderEntry, MessageInfo, Usage
+from .values import DEFAULT_FOLDERS, SPECIAL_USE, AlreadyDelivered, FolderEntry, MessageInfo, Usage
 
 __all__ = [
-    "DEFAULT_FOLDERS", "SPECIAL_USE", "TRASH_DIR", "UIDVALIDITY_FILE", "DirectorySource", "DiskFull", "Folder",
+    "AlreadyDelivered", "DEFAULT_FOLDERS", "SPECIAL_USE", "TRASH_DIR", "UIDVALIDITY_FILE", "DirectorySource", "DiskFull", "Folder",
     "FolderEntry", "FolderError", "FolderExists", "Mailbox", "MessageGone", "MessageInfo", "NoSuchFolder",
     "QuotaExceeded", "Store", "StoreError", "Usage",
 ]

@@ -10,7 +10,8 @@ which it advances as it commits.
 
 Crash safety: a message is written to ``tmp/``, fsynced, renamed into
 ``new/`` or ``cur/`` and the directory fsynced before its index row commits
-(:meth:`FolderDisk.commit_new`); an expunge unlinks before the rows go; a
+(:meth:`FolderDisk.commit_new`), with its delivery keys (which its file
+name also carries, for a crash in between: :mod:`.repair`); an expunge unlinks before the rows go; a
 move renames straight into the other folder.  After a power loss the last
 flag changes or expunges may be undone (the index is WAL with
 ``synchronous=NORMAL``, as Dovecot's default ``mail_fsync=optimized``), never
@@ -19,13 +20,18 @@ a message.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Iterable
 
+from ... import faults
+from ...deliverykeys import RETENTION_SECONDS
 from .. import maildir
 from ..index import Index, Row
 from .errors import MessageGone
 from .values import MessageInfo
+
+PRUNE_EVERY_SECONDS = 3600.0  # how often a folder drops delivery keys past their retention
 
 Staged = tuple[Path, int, float, int, frozenset[str], bool]
 """A message file ready to commit: (path in ``tmp/`` — or already in place,
@@ -62,6 +68,7 @@ class FolderDisk:
         self.kw = keyword_letters  # keyword -> file-name letter
         self.uidnext = uidnext
         self.highestmodseq = highestmodseq
+        self._keys_pruned = 0.0  # when delivery keys past their retention were last dropped
 
     # -- file names ----------------------------------------------------------
     def final_rel(self, base: str, flags: frozenset[str]) -> str:
@@ -98,12 +105,14 @@ class FolderDisk:
         return self.highestmodseq + 1
 
     def commit_new(self, staged: list[Staged], *, first_recent: int, delivery: float | None = None,
-                   inbox: bool = False, carried: list[dict[str, bytes]] | None = None) -> list[MessageInfo]:
+                   inbox: bool = False, carried: list[dict[str, bytes]] | None = None,
+                   keys: list[tuple[str, ...]] | None = None) -> list[MessageInfo]:
         """Rename files staged in ``tmp/`` into place, fsync, and commit their
         rows with new UIDs (one transaction); ``delivery`` (when a delivery
         to INBOX) is recorded as the mailbox's last delivery; ``carried``
         (per staged message: the values derived from it, kind → bytes) go
-        with them (a copy keeps the original's)."""
+        with them (a copy keeps the original's); ``keys`` (per staged
+        message: its delivery keys) are committed with the rows."""
         if not staged:
             return []
         uid = self.uidnext
@@ -120,6 +129,8 @@ class FolderDisk:
         maildir.fsync_dir(self.path / "new")
         if any(m.path.startswith("cur/") for m in made):
             maildir.fsync_dir(self.path / "cur")
+        if keys:
+            faults.point("mailstore.store.renamed")
         with self.index.transaction():
             for m in made:
                 self.index.insert(Row(m.uid, m.base, m.path, m.size, m.internaldate, m.tzoffset, m.flags, m.modseq,
@@ -133,6 +144,12 @@ class FolderDisk:
             self.index.set_meta("first_recent", first_recent)
             if delivery is not None and inbox:
                 self.index.set_meta("last_delivery", float(delivery))
+            if keys:
+                when = float(delivery) if delivery is not None else time.time()
+                self.index.record_deliveries([(k, m.uid, when) for m, ks in zip(made, keys) for k in ks])
+                if when - self._keys_pruned > PRUNE_EVERY_SECONDS:
+                    self.index.forget_deliveries(when - RETENTION_SECONDS)
+                    self._keys_pruned = when
         self.uidnext = uid
         self.highestmodseq = modseq
         return made

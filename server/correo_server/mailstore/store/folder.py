@@ -22,7 +22,7 @@ from .disk import FolderDisk, Staged, locate, read_message
 from .errors import FolderError, MessageGone, NoSuchFolder, StoreError, disk_error
 from .repair import Opened, open_folder
 from .threads import finish
-from .values import SPECIAL_USE, MessageInfo, Usage, local_offset_minutes
+from .values import SPECIAL_USE, AlreadyDelivered, MessageInfo, Usage, local_offset_minutes
 
 if TYPE_CHECKING:
     from .mailbox import Mailbox
@@ -203,6 +203,30 @@ class Folder:
             self._check_alive()
             return await self._run(lambda disk: disk.index.message_data_for(kind, uids))
 
+    async def delivered(self, keys: tuple[str, ...] | list[str]) -> dict[str, int]:
+        """Those delivery keys (:mod:`correo_server.deliverykeys`) this
+        folder's index has: key → UID of the message they stored."""
+        if not keys:
+            return {}
+        async with self.mailbox.lock:
+            self._check_alive()
+            return await self._run(lambda disk: disk.index.delivered(list(keys)))
+
+    async def remember_deliveries(self, keys: tuple[str, ...] | list[str], uid: int) -> None:
+        """Record delivery keys of a delivery stored elsewhere (mail rules
+        may file it into another folder, or keep nothing: ``uid`` 0)."""
+        if not keys:
+            return
+        when = self.mailbox.store.clock()
+        async with self.mailbox.lock:
+            self._check_alive()
+
+            def work(disk: FolderDisk) -> None:
+                with disk.index.transaction():
+                    disk.index.record_deliveries([(k, uid, when) for k in keys])
+
+            await self._run(work)
+
     async def put_message_data(self, kind: str, rows: dict[int, bytes]) -> None:
         """Keep derived values in the index; they go when the message goes,
         and a copy or a move carries them."""
@@ -294,7 +318,8 @@ class Folder:
         return made[0].uid
 
     async def append_many(self, messages: list[bytes], *, delivery: bool = False,
-                          quota_bytes: int | None = None) -> list[int | Exception]:
+                          quota_bytes: int | None = None,
+                          keys: list[tuple[str, ...]] | None = None) -> list[int | Exception]:
         """Store several new messages as one group commit (LMTP deliveries
         that arrived together): one thread call, each file written and
         fsynced, then all renamed into place, the folder fsynced once and
@@ -302,7 +327,13 @@ class Folder:
         order: its UID, or the :class:`QuotaExceeded` / :class:`DiskFull` (or
         other ``OSError``) that refused it (the others are stored; quota and
         free space are counted message by message).  Raises what :meth:`append` raises for
-        the folder as a whole."""
+        the folder as a whole.
+
+        ``keys`` (per message: its delivery keys, :mod:`correo_server.deliverykeys`)
+        are checked first, under the lock: a message with a key already
+        recorded here (or twice in this batch) is not stored again and its
+        result is the earlier message's UID as :class:`AlreadyDelivered`;
+        the others' keys are committed with their rows."""
         now = self.mailbox.store.clock()
         tz = local_offset_minutes(now)
         when = now if delivery else None
@@ -320,14 +351,26 @@ class Folder:
                 except OSError:
                     free = None
                 taken = 0
-                results: list[int | Exception] = []
+                results: list[Any] = []
                 staged: list[Staged] = []
+                staged_keys: list[tuple[str, ...]] = []
+                known = disk.index.delivered([k for ks in keys for k in ks]) if keys else {}
+                first: dict[str, int] = {}  # key → the message of this batch that stores it
                 try:
-                    for data in messages:
+                    for i, data in enumerate(messages):
+                        mine = keys[i] if keys else ()
+                        earlier = next((known[k] for k in mine if k in known), None)
+                        if earlier is not None:
+                            results.append(AlreadyDelivered(earlier))
+                            continue
+                        twin = next((first[k] for k in mine if k in first), None)
+                        if twin is not None:
+                            results.append(("twin", twin))
+                            continue
                         try:
                             quota.check_room(used + taken, len(data), limit,
                                              None if free is None else free - taken, min_free)
-                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now)
+                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now, keys=mine)
                         except StoreError as exc:
                             results.append(exc)
                             continue
@@ -335,10 +378,13 @@ class Folder:
                             results.append(disk_error(exc))
                             continue
                         staged.append((tmp, len(data), now, tz, frozenset(), False))
+                        staged_keys.append(mine)
+                        for k in mine:
+                            first[k] = i
                         taken += len(data)
                         results.append(-1)
                     made = disk.commit_new(staged, first_recent=first_recent, delivery=when,
-                                           inbox=self.name == "INBOX")
+                                           inbox=self.name == "INBOX", keys=staged_keys if keys else None)
                 except BaseException:
                     for tmp, *_ in staged:
                         try:
@@ -347,7 +393,12 @@ class Folder:
                             pass
                     raise
                 uids = iter(m.uid for m in made)
-                return [next(uids) if r == -1 else r for r in results], made
+                out = [next(uids) if isinstance(r, int) and r == -1 else r for r in results]
+                for i, r in enumerate(out):
+                    if isinstance(r, tuple):  # the same delivery twice in one batch: stored once
+                        stored = out[r[1]]
+                        out[i] = AlreadyDelivered(stored) if isinstance(stored, int) else stored
+                return out, made
 
             results, _made = await self._run(work, apply=lambda out: self._apply_new(out[1], delivery=when))
         stored = tuple(r for r in results if isinstance(r, int))

@@ -12,7 +12,9 @@ event loop (:mod:`.threads`).
   keyword letters (``dovecot-uidlist``, ``dovecot-keywords``) the first time
   correo indexes it: clients keep their caches, and POP3 UIDLs stay.
 - Repair (:func:`reconcile`): ``tmp/`` is emptied; a file without a row gets
-  a new UID (in the order of the files' times), a row without a file is
+  a new UID (in the order of the files' times), with the delivery keys its
+  name carries (a delivery cut off between the file's rename and its index
+  commit is still known when the queue repeats it), a row without a file is
   expunged, a row whose file was renamed follows it.  Files without CR are
   served with CRLF (Dovecot and most MDAs store bare LF) and sized so.
 """
@@ -147,6 +149,9 @@ def reconcile(disk: FolderDisk, rows: list[Row], preset: dict[str, int] | None =
                       maildir.flags_from_name(rel, letters), modseq, lf)
             idx.insert(row)
             added.append(row)
+            keys = maildir.keys_from_name(rel)
+            if keys:
+                idx.record_deliveries([(k, this, mtime) for k in keys])
         idx.set_meta("uidnext", uid)
         idx.set_meta("highestmodseq", modseq)
     disk.uidnext, disk.highestmodseq = uid, modseq

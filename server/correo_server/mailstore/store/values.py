@@ -31,6 +31,12 @@ class MessageInfo:
     lf: bool = False  # stored with bare LF line ends (taken over from Dovecot): served with CRLF
 
 
+class AlreadyDelivered(int):
+    """The UID of a message a delivery with the same key stored before (an
+    ``int``, so that it reads as delivered): the delivery was a repeat and
+    nothing was stored again (:mod:`correo_server.deliverykeys`)."""
+
+
 @dataclass(frozen=True)
 class FolderEntry:
     """One name in the folder hierarchy as LIST shows it."""

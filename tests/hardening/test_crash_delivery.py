@@ -26,7 +26,7 @@ from e2e.conftest import start_stack  # noqa: E402
 
 from loadsend import Load, count_copies, message  # noqa: E402
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # a whole stack, killed and restarted, on a loaded machine
 
 DOMAIN = textwrap.dedent("""\
     apiVersion: correo.dev/v1alpha1

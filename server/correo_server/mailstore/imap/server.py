@@ -21,12 +21,19 @@ logged in ``auth.loginTimeoutSeconds`` after connecting (3 minutes, as
 Dovecot's login processes) is disconnected whatever it is doing: one
 sweeper per listener looks at the sessions, rather than a timer armed and
 disarmed around every command read.
+
+After COMPRESS DEFLATE (RFC 4978, :mod:`.commands.compress`) the connection
+inflates what it reads — at most ``READ_CHUNK`` octets of output at a time,
+so a small compressed input cannot blow up into memory before the line and
+literal limits see it — and deflates what it sends, with a sync flush at
+each flush so every response reaches the client whole.
 """
 from __future__ import annotations
 
 import asyncio
 import re
 import ssl
+import zlib
 
 from ... import logs
 from ...config import Listen
@@ -77,10 +84,34 @@ class Connection:
         self.waiting_since: float | None = None  # reading the next command since (loop time)
         self.connected_at = asyncio.get_running_loop().time()
         self.expired: str | None = None  # why the sweeper ended the session (the BYE's text)
+        self._inflate: "zlib._Decompress | None" = None  # COMPRESS=DEFLATE (RFC 4978), once started
+        self._deflate: "zlib._Compress | None" = None
 
     @property
     def tls_available(self) -> bool:
         return self._tls is not None
+
+    @property
+    def compress_active(self) -> bool:
+        return self._deflate is not None
+
+    def start_compress(self) -> None:
+        """From now on both directions are raw DEFLATE (RFC 1951) streams.
+        Octets the client sent after the COMPRESS command are already
+        compressed: they are inflated like the rest."""
+        self._inflate = zlib.decompressobj(-15)
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        early = bytes(self._in)
+        self._in.clear()
+        self._scan = 0
+        if early:
+            self._inflated(early)
+
+    def _inflated(self, data: bytes) -> None:
+        try:
+            self._in += self._inflate.decompress(data, READ_CHUNK)
+        except zlib.error as exc:
+            raise ConnectionError(f"corrupt compressed input: {exc}") from None
 
     # -- writing -------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -88,6 +119,14 @@ class Connection:
 
     def pending(self) -> int:
         return len(self._out)
+
+    def _send_buffered(self) -> None:
+        """Hand what is buffered to the transport (deflated, after COMPRESS)."""
+        data = bytes(self._out)
+        self._out.clear()
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.writer.write(data)
 
     async def flush(self) -> None:
         """Send what is buffered; a client that stops reading for as long as
@@ -98,19 +137,31 @@ class Connection:
         if self._out:
             if transport.is_closing():
                 raise ConnectionError("connection closed")
-            data = bytes(self._out)
-            self._out.clear()
-            self.writer.write(data)
+            self._send_buffered()
         if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
             async with asyncio.timeout(self.write_timeout):
                 await self.writer.drain()
 
     # -- reading ----------------------------------------------------------------
     async def _fill(self) -> None:
-        data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise EOFError
-        self._in += data
+        if self._inflate is None:
+            data = await self.reader.read(READ_CHUNK)
+            if not data:
+                raise EOFError
+            self._in += data
+            return
+        before = len(self._in)
+        while len(self._in) == before:  # a compressed chunk may inflate to nothing yet
+            if self._inflate.eof:
+                raise EOFError  # the client ended its compressed stream
+            tail = self._inflate.unconsumed_tail
+            if tail:
+                self._inflated(tail)
+                continue
+            data = await self.reader.read(READ_CHUNK)
+            if not data:
+                raise EOFError
+            self._inflated(data)
 
     def _line_limit(self) -> int:
         """The limit for the line being read: :attr:`max_line`, or for an
@@ -350,8 +401,7 @@ class _Server:
         for conn, _session in list(self.correo_connections):
             try:
                 conn.write(R.untagged("BYE Server shutting down."))
-                conn.writer.write(bytes(conn._out))
-                conn._out.clear()
+                conn._send_buffered()
             except (OSError, RuntimeError):
                 pass
             conn.close()

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 
 import pytest
 import yaml
+import thunderbird_reader
 from daytwo_support import check_rfc8461_policy
 from e2e.conftest import ROOT, start_stack
 
@@ -97,15 +98,35 @@ def close(protocol: str, client) -> None:
         client.quit()
 
 
+def thunderbird_lookup(endpoint: str, address: str, *, well_known: bool = False) -> thunderbird_reader.AccountConfig:
+    """What Thunderbird sets up for ``address`` from one of the lookups it makes
+    (``autoconfig.<domain>/mail/config-v1.1.xml?emailaddress=`` or, without
+    the address, ``<domain>/.well-known/autoconfig/mail/config-v1.1.xml``),
+    read by Thunderbird's rules."""
+    domain = address.rpartition("@")[2]
+    if well_known:
+        host, path = domain, "/.well-known/autoconfig/mail/config-v1.1.xml"
+    else:
+        host, path = f"autoconfig.{domain}", f"/mail/config-v1.1.xml?emailaddress={urllib.parse.quote(address)}"
+    status, headers, body = fetch(urllib.parse.urljoin(endpoint, path), host=host)
+    assert status == 200
+    return thunderbird_reader.replace_variables(thunderbird_reader.read(body, headers["Content-Type"]), address)
+
+
 def thunderbird_servers(endpoint: str, address: str) -> list[tuple[str, str, int, str, str]]:
-    status, headers, body = fetch(urllib.parse.urljoin(
-        endpoint, f"/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress={urllib.parse.quote(address)}"))
-    assert status == 200 and headers["Content-Type"].startswith("application/xml")
-    provider = ET.fromstring(body).find("emailProvider")
+    """(protocol, host, port, security, login) of the account and its alternatives, as Thunderbird reads them."""
     security = {"SSL": "tls", "STARTTLS": "starttls", "plain": "plain"}
-    return [(el.get("type"), el.findtext("hostname"), int(el.findtext("port")), security[el.findtext("socketType")],
-             el.findtext("username").replace("%EMAILADDRESS%", address))
-            for el in provider.findall("incomingServer") + provider.findall("outgoingServer")]
+    return [(s.type, s.hostname, s.port, security[s.socket_type], s.username)
+            for s in thunderbird_lookup(endpoint, address).servers]
+
+
+def test_both_places_thunderbird_looks_give_the_same_account(endpoint):
+    by_address = thunderbird_lookup(endpoint, "alice@example.com")
+    assert thunderbird_lookup(endpoint, "alice@example.com", well_known=True) == by_address
+    # The quickstart's local stack has a (self-signed) certificate: implicit TLS first.
+    assert (by_address.incoming.type, by_address.incoming.socket_type, by_address.incoming.username) == (
+        "imap", "SSL", "alice@example.com")
+    assert (by_address.outgoing.socket_type, by_address.outgoing.username) == ("SSL", "alice@example.com")
 
 
 def test_the_banner_and_status_name_the_endpoint(live, status, endpoint):

@@ -158,8 +158,6 @@ def table(items: list[dict]) -> str:
         for c in o["status"]["conditions"]:
             if c["status"] != "True" or c["reason"] == "Retrying":  # retrying: no alarm yet, but say why
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
-    if any(o["status"].get("dnsRecords") for o in domains):
-        out.append("  DNS records to publish: correo status --dns")
     out.append("")
     rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "DEFERRED", "BOUNCED", "REASON"]]
     for o in boxes:
@@ -183,6 +181,8 @@ def table(items: list[dict]) -> str:
         last = o["status"].get("delivery", {}).get("lastBounce")
         if last:
             out.append(f"  {address}: last bounce {last.get('recipient')}: {last.get('reason')}")
+    if any(o["status"].get("dnsRecords") for o in domains):
+        out += ["", "DNS records to publish: correo status --dns"]
     return "\n".join(out) + "\n"
 
 

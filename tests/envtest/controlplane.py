@@ -30,12 +30,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -103,12 +104,13 @@ class Process:
             return ""
 
     def stop(self, timeout: float = 20) -> None:
+        """SIGTERM to its process group, SIGKILL after ``timeout``."""
         if self.popen.poll() is None:
-            self.popen.terminate()
+            _signal_group(self.popen, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                _signal_group(self.popen, signal.SIGKILL)
                 self.popen.wait(10)
 
 
@@ -149,12 +151,8 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> Process:
         log = self.dir / f"{name}.log"
-        out = open(log, "ab")
-        try:
-            popen = subprocess.Popen([str(self.assets / name), *args], stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=die_with_parent)
-        finally:
-            out.close()
+        with open(log, "ab") as out:
+            popen = spawn([str(self.assets / name), *args], stdout=out, cwd=self.dir)
         proc = self.processes[name] = Process(name, popen, log)
         return proc
 
@@ -304,12 +302,55 @@ class ControlPlane:
         return events
 
 
-def die_with_parent() -> None:
-    """In a child before exec: its own session, and SIGTERM when the test process dies
-    (so that a crashed or killed test run leaves no control plane behind)."""
-    os.setsid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# -- processes that cannot outlive the test run ------------------------------------------
+#
+# Every process the tests start here (etcd, kube-apiserver, kube-controller-manager, the
+# node's ``unshare``) is made by :func:`spawn`: in a session (process group) of its own, so
+# that a stop reaches all of it and a Ctrl-C of pytest does not, and with PR_SET_PDEATHSIG
+# = SIGKILL, so that the kernel kills it the moment the pytest process dies, however it dies
+# (``kill -9``, the OOM killer, a CI timeout): nothing runs in Python then, so no
+# ``finally`` or ``atexit`` could do it.  ``test_process_lifetime.py`` kills a pytest that
+# holds a control plane and checks that nothing of it is left.
+#
+# Two details make it hold:
+# * the death signal follows the *thread* that forked, not the process: spawn only from
+#   the main thread (session fixtures run there), or a thread ending would kill the child;
+# * the parent may die between fork and prctl: the child then checks that its parent is
+#   still the process that forked it, and kills itself if not.
+# The preexec function only calls a prctl looked up beforehand (no dlopen, no imports in
+# the child of a threaded process, where those could deadlock).
+
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when the process calling this dies."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+def spawn(argv: list[str], *, stdout: Any, cwd: Path | str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a test-owned process: its own session, killed with this process (see above)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(f"spawn {argv[0]} from the main thread: PR_SET_PDEATHSIG would kill it "
+                           f"when thread {threading.current_thread().name} ends")
+    return subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                            env=env, start_new_session=True, preexec_fn=die_with_parent())
+
+
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)  # spawn() made it a session leader: its group is its pid
+    except ProcessLookupError:
+        pass
 
 
 def _insecure() -> ssl.SSLContext:

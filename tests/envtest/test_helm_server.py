@@ -1,7 +1,16 @@
 """The chart against the real API server: ``helm template`` output passes
 ``--dry-run=server --validate=strict`` (default and custom values), ``helm
 install`` installs, and ``helm uninstall`` removes the release but keeps the
-CRDs (``helm.sh/resource-policy: keep``) and with them every MailDomain."""
+CRDs (``helm.sh/resource-policy: keep``) and with them every MailDomain.
+
+The RBAC it installs is checked by the server's own authorizer
+(SubjectAccessReview): what the operator needs is allowed, in the namespaces it
+serves only, and nothing more (no CRD writes, no pods, no RBAC, no nodes).
+
+``helm upgrade`` from the previous chart (``charts/correo-0.1.0-66967f8.tgz``:
+``helm package`` of the chart at commit 66967f8, the first whose CRDs a real
+API server accepts) changes the CRDs in place: objects stored under the old
+schema stay, read back with the new defaults, and take the new fields."""
 from __future__ import annotations
 
 import json
@@ -10,11 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envkit import crd_established, wait_for
+from envkit import can, crd_established, service_account_user, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "correo"
 CRDS = ("maildomains.correo.dev", "mailboxes.correo.dev")
+PREVIOUS_CHART = Path(__file__).resolve().parent / "charts" / "correo-0.1.0-66967f8.tgz"
 
 
 class Helm:
@@ -71,6 +81,31 @@ def test_helm_install_installs_and_uninstall_keeps_the_crds(helm, kubectl, contr
     for name in (release, f"{release}-crds"):
         kubectl.json("get", "clusterrole", name)
         kubectl.json("get", "clusterrolebinding", name)
+    # Serving every namespace: the real authorizer lets the ServiceAccount do its work anywhere,
+    # and nothing beyond it.
+    sa = service_account_user(ns, release)
+    for verb, resource, group, sub in [("watch", "maildomains", "correo.dev", ""),
+                                       ("patch", "maildomains", "correo.dev", "status"),
+                                       ("patch", "mailboxes", "correo.dev", "status"),
+                                       ("patch", "statefulsets", "apps", ""), ("create", "events", "", ""),
+                                       ("delete", "persistentvolumeclaims", "", "")]:
+        assert can(control_plane, sa, verb, resource, group=group, subresource=sub, namespace=namespace), \
+            (verb, resource, sub)
+    assert can(control_plane, sa, "watch", "customresourcedefinitions", group="apiextensions.k8s.io")
+    for verb, resource, group, sub in [("update", "maildomains", "correo.dev", ""),
+                                       ("delete", "maildomains", "correo.dev", ""),
+                                       ("create", "mailboxes", "correo.dev", ""),
+                                       ("patch", "mailboxes", "correo.dev", ""),
+                                       ("get", "pods", "", ""), ("create", "pods", "", "exec"),
+                                       ("create", "serviceaccounts", "", "token"),
+                                       ("get", "persistentvolumeclaims", "", "")]:
+        assert not can(control_plane, sa, verb, resource, group=group, subresource=sub, namespace=namespace), \
+            (verb, resource, sub)
+    for verb, resource, group in [("patch", "customresourcedefinitions", "apiextensions.k8s.io"),
+                                  ("create", "clusterroles", "rbac.authorization.k8s.io"),
+                                  ("create", "clusterrolebindings", "rbac.authorization.k8s.io"),
+                                  ("get", "nodes", ""), ("list", "namespaces", "")]:
+        assert not can(control_plane, sa, verb, resource, group=group), (verb, resource)
     for crd in CRDS:
         meta = kubectl.json("get", "crd", crd)["metadata"]
         assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -84,3 +119,92 @@ def test_helm_install_installs_and_uninstall_keeps_the_crds(helm, kubectl, contr
     for crd in CRDS:
         assert crd_established(control_plane, crd), f"{crd} kept and still served"
     assert kubectl.json("get", "maildomain", "keep-me", "-n", namespace)["spec"]["domain"] == "keep.test"
+
+
+def test_watching_some_namespaces_grants_nothing_elsewhere(helm, kubectl, control_plane, namespace):
+    """``watchNamespaces``: a Role per namespace; the authorizer allows the operator's work
+    there, and refuses it in any other namespace and cluster-wide."""
+    release, ns = "correo-ns", "correo-ns"
+    done = helm.run("template", release, str(CHART), "--namespace", ns, "--set", "crds.enabled=false",
+                    "--set", f"watchNamespaces[0]={namespace}")
+    rbac = [o for o in yaml.safe_load_all(done.stdout)
+            if o and o["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    assert {o["kind"] for o in rbac} == {"ServiceAccount", "Role", "RoleBinding"}
+    control_plane.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                         "metadata": {"name": ns}})
+    kubectl.run("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rbac))
+    sa = service_account_user(ns, release)
+    try:
+        assert can(control_plane, sa, "patch", "maildomains", group="correo.dev", subresource="status",
+                   namespace=namespace)
+        assert can(control_plane, sa, "patch", "deployments", group="apps", namespace=namespace)
+        assert can(control_plane, sa, "get", "secrets", namespace=namespace)
+        for other in ("default", "kube-system", ns):
+            assert not can(control_plane, sa, "get", "secrets", namespace=other), other
+            assert not can(control_plane, sa, "list", "maildomains", group="correo.dev", namespace=other), other
+        assert not can(control_plane, sa, "list", "maildomains", group="correo.dev")  # all namespaces
+        assert not can(control_plane, sa, "list", "customresourcedefinitions", group="apiextensions.k8s.io")
+    finally:
+        kubectl.run("delete", "-f", "-", "--ignore-not-found", input=yaml.safe_dump_all(rbac), check=False)
+
+
+def schema_properties(kubectl, crd: str, *path: str) -> set[str]:
+    node = kubectl.json("get", "crd", crd)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for key in path:
+        node = node["properties"][key]
+    return set(node.get("properties") or {})
+
+
+def test_helm_upgrade_from_the_previous_chart_changes_the_crds_and_keeps_the_objects(
+        helm, kubectl, control_plane, namespace):
+    release, ns = "correo-upgrade", "correo-upgrade"
+    try:
+        # The previous release, over CRDs a user applied with `kubectl apply --server-side` (the
+        # session's): kubectl's field manager owns them, and a chart whose CRDs differ conflicts
+        # with it; the README says to add --force-conflicts to --take-ownership, and after that
+        # the release owns them (upgrades need no flag).
+        install = ["install", release, str(PREVIOUS_CHART), "--namespace", ns, "--create-namespace",
+                   "--take-ownership"]
+        refused = helm.run(*install, check=False)
+        assert refused.returncode != 0 and 'conflict with "kubectl"' in refused.stderr, refused.stderr
+        helm.run("uninstall", release, "-n", ns, check=False)
+        helm.run(*install, "--force-conflicts")
+        assert "recipientDelimiter" not in schema_properties(kubectl, "maildomains.correo.dev", "spec")
+        assert "sieve" not in schema_properties(kubectl, "mailboxes.correo.dev", "spec")
+        kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all([
+            {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain", "metadata": {"name": "old"},
+             "spec": {"domain": "old.test", "queue": {"retry": {"initialDelaySeconds": 120}}}},
+            {"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox", "metadata": {"name": "ana"},
+             "spec": {"address": "ana@old.test", "passwordSecretRef": {"name": "ana-password"}}}]))
+        before = kubectl.json("get", "maildomain", "old", "-n", namespace)
+
+        done = helm.run("upgrade", release, str(CHART), "--namespace", ns)
+        assert "STATUS: deployed" in done.stdout
+        assert "REVISION: 2" in done.stdout
+        wait_for(lambda: all(crd_established(control_plane, crd) for crd in CRDS), what="the new CRDs served")
+        assert {"recipientDelimiter", "catchAll"} <= schema_properties(kubectl, "maildomains.correo.dev", "spec")
+        assert {"sieve", "autoReply"} <= schema_properties(kubectl, "mailboxes.correo.dev", "spec")
+        for crd in CRDS:
+            assert kubectl.json("get", "crd", crd)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+        # What was stored under the old schema is still there, read with the new defaults.
+        after = kubectl.json("get", "maildomain", "old", "-n", namespace)
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert after["spec"]["queue"]["retry"]["initialDelaySeconds"] == 120
+        assert after["spec"]["recipientDelimiter"] == "+"
+        # Edits of old objects pass the new rules; the new fields are taken, and checked.
+        kubectl.run("label", "maildomain", "old", "-n", namespace, "upgraded=yes")
+        kubectl.run("patch", "maildomain", "old", "-n", namespace, "--type=merge",
+                    "-p", '{"spec":{"catchAll":"ana@old.test"}}')
+        refused = kubectl.run("patch", "maildomain", "old", "-n", namespace, "--type=merge",
+                              "-p", '{"spec":{"catchAll":"ana@elsewhere.test"}}', check=False)
+        assert refused.returncode != 0 and "catchAll must be an address of the domain" in refused.stderr
+        kubectl.run("patch", "mailbox", "ana", "-n", namespace, "--type=merge",
+                    "-p", '{"spec":{"autoReply":{"enabled":true,"subject":"Away","body":"Back soon."}}}')
+        mailbox = kubectl.json("get", "mailbox", "ana", "-n", namespace)
+        assert mailbox["spec"]["autoReply"]["subject"] == "Away"
+    finally:
+        helm.run("uninstall", release, "-n", ns, check=False)
+        # Whatever happened above, the session goes on with the CRDs of this checkout.
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        wait_for(lambda: all(crd_established(control_plane, crd) for crd in CRDS), what="the CRDs of crds/ served")

@@ -89,6 +89,35 @@ class TestChildren:
                        for key in (("Service", f"{DOMAIN_NAME}-relay"), ("ConfigMap", f"{DOMAIN_NAME}-config")))
         wait_for(repaired, timeout=60, what="the Service and the ConfigMap re-created")
 
+    def test_fields_others_own_are_kept_and_its_own_are_taken_back(self, kubectl, namespace, operator,
+                                                                    handled):
+        """Server-side apply field ownership: another manager's annotation and label on a child
+        stay (and stay theirs); a field the operator sets, changed by someone else, is set back
+        and owned by ``correo`` again."""
+        relay = f"{DOMAIN_NAME}-relay"
+        wait_for(lambda: ("Deployment", relay) in children(kubectl, namespace), timeout=60)
+        kubectl.run("apply", "--server-side", "--field-manager=team-tooling", "-n", namespace, "-f", "-",
+                    input=yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+                        "name": relay, "labels": {"team.example/cost-centre": "mail"},
+                        "annotations": {"team.example/owner": "mail-team"}}}))
+        kubectl.run("scale", f"deployment/{relay}", "--replicas=3", "-n", namespace)
+
+        def owners(obj: dict) -> dict[str, str]:
+            return {m["manager"]: json.dumps(m.get("fieldsV1")) for m in obj["metadata"]["managedFields"]}
+
+        def taken_back() -> dict | None:
+            obj = kubectl.json("get", f"deployment/{relay}", "-n", namespace, "--show-managed-fields")
+            return obj if obj["spec"]["replicas"] == 1 and '"f:replicas"' in owners(obj).get("correo", "") else None
+        obj = wait_for(taken_back, timeout=60, what=lambda: f"replicas set back to 1\n{operator.log()[-2000:]}")
+        operator.wait_passes(2)
+        obj = kubectl.json("get", f"deployment/{relay}", "-n", namespace, "--show-managed-fields")
+        assert obj["spec"]["replicas"] == 1
+        assert obj["metadata"]["labels"]["team.example/cost-centre"] == "mail"
+        assert obj["metadata"]["annotations"]["team.example/owner"] == "mail-team"
+        theirs = owners(obj)["team-tooling"]
+        assert "team.example/owner" in theirs and "team.example/cost-centre" in theirs
+        assert "team.example" not in owners(obj)["correo"]
+
     def test_an_idle_resync_makes_no_writes(self, kubectl, namespace, operator, handled, tmp_path):
         expected = rendered_names(handled, tmp_path)
         wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=60)

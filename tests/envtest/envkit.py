@@ -133,3 +133,15 @@ def can(cp: ControlPlane, who: tuple[str, list[str]], verb: str, resource: str, 
         "spec": {"user": who[0], "groups": who[1], "resourceAttributes": attributes}})
     assert status == 201, doc
     return bool(doc["status"].get("allowed"))
+
+
+def granted(cp: ControlPlane, token: str, namespace: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the bearer of ``token`` may use in ``namespace``, as the
+    server's authorizer works it out from every binding (SelfSubjectRulesReview)."""
+    status, doc = cp.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace}}, token=token)
+    assert status == 201, doc
+    assert not doc["status"].get("incomplete"), doc["status"]
+    return {(g, r, v) for rule in doc["status"]["resourceRules"] for g in rule.get("apiGroups") or [""]
+            for r in rule.get("resources") or [] for v in rule["verbs"]}

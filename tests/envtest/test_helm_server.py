@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envkit import can, crd_established, service_account_user, wait_for
+from envkit import can, crd_established, granted, service_account_user, wait_for
+
+from correo_operator import kopfapp
+from correo_operator.kube import PERMISSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "correo"
@@ -81,6 +84,17 @@ def test_helm_install_installs_and_uninstall_keeps_the_crds(helm, kubectl, contr
     for name in (release, f"{release}-crds"):
         kubectl.json("get", "clusterrole", name)
         kubectl.json("get", "clusterrolebinding", name)
+    # Least privilege, as the server's authorizer works it out from every binding: the
+    # ServiceAccount may do exactly what the operator's code calls (kube.PERMISSIONS, kopf's
+    # needs), beyond what any ServiceAccount of no role may do.
+    control_plane.request("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "no-role"}})
+    baseline = granted(control_plane, control_plane.token_for(ns, "no-role"), namespace)
+    mine = granted(control_plane, control_plane.token_for(ns, release), namespace) - baseline
+    needed = {(g, r, v) for table in (PERMISSIONS, kopfapp.KOPF_PERMISSIONS, kopfapp.KOPF_CLUSTER_PERMISSIONS)
+              for (g, r), verbs in table.items() for v in verbs}
+    assert mine == needed, (f"granted, not called: {sorted(mine - needed)}; "
+                            f"called, not granted: {sorted(needed - mine)}")
     # Serving every namespace: the real authorizer lets the ServiceAccount do its work anywhere,
     # and nothing beyond it.
     sa = service_account_user(ns, release)

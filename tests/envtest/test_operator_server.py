@@ -161,6 +161,42 @@ class TestStatus:
         assert condition(domain)["reason"] in out  # Ready=False is told with its reason
 
 
+    def test_kubectl_wait_right_after_an_edit_sees_the_edit_handled(self, kubectl, namespace, operator, handled):
+        """``kubectl wait --for=condition=...`` ignores a condition whose observedGeneration is
+        behind the object's generation, so right after an edit it waits for the operator."""
+        ready = condition(get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}"))
+        kubectl.run("patch", "maildomain", DOMAIN_NAME, "-n", namespace, "--type=merge",
+                    "-p", '{"spec":{"queue":{"retry":{"warnAfterSeconds":7200}}}}')
+        kubectl.run("wait", f"maildomain/{DOMAIN_NAME}", "-n", namespace, "--timeout=90s",
+                    f"--for=condition=Ready={ready['status']}")
+        domain = get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")
+        assert domain["metadata"]["generation"] >= 2
+        assert condition(domain)["observedGeneration"] == domain["metadata"]["generation"]
+        assert domain["status"]["observedGeneration"] == domain["metadata"]["generation"]
+
+    def test_status_is_written_through_the_subresource_only(self, kubectl, namespace, operator, handled):
+        """The operator's writes of the objects themselves touch metadata (its finalizer) and
+        never spec or status; status goes through ``/status``, and a user's apply of a status
+        is ignored by the server."""
+        operator.wait_passes(1)
+        kinds = {"maildomains", "mailboxes"}
+        writes = [e for e in operator.writes() if e["objectRef"].get("resource") in kinds]
+        assert {e["objectRef"].get("subresource") for e in writes} >= {"status"}
+        for e in writes:
+            if not e["objectRef"].get("subresource"):
+                body = e.get("requestObject") or {}
+                # A merge patch (an object) or a JSON patch (a list of operations on paths).
+                top = {op["path"].split("/")[1] for op in body} if isinstance(body, list) else set(body)
+                assert top <= {"metadata", "apiVersion", "kind"}, body
+        before = condition(get(kubectl, namespace, "mailbox/alice"))
+        forged = {"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox", "metadata": {"name": "alice"},
+                  "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Forged", "message": "",
+                                             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+        kubectl.run("apply", "--server-side", "--field-manager=someone", "-n", namespace, "-f", "-",
+                    input=yaml.safe_dump(forged))
+        assert condition(get(kubectl, namespace, "mailbox/alice")) == before
+
+
 class TestReclaim:
     @pytest.mark.parametrize("policy", ["Retain", "Delete"])
     def test_the_statefulset_volumes_follow_the_reclaim_policy(self, kubectl, namespace, controller_manager,
@@ -181,6 +217,9 @@ class TestReclaim:
                               f"{operator.log()[-3000:]}")
         wait_for(lambda: not kubectl.json("get", "statefulsets", "-n", namespace)["items"], timeout=60,
                  what="the garbage collector removed the StatefulSets")
+        # Every child went with its owner (the garbage collector, following ownerReferences).
+        wait_for(lambda: not children(kubectl, namespace), timeout=60,
+                 what=lambda: f"every child collected; left: {sorted(children(kubectl, namespace))}")
         if policy == "Retain":
             wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace)["items"], timeout=60)
             left = pvcs()

@@ -1,7 +1,10 @@
 """Fixtures for the chart tests: a real helm (see ``helm_binary``), the chart
-(``chartkit``), and a set of non-default values."""
+(``chartkit``), and a set of non-default values.  Without helm the tests skip,
+saying how to get it; with ``CORREO_REQUIRE_ENVTEST`` set (``.ci/run``) they
+fail instead, as the tests against the real API server do."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from helm_binary import HOW_TO_GET, find_helm  # noqa: E402
 def helm() -> str:
     path = find_helm()
     if path is None:
+        if os.environ.get("CORREO_REQUIRE_ENVTEST", "") not in ("", "0"):
+            pytest.fail(f"CORREO_REQUIRE_ENVTEST is set (as .ci/run does) but: {HOW_TO_GET}", pytrace=False)
         pytest.skip(HOW_TO_GET)
     return path
 

@@ -204,6 +204,13 @@ class RelayConfig:
     rate_limit_messages: int = 60  # messages per client address...
     rate_limit_period_seconds: int = 60  # ...per this many seconds
     timeout_seconds: int = 300
+    # Memory bounds (issue 10): a message arriving past this many octets goes
+    # to an unlinked temporary file in data_spool_dir (empty: $TMPDIR) instead
+    # of memory; the messages checked and handed over at once hold at most
+    # max_inflight_bytes in memory (past it: 452 4.3.1, the client retries).
+    data_in_memory_bytes: int = 256 * 1024
+    data_spool_dir: str = ""
+    max_inflight_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class RelayContext:
     rejected: int = 0
     queue_ready: bool = False
     sessions: set[Any] = field(default_factory=set)
+    inflight_bytes: int = 0  # messages read into memory for their checks and hand-off (max_inflight_bytes)
 
     def __post_init__(self) -> None:
         relay = self.config.relay

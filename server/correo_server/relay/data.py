@@ -18,7 +18,16 @@ end marker, so that the reader never sees it).  The reader:
   it discards: after the first problem it only counts, so memory stays
   bounded whatever the client sends, and the reply waits until the end of
   the data, so the session stays in step (RFC 5321 section 4.2.5);
-* removes the transparency dot (RFC 5321 section 4.5.2).
+* removes the transparency dot (RFC 5321 section 4.5.2);
+* keeps at most ``spool_over`` octets of the message in memory: past that,
+  what it has and what follows go to an unnamed temporary file
+  (``tempfile.TemporaryFile`` in ``spool_dir``: unlinked at once, so that
+  the kernel frees it when the reader is closed or the process dies,
+  whatever happens to the session).  A client holding a transfer open, or
+  many of them, pins disk pages the kernel can drop, not the relay's heap;
+  an aborted transfer frees its memory with the reader (:meth:`close`,
+  which the session calls however the transfer ends).  The file is not
+  fsynced: the relay acknowledges nothing before the queue has the message.
 
 The first problem found is the one reported.
 
@@ -30,8 +39,11 @@ in a few large pieces instead of a line at a time).
 from __future__ import annotations
 
 import enum
+import tempfile
 
 from ..wire.replies import Reply
+
+SPOOL_OVER_BYTES = 256 * 1024  # octets kept in memory before a message goes to a temporary file
 
 
 class Problem(enum.Enum):
@@ -42,9 +54,14 @@ class Problem(enum.Enum):
 
 
 class MessageReader:
-    def __init__(self, max_bytes: int, max_line: int) -> None:
+    def __init__(self, max_bytes: int, max_line: int, *, spool_over: int = SPOOL_OVER_BYTES,
+                 spool_dir: str | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_line = max_line
+        self.spool_over = spool_over
+        self.spool_dir = spool_dir or None  # None: tempfile's choice ($TMPDIR, /tmp)
+        self._held = 0  # octets in _parts
+        self._file = None  # the temporary file, once the message outgrew memory
         self.size = 0  # octets of content seen (after unstuffing, CRLFs counted)
         self.received = 0  # octets read from the wire
         self.problem: Problem | None = None
@@ -75,9 +92,9 @@ class MessageReader:
             elif b"\x00" in body:
                 self.problem = Problem.NUL
             if self.problem is not None:
-                self._parts.clear()
+                self._drop()
         if self.problem is None:
-            self._parts.append(body + b"\r\n" if complete else body)
+            self._keep(body + b"\r\n" if complete else body)
         self._midline = not complete
         if complete:
             self._line_len = 0
@@ -97,7 +114,7 @@ class MessageReader:
             if not self.max_bytes or self.size + len(content) <= self.max_bytes:
                 self.received += len(data)
                 self.size += len(content)
-                self._parts.append(content)
+                self._keep(content)
                 return
         start = 0  # anything else: line by line, by the rules of feed()
         while start < len(data):
@@ -113,10 +130,47 @@ class MessageReader:
         self.received += 3
         self.done = True
 
+    def _keep(self, piece: bytes) -> None:
+        if self._file is not None:
+            self._file.write(piece)
+            return
+        self._parts.append(piece)
+        self._held += len(piece)
+        if self._held > self.spool_over:
+            self._file = tempfile.TemporaryFile(dir=self.spool_dir, prefix="correo-data-")
+            self._file.writelines(self._parts)
+            self._parts.clear()
+            self._held = 0
+
+    def _drop(self) -> None:
+        self._parts.clear()
+        self._held = 0
+        self.close()
+
+    @property
+    def spooled(self) -> bool:
+        """Whether the message went to a temporary file."""
+        return self._file is not None
+
+    def close(self) -> None:
+        """Free what the message holds (memory, the temporary file); the
+        session calls this however the transfer ends.  Idempotent."""
+        self._parts.clear()
+        self._held = 0
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def content(self) -> bytes:
         """The message as received (CRLF line endings, dots unstuffed)."""
         if self.problem is not None:
             raise ValueError("the message was rejected")
+        if self._file is not None:
+            self._file.seek(0)
+            data = self._file.read()
+            self.close()
+            self._parts, self._held = [data], len(data)
+            return data
         if len(self._parts) != 1:
             self._parts = [b"".join(self._parts)]  # keep one copy, not two
         return self._parts[0] if self._parts else b""

@@ -24,8 +24,9 @@ handler's hooks, ``push``, ``challenge_auth``, ``_create_session``,
   command stream for a ``DATA`` line: what follows it is held back until
   :meth:`RelaySMTP.smtp_DATA` has answered.  After a ``354`` it is the
   message, read by the relay itself in large pieces into a
-  :class:`~.data.MessageReader` (a sink that could as well write a file),
-  never by aiosmtpd line by line; after a refusal it goes to aiosmtpd as
+  :class:`~.data.MessageReader` (which keeps a message past
+  ``data_in_memory_bytes`` in an unlinked temporary file, and is closed
+  however the transfer ends), never by aiosmtpd line by line; after a refusal it goes to aiosmtpd as
   commands again.  So the end of the message is found where the relay's
   rules say (``<CRLF>.<CRLF>`` only) and pipelined commands after it are
   read as commands.
@@ -397,6 +398,13 @@ class RelaySMTP(SMTP):
     def eof_received(self) -> bool | None:
         if self._refused:
             return False
+        if self._sink is not None and not self._sink.done.done():
+            # The client closed its side in the middle of a message: it can
+            # never send the final dot, so the transfer is over now (not at
+            # the idle timeout, holding the connection slot and the message).
+            self.log.info("data_aborted", received=self._sink.reader.received)
+            self._sink.done.set_result(False)
+            return False  # asyncio closes the transport: connection_lost follows
         return super().eof_received()
 
     def data_received(self, data: bytes) -> None:
@@ -765,8 +773,10 @@ class RelaySMTP(SMTP):
         checks, the hand-off, the reply."""
         relay = self.ctx.config.relay
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        reader = MessageReader(relay.max_message_bytes, relay.max_line_length)
+        reader = MessageReader(relay.max_message_bytes, relay.max_line_length,
+                               spool_over=relay.data_in_memory_bytes, spool_dir=relay.data_spool_dir or None)
         sink = DataSink(reader, self.loop.create_future())
+        inflight = 0
         self.busy = True
         try:
             self._sink = sink
@@ -783,6 +793,14 @@ class RelaySMTP(SMTP):
                 self._reset_envelope()
                 await self._refuse(refusal)
                 return
+            if self.ctx.inflight_bytes and self.ctx.inflight_bytes + reader.size > relay.max_inflight_bytes:
+                self.log.warning("message_deferred_memory", size=reader.size, inflight=self.ctx.inflight_bytes)
+                self._reset_envelope()
+                await self._refuse(Reply(452, "4.3.1", "Insufficient system resources for this message now; "
+                                         "try again later", "inflight_limit"))
+                return
+            inflight = reader.size
+            self.ctx.inflight_bytes += inflight
             try:
                 content = reader.content()
                 key = deliverykeys.message_key(self.envelope.mail_from or "", self.envelope.rcpt_tos, content)
@@ -796,6 +814,8 @@ class RelaySMTP(SMTP):
             self._reset_envelope()
             await self.push(str(reply))
         finally:
+            self.ctx.inflight_bytes -= inflight
+            reader.close()  # the message's memory or temporary file, however the transfer ended
             if self._sink is sink:
                 self._sink = None
             self.busy = False

@@ -49,7 +49,6 @@ IMAPTEST = find_imaptest()
 # groups run no command at all.  A capability correo starts offering must
 # leave this list (the test says so), and no other may join it unnoticed.
 NOT_OFFERED = {
-    "CONTEXT=SEARCH": "RFC 5267 (SEARCH/SORT RETURN (UPDATE PARTIAL)) not built yet; Dovecot runs these 4 groups",
     "CONTEXT=SORT": "RFC 5267 for SORT; Dovecot does not offer it either",
     "NOTIFY": "RFC 5465 not built yet; Dovecot runs this group (7 commands)",
     "URLAUTH": "RFC 4467 (BURL submission) is not part of correo; Dovecot does not offer it in this setup",

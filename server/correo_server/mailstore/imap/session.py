@@ -185,6 +185,8 @@ class Session:
             try:
                 for line in self.state.view.sync(allow_expunge=cmd.reports_expunges(), condstore=self.condstore):
                     self.ch.write(line)
+                for hook in self.registry.after_sync:
+                    await hook(self)
             except FolderGone:
                 self.bye("Selected mailbox was deleted, have to disconnect.")
                 return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from . import responses as R
 from .backend import Folder, Mailbox
@@ -87,6 +87,9 @@ class SelectedView:
         self.vanished = False  # expunges are reported as VANISHED uid-set (QRESYNC, RFC 7162 3.2.10)
         self.report_recent = True  # RECENT responses (IMAP4rev2 has none)
         self.uidonly = False  # FETCH responses name UIDs, not numbers (UIDONLY, RFC 9586)
+        # called with the UIDs about to be expunged, while their numbers still hold; lines to send
+        # first (CONTEXT=SEARCH's REMOVEFROM)
+        self.on_remove: list[Callable[["SelectedView", list[int]], list[bytes]]] = []
 
     # -- numbers ------------------------------------------------------------
     def __len__(self) -> int:
@@ -131,6 +134,9 @@ class SelectedView:
         so that each number is still right when the client reads it), or
         one ``VANISHED`` response with the UIDs (:attr:`vanished`)."""
         out = []
+        for hook in self.on_remove:
+            out += hook(self, [u for u in uids if self.seq_of(u) is not None])
+        first = len(out)
         gone = []
         for uid in sorted(uids, reverse=True):
             seq = self.seq_of(uid)
@@ -142,7 +148,7 @@ class SelectedView:
             gone.append(uid)
             out.append(R.untagged(b"%d EXPUNGE" % seq))
         if self.vanished and gone:
-            return [R.untagged(b"VANISHED " + R.number_set(gone))]
+            return out[:first] + [R.untagged(b"VANISHED " + R.number_set(gone))]
         return out
 
     def sync(self, *, allow_expunge: bool, condstore: bool) -> list[bytes]:

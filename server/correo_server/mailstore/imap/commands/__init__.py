@@ -58,7 +58,10 @@ How to add an extension (ESEARCH, QRESYNC, SORT, BINARY, ... — RFC in hand):
    (LIST), ``create_param`` / ``create_codes`` (CREATE), ``append_data``
    (other forms of APPEND's message), ``view_setup`` and
    ``select_responses`` (the selected view and SELECT's lines),
-   ``command_checks`` (a mode's objection before a command runs).  An
+   ``command_checks`` (a mode's objection before a command runs),
+   ``after_sync`` (more unsolicited lines after the selected view's
+   updates, each command and in IDLE: CONTEXT=SEARCH's ADDTO/REMOVEFROM;
+   the view's ``on_remove`` speaks before an expunge is reported).  An
    extension's hook may end the command with :class:`.base.Refused`.
    :mod:`.condstore` is the worked example: one module adds an ENABLE
    target, a STATUS item, a SELECT parameter, a FETCH item and modifier, a

@@ -231,6 +231,7 @@ class Found:
     modseqs: list[int]
     modseq: bool = False
     sorted: bool = False  # SORT: in the order asked for, not ascending
+    key: Any = None  # SEARCH: the search key (CONTEXT=SEARCH's UPDATE runs it again)
 
 
 SearchReply = Callable[["Session", Found, "Options"], None]
@@ -276,6 +277,8 @@ class Registry:
         self.saved_sets = False  # "$" stands for the saved search result (SEARCHRES)
         self.sort_keys: dict[str, SortKey] = {}
         self.view_setup: list[Callable[["Session", Any], None]] = []  # (session, SelectedView) on SELECT
+        # after the selected view's updates are written (each command, IDLE): more of them (CONTEXT=SEARCH)
+        self.after_sync: list[Callable[["Session"], Awaitable[None]]] = []
         self.report_closed = False  # SELECT over a selected mailbox says OK [CLOSED] (QRESYNC, IMAP4rev2)
         self.sort_returns = False  # SORT RETURN (...) (ESORT)
         self.append_data: list[Callable[[Reader], bytes | None]] = []  # other forms of APPEND's message

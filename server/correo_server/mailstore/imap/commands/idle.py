@@ -35,6 +35,8 @@ class Idle(Command):
                 if view is not None:
                     for line in view.sync(allow_expunge=True, condstore=s.condstore):
                         s.write(line)
+                    for hook in s.registry.after_sync:
+                        await hook(s)
                     if s.ch.pending():
                         await s.ch.flush()
                 waits: list[asyncio.Future] = [reader]

@@ -108,7 +108,8 @@ class Search(Command):
         modseq = uses_modseq(s, self.key)
         msgs = await matching(s, self.key)
         found = Found(self.tag, self.uid, [m.uid for _, m in msgs],
-                      [m.uid if self.uid else seq for seq, m in msgs], [m.modseq for _, m in msgs], modseq)
+                      [m.uid if self.uid else seq for seq, m in msgs], [m.modseq for _, m in msgs], modseq,
+                      key=self.key)
         answer(s, found, self.returns, b"SEARCH")
         return ok("Search completed")
 

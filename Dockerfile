@@ -50,7 +50,7 @@ ENV PATH=/opt/correo/bin:$PATH \
 WORKDIR /tmp
 USER 10001:10001
 # SMTP, submission, SMTPS; IMAP, IMAPS, POP3, POP3S; LMTP (queue, mailstore);
-# HTTP side ports (operator 8080, relay 8081, queue 8082, mailstore 8083).
-EXPOSE 2525 2587 2465 2143 2993 2110 2995 2419 2424 2425 2080 8080 8081 8082 8083 8084
+# HTTP side ports (operator 8080, relay 8081, queue 8082, mailstore 8083, autoconfig 8084, proxy 8085).
+EXPOSE 2525 2587 2465 2143 2993 2110 2995 2419 2424 2425 2080 8080 8081 8082 8083 8084 8085
 ENTRYPOINT ["correo"]
 CMD ["operator"]

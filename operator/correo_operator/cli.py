@@ -126,12 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run one service (what the pods run)",
                         description="Run one correo service from a configuration folder (correo.yaml, "
                                     "directory.yaml, tls/, dkim/), as rendered into the ConfigMap and Secret.")
-    sv.add_argument("service", choices=["relay", "queue", "mailstore", "autoconfig"])
+    sv.add_argument("service", choices=["relay", "queue", "mailstore", "autoconfig", "proxy"],
+                    help="proxy: the IMAP/POP3/ManageSieve front of a mailstore with shards")
     sv.add_argument("--config", required=True, metavar="DIR", help="configuration folder")
     sv.add_argument("--log-format", choices=["console", "json"], default=None,
                     help="override the configuration's logFormat")
     sv.add_argument("--ports-file", default=None, metavar="FILE",
                     help="write the bound ports as JSON here once listening (for port 0)")
+    sv.add_argument("--shard", type=int, default=None, metavar="N",
+                    help="mailstore: run as shard N of mailstore.shards (default: $CORREO_SHARD, else the "
+                         "ordinal the host name ends with, as in a StatefulSet pod)")
     sv.set_defaults(target="correo_server.serve:main")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)",

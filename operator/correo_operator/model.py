@@ -160,6 +160,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class Queue:
+    replicas: int = 1
     storage: QueueStorage = field(default_factory=QueueStorage)
     retry: Retry = field(default_factory=Retry)
 
@@ -177,6 +178,7 @@ class Mailstore:
     pop3: bool = True
     over_quota: str = "Reject"  # Reject or Defer
     service_type: str = "ClusterIP"
+    shards: int = 1
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ class MailboxSpec:
     suspended: bool = False
     sieve: str | None = None
     auto_reply: AutoReply | None = None
+    shard: int | None = None
 
 
 # ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from correo_server import logs
 
 from correo_server import config as cfgmod
 
-from . import dkimkeys, mailrules, render as rendering, secretdata
+from . import dkimkeys, mailrules, placement, proxykeys, render as rendering, secretdata
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
 from .model import MailDomain, Mailbox, ModelError, belongs, read_each
 
@@ -292,6 +292,16 @@ def previous_scripts(domain: MailDomain, live: list[dict]) -> dict[str, str]:
     return {}
 
 
+def previous_shards(domain: MailDomain, live: list[dict]) -> dict[str, int]:
+    """The shards the directory Secret in force records: render keeps them, so
+    that adding shards moves no mailbox (see ``placement``)."""
+    name = rendering.names(domain)["directory"]
+    for obj in live:
+        if obj.get("kind") == "Secret" and obj["metadata"].get("name") == name:
+            return placement.shards_in_directory(secretdata.secret_value(obj, cfgmod.DIRECTORY_FILE))
+    return {}
+
+
 def unreadable(obj: dict, exc: ModelError) -> None:
     """Log an object the API returned that does not fit the model (a CRD changed
     under stored objects); it is left out, the rest go on."""
@@ -330,12 +340,16 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
         inputs.missing_secrets.discard(dkim_name)
     live = await list_children(kube, inputs.domain)
     desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image,
-                                      previous_scripts=previous_scripts(inputs.domain, live))
+                                      previous_scripts=previous_scripts(inputs.domain, live),
+                                      previous_shards=previous_shards(inputs.domain, live))
     desired = [for_apply(o) for o in desired]
     extra = tuple(k for k in dict.fromkeys((o["apiVersion"], o["kind"]) for o in desired) if k not in CHILD_KINDS)
     if extra:
         live += await list_children(kube, inputs.domain, extra)
-    plan = plan_changes(inputs.domain, desired, live, keep={dkim_name})
+    keep = {dkim_name}
+    if inputs.domain.spec.mailstore.shards > 1:  # the proxy's credential, made once, before the pods need it
+        keep.add(await proxykeys.ensure(kube, inputs.domain, live))
+    plan = plan_changes(inputs.domain, desired, live, keep=keep)
     current = {obj_key(o): o for o in live}
     outcome = Outcome(inputs, [])
     failures: list[tuple[ObjKey, ApiError]] = []

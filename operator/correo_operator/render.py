@@ -23,6 +23,12 @@ Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
   mounts only the ConfigMap), and, when ``spec.autoconfig.ingress`` is set, an
   Ingress for ``autoconfig.``, ``autodiscover.`` and ``mta-sts.`` of every
   domain name, its certificate from cert-manager (``issuerRef``).
+* with ``spec.mailstore.shards`` N > 1: the mailstore StatefulSet has N
+  replicas (shard i is pod ``<base>-mailstore-i``, reached by the queue at
+  ``<base>-mailstore-i.<base>-mailstore-internal.<ns>.svc``), and a proxy
+  Deployment ``<base>-proxy`` (``correo serve proxy``) behind the client
+  Service, which keeps its name; both mount the proxy credential from the
+  Secret ``<base>-proxy`` the operator generates (``proxykeys``).
 * NetworkPolicies admitting only the flows above (and mailstore → queue LMTP:
   mail rules send vacation replies and redirects through the queue).
 
@@ -45,7 +51,7 @@ from correo_server import passwords
 
 from .model import API_VERSION, MailDomain, Mailbox, MailstoreStorage, QueueStorage, belongs
 from .quantity import parse_bytes
-from . import mailrules, secretdata
+from . import mailrules, placement, secretdata
 
 DEFAULT_IMAGE = "ghcr.io/correo-dev/correo:0.1.0"
 CONFIG_MOUNT = "/etc/correo"
@@ -68,12 +74,27 @@ MAILSTORE_SERVICE_PORTS = [("imap", 143, PORTS["imap"]), ("imaps", 993, PORTS["i
 AUTOCONFIG_SERVICE_PORTS = [("http", 80, PORTS["autoconfig"])]
 
 
+PROXY_SECRET_KEY = "proxy.secret"
+PROXY_SECRET_FILE = "proxy/secret"  # in the configuration folder
+
 # ---------------------------------------------------------------------------
 # Names
 # ---------------------------------------------------------------------------
 
 def dkim_secret_name(domain: MailDomain) -> str:
     return f"{domain.name}-dkim"
+
+
+def proxy_secret_name(domain: MailDomain) -> str:
+    """The Secret with the proxy's credential (``proxy.secret``), made by the
+    operator (``proxykeys``) when the domain has shards."""
+    return f"{domain.name}-proxy"
+
+
+def shard_host(domain: MailDomain, shard: int) -> str:
+    """The DNS name of a mailstore shard's pod (StatefulSet pod + headless Service)."""
+    b, ns = domain.name, domain.namespace
+    return f"{b}-mailstore-{shard}.{b}-mailstore-internal.{ns}.svc"
 
 
 def names(domain: MailDomain) -> dict[str, str]:
@@ -83,6 +104,7 @@ def names(domain: MailDomain) -> dict[str, str]:
         "relay": f"{b}-relay", "queue": f"{b}-queue", "mailstore": f"{b}-mailstore",
         "mailstore_internal": f"{b}-mailstore-internal",
         "autoconfig": f"{b}-autoconfig", "autoconfig_tls": f"{b}-autoconfig-tls",
+        "proxy": f"{b}-proxy", "proxy_secret": proxy_secret_name(domain),
     }
 
 
@@ -97,10 +119,14 @@ def autoconfig_hosts(domain: MailDomain) -> list[str]:
 def service_urls(domain: MailDomain) -> dict[str, str]:
     """The HTTP side ports the operator reads ``/status`` from (cluster DNS)."""
     n, ns = names(domain), domain.namespace
-    return {
+    urls = {
         "queue": f"http://{n['queue']}.{ns}.svc:{PORTS['queue_http']}",
         "mailstore": f"http://{n['mailstore_internal']}.{ns}.svc:{PORTS['mailstore_http']}",
     }
+    if domain.spec.mailstore.shards > 1:  # each shard answers for its own mailboxes
+        for i in range(domain.spec.mailstore.shards):
+            urls[f"mailstore-{i}"] = f"http://{shard_host(domain, i)}:{PORTS['mailstore_http']}"
+    return urls
 
 
 def referenced_secrets(domain: MailDomain, mailboxes: list[Mailbox]) -> set[str]:
@@ -195,7 +221,11 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
             imap_enabled=store.imap, pop3_enabled=store.pop3, managesieve_enabled=store.imap or store.pop3,
             over_quota=store.over_quota.lower(),
             max_literal_bytes=max(limits["max_message_bytes"], 1 << 20) + (1 << 20),
+            shards=tuple(cfgmod.MailstoreShard(host=shard_host(domain, i)) for i in range(store.shards))
+            if store.shards > 1 else (),
+            proxy_secret_file=PROXY_SECRET_FILE if store.shards > 1 else None,
         ),
+        proxy=cfgmod.ProxyConfig() if store.shards > 1 else None,
     )
 
 
@@ -219,19 +249,28 @@ def _password_hash(mailbox: Mailbox, secrets: dict[str, dict]) -> str | None:
 
 
 def directory_entries(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict],
-                      previous_scripts: Mapping[str, str] | None = None) -> list[dirmod.MailboxEntry]:
+                      previous_scripts: Mapping[str, str] | None = None,
+                      previous_shards: Mapping[str, int] | None = None) -> list[dirmod.MailboxEntry]:
     """The mailbox directory of one MailDomain (only its own Mailboxes).
 
     ``previous_scripts``: the admin Sieve scripts of the directory in force
     (:func:`.mailrules.scripts_in_directory`), kept for a Mailbox whose new
-    ``spec.sieve`` does not compile (:func:`.mailrules.admin_script`)."""
+    ``spec.sieve`` does not compile (:func:`.mailrules.admin_script`).
+    ``previous_shards``: the shards that directory records
+    (:func:`.placement.shards_in_directory`), kept (:func:`.placement.place`);
+    written only when the domain has more than one shard."""
     default_quota = parse_bytes(domain.spec.default_quota)
+    shards = domain.spec.mailstore.shards
     entries = []
     for mb in mailboxes:
         if not belongs(mb, domain):
             continue
         spec = mb.spec
         local, _, dom = spec.address.rpartition("@")
+        shard = None
+        if shards > 1:
+            shard = placement.place(spec.address, shards, pin=spec.shard,
+                                    recorded=placement.recorded_for(spec.address, previous_shards)).shard
         entries.append(dirmod.MailboxEntry(
             address=f"{local}@{dom.lower()}",
             name=mb.name,
@@ -244,6 +283,7 @@ def directory_entries(domain: MailDomain, mailboxes: list[Mailbox], secrets: dic
             suspended=spec.suspended,
             sieve=mailrules.admin_script(mb, mailrules.previous_for(mb, previous_scripts))[0],
             auto_reply=mailrules.auto_reply_entry(mb),
+            shard=shard or None,
         ))
     return entries
 
@@ -291,6 +331,12 @@ def _config_volume(domain: MailDomain, component: str) -> dict:
         {"secret": {"name": n["directory"], "items": [{"key": cfgmod.DIRECTORY_FILE, "path": cfgmod.DIRECTORY_FILE}]}})
     tls = domain.tls_secret
     if tls and component in ("relay", "mailstore", "queue"):
+        sources.append({"secret": {"name": tls, "optional": True, "items": [
+            {"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]}})
+    if component in ("mailstore", "proxy") and domain.spec.mailstore.shards > 1:
+        sources.append({"secret": {"name": n["proxy_secret"], "items": [
+            {"key": PROXY_SECRET_KEY, "path": PROXY_SECRET_FILE}]}})
+    if tls and component == "proxy":
         sources.append({"secret": {"name": tls, "optional": True, "items": [
             {"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]}})
     if component == "relay" and domain.spec.dkim.enabled:
@@ -398,6 +444,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
     queue_pods = {"podSelector": {"matchLabels": _selector(domain, "queue")}}
     mailstore_pods = {"podSelector": {"matchLabels": _selector(domain, "mailstore")}}
     anywhere_in_cluster = {"namespaceSelector": {}}  # the operator and Prometheus read the side ports
+    proxy_pods = {"podSelector": {"matchLabels": _selector(domain, "proxy")}}
+    sharded = domain.spec.mailstore.shards > 1
     smart = domain.spec.relay.smarthost
     # 443: receivers' MTA-STS policies (https://mta-sts.<domain>/.well-known/mta-sts.txt)
     outbound_ports = sorted({25, 443, 465, 587} | ({smart.port} if smart else set()))
@@ -412,7 +460,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                 egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                         {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS]),
         _netpol(domain, "mailstore",
-                ingress=[{"ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
+                ingress=[{**({"from": [proxy_pods]} if sharded else {}),
+                          "ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
                                         PORTS["managesieve"])},
                          {"from": [queue_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
@@ -422,18 +471,29 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                 ingress=[{"ports": _tcp(PORTS["autoconfig"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["autoconfig_http"])}],
                 egress=[]),
-    ]
+    ] + ([
+        _netpol(domain, "proxy",
+                ingress=[{"ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
+                                        PORTS["managesieve"])},
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["proxy_http"])}],
+                egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["imap"], PORTS["pop3"], PORTS["managesieve"])},
+                        _DNS_EGRESS]),
+    ] if sharded else [])
 
 
 def _statefulset(domain: MailDomain, component: str, storage: QueueStorage | MailstoreStorage,
-                 service_name: str, volume: str, container: dict, config_hash: str) -> dict:
-    """A single-replica StatefulSet whose data lives on a volumeClaimTemplate;
-    the volume is kept or deleted with the MailDomain per ``reclaimPolicy``."""
+                 service_name: str, volume: str, container: dict, config_hash: str, replicas: int = 1) -> dict:
+    """A StatefulSet whose data lives on a volumeClaimTemplate (one volume per
+    pod: a shard each); the volumes are kept or deleted with the MailDomain per
+    ``reclaimPolicy``, and kept when it scales down (the mail is still there
+    when the shard comes back)."""
     retention = "Delete" if domain.spec.reclaim_policy == "Delete" else "Retain"
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": child_meta(domain, names(domain)[component], component),
-        "spec": {"replicas": 1, "serviceName": service_name, "podManagementPolicy": "OrderedReady",
+        "spec": {"replicas": replicas, "serviceName": service_name,
+                 # shards are independent: start and replace them all at once
+                 "podManagementPolicy": "Parallel" if replicas > 1 else "OrderedReady",
                  "selector": {"matchLabels": _selector(domain, component)},
                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
                  "volumeClaimTemplates": [_pvc(volume, storage, component, domain)],
@@ -446,7 +506,9 @@ _RESOURCES = {
     "queue": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     "mailstore": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     "autoconfig": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "192Mi"}},
+    "proxy": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
 }
+PROXY_REPLICAS = 2
 
 
 def _autoconfig_ingress(domain: MailDomain) -> dict | None:
@@ -471,12 +533,13 @@ def _autoconfig_ingress(domain: MailDomain) -> dict | None:
 
 
 def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
-           image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None) -> list[dict]:
+           image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None,
+           previous_shards: Mapping[str, int] | None = None) -> list[dict]:
     """Every object that runs ``domain``; pure and deterministic.  ``previous_scripts``:
     see :func:`directory_entries`."""
     spec, n = domain.spec, names(domain)
     config_text = cfgmod.dump(server_config(domain))
-    directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts))
+    directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts, previous_shards))
     # The servers read correo.yaml once, so a change rolls the pods.  So does
     # the TLS Secret appearing (cert-manager issues it after the pods start,
     # and a server without a key pair at start offers no TLS); its renewals
@@ -527,13 +590,32 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
                     if (p[0].startswith("imap") and spec.mailstore.imap)
                     or (p[0].startswith("pop3") and spec.mailstore.pop3)
                     or (p[0] == "managesieve" and (spec.mailstore.imap or spec.mailstore.pop3))]
+    shards = spec.mailstore.shards
     objects += [
-        _statefulset(domain, "mailstore", spec.mailstore.storage, n["mailstore_internal"], "mail", store_c, config_hash),
+        _statefulset(domain, "mailstore", spec.mailstore.storage, n["mailstore_internal"], "mail", store_c, config_hash,
+                     replicas=shards),
         _service(domain, n["mailstore_internal"], "mailstore",
                  [("lmtp", PORTS["mailstore_lmtp"], PORTS["mailstore_lmtp"]),
                   ("http", PORTS["mailstore_http"], PORTS["mailstore_http"])], headless=True),
     ]
-    if client_ports:
+    if shards > 1:
+        # The proxy is the public face of IMAP, POP3 and ManageSieve: the
+        # client Service keeps its name and points at it.
+        proxy_c = _container(domain, "proxy", image, [(name, port) for name, _, port in MAILSTORE_SERVICE_PORTS],
+                             PORTS["proxy_http"], [], _RESOURCES["proxy"])
+        objects += [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_meta(domain, n["proxy"], "proxy"),
+             "spec": {"replicas": PROXY_REPLICAS, "revisionHistoryLimit": 3,
+                      "selector": {"matchLabels": _selector(domain, "proxy")},
+                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                      "template": _template(domain, "proxy", _pod_spec(domain, "proxy", proxy_c), config_hash)}},
+            {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+             "metadata": child_meta(domain, n["proxy"], "proxy"),
+             "spec": {"minAvailable": 1, "selector": {"matchLabels": _selector(domain, "proxy")}}},
+        ]
+        if client_ports:
+            objects.append(_service(domain, n["mailstore"], "proxy", client_ports, spec.mailstore.service_type))
+    elif client_ports:
         objects.append(_service(domain, n["mailstore"], "mailstore", client_ports, spec.mailstore.service_type))
 
     # autoconfig

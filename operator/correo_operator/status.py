@@ -49,6 +49,12 @@ class Observed:
     # Where the autoconfig Ingress is reachable (its load balancer's IP or
     # host name), when the runtime knows it.
     autoconfig_address: str | None = None
+    # Mailbox address (lower case) → its shard, from the directory in force
+    # (``placement.shards_in_directory``); only read when the domain has shards.
+    shards: Mapping[str, int] = field(default_factory=dict)
+    # With shards: each shard's /status (None: it does not answer), by shard
+    # id; ``mailstore`` is then their merge (:func:`merge_shards`).
+    mailstore_shards: tuple[Mapping[str, Any] | None, ...] = ()
 
 
 def _ts(now: datetime) -> str:
@@ -110,6 +116,37 @@ def _component(name: str, title: str, doc: Mapping[str, Any] | None,
         ready, wanted = availability[name]
         return TRUE, f"{reason_prefix}Ready", f"{ready} of {wanted} {title} replicas are ready."
     return TRUE, f"{reason_prefix}Ready", f"The {title} is ready."
+
+
+def merge_shards(docs: list[Mapping[str, Any] | None] | tuple) -> dict | None:
+    """One mailstore document from the shards' (each lists its own mailboxes):
+    ready when every shard is; None when no shard answers."""
+    live = [d for d in docs if d is not None]
+    if not live:
+        return None
+    mailboxes: dict[str, Any] = {}
+    for d in live:
+        mailboxes.update(d.get("mailboxes") or {})
+    return {"ready": len(live) == len(docs) and all(d.get("ready", False) for d in live), "mailboxes": mailboxes}
+
+
+def shards_available(docs: tuple[Mapping[str, Any] | None, ...]) -> Decision:
+    """MailstoreAvailable with shards: which shards are down (their mailboxes
+    cannot be read and their mail waits in the queue; the others are served)."""
+    down = [i for i, d in enumerate(docs) if d is None or not d.get("ready", False)]
+    if not down:
+        return TRUE, "MailstoreReady", f"All {len(docs)} mailstore shards are ready."
+    which = ", ".join(map(str, down))
+    if len(down) == len(docs):
+        return FALSE, "MailstoreUnavailable", f"No mailstore shard is ready (shards {which})."
+    return FALSE, "ShardsUnavailable", (f"Mailstore shard(s) {which} of {len(docs)} are not ready: their "
+                                        "mailboxes cannot log in and mail for them waits in the queue; the "
+                                        "other shards serve theirs.")
+
+
+def shard_figures(docs: tuple[Mapping[str, Any] | None, ...]) -> list[dict]:
+    return [{"shard": i, "ready": bool(d and d.get("ready", False)),
+             "mailboxes": len((d or {}).get("mailboxes") or {})} for i, d in enumerate(docs)]
 
 
 def domain_figures(domain: MailDomain, queue: Mapping[str, Any] | None) -> dict:
@@ -252,6 +289,8 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
         "queue": _component("queue", "queue", observed.queue, observed.availability),
         "mailstore": _component("mailstore", "mailstore", observed.mailstore, observed.availability),
     }
+    if observed.mailstore_shards:
+        components["mailstore"] = shards_available(observed.mailstore_shards)
     decisions = {
         "Ready": ready(components, _missing_domain_secrets(domain, observed)),
         "RelayAvailable": components["relay"],
@@ -278,6 +317,8 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
         },
         "dnsRecords": dns_records(domain, observed.dkim_public_key, observed.autoconfig_address),
     }
+    if observed.mailstore_shards:
+        status["shards"] = shard_figures(observed.mailstore_shards)
     if observed.endpoints:
         status["endpoints"] = dict(sorted(observed.endpoints.items()))
     return status
@@ -384,6 +425,8 @@ def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Obs
     }
     if domain is not None:
         status["domain"] = domain.name
+        if domain.spec.mailstore.shards > 1 and address in observed.shards:
+            status["shard"] = observed.shards[address]
     return status
 
 

@@ -21,10 +21,11 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from correo_server import config as cfgmod
 from correo_server import logs
 
 from . import render as rendering
-from . import secretdata
+from . import placement, secretdata
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
 from .model import MailDomain, Mailbox, domain_of, read_each
@@ -126,6 +127,15 @@ def endpoints(domain: MailDomain, children: list[dict]) -> dict[str, str]:
     return out
 
 
+def directory_shards(domain: MailDomain, children: list[dict]) -> dict[str, int]:
+    """Mailbox → shard, as the live directory Secret records it."""
+    name = rendering.names(domain)["directory"]
+    for obj in children:
+        if obj.get("kind") == "Secret" and obj["metadata"].get("name") == name:
+            return placement.shards_in_directory(secretdata.secret_value(obj, cfgmod.DIRECTORY_FILE))
+    return {}
+
+
 def secret_keys(secrets: dict[str, dict]) -> dict[str, frozenset[str]]:
     return {name: secretdata.usable_keys(s) for name, s in secrets.items()}
 
@@ -167,14 +177,21 @@ class StatusWriter:
     async def observe(self, outcome: Outcome) -> statusmod.Observed:
         domain = outcome.inputs.domain
         urls = rendering.service_urls(domain)
-        components = [c for c in ("relay", "queue", "mailstore") if c in urls]
+        shards = domain.spec.mailstore.shards
+        wanted = ["relay", "queue", "mailstore"] if shards == 1 else \
+            ["relay", "queue", *(f"mailstore-{i}" for i in range(shards))]
+        components = [c for c in wanted if c in urls]
         docs = await asyncio.gather(*(self.fetch(urls[c] + "/status") for c in components))
         found = dict(zip(components, docs))
         if self.metrics:
             for c, doc in found.items():
-                self.metrics.status_read(c, ok=doc is not None)
+                self.metrics.status_read(c.partition("-")[0], ok=doc is not None)
+        shard_docs = tuple(found.get(f"mailstore-{i}") for i in range(shards)) if shards > 1 else ()
         return statusmod.Observed(
-            relay=found.get("relay"), queue=found.get("queue"), mailstore=found.get("mailstore"),
+            relay=found.get("relay"), queue=found.get("queue"),
+            mailstore=statusmod.merge_shards(shard_docs) if shard_docs else found.get("mailstore"),
+            mailstore_shards=shard_docs,
+            shards=directory_shards(domain, outcome.children) if shards > 1 else {},
             availability=availability(outcome.children),
             secret_keys=secret_keys(outcome.inputs.secrets),
             dkim_public_key=outcome.inputs.dkim_public_key,

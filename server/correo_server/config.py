@@ -52,6 +52,7 @@ DEFAULT_PORTS = {
     "mailstore_http": 8083,
     "autoconfig": 2080,  # the public HTTP side: client autoconfiguration, MTA-STS policy (Service port 80)
     "autoconfig_http": 8084,
+    "proxy_http": 8085,
 }
 
 
@@ -247,6 +248,25 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class MailstoreShard:
+    """One mailstore shard (``spec.mailstore.shards`` > 1): where the queue,
+    the proxy and the operator reach it (``host``), and, for the shard's own
+    process, what it binds (``listen``) and where its mail lives.  On
+    Kubernetes ``host`` is the pod's DNS name behind the headless Service and
+    every shard has the same ports; locally each shard process has its own
+    ports on loopback and its own ``dataDir``."""
+
+    host: str
+    listen: str = "0.0.0.0"
+    lmtp: int = DEFAULT_PORTS["mailstore_lmtp"]
+    imap: int = DEFAULT_PORTS["imap"]
+    pop3: int = DEFAULT_PORTS["pop3"]
+    managesieve: int = DEFAULT_PORTS["managesieve"]
+    http: int = DEFAULT_PORTS["mailstore_http"]
+    data_dir: str | None = None  # None: mailstore.dataDir (each pod has its own volume there)
+
+
+@dataclass(frozen=True)
 class MailstoreConfig:
     imap: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imap"])
     imaps: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imaps"])
@@ -271,6 +291,34 @@ class MailstoreConfig:
     imap_idle_timeout_seconds: int = 1800  # RFC 3501: autologout not under 30 min
     pop3_idle_timeout_seconds: int = 600  # RFC 1939: at least 10 min
     min_free_bytes: int = 64 * 1024 * 1024  # below this free space: 452 4.3.1
+    # Scale-out (correo_server.shards): the shards, by id; empty: one mailstore,
+    # no proxy.  ``shard`` is set only in a shard's own process (``correo serve
+    # mailstore --shard N``), never in the file.
+    shards: tuple[MailstoreShard, ...] = ()
+    shard: int | None = None
+    # The proxy's credential (a file holding the shared secret): a login with
+    # SASL PLAIN authcid ``proxyUser`` and this secret may act as any mailbox
+    # of this shard (its authzid).  None: no proxy logins.
+    proxy_secret_file: str | None = None
+    proxy_user: str = "correo-proxy"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``correo serve proxy`` (:mod:`correo_server.proxy`): the public IMAP,
+    POP3 and ManageSieve ports in front of the mailstore shards."""
+
+    imap: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imap"])
+    imaps: Listen = Listen("0.0.0.0", DEFAULT_PORTS["imaps"])
+    pop3: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3"])
+    pop3s: Listen = Listen("0.0.0.0", DEFAULT_PORTS["pop3s"])
+    managesieve: Listen = Listen("0.0.0.0", DEFAULT_PORTS["managesieve"])
+    http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["proxy_http"])
+    max_connections: int = 5000
+    max_connections_per_client: int = 50
+    connect_timeout_seconds: int = 10
+    login_timeout_seconds: int = 180  # to log in, from connecting
+    idle_timeout_seconds: int = 1800  # no byte either way (IMAP IDLE re-issues within 29 min)
 
 
 @dataclass(frozen=True)
@@ -309,6 +357,7 @@ class ServerConfig:
     queue: QueueConfig = QueueConfig()
     mailstore: MailstoreConfig = MailstoreConfig()
     autoconfig: AutoconfigConfig = AutoconfigConfig()
+    proxy: ProxyConfig | None = None  # present when the mailstore has shards
     log_format: str = "json"  # "json" or "console"
     version: int = FORMAT_VERSION
     # Where the file was read from; relative paths resolve against it.
@@ -471,6 +520,8 @@ def validate(cfg: ServerConfig) -> list[str]:
             problems.append(f"domains[{i}].mtaSts.maxAgeSeconds: must be between 1 and 31557600 (RFC 8461)")
         if d.smarthost and d.smarthost.tls not in ("starttls", "implicit", "opportunistic", "none"):
             problems.append(f"domains[{i}].smarthost.tls: must be starttls, implicit, opportunistic or none")
+    if cfg.mailstore.shard is not None and not 0 <= cfg.mailstore.shard < max(len(cfg.mailstore.shards), 1):
+        problems.append(f"mailstore.shard: {cfg.mailstore.shard} is not one of the {len(cfg.mailstore.shards)} shards")
     names = [n for d in cfg.domains for n in d.all_names]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -82,6 +82,11 @@ class MailboxEntry:
     suspended: bool = False
     sieve: str | None = None
     auto_reply: AutoReply | None = None
+    shard: int | None = None  # the mailstore shard that owns it; absent: shard 0
+
+    @property
+    def shard_id(self) -> int:
+        return self.shard or 0
 
     def check_password(self, password: str) -> bool:
         """True when the password matches; always False for a suspended mailbox

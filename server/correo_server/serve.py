@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import config as configmod
-from . import logs
+from . import logs, shards
 from .folderlock import CannotStart
 
 
@@ -24,6 +24,7 @@ SERVICES = {
     "queue": "correo_server.queue.service:QueueService",
     "mailstore": "correo_server.mailstore.service:MailstoreService",
     "autoconfig": "correo_server.autoconfig.service:AutoconfigService",
+    "proxy": "correo_server.proxy.service:ProxyService",
 }
 
 
@@ -32,8 +33,10 @@ def _service_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-async def run(name: str, config_dir: str, ports_file: str | None = None) -> None:
+async def run(name: str, config_dir: str, ports_file: str | None = None, shard: int | None = None) -> None:
     cfg = configmod.load(config_dir)
+    if name == "mailstore" and shards.sharded(cfg):
+        cfg = shards.for_shard(cfg, shard if shard is not None else _own_shard())
     service = _service_class(name)(cfg, config_dir)
     log = logs.get("correo.serve", service=name)
     ports = await service.start()
@@ -51,6 +54,14 @@ async def run(name: str, config_dir: str, ports_file: str | None = None) -> None
     log.info("service_stopping")
     await service.stop()
     log.info("service_stopped")
+
+
+def _own_shard() -> int:
+    found = shards.shard_from_environment()
+    if found is None:
+        raise configmod.ConfigError("correo.yaml lists mailstore shards: say which one this is with --shard N "
+                                    f"(or ${shards.SHARD_ENV})")
+    return found
 
 
 def event_loop_runner():
@@ -73,9 +84,20 @@ def main(args) -> int:
     except configmod.ConfigError as exc:
         print(f"correo serve {args.service}: {exc}", file=sys.stderr)
         return 2
+    if args.service == "proxy" and cfg.proxy is None:
+        print(f"correo serve proxy: {args.config}/correo.yaml has no proxy section (the mailstore has one shard: "
+              "clients talk to it directly)", file=sys.stderr)
+        return 2
+    shard = getattr(args, "shard", None)
+    if args.service == "mailstore" and shards.sharded(cfg):
+        try:
+            shards.for_shard(cfg, shard if shard is not None else _own_shard())
+        except configmod.ConfigError as exc:
+            print(f"correo serve mailstore: {exc}", file=sys.stderr)
+            return 2
     logs.setup(args.log_format or cfg.log_format, service=args.service, cache=True)
     try:
-        event_loop_runner()(run(args.service, args.config, args.ports_file))
+        event_loop_runner()(run(args.service, args.config, args.ports_file, shard))
     except CannotStart as exc:
         print(f"correo serve {args.service}: {exc}", file=sys.stderr)
         return 1

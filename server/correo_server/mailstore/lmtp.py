@@ -144,7 +144,8 @@ class DeliveryHandler:
         key = params.get(deliverykeys.EXTENSION)
         if key is not None and not deliverykeys.valid(key):
             return Reply(501, "5.5.4", f"{deliverykeys.EXTENSION} needs 1 to 64 letters, digits, '.', '-' or '_'")
-        refusal = policy.rcpt_reply(address, self._directory().recipient(address))
+        entry = self._directory().recipient(address)
+        refusal = policy.rcpt_reply(address, entry) or policy.wrong_shard(entry, self.ctx.config.mailstore.shard)
         if refusal is not None:
             self.ctx.metrics.inc("mailstore_deliveries_total", result="rejected")
             log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal), queue_id=txn.ident or None)

@@ -81,6 +81,15 @@ def rcpt_reply(address: str, entry: MailboxEntry | None) -> Reply | None:
     return None
 
 
+def wrong_shard(entry: MailboxEntry | None, own_shard: int | None) -> Reply | None:
+    """A mailbox another shard owns (the queue read an older directory, or the
+    mailbox was just pinned elsewhere): deferred, never stored here."""
+    if entry is None or own_shard is None or entry.shard_id == own_shard:
+        return None
+    return Reply(451, "4.3.0", f"<{entry.address}>: on mailstore shard {entry.shard_id}, not {own_shard}; "
+                                "try again later")
+
+
 def over_quota(used_bytes: int, message_bytes: int, quota_bytes: int) -> bool:
     """True when storing the message would take the mailbox over its quota.
     A quota of 0 (or less) means no limit, as in Dovecot."""

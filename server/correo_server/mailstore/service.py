@@ -113,11 +113,11 @@ class MailstoreService:
             if m.imap_enabled:
                 from .imap.server import serve_imap  # the IMAP server (imported only when enabled)
                 self._servers["imap"] = await serve_imap(ctx, m.imap)
-                if ctx.tls is not None:
+                if ctx.tls is not None and m.shard is None:  # a shard's clients come through the proxy
                     self._servers["imaps"] = await serve_imap(ctx, m.imaps, implicit_tls=True)
             if m.pop3_enabled:
                 self._servers["pop3"] = await pop3server.serve_pop3(ctx, m.pop3)
-                if ctx.tls is not None:
+                if ctx.tls is not None and m.shard is None:
                     self._servers["pop3s"] = await pop3server.serve_pop3(ctx, m.pop3s, implicit_tls=True)
             if m.managesieve_enabled:
                 self._servers["managesieve"] = await sieveserver.serve_managesieve(ctx, m.managesieve)
@@ -189,11 +189,17 @@ class MailstoreService:
         """Listening, and the data folder takes writes."""
         return self._listening and await asyncio.to_thread(self._writable)
 
+    def _own_entries(self) -> list:
+        """The directory's mailboxes this mailstore holds (a shard: its own only)."""
+        assert self.ctx is not None
+        own = self.config.mailstore.shard
+        return [e for e in self.ctx.directory.get() if own is None or e.shard_id == own]
+
     async def _refresh_usage(self) -> dict[str, status.Usage]:
         assert self.ctx is not None
         store = self.ctx.store
         fresh: dict[str, status.Usage] = {}
-        for entry in self.ctx.directory.get():
+        for entry in self._own_entries():
             address = entry.address.lower()
             try:
                 u = await store.usage(address)
@@ -216,7 +222,7 @@ class MailstoreService:
         assert self.ctx is not None
         usage = await self._refresh_usage()
         now = time.time()
-        return status.build(self.ctx.directory.get(), usage, ready=await self.ready(), now=now,
+        return status.build(self._own_entries(), usage, ready=await self.ready(), now=now,
                             refusals=self.ctx.refusals, rules=await self._rules_status())
 
     async def _rules_status(self) -> dict[str, dict]:
@@ -225,7 +231,7 @@ class MailstoreService:
         rules = self.ctx.rules
         if rules is None:
             return {}
-        entries = list(self.ctx.directory.get())
+        entries = self._own_entries()
         names = await asyncio.to_thread(lambda: [rules.user_script_name(e.address) for e in entries])
         now = rules.now()
         out = {}

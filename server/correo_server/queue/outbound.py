@@ -7,7 +7,11 @@ Three kinds of next hop (a :class:`Route`):
   the mailstore answers for each recipient after DATA (RFC 2033).  Each
   recipient carries its delivery key (``XDELIVERY-KEY``,
   :mod:`correo_server.deliverykeys`), so that a delivery repeated after a
-  lost reply is not stored twice.
+  lost reply is not stored twice.  With mailstore shards
+  (:mod:`correo_server.shards`) each shard is a route of its own
+  (``mailstore:N``, the shard the directory records for the mailbox): one
+  LMTP transaction per shard, and a shard that is down defers only its
+  recipients.
 - ``smarthost``: everything non-hosted of a domain that names one
   (``Domain.smarthost``): its TLS mode (``starttls`` required, ``implicit``,
   ``opportunistic``, ``none``) and AUTH with the username/password files.
@@ -31,9 +35,9 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .. import deliverykeys, logs, tlsfiles
+from .. import deliverykeys, logs, shards, tlsfiles
 from ..config import ServerConfig, Smarthost
 from ..mtasts.decide import HostRule
 from ..mtasts.policies import Policies
@@ -53,14 +57,26 @@ class Route:
     kind: str  # "mailstore" | "mx" | "smarthost"
     domain: str = ""
     smarthost: Smarthost | None = None
+    shard: int | None = None  # the mailstore shard (None: the one mailstore)
 
 
 MAILSTORE = Route("mailstore", "mailstore")
+_SHARD_ROUTES: dict[int, Route] = {}
 
 
-def route_for(cfg: ServerConfig, env: Envelope, rcpt: Rcpt) -> Route:
+def shard_route(shard: int) -> Route:
+    route = _SHARD_ROUTES.get(shard)
+    if route is None:
+        route = _SHARD_ROUTES[shard] = Route(f"mailstore:{shard}", "mailstore", shard=shard)
+    return route
+
+
+def route_for(cfg: ServerConfig, env: Envelope, rcpt: Rcpt,
+              shard_of: Callable[[str], int] | None = None) -> Route:
+    """``shard_of(address)``: the mailstore shard of a local recipient, when
+    there are shards."""
     if rcpt.local:
-        return MAILSTORE
+        return MAILSTORE if shard_of is None else shard_route(shard_of(rcpt.address))
     owner = owner_of(cfg, env)
     if owner is not None and owner.smarthost is not None:
         sh = owner.smarthost
@@ -128,9 +144,10 @@ class Session:
         payload = wire_data(data)
         body8 = env.body == "8BITMIME" or not data.isascii()
         if self.route.kind == "mailstore":
-            s = self.settings
-            return await self._deliver_simple(env, payload, body8, rcpts, self._open_mailstore, "mailstore",
-                                              f"mailstore[{s.mailstore_host}]:{s.mailstore_port}")
+            host, port = self._mailstore_target()
+            name = "mailstore" if self.route.shard is None else f"mailstore-{self.route.shard}"
+            return await self._deliver_simple(env, payload, body8, rcpts, self._open_mailstore, name,
+                                              f"{name}[{host}]:{port}")
         if self.route.kind == "smarthost":
             sh = self.route.smarthost
             assert sh is not None
@@ -190,10 +207,16 @@ class Session:
             raise Failure(reply)
         return reply
 
+    def _mailstore_target(self) -> tuple[str, int]:
+        s = self.settings
+        if self.route.shard is None:
+            return s.mailstore_host, s.mailstore_port
+        return shards.lmtp_target(s.config, self.route.shard)
+
     async def _open_mailstore(self) -> Connection:
         s = self.settings
-        conn = await Connection.open("mailstore", s.mailstore_host, s.mailstore_port,
-                                     connect_timeout=s.connect_timeout, timeout=s.timeout)
+        host, port = self._mailstore_target()
+        conn = await Connection.open("mailstore", host, port, connect_timeout=s.connect_timeout, timeout=s.timeout)
         await self._greet(conn, lmtp=True)
         return conn
 

@@ -190,8 +190,9 @@ class Runner:
         due = schedule.due_now(self.policy(msg), msg, now)
         if due.recipients:
             groups: dict[str, Job] = {}
+            shard_of = self._shard_of if self.cfg.mailstore.shards else None
             for i in due.recipients:
-                route = route_for(self.cfg, msg.env, msg.env.recipients[i])
+                route = route_for(self.cfg, msg.env, msg.env.recipients[i], shard_of)
                 groups.setdefault(route.key, Job(msg.id, [], route)).indices.append(i)
                 msg.rcpts[i].busy = True
             for job in groups.values():
@@ -200,6 +201,11 @@ class Runner:
             self._spawn_notice(msg, dsn.FAILED, due.failure_notice)
         elif due.delayed_notice:
             self._spawn_notice(msg, dsn.DELAYED, due.delayed_notice)
+
+    def _shard_of(self, address: str) -> int:
+        """The mailstore shard of a local recipient, from the directory now."""
+        entry = self.intake.directory().recipient(address)
+        return entry.shard_id if entry is not None else 0
 
     # -- committing ------------------------------------------------------------
     async def commit(self, events: list[dict]) -> None:
@@ -249,7 +255,7 @@ class Runner:
 
     def _limit(self, key: str) -> int:
         """Workers allowed for one route."""
-        return self.total_limit if key == MAILSTORE.key else self.per_destination
+        return self.total_limit if key.startswith(MAILSTORE.key) else self.per_destination
 
     @staticmethod
     def _wake_sleepers(sleepers: deque, n: int) -> None:
@@ -373,7 +379,7 @@ class Runner:
         events = []
         for res in results:
             r = msg.rcpts[res.index]
-            hop_down = res.destination == "mailstore" and res.reply.enhanced.startswith("4.4.")
+            hop_down = res.destination.startswith("mailstore") and res.reply.enhanced.startswith("4.4.")
             out = schedule.after_attempt(policy, msg.env.arrival, r.attempt_count + 1, now, res.reply.code,
                                          str(res.reply), hop_down=hop_down)
             events.append(attempt_event(msg, res.index, time=now, server=res.server, destination=res.destination,

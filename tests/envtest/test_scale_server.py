@@ -1,0 +1,61 @@
+"""Scale-out on the real API server: a MailDomain with mailstore shards and
+Mailboxes pinned to a shard are accepted; what ``correo render`` makes for
+three shards (the mailstore StatefulSet with three replicas, its headless
+Service, the proxy Deployment and the public Service) passes
+``--dry-run=server --validate=strict``; impossible counts are refused at
+their field."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DOMAIN = {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain", "metadata": {"name": "acme"},
+          "spec": {"domain": "acme.test", "tls": {"secretName": "acme-tls"}, "mailstore": {"shards": 3}}}
+SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pw"}, "stringData": {"password": "hunter2"}}
+
+
+def mailbox(name: str, **spec) -> dict:
+    return {"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox", "metadata": {"name": name},
+            "spec": {"address": f"{name}@acme.test", "passwordSecretRef": {"name": "pw"}, **spec}}
+
+
+def test_a_sharded_domain_and_its_rendered_objects_pass_strict_server_validation(kubectl, namespace, tmp_path):
+    docs = [DOMAIN, SECRET, mailbox("ana", shard=2), *(mailbox(f"user{i}") for i in range(6))]
+    (tmp_path / "acme.yaml").write_text(yaml.safe_dump_all(docs))
+    out = kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace,
+                      "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+    assert out.count("(server dry run)") == len(docs), out
+    done = subprocess.run([sys.executable, "-m", "correo_operator.cli", "render", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=True, cwd=ROOT)
+    objects = [o for o in yaml.safe_load_all(done.stdout) if o]
+    for o in objects:
+        o["metadata"]["namespace"] = namespace
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {("StatefulSet", "acme-mailstore"), ("Service", "acme-mailstore-internal"),
+            ("Deployment", "acme-proxy"), ("Service", "acme-mailstore")} <= names
+    sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "acme-mailstore")
+    assert sts["spec"]["replicas"] == 3
+    text = yaml.safe_dump_all(objects)
+    out = kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-",
+                      input=text).stdout
+    assert out.count("(server dry run)") == len(objects), out
+
+
+@pytest.mark.parametrize("obj, field, says", [
+    ({**DOMAIN, "spec": {"domain": "acme.test", "mailstore": {"shards": 0}}}, "spec.mailstore.shards",
+     "greater than or equal to 1"),
+    ({**DOMAIN, "spec": {"domain": "acme.test", "queue": {"replicas": 2}}}, "spec.queue.replicas",
+     "less than or equal to 1"),
+    (mailbox("ana", shard=-1), "spec.shard", "greater than or equal to 0"),
+])
+def test_impossible_counts_are_refused_at_their_field(kubectl, namespace, obj, field, says):
+    done = kubectl.run("create", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",
+                       input=yaml.safe_dump(obj), check=False)
+    assert done.returncode != 0
+    assert any(field in line and says in line for line in done.stderr.splitlines()), done.stderr

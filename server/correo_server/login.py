@@ -79,9 +79,11 @@ class SaslError(ValueError):
     pass
 
 
-def decode_sasl_plain(data: str | bytes) -> tuple[str, str, str]:
+def decode_sasl_plain(data: str | bytes, *, allow_authzid: bool = False) -> tuple[str, str, str]:
     """RFC 4616 PLAIN: base64 of ``authzid NUL authcid NUL password`` →
-    (authzid, authcid, password).  Raises :class:`SaslError` on anything else."""
+    (authzid, authcid, password).  Raises :class:`SaslError` on anything else,
+    and on an authorization identity other than the user's own unless
+    ``allow_authzid`` (the mailstore, for the proxy: :mod:`.proxyauth`)."""
     if isinstance(data, str):
         data = data.encode("ascii", "replace")
     try:
@@ -95,6 +97,6 @@ def decode_sasl_plain(data: str | bytes) -> tuple[str, str, str]:
         authzid, authcid, password = (p.decode("utf-8") for p in parts)
     except UnicodeDecodeError:
         raise SaslError("not UTF-8") from None
-    if authzid and authzid.lower() != authcid.lower():
+    if authzid and authzid.lower() != authcid.lower() and not allow_authzid:
         raise SaslError("authorization identity differs from authentication identity")
     return authzid, authcid, password

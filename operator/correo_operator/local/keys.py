@@ -66,3 +66,14 @@ def dkim_public_key(path: Path) -> str | None:
     der = key.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode("ascii")
+
+
+def ensure_secret(path: Path) -> None:
+    """A random shared secret (the proxy's credential), made once, mode 0600."""
+    import secrets
+    try:
+        if len(path.read_text().strip()) >= 16:
+            return
+    except OSError:
+        pass
+    write_atomic(path, secrets.token_hex(32) + "\n", 0o600)

@@ -6,7 +6,8 @@ where everything is.
 
     DATA/config/        the configuration folder (correo.yaml, directory.yaml, tls/, dkim/, smarthost/)
     DATA/queue/         the queue's spool
-    DATA/mail/          the mailstore's Maildirs
+    DATA/mail/          the mailstore's Maildirs (shard 0 when spec.mailstore.shards > 1)
+    DATA/mail-<n>/      the Maildirs of mailstore shard n
     DATA/run/           ports files of the running services
     DATA/state.json     pid, YAML paths, endpoints, object generations
     DATA/applied.json   the resources that run (status reads these, not the YAML being edited)
@@ -42,6 +43,11 @@ class Layout:
     @property
     def mail(self) -> Path:
         return self.root / "mail"
+
+    def shard_mail(self, shard: int) -> Path:
+        """Mail of mailstore shard ``shard``: shard 0 keeps ``DATA/mail`` (what
+        one mailstore held stays on shard 0), the others ``DATA/mail-<n>``."""
+        return self.mail if shard == 0 else self.root / f"mail-{shard}"
 
     @property
     def run(self) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 
-from .. import loading, render, secretdata
+from .. import loading, placement, render, secretdata
 from . import keys
 from .layout import Layout, read_json, write_atomic, write_json
 
@@ -51,13 +51,29 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def choose_ports(options: Options, previous: dict[str, int] | None = None) -> dict[str, int]:
+SHARD_PORTS = ("lmtp", "imap", "pop3", "managesieve", "http")
+
+
+def shard_count(loaded: loading.Loaded) -> int:
+    """How many mailstore shards the local stack runs: the most any MailDomain asks."""
+    return max((d.spec.mailstore.shards for d in loaded.maildomains()), default=1)
+
+
+def internal_names(shards: int) -> tuple[str, ...]:
+    """The internal ports of a stack with ``shards`` mailstore shards (more
+    than one: each shard's own, and the proxy's side port)."""
+    if shards <= 1:
+        return INTERNAL
+    return INTERNAL + ("proxy_http",) + tuple(f"mailstore{i}_{p}" for i in range(shards) for p in SHARD_PORTS)
+
+
+def choose_ports(options: Options, previous: dict[str, int] | None = None, shards: int = 1) -> dict[str, int]:
     """Public ports: the documented defaults moved by ``port_base`` (or free
     ones); internal ports: free ones (kept from ``previous`` when possible)."""
     ports: dict[str, int] = {}
     for name in PUBLIC:
         ports[name] = free_port(options.host) if options.ephemeral else cfgmod.DEFAULT_PORTS[name] + options.port_base
-    for name in INTERNAL:
+    for name in internal_names(shards):
         old = (previous or {}).get(name)
         ports[name] = old if old and not port_in_use("127.0.0.1", old) else free_port("127.0.0.1")
     return ports
@@ -110,21 +126,46 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
         client_ports=cfgmod.ClientPorts(**{name: ports[name] for name in
                                            ("submission", "smtps", "imap", "imaps", "pop3", "pop3s")}),
     )
+    proxy = None
+    shards = shard_count(loaded)
+    if shards > 1:  # N shard processes on loopback, the proxy on the public ports
+        loop = "127.0.0.1"
+        mailstore = dataclasses.replace(
+            mailstore,
+            shards=tuple(cfgmod.MailstoreShard(host=loop, listen=loop, data_dir=str(layout.shard_mail(i)),
+                                               **{p: ports[f"mailstore{i}_{p}"] for p in SHARD_PORTS})
+                         for i in range(shards)),
+            proxy_secret_file=render.PROXY_SECRET_FILE)
+        proxy = cfgmod.ProxyConfig(imap=_l(h, ports["imap"]), imaps=_l(h, ports["imaps"]), pop3=_l(h, ports["pop3"]),
+                                   pop3s=_l(h, ports["pop3s"]), managesieve=_l(h, ports["managesieve"]),
+                                   http=_l(loop, ports["proxy_http"]))
     return dataclasses.replace(
         first,
         name="local",
         domains=tuple(dom for c in per_domain for dom in c.domains),
         tls=cfgmod.TLSFiles() if tls else None,
-        relay=relay, queue=queue, mailstore=mailstore, autoconfig=autoconfig,
+        relay=relay, queue=queue, mailstore=mailstore, autoconfig=autoconfig, proxy=proxy,
         log_format="console",
     )
 
 
-def directory_entries(loaded: loading.Loaded) -> list[dirmod.MailboxEntry]:
+def directory_entries(loaded: loading.Loaded, previous_shards: dict[str, int] | None = None
+                      ) -> list[dirmod.MailboxEntry]:
+    """``previous_shards``: the shards the running directory records
+    (``placement``: adding shards moves no mailbox)."""
     entries: list[dirmod.MailboxEntry] = []
     for d in loaded.maildomains():
-        entries += render.directory_entries(d, loaded.mailboxes_of(d), loaded.secrets_in(d.namespace))
+        entries += render.directory_entries(d, loaded.mailboxes_of(d), loaded.secrets_in(d.namespace),
+                                            previous_shards=previous_shards)
     return entries
+
+
+def previous_shards(layout: Layout) -> dict[str, int]:
+    try:
+        text = (layout.config / cfgmod.DIRECTORY_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    return placement.shards_in_directory(text)
 
 
 def _tls_from_secret(loaded: loading.Loaded) -> tuple[str, str] | None:
@@ -186,10 +227,12 @@ def write_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], 
     cfg = server_config(loaded, layout, ports, options, tls=True)
     cfg = dataclasses.replace(cfg, base_dir=str(layout.config))
     write_keys(loaded, layout, cfg)
+    if cfg.mailstore.proxy_secret_file:
+        keys.ensure_secret(cfg.path(cfg.mailstore.proxy_secret_file))
     write_applied(loaded, layout)
     config_changed = write_atomic(layout.config / cfgmod.CONFIG_FILE, cfgmod.dump(cfg), 0o600)
     directory_changed = write_atomic(layout.config / cfgmod.DIRECTORY_FILE,
-                                     dirmod.dump(directory_entries(loaded)), 0o600)
+                                     dirmod.dump(directory_entries(loaded, previous_shards(layout))), 0o600)
     return config_changed, directory_changed
 
 

@@ -75,7 +75,15 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
     ep = state.get("endpoints") or {}
     docs = {s: fetch_json((ep.get(s) or {}).get("http", "") + "/status") if ep.get(s) else None for s in ORDER}
     alive = set((state.get("services") or {}).keys())
+    shards = int(state.get("shards") or 1)
+    shard_docs: tuple = ()
+    if shards > 1:  # each shard answers for its own mailboxes
+        shard_docs = tuple(fetch_json(ep[f"mailstore-{i}"]["http"] + "/status")
+                           if f"mailstore-{i}" in ep and f"mailstore-{i}" in alive else None for i in range(shards))
+        docs["mailstore"] = statusmod.merge_shards(shard_docs)
+        alive.add("mailstore")
     availability = {s: ((1 if s in alive and docs[s] is not None else 0), 1) for s in ORDER}
+    placed = stack.previous_shards(layout) if shards > 1 else {}
     dkim = stack.dkim_public_keys(layout)
     previous = (read_json(layout.status_file) or {}).get("status", {})
     generations = state.get("generations") or {}
@@ -86,7 +94,8 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
         observed = observed_for[domain] = statusmod.Observed(
             relay=docs["relay"], queue=docs["queue"], mailstore=docs["mailstore"], availability=availability,
             secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), domain),
-            dkim_public_key=dkim.get(domain.domain), endpoints=_flat_endpoints(state))
+            dkim_public_key=dkim.get(domain.domain), endpoints=_flat_endpoints(state),
+            mailstore_shards=shard_docs if domain.spec.mailstore.shards > 1 else (), shards=placed)
         obj["status"] = statusmod.domain_status(domain, loaded.mailboxes_of(domain), observed=observed, now=now)
         items.append(obj)
     for m in sorted(loaded.mailboxes, key=lambda m: (m.namespace, m.name)):

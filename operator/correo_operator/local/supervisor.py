@@ -26,7 +26,21 @@ log = logs.get("correo.up")
 
 ORDER = ("mailstore", "queue", "relay", "autoconfig")  # each needs the one before it; autoconfig needs none
 HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "relay_http",
-             "autoconfig": "autoconfig_http"}
+             "autoconfig": "autoconfig_http", "proxy": "proxy_http"}
+
+
+def services(shards: int = 1) -> tuple[str, ...]:
+    """The processes of a stack, in start order: with mailstore shards,
+    ``mailstore-0`` … ``mailstore-<n-1>`` and the ``proxy`` in front of them."""
+    if shards <= 1:
+        return ORDER
+    return (*(f"mailstore-{i}" for i in range(shards)), "proxy", "queue", "relay", "autoconfig")
+
+
+def http_port_name(name: str) -> str:
+    if name.startswith("mailstore-"):
+        return f"mailstore{name.partition('-')[2]}_http"
+    return HTTP_PORT[name]
 
 
 def _die_with_parent(parent: int):
@@ -69,11 +83,14 @@ class Supervisor:
     log_format: str = "console"
     out = sys.stdout
     children: dict[str, Child] = field(default_factory=dict)
+    order: tuple[str, ...] = ORDER
     _watch: asyncio.Task | None = None
 
     def command(self, name: str) -> list[str]:
-        return [sys.executable, "-m", "correo_operator.cli", "serve", name, "--config", str(self.layout.config),
-                "--ports-file", str(self.layout.ports_file(name)), "--log-format", self.log_format]
+        service, _, shard = name.partition("-")
+        return [sys.executable, "-m", "correo_operator.cli", "serve", service, "--config", str(self.layout.config),
+                "--ports-file", str(self.layout.ports_file(name)), "--log-format", self.log_format,
+                *(["--shard", shard] if shard else [])]
 
     async def _pump(self, child: Child) -> None:
         """Copy a service's output to ours, whole lines only (two services
@@ -119,7 +136,7 @@ class Supervisor:
         child.stopping = False
         child.pump = asyncio.create_task(self._pump(child))
         deadline = time.monotonic() + timeout
-        port = self.ports[HTTP_PORT[name]]
+        port = self.ports[http_port_name(name)]
         while time.monotonic() < deadline:
             if child.process.returncode is not None:
                 raise RuntimeError(f"{name} exited with code {child.process.returncode} while starting "
@@ -130,15 +147,19 @@ class Supervisor:
         raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s")
 
     async def start(self) -> None:
-        for name in ORDER:
-            await self.spawn(name)
+        shards = [n for n in self.order if n.startswith("mailstore-")]
+        if shards:  # independent of each other: started together
+            await asyncio.gather(*(self.spawn(n) for n in shards))
+        for name in self.order:
+            if name not in shards:
+                await self.spawn(name)
         self._watch = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
         """Restart a service that exits on its own, with a growing pause."""
         while True:
             await asyncio.sleep(0.2)
-            for name in ORDER:
+            for name in self.order:
                 child = self.children[name]
                 proc = child.process
                 if proc is None or proc.returncode is None or child.stopping:
@@ -155,8 +176,9 @@ class Supervisor:
                 except RuntimeError as exc:
                     log.error("service_restart_failed", service=name, error=str(exc))
 
-    async def restart(self, names: tuple[str, ...] = ORDER) -> None:
+    async def restart(self, names: tuple[str, ...] | None = None) -> None:
         """Stop and start services in dependency order (after a domain change)."""
+        names = names or self.order
         for name in reversed(names):
             await self._stop_one(self.children[name])
         for name in names:
@@ -183,7 +205,7 @@ class Supervisor:
     async def stop(self) -> None:
         if self._watch:
             self._watch.cancel()
-        for name in reversed(ORDER):  # relay first: stop taking mail, then queue, then mailstore
+        for name in reversed(self.order):  # relay first: stop taking mail, then queue, then mailstore
             if name in self.children:
                 await self._stop_one(self.children[name])
 

@@ -27,7 +27,7 @@ from correo_server.localstate import NotRunning
 from .. import loading, secretdata
 from . import stack
 from .layout import Layout, read_json, require_running, running_state, write_json
-from .supervisor import Supervisor
+from .supervisor import Supervisor, services
 
 log = logs.get("correo.up")
 
@@ -104,9 +104,9 @@ def generations(loaded: loading.Loaded, previous: dict[str, dict] | None) -> dic
     return out
 
 
-def endpoints(host: str, ports: dict[str, int]) -> dict:
+def endpoints(host: str, ports: dict[str, int], shards: int = 1) -> dict:
     loop = "127.0.0.1"
-    return {
+    out = {
         **{name: f"{host}:{ports[name]}" for name in stack.PUBLIC if name != "autoconfig"},
         "relay": {"http": f"http://{loop}:{ports['relay_http']}"},
         "queue": {"http": f"http://{loop}:{ports['queue_http']}", "lmtp": f"{loop}:{ports['queue_lmtp']}"},
@@ -114,6 +114,14 @@ def endpoints(host: str, ports: dict[str, int]) -> dict:
         "autoconfig": {"http": f"http://{loop}:{ports['autoconfig_http']}",
                        "public": f"http://{host}:{ports['autoconfig']}/"},
     }
+    if shards > 1:  # the shards (the proxy has the public IMAP, POP3 and ManageSieve ports)
+        del out["mailstore"]
+        out["proxy"] = {"http": f"http://{loop}:{ports['proxy_http']}"}
+        for i in range(shards):
+            out[f"mailstore-{i}"] = {"http": f"http://{loop}:{ports[f'mailstore{i}_http']}",
+                                     "lmtp": f"{loop}:{ports[f'mailstore{i}_lmtp']}",
+                                     "imap": f"{loop}:{ports[f'mailstore{i}_imap']}"}
+    return out
 
 
 def try_it(loaded: loading.Loaded, ports: dict[str, int], host: str, cert: Path | None = None) -> list[str]:
@@ -183,7 +191,8 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
 
 async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options) -> int:
     previous = read_json(layout.state_file) or {}
-    ports = stack.choose_ports(options, previous.get("ports"))
+    shards = stack.shard_count(loaded)
+    ports = stack.choose_ports(options, previous.get("ports"), shards)
     busy = stack.busy_public_ports(options, ports)
     if busy:
         raise NotStarted(f"port(s) {', '.join(map(str, busy))} on {options.host} are in use "
@@ -191,12 +200,13 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
     stack.write_config(loaded, layout, ports, options)
     state = {
         "pid": os.getpid(), "data": str(layout.root), "paths": paths,
-        "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports),
+        "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports, shards),
+        "shards": shards,
         "generations": generations(loaded, previous.get("generations")),
         "options": {"portBase": options.port_base, "ephemeral": options.ephemeral, "dns": list(options.dns),
                     "remoteSmtpPort": options.remote_smtp_port},
     }
-    sup = Supervisor(layout, ports, log_format=args.log_format)
+    sup = Supervisor(layout, ports, log_format=args.log_format, order=services(shards))
     stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -258,8 +268,14 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
     loaded = loaded or _load(paths)
     if loaded is None:
         return None
-    config_changed, directory_changed = stack.write_config(loaded, layout, ports, options)
     state = read_json(layout.state_file)
+    running = (state or {}).get("shards", 1)
+    if stack.shard_count(loaded) != running:
+        print(f"correo: spec.mailstore.shards is now {stack.shard_count(loaded)}, the running stack has {running}: "
+              "stop `correo up` and start it again to change the number of shards (the running stack keeps "
+              "its configuration)", file=sys.stderr)
+        return None
+    config_changed, directory_changed = stack.write_config(loaded, layout, ports, options)
     if state is not None:
         state["generations"] = generations(loaded, state.get("generations"))
         state["paths"] = [str(Path(p).resolve()) for p in paths]

@@ -36,4 +36,5 @@ class MailstoreContext:
     managesieve_gate: ConnectionGate | None = None
     clock: Callable[[], float] | None = None  # time.time unless a test injects one
     refusals: RefusalLog = field(default_factory=RefusalLog)  # mail refused per mailbox (LMTP → /status)
+    proxy: Any = None  # ..proxyauth.ProxyCredential: logins of correo serve proxy (None: none)
     rules: Any = None  # .rules.delivery.DeliveryRules: Sieve and auto-replies at delivery (None: every message to INBOX)

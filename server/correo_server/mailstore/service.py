@@ -39,6 +39,7 @@ from ..directory import watch_directory
 from ..guard import ConnectionGate, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
+from ..proxyauth import ProxyCredential
 from ..sideport import SidePort
 from ..tlsfiles import ServerTLS
 from . import lmtp, status
@@ -90,6 +91,7 @@ class MailstoreService:
             pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             managesieve_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             clock=rulesclock.from_environment(),
+            proxy=ProxyCredential.from_config(cfg),
         )
 
     # -- lifecycle -------------------------------------------------------------------

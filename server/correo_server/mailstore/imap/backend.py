@@ -100,6 +100,8 @@ class Backend(Protocol):
     def plaintext_allowed(self, peer: str, tls_active: bool) -> bool:
         """May LOGIN / AUTHENTICATE PLAIN be used on this connection?"""
     async def login(self, peer: str, user: str, password: str) -> LoginResult: ...
+    async def login_as(self, peer: str, authzid: str, authcid: str, password: str) -> LoginResult:
+        """PLAIN with an authorization identity: the proxy's login for a user."""
     async def mailbox(self, address: str) -> Mailbox: ...
     def cache_key(self, mailbox: Mailbox) -> str:
         """A string naming the mailbox's storage (keys of the parsed-message cache)."""

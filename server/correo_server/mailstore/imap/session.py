@@ -332,8 +332,11 @@ class Session:
         task.add_done_callback(self._saving.discard)
 
     # -- logins ---------------------------------------------------------------------
-    async def login(self, user: str, password: str, mechanism: str) -> Reply:
-        result = await self.backend.login(self.ch.peer, user, password)
+    async def login(self, user: str, password: str, mechanism: str, *, authzid: str | None = None) -> Reply:
+        if authzid is not None:  # PLAIN with another authorization identity: only the proxy's
+            result = await self.backend.login_as(self.ch.peer, authzid, user, password)
+        else:
+            result = await self.backend.login(self.ch.peer, user, password)
         if result.address is None:
             return await self.login_failed(result.failure or "invalid", user, result.retry_after)
         mailbox = await self.backend.mailbox(result.address)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ...guard import plaintext_login_allowed
 from ...login import check_login
+from ...proxyauth import login_as
 from ..context import MailstoreContext
 from .backend import LoginResult, Mailbox
 
@@ -24,6 +25,17 @@ class StoreBackend:
         result = await check_login(directory, self.ctx.throttle, peer, user, password, self.ctx.login_cache)
         if not result.ok:
             return LoginResult(None, result.failure or "invalid", result.retry_after)
+        assert result.mailbox is not None
+        return LoginResult(result.mailbox.address)
+
+    async def login_as(self, peer: str, authzid: str, authcid: str, password: str) -> LoginResult:
+        """A login of ``correo serve proxy`` for ``authzid`` (:mod:`correo_server.proxyauth`)."""
+        d = self.ctx.directory
+        directory = d.get() if hasattr(d, "get") else d
+        result = await login_as(self.ctx.proxy, self.ctx.config, directory, self.ctx.throttle, peer,
+                                authzid, authcid, password)
+        if not result.ok:
+            return LoginResult(None, result.failure or "invalid")
         assert result.mailbox is not None
         return LoginResult(result.mailbox.address)
 

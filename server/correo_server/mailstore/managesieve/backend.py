@@ -14,6 +14,7 @@ from typing import Callable
 
 from ...guard import plaintext_login_allowed
 from ...login import check_login
+from ...proxyauth import login_as
 from ...metrics import Registry
 from ...sieve import CAPABILITIES, Limits, SieveError, compile_script
 from ..context import MailstoreContext
@@ -54,8 +55,15 @@ class StoreBackend:
         return Limits().max_redirects
 
     # -- login ------------------------------------------------------------------------
-    async def login(self, username: str, password: str) -> LoginOutcome:
-        result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password)
+    def proxy_login(self, response) -> bool:
+        return self.ctx.proxy is not None and self.ctx.proxy.accepts(response)
+
+    async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
+        if authzid is not None:
+            result = await login_as(self.ctx.proxy, self.ctx.config, self.ctx.directory.get(), self.ctx.throttle,
+                                    self.peer, authzid, username, password)
+        else:
+            result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password)
         if result.ok:
             assert result.mailbox is not None
             self.ctx.metrics.inc("mailstore_logins_total", protocol="managesieve", result="ok")

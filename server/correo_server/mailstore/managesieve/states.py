@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ...login import SaslError, decode_sasl_plain, wait_hint
+from ...proxyauth import acting_as
 from ...sieve import valid_script_name
 from . import responses as r
 from .parser import Command, ParseError
@@ -56,7 +57,10 @@ class Backend(Protocol):
     def plaintext_allowed(self) -> bool: """SASL PLAIN allowed on this connection now."""
     def sieve_extensions(self) -> str: ...
     def max_redirects(self) -> int: ...
-    async def login(self, username: str, password: str) -> LoginOutcome: ...
+    async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
+        """``authzid``: PLAIN with another authorization identity (only the proxy's)."""
+    def proxy_login(self, response) -> bool:
+        """Is this SASL PLAIN response correo serve proxy's (allowed without TLS)?"""
     def check(self, name: str, data: bytes) -> str | None: """None if the script compiles, else the errors."""
     async def list_scripts(self, mailbox: str) -> list[ScriptInfo]: ...
     async def get_script(self, mailbox: str, name: str) -> bytes: ...
@@ -117,7 +121,8 @@ class NonAuthenticated(State):
             mech = cmd.text(0).upper()
             if mech != "PLAIN":
                 return Reply(r.no(f"Unsupported authentication mechanism {mech[:40]}; use PLAIN."))
-            if not backend.plaintext_allowed():
+            # correo serve proxy logs in for its users with its own credential (correo_server.proxyauth)
+            if not backend.plaintext_allowed() and not (len(cmd.args) > 1 and _proxy_login(backend, cmd.args[1])):
                 return Reply(r.no("Plaintext authentication disallowed on non-secure connections; "
                                   "use STARTTLS first.", "ENCRYPT-NEEDED"))
             if len(cmd.args) == 1:
@@ -131,10 +136,12 @@ class NonAuthenticated(State):
         if response.strip() == b"*":
             return Reply(r.no("Authentication cancelled."))
         try:
-            _authzid, authcid, password = decode_sasl_plain(response)
+            authzid, authcid, password = decode_sasl_plain(response, allow_authzid=True)
         except SaslError as exc:
             return Reply(r.no(f"Invalid SASL PLAIN response: {exc}."))
-        outcome = await session.backend.login(authcid, password)
+        acting = acting_as(authzid, authcid)
+        outcome = await (session.backend.login(authcid, password) if acting is None
+                         else session.backend.login(authcid, password, acting))
         if outcome.mailbox is None or outcome.failure:
             text = ("This mailbox is suspended; ask your administrator." if outcome.failure == "suspended"
                     else "Authentication failed." + wait_hint(outcome.retry_after))
@@ -289,3 +296,9 @@ class Session:
         state = self.state
         assert isinstance(state, NonAuthenticated)
         return await state.sasl_response(self, response)
+
+
+def _proxy_login(backend, response) -> bool:
+    """correo serve proxy's own login (:mod:`correo_server.proxyauth`), allowed without TLS."""
+    check = getattr(backend, "proxy_login", None)
+    return bool(check and check(response))

@@ -16,6 +16,7 @@ from typing import Callable
 
 from ...guard import plaintext_login_allowed
 from ...login import check_login
+from ...proxyauth import login_as
 from ...metrics import Registry
 from .. import store as storemod
 from ..context import MailstoreContext
@@ -62,9 +63,16 @@ class StoreBackend:
         return plaintext_login_allowed(self.ctx.config.auth, self.peer, self._tls_active())
 
     # -- login -----------------------------------------------------------------------
-    async def login(self, username: str, password: str) -> LoginOutcome:
-        result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password,
-                                   self.ctx.login_cache)
+    def proxy_login(self, response: str) -> bool:
+        return self.ctx.proxy is not None and self.ctx.proxy.accepts(response)
+
+    async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
+        if authzid is not None:
+            result = await login_as(self.ctx.proxy, self.ctx.config, self.ctx.directory.get(), self.ctx.throttle,
+                                    self.peer, authzid, username, password)
+        else:
+            result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password,
+                                       self.ctx.login_cache)
         if result.ok:
             assert result.mailbox is not None
             self.ctx.metrics.inc("mailstore_logins_total", protocol="pop3", result="ok")

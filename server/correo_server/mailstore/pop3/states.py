@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ...login import SaslError, decode_sasl_plain, wait_hint
+from ...proxyauth import acting_as
 from .commands import Command, CommandError
 from .maildrop import Maildrop, NoSuchMessage
 from .multiline import top
@@ -83,7 +84,10 @@ class Backend(Protocol):
     def tls_offered(self) -> bool: """STLS is possible (a certificate is configured, TLS not active yet)."""
     def tls_active(self) -> bool: ...
     def plaintext_allowed(self) -> bool: """Login allowed on this connection now."""
-    async def login(self, username: str, password: str) -> LoginOutcome: ...
+    async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
+        """``authzid``: PLAIN with another authorization identity (only the proxy's)."""
+    def proxy_login(self, response: str) -> bool:
+        """Is this SASL PLAIN response correo serve proxy's (allowed without TLS)?"""
     async def open_maildrop(self, mailbox: str) -> Maildrop: """Lock and list; raises MaildropLocked, StoreUnavailable."""
     async def read(self, mailbox: str, uid: int) -> bytes: """Raises StoreUnavailable, or NoSuchMessage when gone."""
     async def update(self, mailbox: str, retrieved: list[int], deleted: list[int]) -> None: """UPDATE state."""
@@ -158,7 +162,8 @@ class Authorization(State):
                 return ok("Supported SASL mechanisms follow", lines=["PLAIN"] if backend.plaintext_allowed() else [])
             if cmd.args[0] != "PLAIN":
                 return err("Unsupported authentication mechanism.")
-            if not backend.plaintext_allowed():
+            # correo serve proxy logs in for its users with its own credential (correo_server.proxyauth)
+            if not backend.plaintext_allowed() and not (len(cmd.args) > 1 and _proxy_login(backend, cmd.args[1])):
                 return err(PLAINTEXT_REFUSED)
             if len(cmd.args) == 1:
                 session.sasl_pending = True
@@ -174,13 +179,15 @@ class Authorization(State):
         if response == "=":  # RFC 5034: an empty initial response
             response = ""
         try:
-            _authzid, authcid, password = decode_sasl_plain(response)
+            authzid, authcid, password = decode_sasl_plain(response, allow_authzid=True)
         except SaslError as exc:
             return err(f"[AUTH] Invalid SASL PLAIN response: {exc}.")
-        return await self._login(session, authcid, password)
+        return await self._login(session, authcid, password, acting_as(authzid, authcid))
 
-    async def _login(self, session: "Pop3Session", username: str, password: str) -> Reply:
-        outcome = await session.backend.login(username, password)
+    async def _login(self, session: "Pop3Session", username: str, password: str,
+                     authzid: str | None = None) -> Reply:
+        outcome = await (session.backend.login(username, password) if authzid is None
+                         else session.backend.login(username, password, authzid))
         then = Then.CLOSE if outcome.close else Then.CONTINUE
         if outcome.mailbox is None or outcome.failure:
             if outcome.failure == "suspended":
@@ -302,3 +309,9 @@ class Pop3Session:
         if self.bad_commands >= MAX_BAD_COMMANDS:
             return err("Too many bad commands; closing.", then=Then.CLOSE)
         return err(text)
+
+
+def _proxy_login(backend, response) -> bool:
+    """correo serve proxy's own login (:mod:`correo_server.proxyauth`), allowed without TLS."""
+    check = getattr(backend, "proxy_login", None)
+    return bool(check and check(response))

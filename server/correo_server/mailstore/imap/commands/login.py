@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ....login import SaslError, decode_sasl_plain
+from ....proxyauth import acting_as
 from .. import responses as R
 from ..reader import LineTooLong, Reader
 from .base import Command, Parse, Registry, Reply, State, When, bad, no
@@ -84,14 +85,20 @@ class Authenticate(Command):
     async def run(self, s: "Session") -> Reply:
         if self.mechanism not in MECHANISMS:
             return no("Unsupported authentication mechanism.")
-        if not s.login_allowed():
+        # correo serve proxy logs in for its users with its own credential
+        # (correo_server.proxyauth), over the cluster network without TLS.
+        proxy = getattr(s.ctx, "proxy", None)
+        proxied = self.mechanism == "PLAIN" and proxy is not None and proxy.accepts(self.initial)
+        if not s.login_allowed() and not proxied:
             return _refuse_plaintext()
+        authzid = None
         try:
             if self.mechanism == "PLAIN":
                 response = self.initial if self.initial is not None else await _challenge(s, b"")
                 if response is None:
                     return bad("Authentication cancelled.")
-                _, user, password = decode_sasl_plain(response)
+                authz, user, password = decode_sasl_plain(response, allow_authzid=True)
+                authzid = acting_as(authz, user)
             else:
                 first = self.initial if self.initial is not None else await _challenge(s, b"Username:")
                 if first is None:
@@ -109,6 +116,8 @@ class Authenticate(Command):
             return bad("Invalid base64 data in the SASL response.")
         except LineTooLong:
             return bad("Authentication answer line too long.")
+        if authzid is not None:
+            return await s.login(user, password, "plain-proxy", authzid=authzid)
         return await s.login(user, password, self.mechanism.lower())
 
 

@@ -293,6 +293,51 @@ class Reloading(Generic[T]):
         return self.get()
 
 
+# What a reload log names for a changed mailbox: the Mailbox spec's words.
+_FIELD_NAMES = {"password_hash": "password", "quota_bytes": "quota", "display_name": "displayName",
+                "forward_to": "forwardTo", "keep_copy": "keepCopy", "auto_reply": "autoReply"}
+
+
+def changes(old: Directory | None, new: Directory) -> dict[str, list[str]]:
+    """What a reload changed, for its log line: the addresses ``added`` and
+    ``removed``, and ``changed`` as ``address: field, field`` (a password
+    change is named, never shown); empty lists left out."""
+    if old is None:
+        return {}
+    before = {m.address.lower(): m for m in old.mailboxes}
+    after = {m.address.lower(): m for m in new.mailboxes}
+    changed = []
+    for address in sorted(set(before) & set(after)):
+        a, b = before[address], after[address]
+        fields = [f for f in a.__dataclass_fields__ if getattr(a, f) != getattr(b, f)]
+        if fields:
+            words = [("suspended" if b.suspended else "unsuspended") if f == "suspended" else _FIELD_NAMES.get(f, f)
+                     for f in fields]
+            changed.append(f"{b.address}: {', '.join(words)}")
+    out = {"added": sorted(after[a].address for a in set(after) - set(before)),
+           "removed": sorted(before[a].address for a in set(before) - set(after)),
+           "changed": changed}
+    return {k: v for k, v in out.items() if v}
+
+
+class ReloadLog:
+    """An ``on_reload`` for :func:`watch_directory` that logs
+    ``directory_reloaded`` with what changed (:func:`changes`), not only how
+    many mailboxes there are now."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.previous: Directory | None = None
+
+    def __call__(self, new: Directory) -> None:
+        found = changes(self.previous, new)
+        self.log.info("directory_reloaded", mailboxes=len(new), **(found or {"changed": ["nothing"]}))
+        self.previous = new
+
+
 def watch_directory(config_dir: str | os.PathLike[str], config: ServerConfig, **kwargs) -> Reloading[Directory]:
     """The directory of a configuration folder, reloaded when the file changes."""
-    return Reloading([Path(config_dir) / DIRECTORY_FILE], lambda: load(config_dir, config), **kwargs)
+    reloading = Reloading([Path(config_dir) / DIRECTORY_FILE], lambda: load(config_dir, config), **kwargs)
+    if isinstance(kwargs.get("on_reload"), ReloadLog):
+        kwargs["on_reload"].previous = reloading._value  # what the first reload is compared with
+    return reloading

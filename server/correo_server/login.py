@@ -28,6 +28,11 @@ class LoginResult:
     # After repeated failures from the client's address: the seconds it should
     # wait before trying again, which the reply says (:func:`wait_hint`).
     retry_after: float = 0.0
+    # For the log only, never the client (which must not learn whether an
+    # address exists or is suspended without its password): unknown_user,
+    # no_password_set, empty_password, wrong_password, suspended (with the
+    # right password) or suspended_wrong_password.
+    detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -62,8 +67,19 @@ async def check_login(directory: Directory, throttle: LoginThrottle, peer: str,
     await asyncio.sleep(throttle.failed(peer))
     wait = throttle.retry_after(peer)
     if ok:
-        return LoginResult(entry, "suspended", wait)
-    return LoginResult(None, "invalid", wait)
+        return LoginResult(entry, "suspended", wait, "suspended")
+    return LoginResult(None, "invalid", wait, _why(entry, password))
+
+
+def _why(entry: MailboxEntry | None, password: str) -> str:
+    """Why a login that is refused as "invalid" failed, for the log."""
+    if entry is None:
+        return "unknown_user"
+    if entry.suspended:
+        return "suspended_wrong_password"
+    if not entry.password_hash:
+        return "no_password_set"
+    return "wrong_password" if password else "empty_password"
 
 
 def wait_hint(retry_after: float) -> str:

@@ -4,6 +4,7 @@ one in the ``Received:`` header and in the relay's, the queue's and the
 mailstore's log lines about it."""
 from __future__ import annotations
 
+import imaplib
 import re
 import smtplib
 
@@ -71,3 +72,29 @@ def test_two_recipients_retrying_show_in_the_status_table_and_the_queue_listing(
                              stack.log()), stack.log()[-3000:]
         finally:
             stack.stop()
+
+
+def test_a_mailbox_edit_logs_what_changed_and_a_suspended_login_says_suspended(stack, quickstart):
+    boxes = quickstart / "mailboxes.yaml"
+    boxes.write_text(boxes.read_text().replace("  quota: 512Mi\n", "  quota: 512Mi\n  suspended: true\n"))
+    stack.wait_for(lambda: [ln for ln in stack.log().splitlines()
+                            if "mailboxes_applied" in ln and "bob@example.com: suspended" in ln],
+                   what="correo up to log that bob was suspended")
+
+    imap = imaplib.IMAP4("127.0.0.1", stack.port("imap"), timeout=30)
+    try:
+        imap.starttls(ssl_context=tls_context())
+        for password in ("not-his", BOB[1]):
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login(BOB[0], password)
+    finally:
+        imap.shutdown()
+
+    def logged():
+        lines = stack.log().splitlines()
+        failed = [ln for ln in lines if "imap_login_failed" in ln and "bob@example.com" in ln]
+        reloaded = [ln for ln in lines if ln.startswith("mailstore") and "directory_reloaded" in ln
+                    and "bob@example.com: suspended" in ln]
+        return failed if len(failed) >= 2 and reloaded else None
+    wrong, right = stack.wait_for(logged, what="the mailstore's reload and two failed IMAP logins of bob")
+    assert "reason=suspended_wrong_password" in wrong and "reason=suspended " in right + " "

@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from correo_server import directory as dirmod
 from correo_server import logs, passwords
 from correo_server.guard import is_loopback
 from correo_server.localstate import NotRunning
@@ -275,6 +276,7 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
               "stop `correo up` and start it again to change the number of shards (the running stack keeps "
               "its configuration)", file=sys.stderr)
         return None
+    before = _directory_now(layout)
     config_changed, directory_changed = stack.write_config(loaded, layout, ports, options)
     if state is not None:
         state["generations"] = generations(loaded, state.get("generations"))
@@ -283,9 +285,19 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
     if config_changed:
         return "restart"
     if directory_changed:
-        log.info("directory_reloaded", mailboxes=len(loaded.mailboxes))
+        after = _directory_now(layout)
+        found = dirmod.changes(before, after) if before is not None and after is not None else {}
+        log.info("mailboxes_applied", mailboxes=len(loaded.mailboxes), **found)
         return "reloaded"
     return None
+
+
+def _directory_now(layout: Layout) -> dirmod.Directory | None:
+    """The directory the services read now (None before the first start)."""
+    try:
+        return dirmod.load(layout.config)
+    except Exception:  # noqa: BLE001 - no file yet, or one from an older correo: nothing to compare
+        return None
 
 
 def main(args) -> int:

@@ -35,7 +35,7 @@ import time
 
 from .. import logs
 from ..config import ServerConfig
-from ..directory import watch_directory
+from ..directory import ReloadLog, watch_directory
 from ..guard import ConnectionGate, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
@@ -77,7 +77,7 @@ class MailstoreService:
         directory = watch_directory(
             self.config_dir, cfg,
             on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
-            on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)),
+            on_reload=ReloadLog(log),
         )
         return MailstoreContext(
             config=cfg,

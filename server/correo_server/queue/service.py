@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import logs
 from ..config import ServerConfig
-from ..directory import Directory, Reloading, watch_directory
+from ..directory import Directory, ReloadLog, Reloading, watch_directory
 from ..metrics import Registry
 from . import status as statusmod
 from .admin import AdminSidePort
@@ -105,7 +105,7 @@ class QueueService:
             self._directory = watch_directory(
                 self.config_dir, cfg,
                 on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
-                on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
+                on_reload=ReloadLog(log))
         directory = self._directory
         state = await asyncio.to_thread(restore_state, self.spool)
         adopt(cfg, state)

@@ -27,7 +27,7 @@ from typing import Callable
 from .. import logs
 from ..config import Listen, ServerConfig
 from ..defences import Defences
-from ..directory import watch_directory
+from ..directory import ReloadLog, watch_directory
 from ..sideport import SidePort
 from ..statusdoc import RelayStatus, rfc3339
 from ..tlsfiles import ServerTLS
@@ -55,7 +55,7 @@ class RelayService:
             directory = watch_directory(
                 config_dir, config,
                 on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
-                on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
+                on_reload=ReloadLog(log))
         self.context = RelayContext(config=config, directory=directory, queue=queue, tls=self.tls,
                                     clock=clock or time.time, defences=defences)
         self.context.metrics.watch_tls(self.tls)

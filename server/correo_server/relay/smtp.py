@@ -623,7 +623,8 @@ class RelaySMTP(SMTP):
         self._auth_failures += 1
         self.ctx.metrics.inc(ctxmod.AUTH, result=result.failure or "failed")
         self.ctx.count_rejection("auth_failed")
-        self.log.info("auth_failed", mechanism=mechanism, failure=result.failure)
+        self.log.info("auth_failed", mechanism=mechanism, user=user[:200], failure=result.failure,
+                      reason=result.detail or result.failure)
         if result.failure == "suspended":
             await self.push("535 5.7.8 Authentication refused: the mailbox is suspended")
         else:

@@ -94,6 +94,7 @@ class LoginResult:
     address: str | None  # the mailbox logged in to; None: refused
     failure: str | None = None  # why not: "invalid", "suspended", ...
     retry_after: float = 0.0  # failures from the address repeat: wait this long (the reply says so)
+    detail: str = ""  # for the log only: unknown_user, wrong_password, suspended... (correo_server.login)
 
 
 class Backend(Protocol):

@@ -338,7 +338,8 @@ class Session:
         else:
             result = await self.backend.login(self.ch.peer, user, password)
         if result.address is None:
-            return await self.login_failed(result.failure or "invalid", user, result.retry_after)
+            return await self.login_failed(result.failure or "invalid", user, result.retry_after,
+                                           detail=getattr(result, "detail", ""))
         mailbox = await self.backend.mailbox(result.address)
         self.state = Authenticated(result.address, mailbox)
         self.ctx.metrics.inc("mailstore_logins_total", protocol="imap", result="ok")
@@ -346,10 +347,10 @@ class Session:
         self.log.info("imap_login", mechanism=mechanism)
         return Reply("OK", "Logged in", f"CAPABILITY {self.capability_text()}")
 
-    async def login_failed(self, why: str, user: str = "", retry_after: float = 0.0) -> Reply:
+    async def login_failed(self, why: str, user: str = "", retry_after: float = 0.0, *, detail: str = "") -> Reply:
         self.failures += 1
         self.ctx.metrics.inc("mailstore_logins_total", protocol="imap", result="failed")
-        self.log.info("imap_login_failed", user=user[:100], reason=why)
+        self.log.info("imap_login_failed", user=user[:100], reason=detail or why)
         if self.failures >= self.ctx.config.auth.max_failures_per_session:
             self.ch.write(R.untagged("BYE Too many invalid authentication attempts."))
             self.state = Logout()

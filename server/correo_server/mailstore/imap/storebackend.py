@@ -24,7 +24,7 @@ class StoreBackend:
         directory = d.get() if hasattr(d, "get") else d
         result = await check_login(directory, self.ctx.throttle, peer, user, password, self.ctx.login_cache)
         if not result.ok:
-            return LoginResult(None, result.failure or "invalid", result.retry_after)
+            return LoginResult(None, result.failure or "invalid", result.retry_after, result.detail)
         assert result.mailbox is not None
         return LoginResult(result.mailbox.address)
 

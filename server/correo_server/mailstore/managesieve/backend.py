@@ -71,7 +71,7 @@ class StoreBackend:
             return LoginOutcome(result.mailbox.address.lower())
         self.failures += 1
         self.ctx.metrics.inc("mailstore_logins_total", protocol="managesieve", result="failed")
-        self.log.info("managesieve_login_failed", user=username[:200], reason=result.failure,
+        self.log.info("managesieve_login_failed", user=username[:200], reason=result.detail or result.failure,
                       failures=self.failures)
         close = self.failures >= max(self.ctx.config.auth.max_failures_per_session, 1)
         return LoginOutcome(None, result.failure or "invalid", close=close, retry_after=result.retry_after)

@@ -80,7 +80,8 @@ class StoreBackend:
             return LoginOutcome(result.mailbox.address.lower())
         self.failures += 1
         self.ctx.metrics.inc("mailstore_logins_total", protocol="pop3", result="failed")
-        self.log.info("pop3_login_failed", user=username[:200], reason=result.failure, failures=self.failures)
+        self.log.info("pop3_login_failed", user=username[:200], reason=result.detail or result.failure,
+                      failures=self.failures)
         close = self.failures >= max(self.ctx.config.auth.max_failures_per_session, 1)
         return LoginOutcome(None, result.failure or "invalid", close=close, retry_after=result.retry_after)
 

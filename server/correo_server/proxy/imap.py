@@ -163,7 +163,7 @@ class Session:
         if not result.ok:
             self.failures += 1
             self.ctx.metrics.inc("proxy_logins_total", protocol="imap", result="failed")
-            self.log.info("imap_login_failed", user=user[:100], reason=result.failure)
+            self.log.info("imap_login_failed", user=user[:100], reason=result.detail or result.failure)
             if self.failures >= self.ctx.config.auth.max_failures_per_session:
                 self.send("* BYE Too many invalid authentication attempts.")
                 await self.writer.drain()

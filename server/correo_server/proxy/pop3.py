@@ -131,7 +131,7 @@ class Session:
         if not result.ok:
             self.failures += 1
             self.ctx.metrics.inc("proxy_logins_total", protocol="pop3", result="failed")
-            self.log.info("pop3_login_failed", user=user[:100], reason=result.failure)
+            self.log.info("pop3_login_failed", user=user[:100], reason=result.detail or result.failure)
             text = ("-ERR [AUTH] This mailbox is suspended; ask your administrator." if result.failure == "suspended"
                     else "-ERR [AUTH] Authentication failed.")
             self.send(text)

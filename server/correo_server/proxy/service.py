@@ -14,7 +14,7 @@ import ssl
 
 from .. import logs
 from ..config import Listen, ServerConfig
-from ..directory import watch_directory
+from ..directory import ReloadLog, watch_directory
 from ..guard import ConnectionGate, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
@@ -47,7 +47,7 @@ class ProxyService:
         directory = watch_directory(
             self.config_dir, cfg,
             on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
-            on_reload=lambda d: log.info("directory_reloaded", mailboxes=len(d)))
+            on_reload=ReloadLog(log))
         return ProxyContext(config=cfg, directory=directory, credential=credential, tls=ServerTLS.from_config(cfg),
                             throttle=LoginThrottle.from_settings(cfg.auth), login_cache=LoginCache.from_settings(cfg.auth),
                             metrics=Registry(),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from controlplane import die_with_parent
 from envkit import can, crd_established, granted, service_account_user, wait_for
 
 from correo_operator import kopfapp
@@ -36,7 +37,7 @@ class Helm:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([self.binary, f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, preexec_fn=die_with_parent())
         if check and done.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done

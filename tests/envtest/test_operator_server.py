@@ -130,6 +130,24 @@ class TestChildren:
         assert len(operator.cp.audit_events(operator.user)) > reads, "the resyncs did read the API"
 
 
+class TestEveryNamespace:
+    def test_the_default_install_serves_every_namespace_with_its_cluster_roles(self, kubectl, namespace,
+                                                                                operator, tmp_path):
+        """The chart's default (no ``watchNamespaces``): kopf in cluster-wide mode, following
+        CRDs, with the ClusterRoles only; a MailDomain in any namespace gets its children, and
+        the fixture checks that the server refused it nothing."""
+        objects = resources(namespace)
+        apply(kubectl, namespace, objects)
+        operator.start(every_namespace=True)
+        expected = rendered_names(objects, tmp_path)
+        wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=90,
+                 what=lambda: f"every child applied\n{operator.log()[-3000:]}")
+        wait_for(lambda: condition(get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")), timeout=60,
+                 what="status written")
+        assert any(e.get("objectRef", {}).get("resource") == "customresourcedefinitions"
+                   for e in operator.cp.audit_events(operator.user)), "kopf followed the CRDs"
+
+
 class TestStatus:
     def test_a_missing_password_secret_makes_the_mailbox_not_ready_with_the_reason(self, kubectl, namespace,
                                                                                    operator, handled):
@@ -180,7 +198,7 @@ class TestStatus:
         is ignored by the server."""
         operator.wait_passes(1)
         kinds = {"maildomains", "mailboxes"}
-        writes = [e for e in operator.writes() if e["objectRef"].get("resource") in kinds]
+        writes = [e for e in operator.writes() if e.get("objectRef", {}).get("resource") in kinds]
         assert {e["objectRef"].get("subresource") for e in writes} >= {"status"}
         for e in writes:
             if not e["objectRef"].get("subresource"):

@@ -6,9 +6,12 @@ with the same failed-login delays); to the shard it then sends SASL PLAIN
 (RFC 4616) with the user as the *authorization* identity, ``proxyUser``
 (``correo-proxy``) as the authentication identity and the shared secret of
 ``mailstore.proxySecretFile`` as the password.  The user's password never
-travels again.  A shard accepts that login for any mailbox it holds, also
-without TLS (the proxy reaches shards over the cluster network, where the
-NetworkPolicy admits only proxy pods to the shards' client ports); any other
+travels again.  A shard accepts that login for any mailbox it holds.  When
+the stack has a key pair the proxy first does STARTTLS with the shard and
+checks that the shard shows the stack's own certificate (pinned: pod names
+are not on it), so the credential never crosses the network in the clear;
+a shard without a key pair accepts it in plain text (the NetworkPolicy
+admits only proxy pods to the shards' client ports).  Any other
 authorization identity that differs from the authentication identity is
 refused, as before.
 

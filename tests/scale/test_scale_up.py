@@ -94,6 +94,9 @@ def test_mail_for_every_shard_arrives_and_is_read_through_the_proxy(stack):
         assert pop3_count(stack, address) >= 1
     with imap_login(stack, EVERYONE[-1], tls=True) as client:  # IMAPS: TLS ends at the proxy
         assert client.select_folder("INBOX")[b"EXISTS"] >= 1
+    # The proxy logged in to the shards with its credential, over TLS (the stack has a key pair).
+    shard_logins = [line for line in stack.log().splitlines() if "mechanism=plain-proxy" in line]
+    assert shard_logins and all("tls=True" in line for line in shard_logins)
 
 
 def test_a_wrong_password_is_refused_at_the_proxy_as_by_the_mailstore(stack):

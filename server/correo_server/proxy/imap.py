@@ -185,6 +185,13 @@ class Session:
             greeting = await relay.read_line(shard_r, timeout)
             if not greeting.startswith(b"* OK"):
                 raise relay.ShardDown(f"greeting {greeting[:80]!r}")
+            if relay.tls_expected(self.ctx.config):
+                shard_w.write(SHARD_TAG + b" STARTTLS\r\n")
+                while not (reply := await relay.read_line(shard_r, timeout)).startswith(SHARD_TAG + b" "):
+                    pass
+                if not reply.startswith(SHARD_TAG + b" OK"):
+                    raise relay.ShardDown(f"shard refused STARTTLS: {reply[:200]!r}")
+                await relay.secure(self.ctx.config, shard_w, timeout)
             shard_w.write(SHARD_TAG + b" AUTHENTICATE PLAIN " + self.ctx.credential.plain_response(entry.address)
                           .encode("ascii") + b"\r\n")
             while True:

@@ -149,6 +149,12 @@ class Session:
             greeting = await relay.read_line(shard_r, timeout)
             if not greeting.startswith(b"+OK"):
                 raise relay.ShardDown(f"greeting {greeting[:80]!r}")
+            if relay.tls_expected(self.ctx.config):
+                shard_w.write(b"STLS\r\n")
+                reply = await relay.read_line(shard_r, timeout)
+                if not reply.startswith(b"+OK"):
+                    raise relay.ShardDown(f"shard refused STLS: {reply[:200]!r}")
+                await relay.secure(self.ctx.config, shard_w, timeout)
             shard_w.write(b"AUTH PLAIN " + self.ctx.credential.plain_response(entry.address).encode("ascii")
                           + b"\r\n")
             reply = await relay.read_line(shard_r, timeout)

@@ -3,6 +3,7 @@ relay bytes both ways once both ends are logged in."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from .. import logs, shards
 from ..config import ServerConfig
@@ -26,6 +27,45 @@ async def connect(cfg: ServerConfig, shard: int, protocol: str) -> tuple[asyncio
         log.warning("shard_unreachable", shard=shard, protocol=protocol, host=host, port=port,
                     error=str(exc) or type(exc).__name__)
         raise ShardDown(f"shard {shard} at {host}:{port}: {exc or 'timed out'}") from None
+
+
+def _own_certificate(cfg: ServerConfig) -> bytes | None:
+    """DER of the first certificate in the stack's own ``tls.crt``."""
+    if cfg.tls is None:
+        return None
+    try:
+        pem = cfg.path(cfg.tls.cert_file).read_text(encoding="ascii")
+    except OSError:
+        return None
+    start = pem.find("-----BEGIN CERTIFICATE-----")
+    end = pem.find("-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        return None
+    return ssl.PEM_cert_to_DER_cert(pem[start:end + len("-----END CERTIFICATE-----")])
+
+
+def tls_expected(cfg: ServerConfig) -> bool:
+    """The shards have the stack's key pair: the proxy talks TLS to them
+    (so that its credential never crosses the network in the clear)."""
+    return _own_certificate(cfg) is not None
+
+
+async def secure(cfg: ServerConfig, writer: asyncio.StreamWriter, timeout: float) -> None:
+    """TLS with a shard after its STARTTLS/STLS went OK.  The shard must show
+    the stack's own certificate (the same Secret is mounted in the proxy and
+    the shards): pinned, as pod DNS names are not on it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        await asyncio.wait_for(writer.start_tls(context), timeout)
+    except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
+        raise ShardDown(f"TLS with the shard failed: {exc or 'timed out'}") from None
+    sslobj = writer.get_extra_info("ssl_object")
+    seen = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    if seen is None or seen != _own_certificate(cfg):
+        raise ShardDown("the shard's certificate is not the stack's own (tls.crt)")
 
 
 async def read_line(reader: asyncio.StreamReader, timeout: float) -> bytes:

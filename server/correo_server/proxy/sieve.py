@@ -157,12 +157,12 @@ class Session:
         except relay.ShardDown:
             return self.unavailable(entry.address, shard)
         try:
-            while True:  # the shard's greeting: capabilities, then OK
-                line = await relay.read_line(shard_r, timeout)
-                if line.upper().startswith(b"OK"):
-                    break
-                if line.upper().startswith((b"NO", b"BYE")):
-                    raise relay.ShardDown(f"greeting {line[:80]!r}")
+            await self.until_ok(shard_r, timeout)  # the shard's greeting: capabilities, then OK
+            if relay.tls_expected(self.ctx.config):
+                shard_w.write(b"STARTTLS\r\n")
+                await self.until_ok(shard_r, timeout)
+                await relay.secure(self.ctx.config, shard_w, timeout)
+                await self.until_ok(shard_r, timeout)  # the capabilities again (RFC 5804 2.2)
             shard_w.write(b'AUTHENTICATE "PLAIN" "' + self.ctx.credential.plain_response(entry.address)
                           .encode("ascii") + b'"\r\n')
             reply = await relay.read_line(shard_r, timeout)
@@ -182,6 +182,15 @@ class Session:
                                                 if self.ctx.config.proxy else 1800))
         self.log.info("managesieve_relay_end", user=entry.address, shard=shard, bytes_up=up, bytes_down=down)
         return "relayed"
+
+    @staticmethod
+    async def until_ok(shard_r: asyncio.StreamReader, timeout: float) -> None:
+        while True:
+            line = await relay.read_line(shard_r, timeout)
+            if line.upper().startswith(b"OK"):
+                return
+            if line.upper().startswith((b"NO", b"BYE")):
+                raise relay.ShardDown(f"shard said {line[:120]!r}")
 
     def unavailable(self, user: str, shard: int) -> str:
         self.ctx.metrics.inc("proxy_logins_total", protocol="managesieve", result="unavailable")

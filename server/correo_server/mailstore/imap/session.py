@@ -344,7 +344,7 @@ class Session:
         self.state = Authenticated(result.address, mailbox)
         self.ctx.metrics.inc("mailstore_logins_total", protocol="imap", result="ok")
         self.log = self.log.bind(user=result.address)
-        self.log.info("imap_login", mechanism=mechanism)
+        self.log.info("imap_login", mechanism=mechanism, tls=self.ch.tls_active)
         return Reply("OK", "Logged in", f"CAPABILITY {self.capability_text()}")
 
     async def login_failed(self, why: str, user: str = "", retry_after: float = 0.0, *, detail: str = "") -> Reply:

@@ -56,7 +56,8 @@ class StoreBackend:
 
     # -- login ------------------------------------------------------------------------
     def proxy_login(self, response) -> bool:
-        return self.ctx.proxy is not None and self.ctx.proxy.accepts(response)
+        # without TLS only where the shard has no key pair (else the proxy comes over TLS)
+        return self.ctx.proxy is not None and self.ctx.tls is None and self.ctx.proxy.accepts(response)
 
     async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
         if authzid is not None:

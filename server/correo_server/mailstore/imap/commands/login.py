@@ -86,9 +86,10 @@ class Authenticate(Command):
         if self.mechanism not in MECHANISMS:
             return no("Unsupported authentication mechanism.")
         # correo serve proxy logs in for its users with its own credential
-        # (correo_server.proxyauth), over the cluster network without TLS.
+        # (correo_server.proxyauth); without TLS only where the shard has no key pair.
         proxy = getattr(s.ctx, "proxy", None)
-        proxied = self.mechanism == "PLAIN" and proxy is not None and proxy.accepts(self.initial)
+        proxied = (self.mechanism == "PLAIN" and proxy is not None and s.ctx.tls is None
+                   and proxy.accepts(self.initial))  # with a key pair the proxy comes over TLS
         if not s.login_allowed() and not proxied:
             return _refuse_plaintext()
         authzid = None

@@ -6,12 +6,16 @@ Service, the proxy Deployment and the public Service) passes
 their field."""
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from correo_operator import placement
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +63,37 @@ def test_impossible_counts_are_refused_at_their_field(kubectl, namespace, obj, f
                        input=yaml.safe_dump(obj), check=False)
     assert done.returncode != 0
     assert any(field in line and says in line for line in done.stderr.splitlines()), done.stderr
+
+
+def test_the_operator_runs_three_shards_and_scaling_up_moves_no_mailbox(kubectl, namespace, operator):
+    from envkit import apply, get, wait_for
+    from podkit import DOMAIN_NAME, resources
+
+    objects = resources(namespace)
+    objects[0]["spec"]["mailstore"] = {"shards": 3}
+    apply(kubectl, namespace, objects)
+    operator.start()
+
+    def live(kind: str, name: str) -> dict | None:
+        done = kubectl.run("get", f"{kind}/{name}", "-n", namespace, "-o", "json", check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    wait_for(lambda: live("deployment", f"{DOMAIN_NAME}-proxy") and live("secret", f"{DOMAIN_NAME}-proxy"),
+             timeout=90, what=f"the proxy and its credential\n{operator.log()[-3000:]}")
+    assert live("statefulset", f"{DOMAIN_NAME}-mailstore")["spec"]["replicas"] == 3
+    secret = base64.b64decode(live("secret", f"{DOMAIN_NAME}-proxy")["data"]["proxy.secret"]).decode()
+    assert len(secret) == 64
+
+    def recorded() -> dict[str, int]:
+        directory = live("secret", f"{DOMAIN_NAME}-directory")
+        return placement.shards_in_directory(base64.b64decode(directory["data"]["directory.yaml"]).decode())
+    before = recorded()
+    assert set(before) == {"alice@example.com", "bob@example.com"}
+
+    kubectl.run("patch", "maildomain", DOMAIN_NAME, "-n", namespace, "--type=merge",
+                "-p", '{"spec":{"mailstore":{"shards":5}}}')
+    wait_for(lambda: live("statefulset", f"{DOMAIN_NAME}-mailstore")["spec"]["replicas"] == 5, timeout=90,
+             what=f"the mailstore scaled to 5 shards\n{operator.log()[-3000:]}")
+    assert recorded() == before
+    assert base64.b64decode(live("secret", f"{DOMAIN_NAME}-proxy")["data"]["proxy.secret"]).decode() == secret
+    assert get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")["spec"]["mailstore"]["shards"] == 5

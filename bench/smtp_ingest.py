@@ -211,7 +211,7 @@ def run_correo(args, work: Path) -> dict:
         def state():
             try:
                 s = json.loads((data / "state.json").read_text())
-                return s if len(s.get("services", {})) == 3 else None
+                return s if {"relay", "queue", "mailstore"} <= set(s.get("services", {})) else None
             except (OSError, ValueError):
                 return None
         st = wait(state, 60, "correo up")

@@ -226,9 +226,10 @@ def keys_from_name(filename: str) -> list[str]:
 
 
 def write_tmp(folder: Path, data: bytes, *, mtime: float | None = None, now: float | None = None,
-              keys: tuple[str, ...] | list[str] = ()) -> Path:
-    """Write ``data`` to ``tmp/`` and fsync it; returns the tmp path.  The
-    file's mtime is set to ``mtime`` (the message's internal date); its name
+              keys: tuple[str, ...] | list[str] = (), sync: bool = True) -> Path:
+    """Write ``data`` to ``tmp/`` and fsync it (unless ``sync`` is false: the
+    caller makes it durable, e.g. with a group's syncfs); returns the tmp
+    path.  The file's mtime is set to ``mtime`` (the message's internal date); its name
     carries the delivery ``keys`` (so that a crash before the index commit
     still knows them: :mod:`.store.repair`)."""
     name = unique_name(now) + sizes_suffix(data) + (keys_suffix(keys) if keys else "")
@@ -240,7 +241,8 @@ def write_tmp(folder: Path, data: bytes, *, mtime: float | None = None, now: flo
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if mtime is not None:

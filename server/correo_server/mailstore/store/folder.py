@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ...osutil import can_sync_filesystem, sync_filesystem
 from .. import maildir
 from ..changes import Hub, Watcher
 from . import quota
@@ -356,6 +357,13 @@ class Folder:
                 staged_keys: list[tuple[str, ...]] = []
                 known = disk.index.delivered([k for ks in keys for k in ks]) if keys else {}
                 first: dict[str, int] = {}  # key → the message of this batch that stores it
+                # Several files: written, then made durable together by one
+                # syncfs (one journal commit and cache flush instead of one
+                # fsync each, which cost about 1 ms of CPU and 7 ms of disk
+                # each here); the fd is opened first, so that syncfs reports
+                # a failed write of any of them.
+                together = len(messages) > 1 and can_sync_filesystem()
+                sync_fd = os.open(disk.path / "tmp", os.O_RDONLY | os.O_DIRECTORY) if together else -1
                 try:
                     for i, data in enumerate(messages):
                         mine = keys[i] if keys else ()
@@ -370,7 +378,8 @@ class Folder:
                         try:
                             quota.check_room(used + taken, len(data), limit,
                                              None if free is None else free - taken, min_free)
-                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now, keys=mine)
+                            tmp = maildir.write_tmp(disk.path, data, mtime=now, now=now, keys=mine,
+                                                    sync=not together)
                         except StoreError as exc:
                             results.append(exc)
                             continue
@@ -383,6 +392,18 @@ class Folder:
                             first[k] = i
                         taken += len(data)
                         results.append(-1)
+                    if together and staged:
+                        try:
+                            sync_filesystem(sync_fd)
+                        except OSError as exc:  # none of them is known to be on disk: none is stored
+                            for tmp, *_ in staged:
+                                try:
+                                    os.unlink(tmp)
+                                except OSError:
+                                    pass
+                            staged, staged_keys = [], []
+                            failed = disk_error(exc)
+                            results = [failed if isinstance(r, int) and r == -1 else r for r in results]
                     made = disk.commit_new(staged, first_recent=first_recent, delivery=when,
                                            inbox=self.name == "INBOX", keys=staged_keys if keys else None)
                 except BaseException:
@@ -392,6 +413,9 @@ class Folder:
                         except OSError:
                             pass
                     raise
+                finally:
+                    if sync_fd >= 0:
+                        os.close(sync_fd)
                 uids = iter(m.uid for m in made)
                 out = [next(uids) if isinstance(r, int) and r == -1 else r for r in results]
                 for i, r in enumerate(out):

@@ -42,8 +42,24 @@ def render_documents(loaded: loading.Loaded, image: str | None = None) -> list[d
     return objects
 
 
+class _ReviewDumper(yaml.SafeDumper):
+    """YAML for people reviewing a diff: a multi-line value (a ConfigMap's
+    ``correo.yaml``, a script) as a literal block scalar, one line per line,
+    and long values never folded."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML itself falls back to a quoted string when a block cannot hold
+    # the value exactly (trailing spaces, control characters).
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_ReviewDumper.add_representer(str, _str)
+
+
 def dump_stream(objects: list[dict]) -> str:
-    return "".join("---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return "".join("---\n" + yaml.dump(obj, Dumper=_ReviewDumper, sort_keys=False, default_flow_style=False,
+                                       allow_unicode=True, width=1 << 16)
                    for obj in objects)
 
 

@@ -57,3 +57,15 @@ def test_validate_fails_when_there_is_nothing_to_validate(tmp_path):
     (tmp_path / "empty.yaml").write_text("")
     result = correo("validate", str(tmp_path))
     assert result.returncode == 1 and "no MailDomain or Mailbox" in result.stderr
+
+
+def test_render_writes_multi_line_values_as_block_scalars_for_review(examples_dir):
+    from correo_operator import commands, loading
+
+    result = correo("render", str(examples_dir / "production"))
+    assert result.returncode == 0, result.stderr
+    assert "  correo.yaml: |\n    name: " in result.stdout  # one line per line: kubectl diff shows the line that changed
+    assert "\\n" not in result.stdout.split("kind: ConfigMap", 1)[1].split("\n---", 1)[0]
+    loaded = loading.load_paths([str(examples_dir / "production")])
+    # the same objects as the operator applies, byte for byte once read back
+    assert [o for o in yaml.safe_load_all(result.stdout) if o] == commands.render_documents(loaded)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from .. import responses as R
 from ..backend import NoSuchFolder
 from ..reader import Reader
-from .base import LOGGED_IN, Command, Parse, Registry, Reply, bad, no, ok
+from .base import LOGGED_IN, Command, Parse, Refused, Registry, Reply, bad, no, ok
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -56,6 +56,21 @@ def message(r: Reader, p: Parse) -> Message:
     return Message(flags, when, r.literal())
 
 
+async def prepared(s: "Session", m: Message) -> tuple[bytes, list[str], float | None, int | None]:
+    """What the folder stores for one message: its bytes (CATENATE's made
+    now), flags and date; :class:`.base.Refused` for an empty message or a
+    flag that cannot be set (REPLACE stores messages the same way)."""
+    data = m.data if isinstance(m.data, bytes) else await m.data.resolve(s)
+    if not data:
+        raise Refused(no("Can't save a zero byte message."))
+    flags = [f for f in m.flags if f.lower() != "\\recent"]
+    for f in flags:
+        if f == "\\*" or (f.startswith("\\") and f.lower() not in SYSTEM):
+            raise Refused(bad(f"Invalid system flag {f}"))
+    when, tz = m.date if m.date else (None, None)
+    return data, flags, when, tz
+
+
 @dataclass(frozen=True, kw_only=True)
 class Append(Command):
     name = "APPEND"
@@ -80,17 +95,7 @@ class Append(Command):
             folder = await s.mailbox.folder(self.mailbox)
         except NoSuchFolder:
             return no("Mailbox doesn't exist", "TRYCREATE")
-        items = []
-        for m in self.messages:
-            data = m.data if isinstance(m.data, bytes) else await m.data.resolve(s)
-            if not data:
-                return no("Can't save a zero byte message.")
-            flags = [f for f in m.flags if f.lower() != "\\recent"]
-            for f in flags:
-                if f == "\\*" or (f.startswith("\\") and f.lower() not in SYSTEM):
-                    return bad(f"Invalid system flag {f}")
-            when, tz = m.date if m.date else (None, None)
-            items.append((data, flags, when, tz))
+        items = [await prepared(s, m) for m in self.messages]
         if len(items) == 1:
             data, flags, when, tz = items[0]
             uid = await folder.append(data, flags=flags, internaldate=when, tzoffset=tz)

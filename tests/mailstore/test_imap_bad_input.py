@@ -60,7 +60,7 @@ MISSING = [
     ("FETCH 1", b"BAD FETCH needs a message set and the data items to fetch"),
     ("UID FETCH", b"BAD UID FETCH needs a UID set and the data items to fetch"),
     ("UID EXPUNGE", b"BAD UID EXPUNGE needs a UID set"),
-    ("UID", b"BAD UID needs a command: COPY, EXPUNGE, FETCH, MOVE, SEARCH, SORT, STORE or THREAD"),
+    ("UID", b"BAD UID needs a command: COPY, EXPUNGE, FETCH, MOVE, REPLACE, SEARCH, SORT, STORE or THREAD"),
     ("SEARCH", b"BAD SEARCH needs search criteria"),
     ("SEARCH FROM", b"BAD Error in IMAP command SEARCH: FROM needs a search string"),
     ("SEARCH OR SEEN", b"BAD Error in IMAP command SEARCH: OR needs two search keys"),

@@ -273,12 +273,17 @@ class Document:
         return self.obj.get("kind", "")
 
     @property
+    def _metadata(self) -> dict:
+        meta = self.obj.get("metadata")
+        return meta if isinstance(meta, dict) else {}  # not a mapping: the schema says so, naming it needs none
+
+    @property
     def name(self) -> str:
-        return str((self.obj.get("metadata") or {}).get("name", ""))
+        return str(self._metadata.get("name", ""))
 
     @property
     def namespace(self) -> str:
-        return str((self.obj.get("metadata") or {}).get("namespace") or DEFAULT_NAMESPACE)
+        return str(self._metadata.get("namespace") or DEFAULT_NAMESPACE)
 
     def where(self) -> str:
         label = f"{self.kind} {self.namespace}/{self.name}" if self.name else (self.kind or "resource")

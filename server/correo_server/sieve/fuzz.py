@@ -4,9 +4,10 @@
 runs it on a fixed message with tight limits.  The only exception allowed out
 of the compiler is :class:`~.errors.SieveError`, and the interpreter must
 never raise: anything else is a bug the fuzzer reports.  Run with atheris
-(``pip install atheris``)::
+(``pip install atheris``; the driver lives with the other harnesses, so
+that the server never imports a test tool)::
 
-    python -m correo_server.sieve.fuzz [corpus folder...]
+    python tests/fuzz/run.py sieve [corpus folder...]
 
 The tests run the same function over the differential corpus and over
 hypothesis-generated scripts.
@@ -42,13 +43,5 @@ def fuzz_one_input(data: bytes) -> None:
     assert result.actions, "a run always decides something (at least the implicit keep)"
 
 
-def main() -> None:  # pragma: no cover - needs atheris
-    import atheris  # type: ignore[import-not-found]
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, fuzz_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit("the atheris driver is tests/fuzz/run.py: python tests/fuzz/run.py sieve [options] [corpus]")

@@ -26,6 +26,17 @@ def _call(target: str, args: argparse.Namespace) -> int:
     return int(getattr(importlib.import_module(module), func)(args) or 0)
 
 
+def ingress_options(parser: argparse.ArgumentParser) -> None:
+    """Defaults for the autoconfig Ingress of MailDomains that set ``spec.autoconfig.ingress``
+    without a class or issuer (the chart's ``autoconfigIngress`` values)."""
+    parser.add_argument("--ingress-class", default=None, metavar="CLASS",
+                        help="IngressClass of autoconfig Ingresses whose MailDomain names none "
+                             "(default: the cluster's default class)")
+    parser.add_argument("--ingress-issuer", default=None, metavar="[KIND/]NAME",
+                        help="cert-manager issuer of autoconfig Ingresses whose MailDomain names none: NAME "
+                             "(a ClusterIssuer), ClusterIssuer/NAME or Issuer/NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="correo",
@@ -48,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "same bytes the operator applies (for GitOps review and kubectl diff).")
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--image", default=None, help="container image for the services (default: the chart's)")
+    ingress_options(r)
     r.set_defaults(target="correo_operator.commands:render")
 
     up = sub.add_parser("up", help="run relay, queue and mailstore on this machine",
@@ -148,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--metrics-port", type=int, default=8080,
                     help="port of the side port: /metrics (Prometheus), /healthz, /readyz, /status (default 8080)")
     op.add_argument("--image", default=None, help="image the rendered workloads run")
+    ingress_options(op)
     op.set_defaults(target="correo_operator.kopfapp:main")
     return p
 

@@ -33,12 +33,13 @@ def validate(args) -> int:
     return 0
 
 
-def render_documents(loaded: loading.Loaded, image: str | None = None) -> list[dict]:
+def render_documents(loaded: loading.Loaded, image: str | None = None,
+                     ingress_defaults: "rendering.AutoconfigIngress | None" = None) -> list[dict]:
     """The objects for every MailDomain loaded, in a stable order."""
     objects: list[dict] = []
     for domain in loaded.maildomains():
         objects += rendering.render(domain, loaded.mailboxes_of(domain), loaded.secrets_in(domain.namespace),
-                                    image=image or rendering.DEFAULT_IMAGE)
+                                    image=image or rendering.DEFAULT_IMAGE, ingress_defaults=ingress_defaults)
     return objects
 
 
@@ -71,5 +72,10 @@ def render(args) -> int:
         return 1
     for w in loaded.warnings:
         print(str(w), file=sys.stderr)
-    sys.stdout.write(dump_stream(render_documents(loaded, args.image)))
+    try:
+        defaults = rendering.ingress_defaults(args.ingress_class, args.ingress_issuer)
+    except ValueError as exc:
+        print(f"correo render: --ingress-issuer {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(dump_stream(render_documents(loaded, args.image, defaults)))
     return 0

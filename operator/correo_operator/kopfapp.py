@@ -28,9 +28,11 @@ chart's Deployment has ``replicas: 1`` and the ``Recreate`` strategy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,7 @@ from correo_server.sideport import SidePort
 
 from . import deletion, render as rendering
 from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
-from .model import MailDomain, Mailbox, ModelError, read_each
+from .model import AutoconfigIngress, MailDomain, Mailbox, ModelError, read_each
 from .opmetrics import OpMetrics
 from .reconcile import Reconciler, unreadable
 from .statuspoll import HttpStatusReader, StatusWriter
@@ -73,6 +75,8 @@ class OperatorConfig:
     metrics_port: int | None = 8080
     metrics_host: str = "0.0.0.0"
     image: str = rendering.DEFAULT_IMAGE
+    # The autoconfig Ingress's class and cert-manager issuer where a MailDomain names none.
+    ingress_defaults: AutoconfigIngress | None = None
     connection: Connection | None = None  # None: in-cluster or kubeconfig
     status_fetch: Any = None  # URL -> status document; None: HTTP
     debounce: float = 0.05
@@ -147,7 +151,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         config.connection = conn
         kube = HttpKube(conn, observer=metrics.api_request)
         writer = StatusWriter(config.status_fetch or HttpStatusReader(), metrics=metrics)
-        reconciler = Reconciler(kube, image=config.image, after=writer, metrics=metrics, debounce=config.debounce)
+        reconciler = Reconciler(kube, image=config.image, after=writer, metrics=metrics, debounce=config.debounce,
+                                render_fn=functools.partial(rendering.render, ingress_defaults=config.ingress_defaults))
         runtime = holder["runtime"] = Runtime(config, kube, metrics, reconciler, writer)
         _remember_fingerprints(runtime)
         if config.metrics_port is not None:
@@ -348,11 +353,17 @@ def main(args) -> int:
     """``correo operator``: args has ``namespace`` (list), ``status_interval``,
     ``metrics_port`` and ``image``."""
     setup_logging(os.environ.get("CORREO_LOG_LEVEL", "info"))
+    try:
+        defaults = rendering.ingress_defaults(args.ingress_class, args.ingress_issuer)
+    except ValueError as exc:
+        print(f"correo operator: --ingress-issuer {exc}", file=sys.stderr)
+        return 2
     config = OperatorConfig(
         namespaces=list(args.namespace or []),
         status_interval=float(args.status_interval),
         metrics_port=args.metrics_port,
         image=args.image or os.environ.get("CORREO_IMAGE") or rendering.DEFAULT_IMAGE,
+        ingress_defaults=defaults,
     )
     # kopf stops on SIGTERM/SIGINT by itself.  (No threading.Event stop flag here:
     # kopf would wait on it in an executor thread that asyncio.run then joins forever.)

@@ -42,6 +42,7 @@ configuration rolls the pods through a hash annotation.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any, Mapping
 
@@ -49,7 +50,8 @@ from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 from correo_server import passwords
 
-from .model import API_VERSION, MailDomain, Mailbox, MailstoreStorage, QueueStorage, belongs
+from .model import (API_VERSION, AutoconfigIngress, IssuerRef, MailDomain, Mailbox, MailstoreStorage, QueueStorage,
+                    belongs)
 from .quantity import parse_bytes
 from . import mailrules, placement, secretdata
 
@@ -511,11 +513,35 @@ _RESOURCES = {
 PROXY_REPLICAS = 2
 
 
-def _autoconfig_ingress(domain: MailDomain) -> dict | None:
-    """The Ingress in front of the autoconfig Service (``spec.autoconfig.ingress``), or None."""
+def parse_issuer(text: str) -> IssuerRef:
+    """``NAME`` (a ClusterIssuer), ``ClusterIssuer/NAME`` or ``Issuer/NAME``: how the
+    operator's ``--ingress-issuer`` (the chart's ``autoconfigIngress.issuer``) names one."""
+    kind, _, name = text.strip().rpartition("/")
+    kind = kind or "ClusterIssuer"
+    if kind not in ("ClusterIssuer", "Issuer") or not name:
+        raise ValueError(f"{text!r}: give NAME, ClusterIssuer/NAME or Issuer/NAME")
+    return IssuerRef(name=name, kind=kind)
+
+
+def ingress_defaults(class_name: str | None, issuer: str | None) -> AutoconfigIngress | None:
+    """The operator's ``--ingress-class`` and ``--ingress-issuer`` (``correo render`` takes
+    them too) as defaults for :func:`_autoconfig_ingress`; None when neither is given.
+    ValueError for an issuer that is not NAME, ClusterIssuer/NAME or Issuer/NAME."""
+    if not class_name and not issuer:
+        return None
+    return AutoconfigIngress(class_name=class_name or None, issuer_ref=parse_issuer(issuer) if issuer else None)
+
+
+def _autoconfig_ingress(domain: MailDomain, defaults: AutoconfigIngress | None = None) -> dict | None:
+    """The Ingress in front of the autoconfig Service (``spec.autoconfig.ingress``), or None.
+    ``defaults``: the class and issuer the operator was started with (the chart's
+    values), for what the MailDomain leaves unset."""
     ing = domain.spec.autoconfig.ingress
     if ing is None:
         return None
+    if defaults is not None:
+        ing = dataclasses.replace(ing, class_name=ing.class_name or defaults.class_name,
+                                  issuer_ref=ing.issuer_ref or defaults.issuer_ref)
     n = names(domain)
     hosts = autoconfig_hosts(domain)
     meta = child_meta(domain, n["autoconfig"], "autoconfig")
@@ -534,9 +560,10 @@ def _autoconfig_ingress(domain: MailDomain) -> dict | None:
 
 def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
            image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None,
-           previous_shards: Mapping[str, int] | None = None) -> list[dict]:
+           previous_shards: Mapping[str, int] | None = None,
+           ingress_defaults: AutoconfigIngress | None = None) -> list[dict]:
     """Every object that runs ``domain``; pure and deterministic.  ``previous_scripts``:
-    see :func:`directory_entries`."""
+    see :func:`directory_entries`; ``ingress_defaults``: see :func:`_autoconfig_ingress`."""
     spec, n = domain.spec, names(domain)
     config_text = cfgmod.dump(server_config(domain))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts, previous_shards))
@@ -630,7 +657,7 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
                                         config_hash)}},
         _service(domain, n["autoconfig"], "autoconfig", AUTOCONFIG_SERVICE_PORTS),
     ]
-    ingress = _autoconfig_ingress(domain)
+    ingress = _autoconfig_ingress(domain, ingress_defaults)
     if ingress is not None:
         objects.append(ingress)
 

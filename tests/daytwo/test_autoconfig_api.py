@@ -104,6 +104,48 @@ class TestRender:
         assert "ingressClassName" not in ing["spec"]
         assert ing["spec"]["tls"] == [{"hosts": ["mta-sts.example.com"], "secretName": "web-tls"}]
 
+    def test_the_operators_defaults_fill_what_the_maildomain_leaves_unset(self):
+        defaults = render.ingress_defaults("traefik", "Issuer/internal-ca")
+        (ing,) = by_kind(render.render(maildomain(autoconfig={"ingress": {}}), [], {}, ingress_defaults=defaults),
+                         "Ingress")
+        assert ing["spec"]["ingressClassName"] == "traefik"
+        assert ing["metadata"]["annotations"] == {"cert-manager.io/issuer": "internal-ca"}
+        # What the MailDomain names wins; no Ingress is made because of defaults alone.
+        (own,) = by_kind(render.render(maildomain(autoconfig={"ingress": self.INGRESS}), [], {},
+                                       ingress_defaults=defaults), "Ingress")
+        assert own["spec"]["ingressClassName"] == "nginx"
+        assert own["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+        assert by_kind(render.render(maildomain(), [], {}, ingress_defaults=defaults), "Ingress") == []
+
+    @pytest.mark.parametrize("text, kind, name", [
+        ("letsencrypt", "ClusterIssuer", "letsencrypt"),
+        ("ClusterIssuer/letsencrypt", "ClusterIssuer", "letsencrypt"),
+        ("Issuer/ca", "Issuer", "ca"),
+    ])
+    def test_issuer_forms(self, text, kind, name):
+        assert render.parse_issuer(text) == render.IssuerRef(name=name, kind=kind)
+
+    @pytest.mark.parametrize("text", ["Certificate/x", "Issuer/", ""])
+    def test_a_bad_issuer_is_refused(self, text):
+        with pytest.raises(ValueError, match="NAME, ClusterIssuer/NAME or Issuer/NAME"):
+            render.parse_issuer(text)
+
+    def test_correo_render_takes_the_same_defaults_and_says_what_is_wrong(self, tmp_path):
+        import subprocess
+        import sys
+
+        import yaml
+        (tmp_path / "d.yaml").write_text(yaml.safe_dump(md(autoconfig={"ingress": {}})))
+        cmd = [sys.executable, "-m", "correo_operator.cli", "render", str(tmp_path / "d.yaml")]
+        done = subprocess.run([*cmd, "--ingress-class", "nginx", "--ingress-issuer", "letsencrypt"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        (ing,) = [o for o in yaml.safe_load_all(done.stdout) if o and o["kind"] == "Ingress"]
+        assert ing["spec"]["ingressClassName"] == "nginx"
+        assert ing["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+        done = subprocess.run([*cmd, "--ingress-issuer", "Vault/x"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "--ingress-issuer" in done.stderr and "Issuer/NAME" in done.stderr
+
     def test_the_network_policy_lets_the_world_reach_the_documents_and_nothing_out(self):
         (pol,) = [p for p in by_kind(self.rendered(), "NetworkPolicy") if p["metadata"]["name"].endswith("autoconfig")]
         assert pol["spec"]["ingress"][0] == {"ports": [{"protocol": "TCP", "port": 2080}]}

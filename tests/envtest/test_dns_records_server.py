@@ -2,7 +2,8 @@
 operator writes them into ``status.dnsRecords`` (client SRV records, the
 ``_mta-sts`` TXT whose id is the policy's the autoconfig pods serve,
 TLS-RPT, the autoconfig names), points the web names at the autoconfig
-Ingress once its controller publishes an address, and
+Ingress (its class from the chart's values) once its controller publishes
+an address, and
 ``kubectl get maildomains -o json | correo status --dns --from -`` turns
 them into a zone a real zone parser (dnspython) reads back."""
 from __future__ import annotations
@@ -32,10 +33,10 @@ def handled(kubectl, namespace, operator):
     objects = resources(namespace)
     objects[0]["spec"]["mtaSts"] = {"mode": "enforce", "maxAgeSeconds": 86400}
     objects[0]["spec"]["tlsReporting"] = {"rua": ["mailto:tls-reports@example.com"]}
-    objects[0]["spec"]["autoconfig"] = {"ingress": {"className": "nginx",
-                                                    "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"}}}
+    # The class comes from the chart's values (the operator's default), the issuer from the MailDomain.
+    objects[0]["spec"]["autoconfig"] = {"ingress": {"issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"}}}
     apply(kubectl, namespace, objects)
-    operator.start()
+    operator.start("autoconfigIngress.className=nginx", "autoconfigIngress.issuer=Issuer/not-used")
     wait_for(lambda: condition(get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")), timeout=60,
              what=lambda: f"status written\n{operator.log()[-3000:]}")
     return objects
@@ -63,7 +64,9 @@ def test_the_operator_writes_the_records_and_follows_the_ingress_address(kubectl
 
     # The Ingress controller publishes the load balancer's address; the records follow it.
     ingress = f"ingress/{DOMAIN_NAME}-autoconfig"
-    assert get(kubectl, namespace, ingress)["spec"]["ingressClassName"] == "nginx"
+    made = get(kubectl, namespace, ingress)
+    assert made["spec"]["ingressClassName"] == "nginx"
+    assert made["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
     kubectl.run("patch", ingress, "-n", namespace, "--subresource=status", "--type=merge", "-p",
                 json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": INGRESS_IP}]}}}))
     moved = wait_for(lambda: (r := records(kubectl, namespace)).get(("mta-sts.example.com.", "A")) and r,

@@ -48,6 +48,7 @@ class TestLint:
         ("metrics.port=80", "port"),
         ("watchNamespaces[0]=Not_A_Namespace", "watchNamespaces"),
         ("unknownKey=1", "unknownKey"),
+        ("autoconfigIngress.issuer=Vault/x", "issuer"),
     ])
     def test_the_values_schema_rejects_bad_values(self, chart, bad, complaint):
         done = chart.run("template", RELEASE, str(CHART), "--set", bad, check=False)
@@ -139,6 +140,16 @@ class TestOperatorDeployment:
             assert args.status_interval == 10
         else:
             assert args.image == container["image"]
+
+    def test_the_autoconfig_ingress_defaults_reach_the_operator(self, chart):
+        def args_of(objects):
+            (deploy,) = by_kind(objects, "Deployment")
+            (container,) = deploy["spec"]["template"]["spec"]["containers"]
+            return cli.build_parser().parse_args(container["args"])
+        plain = args_of(chart.template())
+        assert (plain.ingress_class, plain.ingress_issuer) == (None, None)
+        args = args_of(chart.template("autoconfigIngress.className=nginx", "autoconfigIngress.issuer=Issuer/ca"))
+        assert (args.ingress_class, args.ingress_issuer) == ("nginx", "Issuer/ca")
 
     def test_notes_say_what_to_apply_next(self, chart):
         done = chart.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")

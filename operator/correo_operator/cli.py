@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--image", default=None, help="container image for the services (default: the chart's)")
     ingress_options(r)
+    r.add_argument("--rspamd-image", default=None,
+                   help="image of a managed rspamd (spec.filter.rspamd.managed; default: the chart's)")
     r.set_defaults(target="correo_operator.commands:render")
 
     up = sub.add_parser("up", help="run relay, queue and mailstore on this machine",
@@ -161,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="port of the side port: /metrics (Prometheus), /healthz, /readyz, /status (default 8080)")
     op.add_argument("--image", default=None, help="image the rendered workloads run")
     ingress_options(op)
+    op.add_argument("--rspamd-image", default=None,
+                    help="image of a managed rspamd (default: $CORREO_RSPAMD_IMAGE, else the chart's)")
     op.set_defaults(target="correo_operator.kopfapp:main")
     return p
 

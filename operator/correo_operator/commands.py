@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from . import loading, render as rendering
+from . import loading, managedrspamd, render as rendering
 
 
 def _report(loaded: loading.Loaded, out=None) -> None:
@@ -34,12 +34,14 @@ def validate(args) -> int:
 
 
 def render_documents(loaded: loading.Loaded, image: str | None = None,
-                     ingress_defaults: "rendering.AutoconfigIngress | None" = None) -> list[dict]:
+                     ingress_defaults: "rendering.AutoconfigIngress | None" = None,
+                     rspamd_image: str | None = None) -> list[dict]:
     """The objects for every MailDomain loaded, in a stable order."""
     objects: list[dict] = []
     for domain in loaded.maildomains():
         objects += rendering.render(domain, loaded.mailboxes_of(domain), loaded.secrets_in(domain.namespace),
-                                    image=image or rendering.DEFAULT_IMAGE, ingress_defaults=ingress_defaults)
+                                    image=image or rendering.DEFAULT_IMAGE, ingress_defaults=ingress_defaults,
+                                    rspamd_image=rspamd_image or managedrspamd.DEFAULT_IMAGE)
     return objects
 
 
@@ -77,5 +79,5 @@ def render(args) -> int:
     except ValueError as exc:
         print(f"correo render: --ingress-issuer {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(dump_stream(render_documents(loaded, args.image, defaults)))
+    sys.stdout.write(dump_stream(render_documents(loaded, args.image, defaults, getattr(args, "rspamd_image", None))))
     return 0

@@ -43,7 +43,7 @@ from correo_server import logs
 from correo_server.config import Listen
 from correo_server.sideport import SidePort
 
-from . import deletion, render as rendering
+from . import deletion, managedrspamd, render as rendering
 from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
 from .model import AutoconfigIngress, MailDomain, Mailbox, ModelError, read_each
 from .opmetrics import OpMetrics
@@ -77,6 +77,7 @@ class OperatorConfig:
     image: str = rendering.DEFAULT_IMAGE
     # The autoconfig Ingress's class and cert-manager issuer where a MailDomain names none.
     ingress_defaults: AutoconfigIngress | None = None
+    rspamd_image: str = managedrspamd.DEFAULT_IMAGE  # a managed rspamd's (spec.filter.rspamd.managed)
     connection: Connection | None = None  # None: in-cluster or kubeconfig
     status_fetch: Any = None  # URL -> status document; None: HTTP
     debounce: float = 0.05
@@ -152,7 +153,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         kube = HttpKube(conn, observer=metrics.api_request)
         writer = StatusWriter(config.status_fetch or HttpStatusReader(), metrics=metrics)
         reconciler = Reconciler(kube, image=config.image, after=writer, metrics=metrics, debounce=config.debounce,
-                                render_fn=functools.partial(rendering.render, ingress_defaults=config.ingress_defaults))
+                                render_fn=functools.partial(rendering.render, ingress_defaults=config.ingress_defaults,
+                                                            rspamd_image=config.rspamd_image))
         runtime = holder["runtime"] = Runtime(config, kube, metrics, reconciler, writer)
         _remember_fingerprints(runtime)
         if config.metrics_port is not None:
@@ -364,6 +366,8 @@ def main(args) -> int:
         metrics_port=args.metrics_port,
         image=args.image or os.environ.get("CORREO_IMAGE") or rendering.DEFAULT_IMAGE,
         ingress_defaults=defaults,
+        rspamd_image=getattr(args, "rspamd_image", None) or os.environ.get("CORREO_RSPAMD_IMAGE")
+        or managedrspamd.DEFAULT_IMAGE,
     )
     # kopf stops on SIGTERM/SIGINT by itself.  (No threading.Event stop flag here:
     # kopf would wait on it in an executor thread that asyncio.run then joins forever.)

@@ -221,6 +221,53 @@ class TLSReporting:
 
 
 @dataclass(frozen=True)
+class SenderAuth:
+    enabled: bool = True
+    reject_spf_fail: bool = True
+    protect_own_domains: bool = True
+    enforce_dmarc: bool = True
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str = "password"
+
+
+@dataclass(frozen=True)
+class Rspamd:
+    managed: bool = False
+    url: str | None = None
+    password_secret_ref: SecretKeyRef | None = None
+    timeout_seconds: int = 20
+    on_failure: str = "Tempfail"  # Tempfail or Accept
+    virus_symbols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsblZone:
+    zone: str
+    action: str = "Reject"  # Reject, Score or Allow
+    weight: int = 1
+    return_codes: tuple[str, ...] = ()
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Dnsbl:
+    zones: tuple[DnsblZone, ...] = ()
+    threshold: int = 0
+    cache_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Filter:
+    sender_auth: SenderAuth = field(default_factory=SenderAuth)
+    rspamd: Rspamd | None = None
+    dnsbl: Dnsbl = field(default_factory=Dnsbl)
+
+
+@dataclass(frozen=True)
 class MailDomainSpec:
     domain: str
     alias_domains: tuple[str, ...] = ()
@@ -233,6 +280,7 @@ class MailDomainSpec:
     autoconfig: Autoconfig = field(default_factory=Autoconfig)
     mta_sts: MtaSts = field(default_factory=MtaSts)
     tls_reporting: TLSReporting = field(default_factory=TLSReporting)
+    filter: Filter = field(default_factory=Filter)
     default_quota: str = "1Gi"
     reclaim_policy: str = "Retain"  # Retain or Delete
     catch_all: str | None = None
@@ -357,6 +405,17 @@ class MailDomain(_Resource):
     def smarthost_credentials(self) -> CredentialsSecretRef | None:
         smart = self.spec.relay.smarthost
         return smart.credentials_secret_ref if smart else None
+
+    @property
+    def rspamd_password(self) -> SecretKeyRef | None:
+        rspamd = self.spec.filter.rspamd
+        return rspamd.password_secret_ref if rspamd else None
+
+    @property
+    def managed_rspamd(self) -> bool:
+        """The operator (or ``correo up``) runs rspamd for this domain."""
+        rspamd = self.spec.filter.rspamd
+        return rspamd is not None and rspamd.managed
 
 
 @dataclass(frozen=True)

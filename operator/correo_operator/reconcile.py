@@ -44,7 +44,7 @@ from correo_server import logs
 
 from correo_server import config as cfgmod
 
-from . import dkimkeys, mailrules, placement, proxykeys, render as rendering, secretdata
+from . import dkimkeys, filters, mailrules, placement, proxykeys, render as rendering, secretdata, srskeys
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
 from .model import MailDomain, Mailbox, ModelError, belongs, read_each
 
@@ -338,6 +338,9 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
         inputs.dkim_public_key = dkimkeys.public_key_b64(secret)
     else:
         inputs.missing_secrets.discard(dkim_name)
+    srs_name = filters.srs_secret_name(inputs.domain)
+    inputs.secrets[srs_name] = await srskeys.ensure(kube, inputs.domain, inputs.secrets.get(srs_name))
+    inputs.missing_secrets.discard(srs_name)
     live = await list_children(kube, inputs.domain)
     desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image,
                                       previous_scripts=previous_scripts(inputs.domain, live),
@@ -346,7 +349,7 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
     extra = tuple(k for k in dict.fromkeys((o["apiVersion"], o["kind"]) for o in desired) if k not in CHILD_KINDS)
     if extra:
         live += await list_children(kube, inputs.domain, extra)
-    keep = {dkim_name}
+    keep = {dkim_name, srs_name}
     if inputs.domain.spec.mailstore.shards > 1:  # the proxy's credential, made once, before the pods need it
         keep.add(await proxykeys.ensure(kube, inputs.domain, live))
     plan = plan_changes(inputs.domain, desired, live, keep=keep)

@@ -31,6 +31,11 @@ Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
   Secret ``<base>-proxy`` the operator generates (``proxykeys``).
 * NetworkPolicies admitting only the flows above (and mailstore → queue LMTP:
   mail rules send vacation replies and redirects through the queue).
+* with ``spec.filter.rspamd.managed``: rspamd's Deployment, Service,
+  ConfigMap and NetworkPolicy (``managedrspamd``).
+
+``spec.filter`` becomes ``relay.filter`` (``filters``); the relay and the
+queue mount the domain's SRS keys (Secret ``<base>-srs``, made by ``srskeys``).
 
 Every pod mounts one projected volume at ``/etc/correo`` holding the config
 file, the directory, the TLS pair (``tls/``), the DKIM key (``dkim/``) and
@@ -52,6 +57,7 @@ from correo_server import passwords
 
 from .model import (API_VERSION, AutoconfigIngress, IssuerRef, MailDomain, Mailbox, MailstoreStorage, QueueStorage,
                     belongs)
+from . import filters, managedrspamd
 from .quantity import parse_bytes
 from . import mailrules, placement, secretdata
 
@@ -133,7 +139,7 @@ def service_urls(domain: MailDomain) -> dict[str, str]:
 
 def referenced_secrets(domain: MailDomain, mailboxes: list[Mailbox]) -> set[str]:
     """Names of the Secrets render reads (password, TLS, smarthost, DKIM)."""
-    out = {dkim_secret_name(domain)}
+    out = {dkim_secret_name(domain)} | filters.referenced_secrets(domain)
     if domain.tls_secret:
         out.add(domain.tls_secret)
     if domain.smarthost_credentials:
@@ -169,6 +175,7 @@ def domain_entry(domain: MailDomain) -> cfgmod.Domain:
         dkim_selector=spec.dkim.selector,
         dkim_key_file=f"dkim/{domain.domain}.key" if spec.dkim.enabled else None,
         default_quota_bytes=parse_bytes(spec.default_quota),
+        srs_key_file=filters.srs_key_file(domain),
         retry=cfgmod.RetryPolicy(
             initial_delay_seconds=retry.initial_delay_seconds,
             max_delay_seconds=retry.max_delay_seconds,
@@ -213,7 +220,10 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
         domains=(domain_entry(domain),),
         tls=cfgmod.TLSFiles() if domain.tls_secret else None,
         relay=cfgmod.RelayConfig(
-            queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]), **limits),
+            queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]), **limits,
+            filter=filters.filter_config(domain),
+            mailstore_http=cfgmod.Listen(f"{n['mailstore_internal']}.{ns}.svc", PORTS["mailstore_http"]),
+            queue_http=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_http"])),
         queue=cfgmod.QueueConfig(
             mailstore=cfgmod.Listen(f"{n['mailstore_internal']}.{ns}.svc", PORTS["mailstore_lmtp"]),
             max_message_bytes=limits["max_message_bytes"],
@@ -344,6 +354,10 @@ def _config_volume(domain: MailDomain, component: str) -> dict:
     if component == "relay" and domain.spec.dkim.enabled:
         sources.append({"secret": {"name": n["dkim"], "optional": True, "items": [
             {"key": "dkim.key", "path": f"dkim/{domain.domain}.key"}]}})
+    if component == "relay":
+        sources += filters.relay_sources(domain)
+    if component == "queue":
+        sources += filters.queue_sources(domain)
     cred = domain.smarthost_credentials
     if component == "queue" and cred:
         sources.append({"secret": {"name": cred.name, "items": [
@@ -455,7 +469,11 @@ def _network_policies(domain: MailDomain) -> list[dict]:
         _netpol(domain, "relay",
                 ingress=[{"ports": _tcp(PORTS["smtp"], PORTS["submission"], PORTS["smtps"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["relay_http"])}],
-                egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
+                egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS,
+                        *filters.relay_egress(domain, queue_pods=queue_pods, mailstore_pods=mailstore_pods,
+                                              rspamd_pods={"podSelector": {"matchLabels": _selector(
+                                                  domain, managedrspamd.COMPONENT)}},
+                                              queue_http=PORTS["queue_http"], mailstore_http=PORTS["mailstore_http"])]),
         _netpol(domain, "queue",
                 ingress=[{"from": [relay_pods, mailstore_pods], "ports": _tcp(PORTS["queue_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["queue_http"])}],
@@ -561,7 +579,8 @@ def _autoconfig_ingress(domain: MailDomain, defaults: AutoconfigIngress | None =
 def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict], *,
            image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None,
            previous_shards: Mapping[str, int] | None = None,
-           ingress_defaults: AutoconfigIngress | None = None) -> list[dict]:
+           ingress_defaults: AutoconfigIngress | None = None,
+           rspamd_image: str = managedrspamd.DEFAULT_IMAGE) -> list[dict]:
     """Every object that runs ``domain``; pure and deterministic.  ``previous_scripts``:
     see :func:`directory_entries`; ``ingress_defaults``: see :func:`_autoconfig_ingress`."""
     spec, n = domain.spec, names(domain)
@@ -662,4 +681,9 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
         objects.append(ingress)
 
     objects += _network_policies(domain)
+    if domain.managed_rspamd:
+        objects += managedrspamd.objects(
+            domain, image=rspamd_image, meta=lambda name, component: child_meta(domain, name, component),
+            labels=_labels(domain, managedrspamd.COMPONENT), selector=_selector(domain, managedrspamd.COMPONENT),
+            relay_selector=_selector(domain, "relay"))
     return objects

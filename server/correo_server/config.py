@@ -12,6 +12,8 @@ Layout of a configuration folder::
     DIR/directory.yaml       the mailbox directory (see ``directory``)
     DIR/tls/tls.crt, tls.key optional; the key pair named by ``tls`` below
     DIR/dkim/<domain>.key    optional; DKIM private keys named per domain
+    DIR/srs/<domain>.keys    optional; SRS secrets per domain, one per line (the first signs)
+    DIR/rspamd/password      optional; the password the relay gives rspamd
 
 Relative paths inside ``correo.yaml`` are relative to DIR.  The format is strict:
 an unknown key or a wrong type is a :class:`ConfigError` naming the file and the
@@ -21,6 +23,7 @@ This module has no dependency on the rest of correo (it is the bottom layer).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -157,6 +160,9 @@ class Domain:
     display_name: str = ""  # what mail clients call the provider (autoconfig); empty: the domain
     autoconfig: bool = True  # serve client autoconfiguration documents for this domain
     mta_sts: MtaStsPolicy | None = None  # the policy the autoconfig service publishes; None: none
+    # SRS secrets for mail this domain's mailboxes forward elsewhere (srs.py):
+    # one per line, the first signs, all verify.  None: forwards keep their sender.
+    srs_key_file: str | None = None
 
     @property
     def all_names(self) -> tuple[str, ...]:
@@ -190,6 +196,55 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class SenderAuthConfig:
+    """SPF, DKIM, DMARC and the own-domain rule on port 25 (``mailauth``)."""
+
+    enabled: bool = True
+    reject_spf_fail: bool = True  # SPF "fail" refused at MAIL FROM (550 5.7.23)
+    protect_own_domains: bool = True  # unauthenticated mail claiming a hosted domain must prove itself
+    enforce_dmarc: bool = True  # act on p=reject / p=quarantine (False: only report)
+
+
+@dataclass(frozen=True)
+class RspamdConfig:
+    """Content scanning through rspamd's ``/checkv2`` (``scanning.rspamd``)."""
+
+    url: str  # http://host:11333
+    password_file: str | None = None  # sent as rspamd's Password header
+    timeout_seconds: float = 20.0
+    on_failure: str = "tempfail"  # rspamd unreachable: "tempfail" (451 4.7.1) or "accept" (unscanned)
+    virus_symbols: tuple[str, ...] = ()  # symbols besides *_VIRUS that mean malware
+
+
+@dataclass(frozen=True)
+class DnsblZoneConfig:
+    zone: str
+    action: str = "reject"  # "reject", "score" or "allow"
+    weight: int = 1
+    return_codes: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DnsblConfig:
+    zones: tuple[DnsblZoneConfig, ...] = ()
+    threshold: int = 0  # "score" weights that add up to this refuse (0: never)
+    cache_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """What the relay checks on port 25 (``defences``).  The renderer always
+    writes it (the MailDomain's ``spec.filter``, whose defaults turn sender
+    authentication on); a hand-written file without ``relay.filter`` runs
+    port 25 without defences, and the relay says so when it starts."""
+
+    sender_auth: SenderAuthConfig = SenderAuthConfig()
+    rspamd: RspamdConfig | None = None
+    dnsbl: DnsblConfig = DnsblConfig()
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     smtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["smtp"])
     submission: Listen = Listen("0.0.0.0", DEFAULT_PORTS["submission"])
@@ -212,6 +267,15 @@ class RelayConfig:
     data_in_memory_bytes: int = 256 * 1024
     data_spool_dir: str = ""
     max_inflight_bytes: int = 256 * 1024 * 1024
+    filter: FilterConfig | None = None  # the port-25 defences (None: none)
+    # The mailstore's side port: the relay reads which mailboxes are (nearly)
+    # full from its /quota and refuses at RCPT (452 4.2.2) rather than accept
+    # mail that would bounce (backscatter.quota).  None: no check before delivery.
+    mailstore_http: Listen | None = None
+    # The queue's side port: the relay reports what it refused there, so
+    # that the figures survive relay restarts and add up over replicas
+    # (backscatter.refusals).  None: kept in the relay's /status only.
+    queue_http: Listen | None = None
 
 
 @dataclass(frozen=True)
@@ -359,6 +423,9 @@ class ServerConfig:
     autoconfig: AutoconfigConfig = AutoconfigConfig()
     proxy: ProxyConfig | None = None  # present when the mailstore has shards
     log_format: str = "json"  # "json" or "console"
+    # DNS for the relay's defences (SPF, DKIM, DMARC, DNSBL), "host:port"
+    # each; empty: the system's resolver.  (The queue reads queue.nameservers.)
+    nameservers: tuple[str, ...] = ()
     version: int = FORMAT_VERSION
     # Where the file was read from; relative paths resolve against it.
     base_dir: str = field(default=".", compare=False)
@@ -522,10 +589,38 @@ def validate(cfg: ServerConfig) -> list[str]:
             problems.append(f"domains[{i}].smarthost.tls: must be starttls, implicit, opportunistic or none")
     if cfg.mailstore.shard is not None and not 0 <= cfg.mailstore.shard < max(len(cfg.mailstore.shards), 1):
         problems.append(f"mailstore.shard: {cfg.mailstore.shard} is not one of the {len(cfg.mailstore.shards)} shards")
+    problems += validate_filter(cfg.relay.filter)
     names = [n for d in cfg.domains for n in d.all_names]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         problems.append(f"domains: {', '.join(dupes)} listed more than once")
+    return problems
+
+
+def validate_filter(flt: FilterConfig | None) -> list[str]:
+    """What the types of ``relay.filter`` cannot say."""
+    problems: list[str] = []
+    if flt is None:
+        return problems
+    where = "relay.filter"
+    rs = flt.rspamd
+    if rs is not None:
+        if not rs.url.startswith(("http://", "https://")):
+            problems.append(f"{where}.rspamd.url: must be an http:// or https:// URL, not {rs.url!r}")
+        if rs.on_failure not in ("tempfail", "accept"):
+            problems.append(f"{where}.rspamd.onFailure: must be tempfail or accept, not {rs.on_failure!r}")
+        if not 0 < rs.timeout_seconds <= 600:
+            problems.append(f"{where}.rspamd.timeoutSeconds: must be more than 0 and at most 600")
+    for i, zone in enumerate(flt.dnsbl.zones):
+        if zone.action not in ("reject", "score", "allow"):
+            problems.append(f"{where}.dnsbl.zones[{i}].action: must be reject, score or allow, not {zone.action!r}")
+        for j, code in enumerate(zone.return_codes):
+            try:
+                ipaddress.ip_network(code, strict=False)
+            except ValueError:
+                problems.append(f"{where}.dnsbl.zones[{i}].returnCodes[{j}]: {code!r} is not an address or network")
+    if flt.dnsbl.threshold < 0 or flt.dnsbl.cache_seconds < 0:
+        problems.append(f"{where}.dnsbl: threshold and cacheSeconds cannot be negative")
     return problems
 
 

@@ -17,15 +17,24 @@ end of DATA    DKIM (:mod:`.mailauth.dkimverify`), DMARC (:mod:`.mailauth.dmarc`
                (:mod:`.mailauth.authresults`), ``X-Spam-*`` fields
 =============  ==========================================================
 
-:class:`Defences` is built once per relay from the settings and the shared
-resolver (:func:`.dnsresolver.make_resolver`); :meth:`Defences.connection`
+:class:`Defences` is built once per relay (:func:`build`, from
+``relay.filter`` of ``correo.yaml``, with the resolver of the top-level
+``nameservers``, :func:`.dnsresolver.make_resolver`, and the domains' SRS
+keys); :meth:`Defences.connection`
 gives each port-25 connection a :class:`ConnectionDefences`, whose methods
 return a :class:`~.wire.replies.Reply` to send instead of the usual one (or
 None to go on).  Authenticated submission never comes here.
 
 Mail bound for Junk (DMARC ``quarantine``, rspamd ``add header`` /
 ``rewrite subject``) carries ``X-Spam-Flag: YES``; the ``X-Spam-*`` fields a
-message arrives with are removed first, so that only our verdict files mail.
+message arrives with are removed first, so that only our verdict files mail
+(the mailstore files it, :mod:`.mailstore.junk`).
+
+A message accepted although its sender failed SPF or DMARC (``rejectSpfFail:
+false``, DMARC ``p=none`` or ``quarantine``, ``pct``) is *unverified*
+(:attr:`DataOutcome.unverified`): that verdict goes to the queue with the
+message (:mod:`.backscatter.verdict`), which then never sends its sender a
+notice, so that a forged sender gets no backscatter.
 """
 from __future__ import annotations
 
@@ -38,14 +47,16 @@ from typing import Callable
 import dns.asyncresolver
 
 from . import logs
+from .config import ServerConfig
+from .dnsresolver import make_resolver
 from .mailauth import headers as hdrs
 from .mailauth.session import AuthPolicy, ConnectionAuth, DataVerdict, MailAuth, MailVerdict
 from .scanning import rspamd as rspamdmod
-from .scanning.dnsbl import Dnsbl, DnsblSettings, DnsblVerdict
+from .scanning.dnsbl import Dnsbl, DnsblSettings, DnsblVerdict, DnsblZone
 from .scanning.rspamd import Envelope, RspamdClient, RspamdSettings, ScanResult
-from .wire.replies import Reply
-from .srs import Srs, SrsError, is_srs
+from .srs import Srs, SrsDomains, SrsError, is_srs
 from .srs import refusal as srs_refusal
+from .wire.replies import Reply
 
 log = logs.get(__name__)
 
@@ -67,7 +78,7 @@ class DataOutcome:
     reasons: tuple[str, ...] = ()  # for metrics: spf, dkim, dmarc, own_domain, spam, virus...
     auth: DataVerdict | None = None
     scan: ScanResult | None = None
-
+    unverified: str = ""  # "spf" or "dmarc" when the sender failed it and the message was accepted anyway
 
     def verdicts(self) -> list[tuple[str, str]]:
         """(check, result) pairs for metrics: dkim and dmarc per result, rspamd's reason."""
@@ -89,7 +100,7 @@ class RcptOutcome:
 
 class Defences:
     def __init__(self, resolver: dns.asyncresolver.Resolver, authserv_id: str, is_hosted: Callable[[str], bool],
-                 settings: DefenceSettings, *, srs: Srs | None = None, rng: Callable[[], float] = random.random,
+                 settings: DefenceSettings, *, srs: Srs | SrsDomains | None = None, rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.is_hosted = is_hosted
@@ -181,7 +192,47 @@ class ConnectionDefences:
             message = _mark(message, junk)
         if verdict is not None:
             message = verdict.header + message
-        return DataOutcome(None, message, junk, tuple(reasons), verdict, scan)
+        return DataOutcome(None, message, junk, tuple(reasons), verdict, scan, self.unverified(verdict))
+
+    def unverified(self, verdict: DataVerdict | None) -> str:
+        """Why the sender of an accepted message is not to be trusted with
+        notices: ``spf`` (its MAIL FROM failed SPF), ``dmarc`` (its From:
+        failed DMARC), or "" (nothing failed)."""
+        if self.mail is not None and self.mail.mailfrom.result == "fail":
+            return "spf"
+        if verdict is not None and any(r.result == "fail" for r in verdict.dmarc):
+            return "dmarc"
+        return ""
+
+
+def build(cfg: ServerConfig, *, clock: Callable[[], float] = time.time) -> Defences | None:
+    """The defences ``relay.filter`` asks for (None when it asks for none:
+    logged as a warning, since port 25 then takes any sender's word)."""
+    flt = cfg.relay.filter
+    if flt is None:
+        log.warning("port25_without_defences", hint="relay.filter is not set in correo.yaml: no SPF, DKIM, DMARC "
+                    "or own-domain checks; the renderer writes it from the MailDomain's spec.filter")
+        return None
+    sa = flt.sender_auth
+    auth = AuthPolicy(reject_spf_fail=sa.reject_spf_fail, protect_own_domains=sa.protect_own_domains,
+                      enforce_dmarc=sa.enforce_dmarc) if sa.enabled else None
+    rspamd = None
+    if flt.rspamd is not None:
+        rs = flt.rspamd
+        password = ""
+        if rs.password_file:
+            password = cfg.path(rs.password_file).read_text(encoding="utf-8").strip("\r\n")
+        rspamd = RspamdSettings(url=rs.url, password=password, timeout_seconds=rs.timeout_seconds,
+                                on_failure=rs.on_failure, virus_symbols=tuple(rs.virus_symbols))
+    dnsbl = DnsblSettings(zones=tuple(DnsblZone(z.zone, z.action, z.weight, tuple(z.return_codes), z.message)
+                                      for z in flt.dnsbl.zones),
+                          threshold=flt.dnsbl.threshold, cache_seconds=flt.dnsbl.cache_seconds)
+    srs = SrsDomains.from_config(cfg, clock=clock, on_error=lambda domain, exc: log.error(
+        "srs_keys_unreadable", domain=domain, error=str(exc)))
+    log.info("port25_defences", sender_auth=auth is not None, rspamd=flt.rspamd.url if flt.rspamd else None,
+             dnsbl=[z.zone for z in dnsbl.zones], srs=sorted(srs.by_name), nameservers=list(cfg.nameservers) or "system")
+    return Defences(make_resolver(cfg.nameservers), cfg.hostname, cfg.is_hosted, DefenceSettings(auth, dnsbl, rspamd),
+                    srs=srs or None, clock=clock)
 
 
 def _label(reply: Reply) -> str:

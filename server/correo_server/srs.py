@@ -25,7 +25,14 @@ gives back the address to deliver the bounce to; anything else is
 The secret comes from a file with one key per line (like the DKIM key, the
 operator generates it into a Secret): the first line signs, every line
 verifies, so that a key can be rotated without losing bounces in flight.
-Pure apart from the injected clock; no I/O but :func:`load_keys`.
+Each hosted domain has its own key file (``Domain.srsKeyFile``; the
+operator keeps it in a Secret, ``correo up`` in its data folder):
+:class:`SrsDomains` holds one :class:`Srs` per domain, what the relay
+(reversing bounce addresses at RCPT) and the queue (rewriting the sender of
+forwards, :func:`forward_sender`) use.
+
+Pure apart from the injected clock; no I/O but :func:`load_keys` and
+:meth:`SrsDomains.from_config`.
 """
 from __future__ import annotations
 
@@ -36,7 +43,10 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .config import ServerConfig
 
 from .replytext import printable
 from .wire.replies import Reply
@@ -165,3 +175,57 @@ def refusal(error: SrsError) -> Reply:
     """The reply for a recipient that looks like SRS but is not ours (a
     forged or expired bounce address): permanent, at RCPT."""
     return Reply(550, "5.1.1", printable(f"Invalid bounce address: {error}"), "srs_invalid")
+
+
+class SrsDomains:
+    """One :class:`Srs` per hosted domain (its alias domains share it)."""
+
+    def __init__(self, by_name: dict[str, Srs]) -> None:
+        self.by_name = {name.lower().rstrip("."): srs for name, srs in by_name.items()}
+
+    @classmethod
+    def from_config(cls, cfg: "ServerConfig", *, clock: Callable[[], float] = time.time,
+                    on_error: Callable[[str, Exception], None] | None = None) -> "SrsDomains":
+        """The key files of ``cfg``'s domains; a file that cannot be read
+        leaves its domain without SRS (``on_error(domain, exc)`` hears why)."""
+        found: dict[str, Srs] = {}
+        for domain in cfg.domains:
+            if not domain.srs_key_file:
+                continue
+            try:
+                keys = load_keys(cfg.path(domain.srs_key_file))
+            except (OSError, ValueError) as exc:
+                if on_error is not None:
+                    on_error(domain.name, exc)
+                continue
+            srs = Srs(keys, domain.name, clock=clock)
+            for name in domain.all_names:
+                found[name] = srs
+        return cls(found)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_name)
+
+    def for_domain(self, name: str) -> Srs | None:
+        return self.by_name.get(name.lower().rstrip("."))
+
+    def reverse(self, address: str) -> str:
+        """:meth:`Srs.reverse` with the keys of the address's domain."""
+        srs = self.for_domain(address.rpartition("@")[2])
+        if srs is None:
+            raise SrsError(f"{address!r}: no SRS keys for its domain")
+        return srs.reverse(address)
+
+
+def forward_sender(srs: SrsDomains | None, sender: str, domain: str, is_hosted: Callable[[str], bool]) -> str:
+    """The envelope sender for mail the queue passes on to another domain
+    (a ``forwardTo``, a Sieve redirect, a bounce reversed at RCPT): SRS at
+    ``domain`` (the hosted domain the message belongs to) when the sender is
+    not ours, so that SPF passes where it goes; unchanged otherwise (our own
+    senders, the null sender, no keys)."""
+    if not sender or "@" not in sender or srs is None:
+        return sender
+    if is_hosted(sender.rpartition("@")[2]):
+        return sender
+    domain_srs = srs.for_domain(domain)
+    return domain_srs.forward(sender) if domain_srs is not None else sender

@@ -103,6 +103,10 @@ class RelayStatus(TypedDict):
     time: str
     accepted: int
     rejected: int
+    # What this relay refused since it started, per hosted domain, by reason
+    # (correo_server.refusalreport: {"refused", "byReason", "last"}); the
+    # queue's ``refusals`` adds up every relay's, across restarts.
+    refused: NotRequired[dict]
 
 
 def empty_figures() -> QueueFigures:

@@ -55,7 +55,10 @@ def _compare(node: dict, cls: type, path: str) -> list[str]:
             problems += _compare(prop, tp, where)
         elif kind == "array":
             item = SCALARS.get(prop["items"].get("type"))
-            if typing.get_origin(tp) is not tuple or typing.get_args(tp) != (item, ...):
+            args = typing.get_args(tp) if typing.get_origin(tp) is tuple else ()
+            if prop["items"].get("type") == "object" and len(args) == 2 and dataclasses.is_dataclass(args[0]):
+                problems += _compare(prop["items"], args[0], f"{where}[]")  # a list of objects
+            elif typing.get_origin(tp) is not tuple or args != (item, ...):
                 problems.append(f"{where}: an array of {prop['items'].get('type')} in the CRD, {tp} in the model")
             if key not in required and f.default != ():
                 problems.append(f"{where}: a list defaults to () in the model")

@@ -51,7 +51,8 @@ class TestCreate:
         outcome = await reconciler(kube, clock).run(NS, DOMAIN)
 
         expected = {(o["kind"], o["metadata"]["name"])
-                    for o in render.render(MailDomain.from_object(domain), [], {})} | {("Secret", f"{DOMAIN}-dkim")}
+                    for o in render.render(MailDomain.from_object(domain), [], {})} | {("Secret", f"{DOMAIN}-dkim"),
+                                                                             ("Secret", f"{DOMAIN}-srs")}
         found = children(store)
         assert set(found) == expected
         assert {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget",
@@ -63,7 +64,7 @@ class TestCreate:
                                "blockOwnerDeletion": True}], (kind, name)
             assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "correo"
         assert set(directory(store)) == {"alice@example.com", "bob@example.com"}
-        assert len(outcome.applied) == len(expected) - 1  # the DKIM Secret is created, not applied
+        assert len(outcome.applied) == len(expected) - 2  # the DKIM and SRS Secrets are created, not applied
 
     async def test_children_are_applied_by_the_correo_field_manager(self, store, kube, clock):
         setup_domain(store)

@@ -224,7 +224,7 @@ class TestPublishedRecords:
         assert after["data"] == before["data"]
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
         creates = [r for r in store.requests if r.verb == "create" and r.resource == "secrets"]
-        assert [r.name for r in creates] == [f"{DOMAIN}-dkim"]
+        assert [r.name for r in creates] == [f"{DOMAIN}-dkim", f"{DOMAIN}-srs"]  # the SRS key: also once
 
     async def test_endpoints_name_the_services_and_a_load_balancer_address(self, world, store):
         eps = domain(store)["status"]["endpoints"]

@@ -147,7 +147,7 @@ async def test_status_and_metrics(make_relay):
     code, text = await get(relay.ports["http"], "/status")
     status = json.loads(text)
     assert code == 200
-    assert set(status) == {"service", "ready", "time", "accepted", "rejected"}
+    assert set(status) == {"service", "ready", "time", "accepted", "rejected", "refused"}  # refused: by domain and reason
     assert (status["service"], status["ready"], status["accepted"], status["rejected"]) == ("relay", True, 1, 1)
     code, metrics = await get(relay.ports["http"], "/metrics")
     assert 'correo_relay_messages_accepted_total{listener="smtp"} 1' in metrics

@@ -5,7 +5,8 @@ The configuration is made by the operator's renderer: each MailDomain's
 ``render.directory_entries`` (the directory Secret); this module only moves
 listeners and paths onto this machine.  Several MailDomains run as one local
 stack: their domain entries are listed together (the servers are
-multi-domain), relay limits are the largest of them.
+multi-domain), relay limits are the largest of them; the relay's filter is
+the first MailDomain's (a managed rspamd is a local process, ``rspamd``).
 """
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from correo_server import config as cfgmod
 from correo_server import directory as dirmod
 
 from .. import loading, placement, render, secretdata
+from correo_server.srs import generate_key
+
 from . import keys
+from . import rspamd as localrspamd
 from .layout import Layout, read_json, write_atomic, write_json
 
 PUBLIC = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "managesieve", "autoconfig")
-INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http", "autoconfig_http")
+INTERNAL = ("queue_lmtp", "queue_http", "mailstore_lmtp", "mailstore_http", "relay_http", "autoconfig_http",
+            *localrspamd.PORTS)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
         max_recipients=max(c.relay.max_recipients for c in per_domain),
         rate_limit_messages=max(c.relay.rate_limit_messages for c in per_domain),
         rate_limit_period_seconds=min(c.relay.rate_limit_period_seconds for c in per_domain),
+        filter=localrspamd.localize(first.relay.filter, managed=localrspamd.wanted(loaded), ports=ports),
+        mailstore_http=_l("127.0.0.1", ports["mailstore_http"]), queue_http=_l("127.0.0.1", ports["queue_http"]),
     )
     queue = dataclasses.replace(
         first.queue,
@@ -145,7 +152,7 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
         domains=tuple(dom for c in per_domain for dom in c.domains),
         tls=cfgmod.TLSFiles() if tls else None,
         relay=relay, queue=queue, mailstore=mailstore, autoconfig=autoconfig, proxy=proxy,
-        log_format="console",
+        log_format="console", nameservers=tuple(options.dns),
     )
 
 
@@ -200,6 +207,14 @@ def write_keys(loaded: loading.Loaded, layout: Layout, cfg: cfgmod.ServerConfig)
     for dom in cfg.domains:
         if dom.dkim_key_file:
             public[dom.name] = keys.ensure_dkim_key(cfg.path(dom.dkim_key_file))
+        if dom.srs_key_file and not cfg.path(dom.srs_key_file).exists():  # made once: bounces stay valid
+            write_atomic(cfg.path(dom.srs_key_file), generate_key() + "\n", 0o600)
+    first = loaded.maildomains()[0] if loaded.maildomains() else None
+    ref = first.rspamd_password if first is not None and not first.managed_rspamd else None
+    secret = loaded.secrets.get((first.namespace, ref.name)) if ref is not None else None
+    value = secretdata.secret_value(secret.obj, ref.key) if secret is not None else None
+    if value is not None:
+        write_atomic(layout.config / "rspamd" / "password", value, 0o600)
     for d in loaded.maildomains():
         cred = d.smarthost_credentials
         secret = loaded.secrets.get((d.namespace, cred.name)) if cred else None
@@ -229,6 +244,8 @@ def write_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], 
     write_keys(loaded, layout, cfg)
     if cfg.mailstore.proxy_secret_file:
         keys.ensure_secret(cfg.path(cfg.mailstore.proxy_secret_file))
+    if localrspamd.wanted(loaded) and localrspamd.available():
+        localrspamd.write_config(layout, ports, tuple(options.dns))
     write_applied(loaded, layout)
     config_changed = write_atomic(layout.config / cfgmod.CONFIG_FILE, cfgmod.dump(cfg), 0o600)
     directory_changed = write_atomic(layout.config / cfgmod.DIRECTORY_FILE,

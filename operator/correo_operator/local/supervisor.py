@@ -5,6 +5,10 @@ all cleanly.
 Each service is ``correo serve <name> --config DIR --ports-file F``, the same
 command its pod runs.  A service counts as started when it has written its
 ports file (it is listening) and its ``/readyz`` answers.
+
+Helpers the services need (:class:`Aux`: a managed rspamd, ``local.rspamd``)
+are started first, each with its own command and readiness check, and are
+supervised the same way.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from correo_server import logs
 
@@ -66,6 +71,16 @@ def _ready(port: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Aux:
+    """A helper process started before the services (rspamd)."""
+
+    argv: list[str]
+    ready: Callable[[], bool]  # blocking; asked in a thread
+    timeout: float = 300.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Child:
     name: str
@@ -84,7 +99,14 @@ class Supervisor:
     out = sys.stdout
     children: dict[str, Child] = field(default_factory=dict)
     order: tuple[str, ...] = ORDER
+    aux: dict[str, Aux] = field(default_factory=dict)
     _watch: asyncio.Task | None = None
+
+    def add_aux(self, name: str, aux: Aux) -> None:
+        """A helper to start before the services (and supervise like them)."""
+        self.aux[name] = aux
+        if name not in self.order:
+            self.order = (name, *self.order)
 
     def command(self, name: str) -> list[str]:
         service, _, shard = name.partition("-")
@@ -128,20 +150,27 @@ class Supervisor:
         ports_file.unlink(missing_ok=True)
         child = self.children.setdefault(name, Child(name))
         env = {"MALLOC_ARENA_MAX": "2", **os.environ, "PYTHONUNBUFFERED": "1"}  # as the pods (render.py)
+        aux = self.aux.get(name)
+        if aux is not None:
+            env.update(aux.env)
+            timeout = max(timeout, aux.timeout)
         child.process = await asyncio.create_subprocess_exec(
-            *self.command(name), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            *(aux.argv if aux is not None else self.command(name)), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
             start_new_session=True,  # Ctrl-C reaches us, not them: we stop them in order
             preexec_fn=_die_with_parent(os.getpid()))
         child.started_at = time.monotonic()
         child.stopping = False
         child.pump = asyncio.create_task(self._pump(child))
         deadline = time.monotonic() + timeout
-        port = self.ports[http_port_name(name)]
+        port = self.ports[http_port_name(name)] if aux is None else 0
         while time.monotonic() < deadline:
             if child.process.returncode is not None:
                 raise RuntimeError(f"{name} exited with code {child.process.returncode} while starting "
                                    "(its log is above)")
-            if read_json(ports_file) is not None and await asyncio.to_thread(_ready, port):
+            if aux is not None:
+                if await asyncio.to_thread(aux.ready):
+                    return
+            elif read_json(ports_file) is not None and await asyncio.to_thread(_ready, port):
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s")

@@ -2,7 +2,8 @@
 this machine.
 
 ``up`` loads and validates the resources, writes the configuration folder
-(``stack``), starts relay, queue and mailstore (``supervisor``), prints the
+(``stack``), starts relay, queue and mailstore (``supervisor``; first a
+managed rspamd when the YAML asks for one, ``rspamd``), prints the
 endpoints and a "try it", then watches the YAML: a change to Mailboxes
 rewrites the directory, which the servers reload without restarting; a change
 to a MailDomain restarts the services.  ``apply`` does the same rewrite from
@@ -26,9 +27,12 @@ from correo_server.guard import is_loopback
 from correo_server.localstate import NotRunning
 
 from .. import loading, secretdata
+from correo_server import config as cfgmod
+
+from . import rspamd as localrspamd
 from . import stack
 from .layout import Layout, read_json, require_running, running_state, write_json
-from .supervisor import Supervisor, services
+from .supervisor import Aux, Supervisor, services
 
 log = logs.get("correo.up")
 
@@ -208,6 +212,9 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                     "remoteSmtpPort": options.remote_smtp_port},
     }
     sup = Supervisor(layout, ports, log_format=args.log_format, order=services(shards))
+    if localrspamd.wanted(loaded) and not localrspamd.available():
+        print(localrspamd.NOT_INSTALLED, file=sys.stderr, flush=True)
+    _sync_rspamd(sup, layout, ports)
     stop, hup = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -241,6 +248,8 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
             if restart and not stop.is_set() and _config_digest(layout) != running_config:
                 log.info("domain_changed_restarting_services")
                 running_config = _config_digest(layout)
+                if _sync_rspamd(sup, layout, ports):
+                    await sup.spawn("rspamd", timeout=sup.aux["rspamd"].timeout)
                 await sup.restart()
             current = read_json(layout.state_file) or state
             if current.get("services") != sup.pids():
@@ -252,6 +261,22 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         layout.state_file.unlink(missing_ok=True)
         print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
     return 0
+
+
+def _sync_rspamd(sup: Supervisor, layout: Layout, ports: dict[str, int]) -> bool:
+    """Give the supervisor the local rspamd when the written configuration
+    points the relay at it (True when it was not there before)."""
+    try:
+        flt = cfgmod.load(layout.config).relay.filter
+    except cfgmod.ConfigError:
+        return False
+    if "rspamd" in sup.aux or flt is None or flt.rspamd is None or flt.rspamd.url != localrspamd.url(ports):
+        return False
+    port = ports["rspamd"]
+    sup.add_aux("rspamd", Aux(localrspamd.command(layout), lambda: localrspamd.ready(port)))
+    print("correo up: starting rspamd (its first start compiles its rules: up to a minute)…",
+          file=sys.stderr, flush=True)
+    return True
 
 
 def _config_digest(layout: Layout) -> str:
@@ -352,6 +377,8 @@ def apply(args) -> int:
     loaded = _load(paths, command="apply")
     if loaded is None:
         return 1
+    if localrspamd.wanted(loaded) and not localrspamd.available():
+        print(localrspamd.NOT_INSTALLED, file=sys.stderr)
     old_paths = state.get("paths")
     result = apply_once(paths, layout, options, state["ports"], loaded)
     if [str(Path(p).resolve()) for p in paths] != old_paths:

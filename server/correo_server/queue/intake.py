@@ -117,12 +117,13 @@ class Intake:
 
     async def accept(self, sender: str, recipients: tuple[Rcpt, ...], data: bytes, *, smtputf8: bool = False,
                      body: str = "7BIT", msg_id: str | None = None, created_by: str = "", notice: str = "",
-                     about: str = "", schedule: bool = True, key: str = "") -> Message:
+                     about: str = "", schedule: bool = True, key: str = "", unverified: str = "") -> Message:
         """Spool a message durably and hand it to the runner.  Raises OSError
         (``SpoolFull`` when space is short) with nothing acknowledged.
         ``created_by``: for a notice, the domain of the message it is about;
         ``key``: the relay's message key (a message in the spool with the
-        same key is returned instead of spooling a second copy)."""
+        same key is returned instead of spooling a second copy);
+        ``unverified``: the relay's verdict that the sender failed SPF or DMARC."""
         if msg_id and self.state.get(msg_id) is not None:
             return self.state.messages[msg_id]  # written before a crash: not twice
         if key and (held := self.holding(key)) is not None:
@@ -132,7 +133,7 @@ class Intake:
         owner, mailbox = self.owner(sender, recipients, created_by)
         env = Envelope(id=msg_id or self.spool.new_id(now), sender=sender, recipients=recipients, arrival=now,
                        size=len(data), domain=owner, sender_mailbox=mailbox, smtputf8=smtputf8, body=body,
-                       notice=notice, about=about, key=key)
+                       notice=notice, about=about, key=key, unverified=unverified)
         await self.spool.store(env, data)
         msg = Message.fresh(env)
         self.state.add(msg)

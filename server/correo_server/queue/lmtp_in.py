@@ -14,6 +14,11 @@ reply a mail client expects:
   at least RFC 5321's 1000 octets): ``500 5.5.2``;
 - an unknown address of a hosted domain: ``550 5.1.1`` at RCPT.
 
+``XVERDICT`` (a private MAIL parameter, announced in the LHLO reply) says
+that the relay accepted the message although its sender failed SPF or DMARC
+(:mod:`correo_server.backscatter.verdict`); the envelope keeps it, and the
+queue then sends that sender no notice.
+
 Each of those is repeated once per recipient after DATA, as LMTP requires.
 
 One id per message: the relay names each message (its ``Received:`` header's
@@ -37,6 +42,7 @@ from .. import deliverykeys, logs
 from ..config import Listen
 from ..metrics import Registry
 from ..wire.replies import Reply
+from ..backscatter import verdict as verdictmod
 from ..wire.server import Listener, Transaction
 from .intake import Intake, Refusal, dedupe
 from .spool import Spool, SpoolFull
@@ -98,7 +104,8 @@ class Handler:
         try:
             msg = await self.intake.accept(txn.sender, dedupe(txn.notes), data, smtputf8=txn.smtputf8,
                                            body="8BITMIME" if txn.body == "8BITMIME" else "7BIT", msg_id=msg_id,
-                                           key=txn.params.get(deliverykeys.EXTENSION) or "")
+                                           key=txn.params.get(deliverykeys.EXTENSION) or "",
+                                           unverified=verdictmod.from_params(txn.params))
         except SpoolFull:
             self.metrics.inc("queue_rejected_total", reason="disk_full")
             return [FULL] * n
@@ -123,6 +130,6 @@ async def start_listener(listen: Listen, handler: Handler, *, hostname: str, max
     (its ``server`` is the asyncio server) is what the service stops."""
     listener = Listener(handler, hostname=hostname, max_bytes=max_message_bytes, max_line=max(max_line, 1001),
                         max_recipients=MAX_RECIPIENTS, timeout=timeout, ident="correo queue LMTP",
-                        extensions=(deliverykeys.EXTENSION,))
+                        extensions=(deliverykeys.EXTENSION, verdictmod.PARAM))
     await listener.start(listen.host, listen.port)
     return listener

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from ..backscatter.verdict import owes_notices
 from ..statusdoc import Bounce, LastError, rfc3339
 
 PENDING = "pending"
@@ -68,6 +69,7 @@ class Envelope:
     notice: str = ""  # "delayed" / "failed" when this message is a notice...
     about: str = ""  # ...about this queue id
     key: str = ""  # the relay's message key (XDELIVERY-KEY), if any: correo_server.deliverykeys
+    unverified: str = ""  # "spf"/"dmarc": the sender failed it; never sent a notice (backscatter.verdict)
 
     def to_json(self) -> dict:
         out = {
@@ -75,6 +77,7 @@ class Envelope:
             "domain": self.domain, "senderMailbox": self.sender_mailbox, "smtputf8": self.smtputf8,
             "body": self.body, "notice": self.notice, "about": self.about,
             "recipients": [r.to_json() for r in self.recipients],
+            **({"unverified": self.unverified} if self.unverified else {}),
         }
         if self.key:
             out["key"] = self.key
@@ -88,6 +91,7 @@ class Envelope:
             sender_mailbox=str(data.get("senderMailbox", "")), smtputf8=bool(data.get("smtputf8", False)),
             body=str(data.get("body", "7BIT")), notice=str(data.get("notice", "")),
             about=str(data.get("about", "")), key=str(data.get("key", "")),
+            about=str(data.get("about", "")), unverified=str(data.get("unverified", "")),
             recipients=tuple(Rcpt.from_json(r) for r in data["recipients"]),
         )
 
@@ -373,8 +377,9 @@ class QueueState:
                 r.next_attempt = float(ev["next"])
             elif r.state in FINAL:
                 r.final_time = float(ev["t"])
-                # No notice is owed for the null sender (no loops).
-                r.notified = r.state == DELIVERED or not msg.env.sender
+                # No notice is owed for the null sender (no loops), nor to a
+                # sender that failed SPF or DMARC (no backscatter).
+                r.notified = r.state == DELIVERED or not owes_notices(msg.env.sender, msg.env.unverified)
         elif kind == "notice":
             if ev["kind"] == "delayed":
                 msg.delayed_notified = True

@@ -389,6 +389,10 @@ class Runner:
             log_fn = log.info if out.state != BOUNCED else log.warning
             log_fn(out.state, queue_id=msg.id, rcpt=r.rcpt.address, server=res.server, reply=out.reason,
                    **({"next_attempt": rfc3339(out.next_attempt)} if out.state == DEFERRED else {}))
+            if out.state == BOUNCED and msg.env.unverified and msg.env.sender:  # no backscatter
+                self.metrics.inc("queue_notices_suppressed_total", reason=msg.env.unverified)
+                log.warning("notice_suppressed", queue_id=msg.id, sender=msg.env.sender, rcpt=r.rcpt.address,
+                            reason=f"the sender failed {msg.env.unverified.upper()}: no failure notice to it")
         try:
             await self.commit(events)
         finally:

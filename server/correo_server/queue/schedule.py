@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..backscatter.verdict import owes_notices
 from ..config import RetryPolicy, ServerConfig
 from .ownership import owner_of
 from .records import BOUNCED, DEFERRED, DELIVERED, PENDING, Envelope, Message
@@ -105,7 +106,7 @@ def _unreported(msg: Message) -> list[int]:
 
 
 def _delayed_owed(policy: RetryPolicy, msg: Message) -> bool:
-    return bool(msg.env.sender) and not msg.delayed_notified and bool(_open(msg))
+    return owes_notices(msg.env.sender, msg.env.unverified) and not msg.delayed_notified and bool(_open(msg))
 
 
 def due_now(policy: RetryPolicy, msg: Message, now: float) -> Due:

@@ -128,6 +128,8 @@ def register_metrics(metrics: Registry, state: QueueState, clock: Clock, cfg: Se
     metrics.counter("queue_attempts_total", "Delivery attempts by destination and result",
                     labels=("destination", "result"))
     metrics.counter("queue_notices_total", "Delivery status notifications queued, by kind", labels=("kind",))
+    metrics.counter("queue_notices_suppressed_total", "Failure notices not sent because the sender failed SPF or "
+                    "DMARC (no backscatter), by reason", labels=("reason",))
     metrics.counter("queue_enqueued_total", "Messages accepted into the queue", labels=())
     metrics.counter("queue_rejected_total", "Messages or recipients refused at the LMTP door, by reason",
                     labels=("reason",))

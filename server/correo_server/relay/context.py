@@ -4,7 +4,8 @@ handed to every :class:`~.smtp.RelaySMTP` session.
 It holds the configuration, the reloading directory, the limits that span
 connections (connection gate, login throttle, rate limiter), the queue
 client, the DKIM signer, the port-25 defences (:mod:`correo_server.defences`;
-None when none are configured), the metrics and the figures ``/status`` reports.
+None when none are configured), the recipient checks and refusal counts of
+:mod:`correo_server.backscatter`, the metrics and the figures ``/status`` reports.
 Nothing here does I/O; tests can build one directly.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from ..backscatter.relay import Backscatter
 from ..config import ServerConfig
 from ..defences import Defences
 from ..directory import Directory
@@ -73,6 +75,7 @@ class RelayContext:
     limiter: RateLimiter | None = None
     signer: DkimSigner | None = None
     defences: Defences | None = None
+    backscatter: Backscatter | None = None
     accepted: int = 0
     rejected: int = 0
     queue_ready: bool = False

@@ -178,22 +178,25 @@ class QueueClient:
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes | list[bytes], *,
                       smtputf8: bool = False, body: str | None = None, ident: str | None = None,
-                      key: str | None = None) -> Outcome:
+                      key: str | None = None, params: tuple[str, ...] = ()) -> Outcome:
         """Run one LMTP transaction for the message ``data`` (bytes, or pieces
         each starting at a line start, to spare a copy of a large message).
         ``key``: the message key (:mod:`correo_server.deliverykeys`), sent
-        when the queue offers ``XDELIVERY-KEY``.  Raises :class:`HandoffError`
-        when the queue cannot be asked; otherwise returns what it said."""
+        when the queue offers ``XDELIVERY-KEY``.  ``params``: further MAIL
+        parameters (``XVERDICT=spf``), each sent when the queue announces its
+        keyword.  Raises :class:`HandoffError` when the queue cannot be asked;
+        otherwise returns what it said."""
         pieces = [data] if isinstance(data, bytes) else data
         payload = data_lines(pieces)
         size = sum(len(p) for p in pieces)
         for _attempt in range(3):
             conn, pooled = await self._acquire()
-            params = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
+            keyed = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
+            offered = tuple(p for p in params if p.partition("=")[0].upper() in conn.extensions)
             try:
                 outcome = await conn.transaction(sender, recipients, payload, size=size, smtputf8=smtputf8,
                                                  body8=body == "8BITMIME", ident=ident, all_or_nothing=True,
-                                                 mail_params=params)
+                                                 mail_params=keyed + offered)
             except Failure as exc:
                 conn.abort()
                 if pooled and not conn.payload_sent and exc.kind == "unreachable":

@@ -10,9 +10,9 @@ port: ``/status`` per :class:`~correo_server.statusdoc.RelayStatus`,
 LHLO or NOOP on the last check (every ``ready_interval`` seconds).
 
 The port-25 defences (:mod:`correo_server.defences`: SPF, DKIM, DMARC, the
-own-domain rule, DNSBL, rspamd) run when a
-:class:`~correo_server.defences.Defences` is given; their settings are not
-in ``correo.yaml`` yet.
+own-domain rule, DNSBL, rspamd, SRS bounce addresses) are built from
+``relay.filter`` (:func:`correo_server.defences.build`) unless a
+:class:`~correo_server.defences.Defences` is given.
 
 Stopping closes the listeners, lets a session that is inside DATA finish its
 hand-off for up to ``grace`` seconds, then says ``421`` to the rest and closes
@@ -26,6 +26,8 @@ from typing import Callable
 
 from .. import logs
 from ..config import Listen, ServerConfig
+from .. import defences as defencesmod
+from ..backscatter.relay import Backscatter
 from ..defences import Defences
 from ..directory import ReloadLog, watch_directory
 from ..sideport import SidePort
@@ -56,9 +58,13 @@ class RelayService:
                 config_dir, config,
                 on_error=lambda exc: log.warning("directory_reload_failed", error=str(exc)),
                 on_reload=ReloadLog(log))
+        if defences is None:
+            defences = defencesmod.build(config)
         self.context = RelayContext(config=config, directory=directory, queue=queue, tls=self.tls,
                                     clock=clock or time.time, defences=defences)
         self.context.metrics.watch_tls(self.tls)
+        self.context.backscatter = Backscatter.from_config(config, clock=self.context.clock,
+                                                           metrics=self.context.metrics)
         self.sideport = SidePort(config.relay.http, "relay", metrics=self.context.metrics,
                                  status=self.status, ready=self.ready)
         self._servers: dict[str, asyncio.AbstractServer] = {}
@@ -68,8 +74,11 @@ class RelayService:
     # -- what the side port reports -------------------------------------------
     def status(self) -> RelayStatus:
         ctx = self.context
-        return RelayStatus(service="relay", ready=ctx.queue_ready, time=rfc3339(ctx.clock()),
-                           accepted=ctx.accepted, rejected=ctx.rejected)
+        doc = RelayStatus(service="relay", ready=ctx.queue_ready, time=rfc3339(ctx.clock()),
+                          accepted=ctx.accepted, rejected=ctx.rejected)
+        if ctx.backscatter is not None:
+            doc["refused"] = ctx.backscatter.status()
+        return doc
 
     def ready(self) -> bool:
         return self.context.queue_ready
@@ -117,6 +126,8 @@ class RelayService:
             raise
         await self.check_queue()
         self._ready_task = asyncio.create_task(self._ready_loop())
+        if self.context.backscatter is not None:
+            self.context.backscatter.start()
         log.info("relay_started", ports=self.ports, queue=str(relay.queue), tls=self.tls is not None)
         return dict(self.ports)
 
@@ -149,5 +160,7 @@ class RelayService:
         self._servers.clear()
         await self.sideport.stop()
         await self.context.queue.close()
+        if self.context.backscatter is not None:
+            await self.context.backscatter.close()
         if self.context.defences is not None:
             await self.context.defences.close()

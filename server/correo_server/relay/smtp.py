@@ -43,7 +43,15 @@ stage that can decide, when the context has them:
 * at the end of DATA, before the hand-off: DKIM, DMARC (``p=reject`` →
   ``550 5.7.1``), the own-domain rule, then rspamd; the message goes to the
   queue with one ``Authentication-Results:`` and the ``X-Spam-*`` fields on
-  top, forged ones removed.
+  top, forged ones removed, and with ``XVERDICT`` when its sender failed SPF
+  or DMARC (:mod:`correo_server.backscatter.verdict`: no notice to it, ever).
+
+On every listener, against backscatter (:mod:`correo_server.backscatter`):
+at ``RCPT TO`` an address that forwards to a suspended or unknown mailbox,
+or whose mailbox is full (``452 4.2.2``) or too small for the announced
+SIZE (``552 5.2.2``), is refused; at the end of DATA a message larger than
+a recipient's room left (``552 5.2.2``).  Every refusal with a reason of
+:mod:`correo_server.refusalreport` is counted for the domain's status.
 
 Every reply goes through :meth:`RelaySMTP.push`, which adds an enhanced
 status code where one is missing (:func:`~correo_server.wire.replies.with_status`).
@@ -64,6 +72,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
 
 from .. import deliverykeys, logs
+from ..backscatter import verdict as verdictmod
 from ..defences import ConnectionDefences
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain, wait_hint
@@ -335,9 +344,16 @@ class RelaySMTP(SMTP):
         self._greeted = True
         await SMTP.push(self, text)
 
-    async def _refuse(self, reply: Reply) -> None:
+    async def _refuse(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
         self.ctx.count_rejection(reply.reason)
+        self._note_refusal(reply, sender=sender, recipient=recipient)
         await self.push(str(reply))
+
+    def _note_refusal(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
+        if self.ctx.backscatter is not None:
+            self.ctx.backscatter.refusals.record(
+                reply, sender=self.envelope.mail_from or "" if sender is None else sender, recipient=recipient,
+                client=self.peer_ip)
 
     def _close(self) -> None:
         if self.transport is not None:
@@ -685,7 +701,7 @@ class RelaySMTP(SMTP):
             if refusal:
                 self.log.info("sender_refused", sender=sender.address if sender else "", reason=refusal.reason,
                               reply=str(refusal))
-                await self._refuse(refusal)
+                await self._refuse(refusal, sender=sender.address if sender else "")
                 return
         self.envelope.mail_from = sender.address if sender else ""
         self.envelope.smtp_utf8 = options.smtputf8
@@ -730,7 +746,7 @@ class RelaySMTP(SMTP):
             if outcome.reply is not None:
                 self.log.info("recipient_refused", recipient=rcpt.address, reason=outcome.reply.reason,
                               reply=str(outcome.reply))
-                await self._refuse(outcome.reply)
+                await self._refuse(outcome.reply, recipient=rcpt.address)
                 return
             if outcome.srs:  # a bounce to a sender we forwarded for: it goes back to them
                 self.log.info("srs_bounce", recipient=rcpt.address, to=outcome.recipient)
@@ -742,8 +758,16 @@ class RelaySMTP(SMTP):
                                   self.ctx.directory.get())
         if refusal:
             self.log.info("recipient_refused", recipient=rcpt.address, reason=refusal.reason)
-            await self._refuse(refusal)
+            await self._refuse(refusal, recipient=rcpt.address)
             return
+        if self.ctx.backscatter is not None:  # forwards to broken mailboxes, quota
+            found = self.ctx.backscatter.checks.at_rcpt(self.ctx.directory.get(), rcpt.address,
+                                                        self.session.mail_options.size if self.session.mail_options
+                                                        else None)
+            if found is not None:
+                self.log.info("recipient_refused", recipient=rcpt.address, reason=found[0].reason, target=found[1])
+                await self._refuse(found[0], recipient=rcpt.address)
+                return
         address = rcpt.address
         if address.lower() not in (r.lower() for r in self.envelope.rcpt_tos):
             self.envelope.rcpt_tos.append(address)
@@ -806,6 +830,8 @@ class RelaySMTP(SMTP):
                 content = reader.content()
                 key = deliverykeys.message_key(self.envelope.mail_from or "", self.envelope.rcpt_tos, content)
                 checked = await self._defend(content) if self.defences is not None else content
+                if not isinstance(checked, Reply) and self.ctx.backscatter is not None:  # room left
+                    checked = self._room_check(checked) or checked
                 reply = checked if isinstance(checked, Reply) else await self._accept(checked, key)
             except Exception as exc:  # a bug must not leave the transaction half-open
                 self.log.error("accept_failed", error=type(exc).__name__, exc_info=exc)
@@ -830,12 +856,24 @@ class RelaySMTP(SMTP):
         self.ctx.count_verdicts(outcome.verdicts())
         if outcome.reply is not None:
             self.ctx.count_rejection(outcome.reply.reason)
+            self._note_refusal(outcome.reply, recipient=envelope.rcpt_tos[0] if envelope.rcpt_tos else "")
             self.log.info("message_refused", reason=outcome.reply.reason, reply=str(outcome.reply),
                           sender=envelope.mail_from)
             return outcome.reply
+        envelope.unverified = outcome.unverified  # goes to the queue: no notice for this sender
         if outcome.junk:
             self.log.info("message_for_junk", reasons=list(outcome.reasons), sender=envelope.mail_from)
         return outcome.message
+
+    def _room_check(self, content: bytes) -> Reply | None:
+        """A message larger than the room left in a recipient's mailbox: refused now, not bounced later."""
+        envelope = self.envelope
+        refusal = self.ctx.backscatter.checks.at_data(self.ctx.directory.get(), list(envelope.rcpt_tos), len(content))
+        if refusal is not None:
+            self.ctx.count_rejection(refusal.reason)
+            self._note_refusal(refusal, recipient=envelope.rcpt_tos[0] if envelope.rcpt_tos else "")
+            self.log.info("message_refused", reason=refusal.reason, reply=str(refusal), sender=envelope.mail_from)
+        return refusal
 
     async def _accept(self, content: bytes, key: str | None = None) -> Reply:
         """Stamp, sign and hand over one message; the reply for the client.
@@ -860,7 +898,8 @@ class RelaySMTP(SMTP):
             outcome = await self.ctx.queue.deliver(envelope.mail_from, list(envelope.rcpt_tos), pieces,
                                                    smtputf8=envelope.smtp_utf8,
                                                    body=options.body if options else None, ident=relay_id,
-                                                   key=key)
+                                                   key=key,
+                                                   params=verdictmod.mail_params(getattr(envelope, "unverified", "")))
         except HandoffError as exc:
             outcome = exc
             self.ctx.queue_ready = False

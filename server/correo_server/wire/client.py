@@ -343,7 +343,7 @@ class Connection:
         the server offers it (Postfix's extension; it logs the id).
         ``mail_params`` go on the MAIL command, ``rcpt_params`` (one per
         recipient, "" for none) on each RCPT: the caller checks that the
-        server offers them (correo's ``XDELIVERY-KEY``)."""
+        server offers them (correo's ``XDELIVERY-KEY``, ``XVERDICT``, ``XOWNER``)."""
         n = len(recipients)
         self.payload_sent = False
         ext = self.extensions

@@ -280,6 +280,24 @@ def dns_records(domain: MailDomain, dkim_public_key: str | None, autoconfig_addr
     return records + client_records(domain, autoconfig_address)
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def incoming(domain: MailDomain, queue: Mapping[str, Any] | None) -> dict:
+    """What the relays refused for this domain (the queue adds their reports
+    up: ``refusals`` in its status, ``correo_server.refusalreport``)."""
+    found = ((queue or {}).get("refusals") or {}).get(domain.domain) or {}
+    out: dict[str, Any] = {"refused": int(found.get("refused") or 0),
+                           "refusedByReason": {_camel(k): int(v) for k, v in sorted((found.get("byReason") or {}).items())}}
+    last = found.get("last")
+    if last:
+        out["lastRefusal"] = {k: (_camel(last[k]) if k == "reason" else last[k])
+                              for k in ("time", "reason", "reply", "sender", "recipient", "client") if last.get(k)}
+    return out
+
+
 def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Observed, now: datetime) -> dict:
     """The whole ``status`` of a MailDomain."""
     previous = domain.status.get("conditions")
@@ -315,6 +333,7 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
             "lastBounces": [{k: b[k] for k in ("sender", "recipient", "reason", "time") if k in b}
                             for b in (figures.get("lastBounces") or [])[:10]],
         },
+        "incoming": incoming(domain, observed.queue),
         "dnsRecords": dns_records(domain, observed.dkim_public_key, observed.autoconfig_address),
     }
     if observed.mailstore_shards:
@@ -409,7 +428,7 @@ def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Obs
         b = sender["lastBounce"]
         delivery["lastBounce"] = {k: b[k] for k in ("recipient", "reason", "time") if k in b}
     found = ((observed.mailstore or {}).get("mailboxes") or {}).get(address) or {}
-    incoming: dict[str, Any] = {"refused": int(found.get("refused") or 0)}
+    incoming: dict[str, Any] = {"refused": int(found.get("refused") or 0), "junk": int(found.get("junk") or 0)}
     if found.get("lastRefusal"):
         incoming["lastRefusal"] = {k: found["lastRefusal"][k] for k in ("time", "reason") if k in found["lastRefusal"]}
     status: dict[str, Any] = {

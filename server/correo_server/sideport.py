@@ -29,9 +29,11 @@ async def _call(fn):
 
 class SidePort:
     def __init__(self, listen: Listen, service: str, *, metrics: Registry,
-                 status: StatusFn, ready: ReadyFn = lambda: True) -> None:
+                 status: StatusFn, ready: ReadyFn = lambda: True,
+                 routes: tuple[tuple[str, str, Callable], ...] = ()) -> None:
         self.listen = listen
         self.service = service
+        self.routes = routes  # more (method, path, handler): a service's own endpoints
         self.metrics = metrics
         self._status = status
         self._ready = ready
@@ -44,6 +46,8 @@ class SidePort:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status_handler)
+        for method, path, handler in self.routes:
+            app.router.add_route(method, path, handler)
         return app
 
     async def _healthz(self, _request: web.Request) -> web.Response:

@@ -67,6 +67,9 @@ class QueueStatus(TypedDict):
     domains: dict[str, QueueFigures]
     # Figures per hosted sending mailbox (canonical address).
     senders: dict[str, SenderFigures]
+    # What the relays refused, per hosted domain (correo_server.refusalreport):
+    # {"refused": n, "byReason": {"spf": n, ...}, "last": {...}}, cumulative.
+    refusals: NotRequired[dict]
 
 
 class Refusal(TypedDict):
@@ -88,6 +91,9 @@ class MailboxUsage(TypedDict):
     # The mail rules in force and their errors (mailstore.rules.report.mailbox_rules):
     # adminScript, userScript, autoReply, errors, lastError {time, script, message}
     rules: NotRequired[dict]
+    # Messages delivered into the Junk folder (spam filter, DMARC quarantine)
+    # since the mailstore started.
+    junk: NotRequired[int]
 
 
 class MailstoreStatus(TypedDict):

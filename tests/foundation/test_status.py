@@ -149,8 +149,8 @@ def test_mailbox_usage_quota_and_delivery():
     assert (q["status"], q["reason"]) == ("True", "QuotaExceeded")
     assert s["delivery"]["bounced"] == 2 and s["delivery"]["lastBounce"]["reason"] == "550 5.1.1 unknown"
     assert s["delivery"]["lastDelivery"] == "2026-11-27T11:00:00Z"
-    assert s["incoming"] == {"refused": 3, "lastRefusal": {"time": "2026-11-27T11:30:00Z",
-                                                           "reason": "552 5.2.2 <alice@example.com>: mailbox is full"}}
+    assert s["incoming"] == {"refused": 3, "junk": 0, "lastRefusal": {
+        "time": "2026-11-27T11:30:00Z", "reason": "552 5.2.2 <alice@example.com>: mailbox is full"}}
 
 
 def test_status_documents_match_the_crd_status_schemas():

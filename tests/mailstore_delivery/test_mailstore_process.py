@@ -63,7 +63,7 @@ class TestServeCommand:
             assert alice["messages"] == 1 and alice["bytes"] > len(message)
             assert alice["quotaBytes"] == 10 * 1024 * 1024 and alice["lastDelivery"].endswith("Z")
             assert doc["mailboxes"][CAROL] == {"messages": 0, "bytes": 0, "quotaBytes": 1 << 30,
-                                               "lastDelivery": None, "refused": 0, "lastRefusal": None}
+                                               "lastDelivery": None, "refused": 0, "lastRefusal": None, "junk": 0}
 
             status, metrics = http_get(server.ports["http"], "/metrics")
             text = metrics.decode()

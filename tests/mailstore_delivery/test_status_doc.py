@@ -17,9 +17,9 @@ def test_every_mailbox_listed_with_usage_and_quota():
         "service": "mailstore", "ready": True, "time": "2025-11-27T05:47:10Z",
         "mailboxes": {
             "alice@example.com": {"messages": 2, "bytes": 300, "quotaBytes": 5000,
-                                  "lastDelivery": "2025-11-27T05:47:02Z", "refused": 0, "lastRefusal": None},
+                                  "lastDelivery": "2025-11-27T05:47:02Z", "refused": 0, "lastRefusal": None, "junk": 0},
             "bob@example.com": {"messages": 0, "bytes": 0, "quotaBytes": 0, "lastDelivery": None,
-                                "refused": 0, "lastRefusal": None},
+                                "refused": 0, "lastRefusal": None, "junk": 0},
         },
     }
 

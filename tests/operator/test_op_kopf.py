@@ -138,7 +138,7 @@ class TestMailDomainHandlers:
         annotations = d["metadata"]["annotations"]
         assert annotations and all(k.startswith("correo.dev/") for k in annotations), annotations
         assert set(d["status"]) <= {"observedGeneration", "conditions", "mailboxes", "queue", "dnsRecords",
-                                    "endpoints"}, "nothing kopf-internal in status"
+                                    "endpoints", "incoming"}, "nothing kopf-internal in status"
         assert set(cluster.directory()) == {"alice@example.com", "bob@example.com"}
         # kopf added nothing to the Mailboxes: no finalizer, no annotation.
         for name in ("alice", "bob"):

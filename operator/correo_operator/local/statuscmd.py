@@ -167,14 +167,16 @@ def table(items: list[dict]) -> str:
         for c in o["status"]["conditions"]:
             if c["status"] != "True" or c["reason"] == "Retrying":  # retrying: no alarm yet, but say why
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
+        out += refusal_lines(o)
     out.append("")
-    rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "DEFERRED", "BOUNCED", "REASON"]]
+    rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "JUNK", "DEFERRED", "BOUNCED",
+             "REASON"]]
     for o in boxes:
         u, dl = o["status"].get("usage", {}), o["status"].get("delivery", {})
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["address"],
                      _cond(o, "Ready").get("status", "?"), u.get("used", "0"), u.get("quota", "?"),
-                     str(u.get("messages", 0)), figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)),
-                     mailbox_reason(o)])
+                     str(u.get("messages", 0)), str(o["status"].get("incoming", {}).get("junk", 0)),
+                     figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)), mailbox_reason(o)])
     out += fmt(rows)
     for o in boxes:
         address = o["spec"]["address"]
@@ -217,6 +219,22 @@ def _read_objects(path: str) -> list[dict]:
         if isinstance(doc, dict):
             objects += doc.get("items") or [] if doc.get("kind", "").endswith("List") else [doc]
     return [o for o in objects if isinstance(o, dict) and o.get("kind") == "MailDomain"]
+
+
+def refusal_lines(domain: dict) -> list[str]:
+    """What the relay refused for a MailDomain: by reason, and the last one."""
+    inc = domain["status"].get("incoming") or {}
+    if not inc.get("refused"):
+        return []
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(inc.get("refusedByReason", {}).items(), key=lambda kv: -kv[1]))
+    lines = [f"  {domain['metadata']['name']}: refused {inc['refused']} on arrival ({reasons})"]
+    last = inc.get("lastRefusal")
+    if last:
+        who = " ".join(x for x in (f"from <{last['sender']}>" if last.get("sender") else "",
+                                   f"to <{last['recipient']}>" if last.get("recipient") else "",
+                                   f"client {last['client']}" if last.get("client") else "") if x)
+        lines.append(f"    last: {last.get('reason')} {who}: {last.get('reply', '')}")
+    return lines
 
 
 def main(args) -> int:

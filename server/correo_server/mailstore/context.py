@@ -15,6 +15,7 @@ from ..guard import ConnectionGate, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
 from ..tlsfiles import ServerTLS
+from .junk import JunkLog
 from .refusals import RefusalLog
 
 if TYPE_CHECKING:  # the store is defined in .store
@@ -38,3 +39,4 @@ class MailstoreContext:
     refusals: RefusalLog = field(default_factory=RefusalLog)  # mail refused per mailbox (LMTP → /status)
     proxy: Any = None  # ..proxyauth.ProxyCredential: logins of correo serve proxy (None: none)
     rules: Any = None  # .rules.delivery.DeliveryRules: Sieve and auto-replies at delivery (None: every message to INBOX)
+    junk: JunkLog = field(default_factory=JunkLog)  # mail delivered into Junk per mailbox (LMTP → /status)

@@ -32,6 +32,10 @@ delivery skips the quota check before the write (the first copy counts
 towards the usage now): the store decides under the mailbox lock, after
 looking the key up.
 
+Mail the relay marked as junk (``X-Spam-Flag: YES``: rspamd's ``add
+header``, DMARC ``quarantine``) goes into the mailbox's ``Junk`` folder
+instead of INBOX, and is counted for its ``/status`` entry (:mod:`.junk`).
+
 The message is stored byte for byte: bytes, no charset decoding, only the
 SMTP transparency dot removed, no line-length limit (long lines and 8-bit
 or binary bodies pass unchanged).  Two trace headers are prepended:
@@ -53,6 +57,7 @@ from .. import deliverykeys, faults, logs
 from ..config import Listen
 from ..wire.replies import Reply
 from ..wire.server import Listener, Transaction
+from . import junk as junkmod
 from . import lmtp_policy as policy
 from . import maildir
 from . import store as storemod
@@ -75,6 +80,7 @@ def register_metrics(metrics) -> None:
     metrics.counter("mailstore_lmtp_sessions_total", "LMTP connections")
     metrics.counter("mailstore_repeated_deliveries_total",
                     "LMTP deliveries answered 250 without storing: their key was already delivered")
+    metrics.counter("mailstore_junk_deliveries_total", "Messages delivered into Junk (spam filter, DMARC quarantine)")
 
 
 class Deliveries:
@@ -90,28 +96,32 @@ class Deliveries:
         # a writer runs for each mailbox: (message, its delivery keys, its future)
         self._pending: dict[str, list[tuple[bytes, tuple[str, ...], asyncio.Future]]] = {}
 
-    def deliver(self, address: str, message: bytes, keys: tuple[str, ...] = ()) -> "asyncio.Future[int | Exception]":
-        """The message's UID in the mailbox's INBOX once it is on disk, or
-        what refused it (QuotaExceeded, DiskFull, OSError).  ``keys``: the
-        delivery's idempotency keys; a repeat gets the first copy's UID as
-        :class:`~.store.AlreadyDelivered`."""
+    def deliver(self, address: str, message: bytes, keys: tuple[str, ...] = (),
+                folder: str = "INBOX") -> "asyncio.Future[int | Exception]":
+        """The message's UID in the mailbox's ``folder`` (INBOX, or Junk)
+        once it is on disk, or what refused it (QuotaExceeded, DiskFull,
+        OSError).  ``keys``: the delivery's idempotency keys; a repeat gets
+        the first copy's UID as :class:`~.store.AlreadyDelivered`."""
         fut = asyncio.get_running_loop().create_future()
-        key = address.lower()
+        key = address.lower() if folder == "INBOX" else f"{address.lower()}\0{folder}"
         batch = self._pending.get(key)
         if batch is None:
             batch = self._pending[key] = []
-            asyncio.ensure_future(self._writer(key, address))
+            asyncio.ensure_future(self._writer(key, address, folder))
         batch.append((message, keys, fut))
         return fut
 
-    async def _writer(self, key: str, address: str) -> None:
+    async def _writer(self, key: str, address: str, name: str = "INBOX") -> None:
         await asyncio.sleep(0)  # what else this turn delivers here joins the batch
         try:
             while batch := self._pending.get(key):
                 self._pending[key] = []
                 try:
                     mbox = await self.store.mailbox(address)
-                    folder = await mbox.folder("INBOX")
+                    try:
+                        folder = await mbox.folder(name)
+                    except storemod.NoSuchFolder:  # Junk, deleted by its owner: made again
+                        folder = await mbox.create(name)
                     keys = [k for _, k, _ in batch]
                     results: list = await folder.append_many([m for m, _, _ in batch], delivery=True,
                                                              keys=keys if any(keys) else None)
@@ -218,15 +228,19 @@ class DeliveryHandler:
             self._note_refusal(entry, refusal)
             return refusal
         assert entry is not None
+        folder = junkmod.folder_for(content)
         rules = self.ctx.rules  # mail rules (Sieve, auto-reply, subaddress folders): .rules.delivery
         if rules is not None and rules.wanted(entry, rcpt):
-            result = await rules.deliver(sender, rcpt, entry, message, txn.ident or None, keys=keys)
+            # The rules count what they file into Junk themselves (their keep of junk goes there).
+            result = await rules.deliver(sender, rcpt, entry, message, txn.ident or None, keys=keys,
+                                         junk=folder == junkmod.JUNK)
+            folder = "rules"
             if isinstance(result, Reply):  # refused, or nothing kept (discarded, redirected)
                 log.info("lmtp_rules_replied", rcpt=rcpt, mailbox=entry.address, reply=str(result),
                          queue_id=txn.ident or None)
                 return result
         else:
-            result = await self.deliveries.deliver(entry.address, message, keys)
+            result = await self.deliveries.deliver(entry.address, message, keys, folder)
         if isinstance(result, storemod.AlreadyDelivered):
             self.ctx.metrics.inc("mailstore_repeated_deliveries_total")
             log.info("lmtp_already_delivered", rcpt=rcpt, mailbox=entry.address, uid=int(result),
@@ -234,8 +248,11 @@ class DeliveryHandler:
             return policy.stored(rcpt, int(result))
         if isinstance(result, int):
             self.ctx.metrics.inc("mailstore_delivered_bytes_total", len(message))
+            if folder == junkmod.JUNK:
+                self.ctx.junk.record(entry.address)
+                self.ctx.metrics.inc("mailstore_junk_deliveries_total")
             log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=result, size=len(message),
-                     queue_id=txn.ident or None)
+                     queue_id=txn.ident or None, **({"folder": folder} if folder not in ("INBOX", "rules") else {}))
             return policy.stored(rcpt, result)
         if isinstance(result, storemod.QuotaExceeded):  # other deliveries took the room since the check above
             reply = policy.over_quota_reply(rcpt, cfg.over_quota, used_bytes=result.usage, quota_bytes=result.quota)

@@ -33,7 +33,10 @@ import asyncio
 import os
 import time
 
+from aiohttp import web
+
 from .. import logs
+from ..backscatter import quota
 from ..config import ServerConfig
 from ..directory import ReloadLog, watch_directory
 from ..guard import ConnectionGate, LoginThrottle
@@ -124,7 +127,8 @@ class MailstoreService:
             if m.managesieve_enabled:
                 self._servers["managesieve"] = await sieveserver.serve_managesieve(ctx, m.managesieve)
             self._sideport = SidePort(m.http, "mailstore", metrics=ctx.metrics,
-                                      status=self.status_document, ready=self.ready)
+                                      status=self.status_document, ready=self.ready,
+                                      routes=(("GET", "/quota", self.quota_document),))
             http_port = await self._sideport.start()
         except BaseException:
             await self.stop()
@@ -225,7 +229,7 @@ class MailstoreService:
         usage = await self._refresh_usage()
         now = time.time()
         return status.build(self._own_entries(), usage, ready=await self.ready(), now=now,
-                            refusals=self.ctx.refusals, rules=await self._rules_status())
+                            refusals=self.ctx.refusals, rules=await self._rules_status(), junk=self.ctx.junk)
 
     async def _rules_status(self) -> dict[str, dict]:
         """Each mailbox's mail rules (:func:`.rules.report.mailbox_rules`), for its status."""
@@ -242,6 +246,23 @@ class MailstoreService:
             if doc is not None:
                 out[entry.address.lower()] = doc
         return out
+
+    async def quota_document(self, request) -> "web.Response":
+        """``GET /quota?below=N``: the mailboxes with less room than N octets,
+        which the relay reads to refuse at RCPT (:mod:`..backscatter.quota`)."""
+        assert self.ctx is not None
+        try:
+            below = int(request.query.get("below", "0"))
+        except ValueError:
+            return web.json_response({"error": "below must be a number of octets"}, status=400)
+        store = self.ctx.store
+
+        async def used(address: str) -> int:
+            try:
+                return (await store.usage(address)).bytes
+            except Exception:  # noqa: BLE001 - an unreadable mailbox is not listed (the relay then does not refuse)
+                return 0
+        return web.json_response(await quota.room_document(self._own_entries(), used, below))
 
     def _register_metrics(self, metrics: Registry) -> None:
         lmtp.register_metrics(metrics)

@@ -14,6 +14,7 @@ from typing import Mapping
 
 from ..directory import Directory
 from ..statusdoc import MailboxUsage, MailstoreStatus, Refusal, rfc3339
+from .junk import JunkLog
 from .refusals import RefusalLog
 
 
@@ -25,7 +26,8 @@ class Usage:
 
 
 def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now: float,
-          refusals: RefusalLog | None = None, rules: Mapping[str, dict] | None = None) -> MailstoreStatus:
+          refusals: RefusalLog | None = None, rules: Mapping[str, dict] | None = None,
+          junk: JunkLog | None = None) -> MailstoreStatus:
     """``usage`` by canonical mailbox address; mailboxes missing from it are empty.
     ``rules``: each mailbox's mail rules (:func:`.rules.report.mailbox_rules`)."""
     mailboxes: dict[str, MailboxUsage] = {}
@@ -41,6 +43,7 @@ def build(directory: Directory, usage: Mapping[str, Usage], *, ready: bool, now:
             refused=r.count,
             lastRefusal=Refusal(time=rfc3339(r.last_time), reason=r.last_reason or "")
             if r.last_time is not None else None,
+            junk=junk.get(entry.address) if junk is not None else 0,
         )
         if rules and entry.address.lower() in rules:
             mailboxes[entry.address.lower()]["rules"] = rules[entry.address.lower()]

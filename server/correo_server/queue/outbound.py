@@ -25,6 +25,12 @@ Three kinds of next hop (a :class:`Route`):
   valid for the host's name (``enforce``: else the next host, or a deferral
   saying why; ``testing``: logged, delivered anyway).
 
+Mail that leaves for another domain with a sender that is not ours (a
+``forwardTo``, a Sieve redirect, a bounce reversed by the relay) carries an
+SRS sender at the domain it belongs to (:func:`correo_server.srs.forward_sender`),
+so that SPF passes where it goes; bounces come back to that address, and
+the relay routes them to the real sender.
+
 A :class:`Session` belongs to one delivery worker and one route, and keeps its
 connection open between messages (connection reuse).  It returns one
 :class:`Result` per recipient; :mod:`.runner` turns results into state.
@@ -41,6 +47,7 @@ from .. import deliverykeys, logs, shards, tlsfiles
 from ..config import ServerConfig, Smarthost
 from ..mtasts.decide import HostRule
 from ..mtasts.policies import Policies
+from ..srs import SrsDomains, forward_sender
 from .mx import MXResolver
 from .ownership import owner_of
 from .records import Envelope, Rcpt
@@ -104,6 +111,7 @@ class Settings:
     timeout: float
     config: ServerConfig
     mta_sts: Policies | None = None  # receivers' MTA-STS policies (None: not honoured)
+    srs: SrsDomains | None = None  # the sender of mail passed on elsewhere is rewritten (srs.forward_sender)
 
     @classmethod
     def from_config(cls, cfg: ServerConfig, clock=None) -> "Settings":
@@ -111,7 +119,9 @@ class Settings:
         host = q.mailstore.host if q.mailstore.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return cls(cfg.hostname, host, q.mailstore.port, q.remote_smtp_port, float(q.connect_timeout_seconds),
                    float(q.command_timeout_seconds), cfg,
-                   Policies.from_config(cfg, **({"now": clock.now} if clock is not None else {})))
+                   Policies.from_config(cfg, **({"now": clock.now} if clock is not None else {})),
+                   SrsDomains.from_config(cfg, on_error=lambda domain, exc: log.error(
+                       "srs_keys_unreadable", domain=domain, error=str(exc))) or None)
 
 
 class Session:
@@ -162,7 +172,9 @@ class Session:
         if conn.lmtp and deliverykeys.EXTENSION in conn.extensions:  # the mailstore: exactly once
             base = env.key or env.id
             keys = [f"{deliverykeys.EXTENSION}={deliverykeys.delivery_key(base, r.address)}" for _, r in rcpts]
-        outcome = await conn.transaction(env.sender, [r.address for _, r in rcpts], payload, size=len(payload),
+        sender = env.sender if self.route.kind == "mailstore" else \
+            forward_sender(self.settings.srs, env.sender, env.domain, self.settings.config.is_hosted)
+        outcome = await conn.transaction(sender, [r.address for _, r in rcpts], payload, size=len(payload),
                                          smtputf8=env.smtputf8, body8=body8, ident=env.id, rcpt_params=keys)
         return outcome.replies
 

@@ -19,6 +19,7 @@ from .. import logs
 from ..config import ServerConfig
 from ..directory import Directory, ReloadLog, Reloading, watch_directory
 from ..metrics import Registry
+from ..refusalreport import RefusalStore
 from . import status as statusmod
 from .admin import AdminSidePort
 from .clock import Clock, SystemClock
@@ -83,6 +84,7 @@ class QueueService:
         self.state: QueueState | None = None
         self.runner: Runner | None = None
         self.sideport: AdminSidePort | None = None
+        self.refusals: RefusalStore | None = None  # what the relays refused (refusalreport)
         self._lmtp: Listener | None = None
         self.ports: dict[str, int] = {}
 
@@ -123,8 +125,10 @@ class QueueService:
                                           max_message_bytes=cfg.queue.max_message_bytes,
                                           max_line=cfg.relay.max_line_length + 3,
                                           timeout=float(cfg.queue.command_timeout_seconds))
+        self.refusals = RefusalStore.from_config(cfg)
         self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
-                                      ready=self.ready, runner=self.runner)
+                                      ready=self.ready, runner=self.runner,
+                                      routes=(("POST", "/refusals", self.refusals.handle),))
         http_port = await self.sideport.start()
         assert self._lmtp.server is not None
         lmtp_port = self._lmtp.server.sockets[0].getsockname()[1]
@@ -138,7 +142,10 @@ class QueueService:
 
     def status(self) -> dict[str, Any]:
         assert self.state is not None
-        return statusmod.build(self.config, self.state, self.clock.now(), ready=self.ready())
+        doc = statusmod.build(self.config, self.state, self.clock.now(), ready=self.ready())
+        if self.refusals is not None:
+            doc["refusals"] = self.refusals.to_json()
+        return doc
 
     async def stop(self, grace: float = 10.0) -> None:
         if self._lmtp is not None:
@@ -153,5 +160,7 @@ class QueueService:
             await self.spool.journal.close()
         if self.sideport is not None:
             await self.sideport.stop()
+        if self.refusals is not None:
+            await self.refusals.close()
         self.lock.release()
         log.info("queue_stopped")

@@ -17,9 +17,11 @@ read and written in order):
    scripts, ``mailboxexists`` over its folders, ``spamtest`` over the
    relay's scan, :mod:`.verdict`), the chain
    (:mod:`.chain`: admin, user, then the auto-reply), and where each copy
-   goes: a keep into the subaddress's folder when one exists (``ana+news@``
-   → ``news``, matched without regard to case; never Sent or Drafts), else
-   INBOX; ``fileinto`` into its folder (created with ``:create``; a folder
+   goes: a keep of mail the relay marked as junk (``X-Spam-Flag: YES``:
+   rspamd's ``add header``, DMARC ``quarantine``; :mod:`..junk`) into the
+   ``Junk`` folder (made again if its owner deleted it), else a keep into the
+   subaddress's folder when one exists (``ana+news@`` → ``news``, matched
+   without regard to case; never Sent or Drafts), else INBOX; ``fileinto`` into its folder (created with ``:create``; a folder
    that does not exist is INBOX instead, logged and counted);
 2. **send what must go out for the delivery to count**: redirects (the
    message with a ``Received:`` on top, the envelope sender kept) and a
@@ -47,9 +49,16 @@ rules stored anyway stay stored), or ``250`` when the rules kept nothing
 keeps the message (implicit keep) and is logged and counted
 (:mod:`.report`), never a lost message.
 
-Redirects keep the original envelope sender (as Pigeonhole does); the
-project has no SRS yet, so a receiver that checks SPF strictly may refuse a
-redirect of mail from a domain that publishes ``-all``.
+The user's explicit actions win over the junk verdict: a ``fileinto`` goes
+where it says, a ``redirect`` leaves (a script can test ``spamtest`` and
+decide); only the keep goes to Junk.  Copies stored in Junk are counted
+for the mailbox's ``/status`` (``junk``) like LMTP's own.
+
+Redirects keep the original envelope sender here (as Pigeonhole does); the
+queue rewrites it with SRS at the mailbox's domain when it leaves for
+another domain (:func:`correo_server.srs.forward_sender`; the submission
+names the mailbox's domain, :mod:`.submit`), so that SPF passes where it
+goes and a bounce finds its way back.
 """
 from __future__ import annotations
 
@@ -68,6 +77,7 @@ from ...sieve.outgoing import redirect_message, refusal_lines, reject_mdn
 from ...sieve.tracking import FileState
 from ...wire.replies import Reply
 from .. import maildir
+from ..junk import JUNK
 from .. import store as storemod
 from ..managesieve.storage import ACTIVE_FILE, ScriptStorage
 from ..store.mailbox import address_dir
@@ -100,6 +110,7 @@ class Plan:
     replies: list[Vacation] = field(default_factory=list)
     refusal: Reply | None = None
     notes: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) problems to log and count
+    junk: bool = False  # the relay marked the message as junk
 
 
 def strip_return_path(message: bytes) -> bytes:
@@ -200,12 +211,14 @@ class DeliveryRules:
 
     # -- one delivery ---------------------------------------------------------------
     async def deliver(self, sender: str, rcpt: str, entry: MailboxEntry, message: bytes,
-                      ident: str | None = None, keys: tuple[str, ...] = ()) -> int | Exception | Reply:
+                      ident: str | None = None, keys: tuple[str, ...] = (), *,
+                      junk: bool = False) -> int | Exception | Reply:
         """Run the rules for one recipient and carry them out: the UID of the
         first stored copy, the store's exception, or a reply (refusal, 250).
         ``keys``: the delivery's idempotency keys (:mod:`correo_server.deliverykeys`);
         a delivery whose key INBOX's index has is a repeat
-        (:class:`~..store.AlreadyDelivered`): the rules do not run again."""
+        (:class:`~..store.AlreadyDelivered`): the rules do not run again.
+        ``junk``: the relay marked the message as junk (a keep goes to Junk)."""
         key = entry.address.lower()
         lock = self._locks.get(key)
         if lock is None:
@@ -217,29 +230,33 @@ class DeliveryRules:
                 known = await inbox.delivered(keys)
                 if known:
                     return storemod.AlreadyDelivered(next(iter(known.values())))
-            result = await self._deliver_locked(sender, rcpt, entry, message, ident)
+            result = await self._deliver_locked(sender, rcpt, entry, message, ident, junk)
             if inbox is not None and (isinstance(result, int) or (isinstance(result, Reply) and result.ok)):
                 # after the copies, redirects and replies: a crash before this line repeats them
                 await inbox.remember_deliveries(keys, result if isinstance(result, int) else 0)
             return result
 
     async def _deliver_locked(self, sender: str, rcpt: str, entry: MailboxEntry, message: bytes,
-                              ident: str | None) -> int | Exception | Reply:
+                              ident: str | None, junk: bool = False) -> int | Exception | Reply:
         now = self.now()
         resolved = self.ctx.directory.get().resolve(rcpt)
         try:
-            plan = await asyncio.to_thread(self._plan, sender, rcpt, resolved, entry, message, now)
+            plan = await asyncio.to_thread(self._plan, sender, rcpt, resolved, entry, message, now, junk)
         except Exception as exc:  # noqa: BLE001 - the rules must never lose mail: keep it in INBOX
             log.error("sieve_failed", mailbox=entry.address, rcpt=rcpt, error=repr(exc), queue_id=ident)
             self._error(entry, "delivery", "error", f"the mail rules could not run: {exc}", now)
             try:
-                return await self.ctx.store.deliver(entry.address, message)
+                uid = await self.ctx.store.deliver(entry.address, message, folder=JUNK if junk else "INBOX")
+                if junk:
+                    self.ctx.junk.record(entry.address)
+                    self.ctx.metrics.inc("mailstore_junk_deliveries_total")
+                return uid
             except Exception as failed:  # noqa: BLE001 - LMTP maps it to its reply
                 return failed
         return await self._carry_out(plan, sender, rcpt, entry, message, now, ident)
 
     def _plan(self, sender: str, rcpt: str, resolved: Resolved | None, entry: MailboxEntry, message: bytes,
-              now: float) -> Plan:
+              now: float, junk: bool = False) -> Plan:
         cfg = self.ctx.config
         storage = self.storage(entry.address)
         root = self.root(entry.address)
@@ -258,13 +275,16 @@ class DeliveryRules:
             chain = ChainResult((Keep(implicit=True),), ())
         else:
             chain = run_chain(list(scripts.steps), scripts.autoreply, view, envelope, context)
-        plan = Plan(chain, scripts)
+        plan = Plan(chain, scripts, junk=junk)
         default = detail_folder(root, resolved.detail if resolved is not None else None) or "INBOX"
+        if junk:
+            default = JUNK
+        default_create = junk and not folder_exists(root, JUNK)
         seen: set[tuple[str, tuple[str, ...]]] = set()
         own = {entry.address.lower(), *(a.lower() for a in entry.aliases)}
         for action in chain.actions:
             if isinstance(action, Keep):
-                target = (default, tuple(action.flags or ()), False, False)
+                target = (default, tuple(action.flags or ()), default_create, False)
             elif isinstance(action, FileInto):
                 name = action.folder
                 exists = folder_exists(root, name)
@@ -276,7 +296,7 @@ class DeliveryRules:
                 if action.address.lower() in own or (found is not None and found.address == entry.address):
                     # to this very mailbox: a loop; keep it here instead (unless a copy stays anyway)
                     if not action.copy:
-                        target = (default, (), False, False)
+                        target = (default, (), default_create, False)
                     else:
                         continue
                 else:
@@ -342,6 +362,9 @@ class DeliveryRules:
                 return exc
             if first is None:
                 first = uid
+            if folder == JUNK and plan.junk:
+                self.ctx.junk.record(entry.address)
+                metrics.inc("mailstore_junk_deliveries_total")
         # 4. replies, best effort
         for vacation in plan.replies:
             metrics.inc(report.VACATION, result=vacation.reason)

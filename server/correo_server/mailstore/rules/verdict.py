@@ -8,7 +8,9 @@ arrived with.  ``X-Spam-Action`` is ours only, so a message carrying it was
 scanned: its score feeds ``spamtest`` (rspamd's default reject score, 15, is
 "certainly spam" unless the required score is higher), and as the relay
 refuses viruses, ``virustest`` says "clean".  Without it no scanner ran and
-both tests say "not tested" (RFC 5235 3.1: ``0``).
+both tests say "not tested" (RFC 5235 3.1: ``0``), unless the relay put
+``X-Spam-Flag: YES`` alone (the sender's DMARC policy said ``quarantine``):
+then ``spamtest`` says "certainly spam" and ``virustest`` "not tested".
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ _STATUS = re.compile(r"score=(-?[0-9]+(?:\.[0-9]+)?)\s*required=(-?[0-9]+(?:\.[0
 
 def scan_verdict(message: MessageView) -> ScanVerdict | None:
     if message.first("x-spam-action") is None:
+        if (message.first("x-spam-flag") or "").strip().upper() == "YES":
+            return ScanVerdict(spam_score=REJECT_SCORE, spam_max=REJECT_SCORE, spam_text="quarantine")
         return None
     status = message.first("x-spam-status") or ""
     found = _STATUS.search(status)

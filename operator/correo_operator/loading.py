@@ -643,6 +643,10 @@ def _check_domain_secrets(loaded: Loaded, doc: Document, domain: MailDomain) -> 
     if cred and (domain.namespace, cred.name) not in loaded.secrets:
         loaded.problems.append(doc.problem("spec.relay.smarthost.credentialsSecretRef.name",
                                        f"Secret {cred.name} is not in the files given", "warning"))
+    ref = domain.rspamd_password
+    if ref and (domain.namespace, ref.name) not in loaded.secrets:
+        loaded.problems.append(Problem(doc.where(), "spec.filter.rspamd.passwordSecretRef.name",
+                                       f"Secret {ref.name} is not in the files given", "warning"))
 
 
 def _check_password_secret(loaded: Loaded, doc: Document, mailbox: Mailbox) -> None:

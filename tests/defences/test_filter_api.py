@@ -99,7 +99,7 @@ def test_every_setting_reaches_the_relay_configuration(tmp_path):
     assert [p for p in loaded.problems if "passwordSecretRef" in p.field][0].severity == "warning"
 
 
-@pytest.mark.parametrize("setting, field, words", [
+BAD_SETTINGS = [
     ("filter: {rspamd: {timeoutSeconds: 5}}", "spec.filter.rspamd", "give the url of an rspamd"),
     ("filter: {rspamd: {managed: true, url: 'http://x:1'}}", "spec.filter.rspamd.url", "a managed rspamd has no url"),
     ("filter: {rspamd: {url: 'ftp://rspamd'}}", "spec.filter.rspamd.url", "does not match"),
@@ -115,15 +115,22 @@ def test_every_setting_reaches_the_relay_configuration(tmp_path):
      "a threshold needs at least one zone with action Score"),
     ("filter: {senderAuth: {enabled: maybe}}", "spec.filter.senderAuth.enabled", "boolean"),
     ("filter: {spamassassin: {}}", "spec.filter.spamassassin", "unknown field"),
-])
-def test_correo_validate_names_the_file_and_the_field(tmp_path, setting, field, words):
-    path = write(tmp_path, setting)
+]
+
+
+def test_correo_validate_names_the_file_and_the_field_of_each_bad_setting(tmp_path):
+    docs = [DOMAIN.replace("example-com", f"d{i}").replace("example.com", f"d{i}.example")
+            .format(filter=textwrap.indent(setting, "  ")) for i, (setting, _, _) in enumerate(BAD_SETTINGS)]
+    path = tmp_path / "domains.yaml"
+    path.write_text("---\n".join(docs))
     done = subprocess.run([sys.executable, "-m", "correo_operator.cli", "validate", str(path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
-    lines = [line for line in done.stderr.splitlines() if f": {field}:" in line]
-    assert lines, done.stderr
-    assert str(path) in lines[0] and words in lines[0], lines
+    assert f"correo validate: {len(BAD_SETTINGS)} errors in 1 file(s)" in done.stderr
+    for i, (_, field, words) in enumerate(BAD_SETTINGS):
+        lines = [line for line in done.stderr.splitlines() if f"MailDomain mail/d{i}): {field}:" in line]
+        assert len(lines) == 1, (field, done.stderr)
+        assert lines[0].startswith(f"{path} (document {i + 1},") and words in lines[0], lines
 
 
 def test_a_hand_written_configuration_with_a_bad_filter_is_refused_with_its_key(tmp_path):

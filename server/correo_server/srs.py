@@ -31,6 +31,13 @@ operator keeps it in a Secret, ``correo up`` in its data folder):
 (reversing bounce addresses at RCPT) and the queue (rewriting the sender of
 forwards, :func:`forward_sender`) use.
 
+Which domain signs: the one the queue says the message belongs to
+(:mod:`correo_server.queue.ownership`).  A Sieve ``redirect`` of mail from a
+stranger to a stranger has no hosted address in its envelope, so the
+mailstore names the redirecting mailbox's domain with the private LMTP MAIL
+parameter :data:`OWNER_PARAM` (``XOWNER=example.com``, sent only to a queue
+that announces it), and the queue records it as the message's owner.
+
 Pure apart from the injected clock; no I/O but :func:`load_keys` and
 :meth:`SrsDomains.from_config`.
 """
@@ -57,6 +64,7 @@ TIME_SLOTS = 1024  # timestamps wrap after 1024 days
 HASH_LENGTH = 4
 MAX_AGE_DAYS = 21
 SEP = "="
+OWNER_PARAM = "XOWNER"  # MAIL parameter: the hosted domain a message is passed on for (see above)
 
 _SRS0 = re.compile(r"^SRS0[=+-](.*)$", re.I)
 _SRS1 = re.compile(r"^SRS1[=+-](.*)$", re.I)

@@ -160,7 +160,9 @@ class Stack:
 
 
 async def start_stack(root: Path, dns_port: int, *, filter: cfgmod.FilterConfig = cfgmod.FilterConfig(),
-                      mailboxes: list[MailboxEntry] | None = None, over_quota: str = "reject") -> Stack:
+                      mailboxes: list[MailboxEntry] | None = None, over_quota: str = "reject",
+                      domains_before: tuple[str, ...] = ()) -> Stack:
+    """``domains_before``: hosted domains listed before example.com (no mailboxes, no SRS keys)."""
     config_dir = root / "config"
     (config_dir / "srs").mkdir(parents=True)
     (config_dir / "srs" / "example.com.keys").write_text(generate_key() + "\n")
@@ -173,7 +175,8 @@ async def start_stack(root: Path, dns_port: int, *, filter: cfgmod.FilterConfig 
     dns = (f"127.0.0.1:{dns_port}",)
     cfg = cfgmod.ServerConfig(
         name="t", hostname=HOSTNAME,
-        domains=(cfgmod.Domain("example.com", aliases=("example.net",), hostname=HOSTNAME,
+        domains=(*(cfgmod.Domain(d, hostname=HOSTNAME) for d in domains_before),
+                 cfgmod.Domain("example.com", aliases=("example.net",), hostname=HOSTNAME,
                                srs_key_file="srs/example.com.keys",
                                retry=cfgmod.RetryPolicy(initial_delay_seconds=1, max_delay_seconds=1,
                                                         warn_after_seconds=3600, give_up_after_seconds=7200)),),
@@ -189,6 +192,7 @@ async def start_stack(root: Path, dns_port: int, *, filter: cfgmod.FilterConfig 
                                  command_timeout_seconds=10, min_free_bytes=0),
         mailstore=cfgmod.MailstoreConfig(lmtp=cfgmod.Listen("127.0.0.1", p["ms_lmtp"]),
                                          http=cfgmod.Listen("127.0.0.1", p["ms_http"]), data_dir=str(root / "mail"),
+                                         queue=cfgmod.Listen("127.0.0.1", p["queue_lmtp"]),
                                          imap_enabled=False, pop3_enabled=False, min_free_bytes=0,
                                          over_quota=over_quota),
         nameservers=dns, log_format="console")

@@ -18,7 +18,9 @@ from stack_support import PASSWORD, default_mailboxes, entry, start_stack, with_
 sys.path.insert(0, str(Path(__file__).parent.parent / "relay"))
 from relay_helpers import in_thread  # noqa: E402
 
-from correo_server.mailstore.junk import scan_verdict, verdict_of  # noqa: E402
+from correo_server.mailstore.junk import verdict_of  # noqa: E402
+from correo_server.mailstore.rules.verdict import scan_verdict  # noqa: E402
+from correo_server.sieve.message import MessageView  # noqa: E402
 from correo_server.queue.service import QueueService  # noqa: E402
 
 
@@ -192,4 +194,32 @@ async def test_dmarc_quarantine_files_the_message_into_junk(world, stack):
     [uid] = folder.uids()
     data = await folder.read(uid)
     assert verdict_of(data).junk and b"dmarc=fail" in data
-    assert scan_verdict(data).spam_score == 10.0  # what Sieve's spamtest sees: certainly spam
+    seen = scan_verdict(MessageView(data))  # what Sieve's spamtest sees: certainly spam
+    assert seen.spam_score == seen.spam_max
+
+
+QUARANTINED = (b"From: The Boss <boss@quarantine.example>\r\nTo: alice@example.com\r\nSubject: %s\r\n"
+               b"Message-ID: <%s@quarantine.example>\r\n\r\nUrgent.\r\n")
+
+
+async def test_junk_filing_composes_with_the_mailbox_rules(world, stack):
+    # alice files invoices herself, and asks for a copy of anything spamtest calls certain spam in "Review".
+    rules = ('require ["fileinto", "mailbox", "spamtest", "relational", "comparator-i;ascii-numeric"];\n'
+             'if header :contains "subject" "invoice" { fileinto :create "Invoices"; stop; }\n'
+             'if spamtest :value "ge" :comparator "i;ascii-numeric" "10" { fileinto :create "Review"; keep; }\n')
+    mailboxes = [entry("alice", sieve=rules)] + [e for e in default_mailboxes() if e.name != "alice"]
+    s = await stack(mailboxes=mailboxes)
+    for subject, ident in ((b"invoice 42", b"q2"), (b"wire the money", b"q3")):
+        got = await in_thread(talk, s.smtp, "bounces@good.example", ["alice@example.com"], QUARANTINED % (subject, ident))
+        assert got["data"][0] == 250
+    # Her explicit fileinto wins; her script's other copy goes where it says, and the keep of junk goes to Junk.
+    await s.until(lambda: s.folder_count("alice@example.com", "Invoices"), what="the invoice in Invoices")
+    await s.until(lambda: s.folder_count("alice@example.com", "Junk"), what="the quarantined message in Junk")
+    assert await s.folder_count("alice@example.com", "Review") == 1
+    assert await s.folder_count("alice@example.com", "INBOX") == 0
+    assert await s.folder_count("alice@example.com", "Junk") == 1
+    assert (await s.http("mailstore", "/status"))["mailboxes"]["alice@example.com"]["junk"] == 1
+    # Clean mail under the same rules stays in INBOX.
+    clean = await in_thread(talk, s.smtp, "someone@good.example", ["alice@example.com"], message("someone@good.example"))
+    assert clean["data"][0] == 250
+    await s.until(lambda: s.folder_count("alice@example.com", "INBOX"), what="the clean message in INBOX")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from defences_support import message
-from stack_support import PASSWORD, start_stack
+from stack_support import PASSWORD, default_mailboxes, entry, start_stack
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "relay"))
 from relay_helpers import in_thread  # noqa: E402
@@ -79,3 +79,24 @@ async def test_our_own_senders_are_not_rewritten(zone, stack):
                            message("alice@example.com", to="carol@example.com"), login="alice@example.com") is None
     await stack.until(lambda: far.messages, what="the forward at far.test")
     assert far.messages[0][0] == "alice@example.com"  # SPF for our own domain already covers us
+
+
+async def test_a_sieve_redirect_leaves_with_an_srs_sender_at_the_mailboxs_domain(zone, tmp_path):
+    # Another hosted domain is listed first: the queue must sign at the redirecting mailbox's domain,
+    # which the mailstore names when it hands the redirect over (no hosted address in its envelope).
+    zone.txt("good.example", "v=spf1 ip4:127.0.0.0/8 -all")
+    mailboxes = [entry("alice", sieve='redirect "dave@far.test";\n')] + \
+        [e for e in default_mailboxes() if e.name != "alice"]
+    s = await start_stack(tmp_path, zone.port, mailboxes=mailboxes, domains_before=("first.example",))
+    try:
+        far = await s.add_mx(zone, "far.test", "127.0.0.2")
+        assert await in_thread(send, s.smtp, "someone@good.example", "alice@example.com",
+                               message("someone@good.example", to="alice@example.com")) is None
+        await s.until(lambda: far.messages, what="the redirect at far.test")
+        [(srs_sender, rcpts, data)] = far.messages
+        assert rcpts == ["dave@far.test"] and b"Hello Bob." in data
+        assert srs_sender.startswith("SRS0=") and srs_sender.endswith("@example.com")
+        keys = load_keys(s.root / "config" / "srs" / "example.com.keys")
+        assert Srs(keys, "example.com").reverse(srs_sender) == "someone@good.example"
+    finally:
+        await s.stop()

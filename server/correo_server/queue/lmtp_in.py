@@ -17,7 +17,10 @@ reply a mail client expects:
 ``XVERDICT`` (a private MAIL parameter, announced in the LHLO reply) says
 that the relay accepted the message although its sender failed SPF or DMARC
 (:mod:`correo_server.backscatter.verdict`); the envelope keeps it, and the
-queue then sends that sender no notice.
+queue then sends that sender no notice.  ``XOWNER=<domain>`` (the mailstore
+passing on a Sieve redirect) names the hosted domain the message belongs
+to when its envelope has no hosted address (:mod:`correo_server.srs`: the
+domain whose SRS key rewrites its sender).
 
 Each of those is repeated once per recipient after DATA, as LMTP requires.
 
@@ -43,6 +46,7 @@ from ..config import Listen
 from ..metrics import Registry
 from ..wire.replies import Reply
 from ..backscatter import verdict as verdictmod
+from ..srs import OWNER_PARAM
 from ..wire.server import Listener, Transaction
 from .intake import Intake, Refusal, dedupe
 from .spool import Spool, SpoolFull
@@ -105,7 +109,8 @@ class Handler:
             msg = await self.intake.accept(txn.sender, dedupe(txn.notes), data, smtputf8=txn.smtputf8,
                                            body="8BITMIME" if txn.body == "8BITMIME" else "7BIT", msg_id=msg_id,
                                            key=txn.params.get(deliverykeys.EXTENSION) or "",
-                                           unverified=verdictmod.from_params(txn.params))
+                                           unverified=verdictmod.from_params(txn.params),
+                                           created_by=(txn.params.get(OWNER_PARAM) or "").lower())
         except SpoolFull:
             self.metrics.inc("queue_rejected_total", reason="disk_full")
             return [FULL] * n
@@ -130,6 +135,6 @@ async def start_listener(listen: Listen, handler: Handler, *, hostname: str, max
     (its ``server`` is the asyncio server) is what the service stops."""
     listener = Listener(handler, hostname=hostname, max_bytes=max_message_bytes, max_line=max(max_line, 1001),
                         max_recipients=MAX_RECIPIENTS, timeout=timeout, ident="correo queue LMTP",
-                        extensions=(deliverykeys.EXTENSION, verdictmod.PARAM))
+                        extensions=(deliverykeys.EXTENSION, verdictmod.PARAM, OWNER_PARAM))
     await listener.start(listen.host, listen.port)
     return listener

@@ -336,7 +336,7 @@ class DeliveryRules:
         # 2. what must go out for this delivery to count
         for what, outgoing in plan.must_send:
             try:
-                queue_id = await self.submitter.submit(outgoing)
+                queue_id = await self.submitter.submit(outgoing, owner=entry.address.rpartition("@")[2])
             except SubmitFailed as exc:
                 log.warning("sieve_submit_failed", mailbox=entry.address, what=what, to=list(outgoing.recipients),
                             reply=str(exc.reply), queue_id=ident)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ...config import Listen
 from ...sieve import OutgoingMessage
+from ...srs import OWNER_PARAM
 from ...wire.client import Connection, Failure
 from ...wire.data import wire_data
 from ...wire.replies import Reply
@@ -38,8 +39,10 @@ class QueueSubmitter:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
 
-    async def submit(self, message: OutgoingMessage) -> str:
-        """The queue's id of the message (or "" when it named none)."""
+    async def submit(self, message: OutgoingMessage, *, owner: str = "") -> str:
+        """The queue's id of the message (or "" when it named none).
+        ``owner``: the hosted domain the message is passed on for (a
+        redirect: the mailbox's), so that the queue signs its SRS sender there."""
         host = self.queue.host if self.queue.host not in ("0.0.0.0", "::") else "127.0.0.1"
         try:
             conn = await Connection.open("queue", host, self.queue.port, connect_timeout=self.connect_timeout,
@@ -54,7 +57,9 @@ class QueueSubmitter:
             outcome = await conn.transaction(message.sender, list(message.recipients), wire_data(data),
                                              size=len(data), smtputf8=not all(
                                                  r.isascii() for r in (message.sender, *message.recipients)),
-                                             body8=not data.isascii(), all_or_nothing=True)
+                                             body8=not data.isascii(), all_or_nothing=True,
+                                             mail_params=(f"{OWNER_PARAM}={owner}",)
+                                             if owner and OWNER_PARAM in conn.extensions else ())
             refused = [r for r in outcome.replies if not r.ok]
             if refused:
                 raise SubmitFailed(refused[0])

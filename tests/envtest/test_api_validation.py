@@ -103,6 +103,19 @@ BROKEN = [
      "an alias domain must differ from the domain itself"),
     ("unknown-field", domain(replicaz=3),
      "spec.replicaz", 'unknown field "spec.replicaz"', 'unknown field "replicaz"'),
+    # spec.filter: the CEL rules and the schema, as correo validate says them.
+    ("rspamd-neither-url-nor-managed", domain(filter={"rspamd": {"timeoutSeconds": 5}}),
+     "spec.filter.rspamd", "give the url of an rspamd", "give the url of an rspamd"),
+    ("rspamd-managed-with-url", domain(filter={"rspamd": {"managed": True, "url": "http://x:1"}}),
+     "spec.filter.rspamd.url", "a managed rspamd has no url", "a managed rspamd has no url"),
+    ("rspamd-managed-with-password", domain(filter={"rspamd": {"managed": True, "passwordSecretRef": {"name": "p"}}}),
+     "spec.filter.rspamd.passwordSecretRef", "a password is for an rspamd given by url",
+     "a password is for an rspamd given by url"),
+    ("rspamd-on-failure-unknown", domain(filter={"rspamd": {"url": "http://r:1", "onFailure": "Later"}}),
+     "spec.filter.rspamd.onFailure", 'Unsupported value: "Later"', "is not one of"),
+    ("dnsbl-threshold-without-score-zone", domain(filter={"dnsbl": {"threshold": 2, "zones": [{"zone": "bl.test"}]}}),
+     "spec.filter.dnsbl.threshold", "a threshold needs at least one zone with action Score",
+     "a threshold needs at least one zone with action Score"),
     ("address-missing", mailbox(drop="address"), "spec.address", "Required value", "required"),
     ("address-with-a-space", mailbox(address="bob smith@example.com"), "spec.address",
      "address must be a mail address such as alice@example.com", "mail address"),
@@ -156,6 +169,9 @@ class TestRefused:
         assert spec["queue"]["retry"] == {"initialDelaySeconds": 300, "maxDelaySeconds": 3600, "backoffFactor": 2,
                                           "warnAfterSeconds": 14400, "giveUpAfterSeconds": 432000}
         assert spec["relay"]["replicas"] == 2 and spec["reclaimPolicy"] == "Retain"
+        assert spec["filter"]["senderAuth"] == {"enabled": True, "rejectSpfFail": True, "protectOwnDomains": True,
+                                                "enforceDmarc": True}
+        assert spec["filter"]["dnsbl"] == {"threshold": 0, "cacheSeconds": 300}
         # What the server defaulted is what correo's model defaults (correo up = the cluster).
         from correo_operator import model
         assert model.MailDomain.from_object({**DOMAIN, "spec": {"domain": "example.com"}}) == \

@@ -50,8 +50,8 @@ class TestChildren:
         expected = rendered_names(handled, tmp_path)
         wait_for(lambda: expected <= set(children(kubectl, namespace)), timeout=60, what="every child applied")
         live = children(kubectl, namespace)
-        # What render prints, plus the DKIM key the operator generates once (not in GitOps output).
-        assert set(live) == expected | {("Secret", f"{DOMAIN_NAME}-dkim")}
+        # What render prints, plus the DKIM and SRS keys the operator generates once (not in GitOps output).
+        assert set(live) == expected | {("Secret", f"{DOMAIN_NAME}-dkim"), ("Secret", f"{DOMAIN_NAME}-srs")}
         domain = get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")
         for key, obj in live.items():
             assert obj["metadata"]["ownerReferences"] == [{

@@ -126,11 +126,11 @@ def test_correo_validate_names_the_file_and_the_field_of_each_bad_setting(tmp_pa
     done = subprocess.run([sys.executable, "-m", "correo_operator.cli", "validate", str(path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"correo validate: {len(BAD_SETTINGS)} errors in 1 file(s)" in done.stderr
+    assert f"correo validate: {len(BAD_SETTINGS)} errors in 1 file" in done.stderr
     for i, (_, field, words) in enumerate(BAD_SETTINGS):
         lines = [line for line in done.stderr.splitlines() if f"MailDomain mail/d{i}): {field}:" in line]
         assert len(lines) == 1, (field, done.stderr)
-        assert lines[0].startswith(f"{path} (document {i + 1},") and words in lines[0], lines
+        assert lines[0].startswith(f"{path}:") and f" (document {i + 1}," in lines[0] and words in lines[0], lines
 
 
 def test_a_hand_written_configuration_with_a_bad_filter_is_refused_with_its_key(tmp_path):

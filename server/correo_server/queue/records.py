@@ -91,7 +91,7 @@ class Envelope:
             sender_mailbox=str(data.get("senderMailbox", "")), smtputf8=bool(data.get("smtputf8", False)),
             body=str(data.get("body", "7BIT")), notice=str(data.get("notice", "")),
             about=str(data.get("about", "")), key=str(data.get("key", "")),
-            about=str(data.get("about", "")), unverified=str(data.get("unverified", "")),
+            unverified=str(data.get("unverified", "")),
             recipients=tuple(Rcpt.from_json(r) for r in data["recipients"]),
         )
 

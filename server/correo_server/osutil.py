@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +22,13 @@ def fsync_dir(path: str | os.PathLike[str] | Path) -> None:
 
 
 def _load_syncfs():
+    """syncfs(2) where it reports write errors (Linux 5.8 and later)."""
     if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if tuple(int(x) for x in platform.release().split(".")[:2]) < (5, 8):
+            return None
+    except ValueError:
         return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs

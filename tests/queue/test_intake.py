@@ -35,6 +35,7 @@ class Syncs:
         for name in ("fsync", "fdatasync"):
             monkeypatch.setattr(spoolmod.os, name, self._wrap(getattr(os, name)))
         monkeypatch.setattr(spoolmod, "fsync_dir", self._wrap(spoolmod.fsync_dir))
+        monkeypatch.setattr(spoolmod, "sync_filesystem", self._wrap(spoolmod.sync_filesystem))
 
     def _wrap(self, real):
         def sync(arg):
@@ -243,3 +244,44 @@ async def test_messages_pass_through_byte_for_byte(harness):
     assert replies["bob@example.com"].startswith("250")
     await harness.settle()
     assert harness.mailstore.delivered[0][1].data == body
+
+
+async def test_a_failed_sync_of_messages_and_events_together_loses_nothing_acknowledged(harness, monkeypatch):
+    """Records and journal events written by one disk call are synced once
+    (syncfs); when that fails, its messages get 4xx, its events are written
+    again, and a restart finds exactly the messages that got 250."""
+    await greylisting_mx(harness)
+    await harness.start()
+    failures = 0
+
+    def failing(fd):
+        nonlocal failures
+        failures += 1
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spoolmod, "sync_filesystem", failing)
+
+    async def one(i: int) -> tuple[str, str]:
+        replies = await harness.send("alice@example.com", ["bob@remote.test"], message(f"m{i}"))
+        return replies["bob@remote.test"], f"m{i}"
+
+    # A stream of messages, each deferred at once: the deferral events of
+    # the earlier ones and the records of the later ones share disk calls.
+    tasks = []
+    for i in range(30):
+        tasks.append(asyncio.create_task(one(i)))
+        await asyncio.sleep(0.01)
+        if failures:
+            break
+    results = await asyncio.gather(*tasks)
+    assert failures, "no disk call had both messages and events"
+    assert all(r.startswith("250 ") or r.startswith("4") for r, _ in results), results
+    assert any(r.startswith("4") for r, _ in results)
+    monkeypatch.undo()
+    await harness.settle()
+    acked = {r.rsplit(" ", 1)[1]: subject for r, subject in results if r.startswith("250 ")}
+    found = after_crash(harness)
+    assert sorted(found) == sorted(acked)
+    assert all(f"Subject: {subject}\r\n".encode() in found[qid] for qid, subject in acked.items())
+    assert all(m.rcpts[0].attempt_count >= 1 for m in harness.service.state)  # the deferrals were recorded
+    assert (await harness.send("alice@example.com", ["bob@remote.test"]))["bob@remote.test"].startswith("250 ")

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import logs
-from ..osutil import fsync_dir
+from ..osutil import can_sync_filesystem, fsync_dir, sync_filesystem
 from .records import Envelope
 
 log = logs.get(__name__)
@@ -200,14 +200,27 @@ class DiskWork:
             def work() -> tuple[list[Loc | BaseException], list[Loc] | BaseException, OSError | None,
                                 list[BaseException | None]]:
                 items = [item for item, _ in writes]
-                written, moved = spool._append(items, moves, roll)
+                # Records and events both: written, then one syncfs for the
+                # two files (one journal commit and disk flush, not two).
+                together = (bool(items or moves) and batch is not None and spool._sync_fd is not None)
+                mark = spool._writer_mark()
+                written, moved = spool._append(items, moves, roll, sync=not together)
                 failed = None
                 if batch is not None:
                     assert journal is not None
                     try:
-                        journal._write(batch.data)
+                        journal._write(batch.data, sync=not together)
                     except OSError as exc:
                         failed = exc
+                if together:
+                    try:
+                        spool._sync_all()
+                    except OSError as exc:  # nothing of this call is known to be on disk: undone
+                        written, moved = spool._undo_append(mark, items, exc)
+                        if failed is None:
+                            assert journal is not None and batch is not None
+                            journal._undo()
+                            failed = exc
                 unlinked = spool._unlink_batch([name for name, _ in unlinks] + due) if unlinks or due else []
                 return written, moved, failed, unlinked[:len(unlinks)]
 
@@ -329,6 +342,7 @@ class Spool:
         self._relocate: list[tuple[str, Loc]] = []  # live records to copy out of sparse segments
         self._relocate_due = False
         self._due: list[str] = []  # segments and old msg/ files to delete with the next disk batch
+        self._sync_fd: int | None = None  # the spool folder, for syncfs (open_journal opens it)
 
     # -- segments ---------------------------------------------------------
     def segment_path(self, seq: int) -> Path:
@@ -357,8 +371,8 @@ class Spool:
             return True
         return seg.size >= SEGMENT_BYTES or (seg.live == 0 and seg.size >= SMALL_SEGMENT_BYTES)
 
-    def _append(self, items: list[tuple[Envelope, bytes]], moves: list[tuple[str, Loc]], roll: bool
-                ) -> tuple[list[Loc | BaseException], list[Loc] | BaseException]:
+    def _append(self, items: list[tuple[Envelope, bytes]], moves: list[tuple[str, Loc]], roll: bool,
+                sync: bool = True) -> tuple[list[Loc | BaseException], list[Loc] | BaseException]:
         """Worker: append the new messages (and the records being moved) to
         the current segment (a new one when ``roll``), then fdatasync it.
         One result per message, one location per moved record; when the
@@ -383,10 +397,37 @@ class Spool:
                 moved.append(Loc(w.seq, pos, pos + (old.at - old.start), old.size, pos + len(record)))
                 parts.append(record)
                 pos += len(record)
-            self._write_all(b"".join(parts))
+            self._write_all(b"".join(parts), sync)
         except OSError as exc:
             return [exc] * len(items), exc
         return list(locs), moved
+
+    def _writer_mark(self) -> tuple[int | None, int, int]:
+        w = self._writer
+        return w.fd, w.seq, w.size
+
+    def _undo_append(self, mark: tuple[int | None, int, int], items: list, exc: OSError
+                     ) -> tuple[list[Loc | BaseException], BaseException]:
+        """Worker: an append whose sync failed is cut off again (a segment
+        started for it stays, empty); when it cannot be cut, appends go on
+        in a new segment (recovery drops a cut end, never reads past it)."""
+        w = self._writer
+        fd, seq, size = mark
+        if w.fd is not None:
+            cut_to = size if (w.seq == seq and w.fd == fd) else 0
+            try:
+                os.ftruncate(w.fd, cut_to)
+                w.size = cut_to
+            except OSError:
+                os.close(w.fd)
+                w.fd = None
+        return [exc] * len(items), exc
+
+    def _sync_all(self) -> None:
+        """Worker: syncfs on the spool's file system (errors of any write
+        since the last call are reported: Linux 5.8 and later)."""
+        assert self._sync_fd is not None
+        sync_filesystem(self._sync_fd)
 
     def _new_segment(self) -> None:
         w = self._writer
@@ -403,14 +444,15 @@ class Spool:
             raise
         w.seq, w.fd, w.size = seq, fd, 0
 
-    def _write_all(self, blob: bytes) -> None:
+    def _write_all(self, blob: bytes, sync: bool = True) -> None:
         w = self._writer
         assert w.fd is not None
         try:
             view = memoryview(blob)
             while view:
                 view = view[os.write(w.fd, view):]
-            os.fdatasync(w.fd)
+            if sync:
+                os.fdatasync(w.fd)
         except OSError:
             # Cut what a failed write left (disk full...): no half record stays.
             try:
@@ -690,6 +732,8 @@ class Spool:
             snap_gen = int(json.loads((self.root / SNAPSHOT).read_text(encoding="utf-8"))["gen"])
         journal = Journal(self, max([snap_gen, *gens], default=0), snapshot_fn, compact_bytes)
         self._writer.fd = None  # the next append starts a new segment
+        if can_sync_filesystem() and self._sync_fd is None:
+            self._sync_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         journal.compact_now(json.dumps(snapshot_fn(), separators=(",", ":")).encode(),
                             json.dumps(self.spool_snapshot(), separators=(",", ":")).encode())
         self.journal = journal
@@ -700,6 +744,9 @@ class Spool:
         if w.fd is not None:
             os.close(w.fd)
             w.fd = None
+        if self._sync_fd is not None:
+            os.close(self._sync_fd)
+            self._sync_fd = None
 
 
 class Journal:
@@ -716,6 +763,7 @@ class Journal:
         self._waiters: list[asyncio.Future] = []
         self._retry: _Batch | None = None  # a write that failed, first in line
         self._torn = False  # a failed write left part of a line that could not be cut off
+        self._last = 0  # octets of the last write
         self._closed = False
         self.flushes = 0
 
@@ -807,7 +855,9 @@ class Journal:
             if not fut.done():
                 fut.set_result(None)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, sync: bool = True) -> None:
+        """Worker: append ``data`` and fsync (unless ``sync`` is false: the
+        caller syncs, or calls :meth:`_undo`)."""
         assert self._fd is not None
         if self._torn:
             data = b"\n" + data  # the half line left before stands alone (skipped at recovery)
@@ -815,7 +865,8 @@ class Journal:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+            if sync:
+                os.fsync(self._fd)
         except OSError:
             # Cut what a failed write left (disk full...) so that the retry
             # does not leave half a line or events written twice.
@@ -831,6 +882,17 @@ class Journal:
             raise
         self._torn = False
         self._size += len(data)
+        self._last = len(data)
+
+    def _undo(self) -> None:
+        """Worker: the last write was not made durable: cut it off, as a
+        failed write is (the batch is retried)."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size - self._last)
+            self._size -= self._last
+        except OSError:
+            self._torn = True  # its events may be there twice: replayed twice, harmless
 
     async def close(self) -> None:
         self._closed = True

@@ -1,9 +1,10 @@
 """CONTEXT=SEARCH (RFC 5267): two more SEARCH result options, for clients
 that page through a large folder and keep a search on screen.
 
-``PARTIAL m:n`` answers only the m-th to n-th messages of the result (in
-ascending order; ``4:2`` is ``2:4``): ``* ESEARCH (TAG "t") PARTIAL (2:4
-17,19:20)``, ``NIL`` when none are there.
+``PARTIAL m:n`` answers only the m-th to n-th messages of the result:
+``* ESEARCH (TAG "t") PARTIAL (2:4 17,19:20)``.  That option is
+:mod:`.partial`'s, which has RFC 9394's form of it too (``-1:-100``, from
+the end) and the same range for FETCH.
 
 ``UPDATE`` keeps the search running while the folder stays selected: when
 messages start or stop matching — another session's flag change, new
@@ -25,7 +26,6 @@ the view's ``on_remove`` hook gives the REMOVEFROM of expunges.  CONTEXT=SORT
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,24 +40,6 @@ if TYPE_CHECKING:
 
 NAME = "CONTEXT=SEARCH"
 MAX_UPDATES = 10
-_RANGE = re.compile(rb"([1-9][0-9]{0,9}):([1-9][0-9]{0,9})")
-
-
-# -- PARTIAL -----------------------------------------------------------------------
-
-def _parse_partial(r: Reader) -> tuple[int, int]:
-    m = r.match(_RANGE)
-    if m is None:
-        r.expected("a range of result positions such as 1:100")
-    a, b = (int(x) for x in _RANGE.fullmatch(m).groups())
-    return (a, b) if a <= b else (b, a)
-
-
-def _render_partial(found: Found, value: tuple[int, int]) -> bytes:
-    first, last = value
-    picked = found.numbers[first - 1:last]
-    shown = R.number_set(sorted(picked)) if picked else b"NIL"
-    return b"PARTIAL (%d:%d %s)" % (first, last, shown)
 
 
 # -- UPDATE ------------------------------------------------------------------------
@@ -167,7 +149,6 @@ class CancelUpdate(Command):
 
 def register(registry: Registry) -> None:
     registry.capability(NAME)
-    registry.search_return(SearchReturn("PARTIAL", parse=_parse_partial, render=_render_partial))
     registry.search_return(SearchReturn("UPDATE", render=lambda found, value: None, on_result=_keep))
     registry.after_sync.append(_after_sync)
     registry.command(CancelUpdate)

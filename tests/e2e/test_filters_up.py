@@ -68,7 +68,8 @@ def test_a_new_user_tries_the_filters_on_correo_up(tmp_path, quickstart, dns_ser
         assert forged is not None and forged[0] == 550, forged
         # ...while alice herself, logged in on submission, is not checked.
         assert send(submission, "alice@example.com", "bob@example.com",
-                    message("alice@example.com", "bob@example.com", "lunch?"), login=alice) is None
+                    message("alice@example.com", "bob@example.com", "lunch?", "menu of the day\r\n" * 10000),
+                    login=alice) is None
 
         # 2. GTUBE from a sender whose SPF passes: rspamd says reject.
         gtube = send(smtp, "someone@good.example", "alice@example.com",
@@ -85,7 +86,7 @@ def test_a_new_user_tries_the_filters_on_correo_up(tmp_path, quickstart, dns_ser
         stack.wait_for(lambda: folder_count(imap, bob, "INBOX") == 1, timeout=60, what="alice's lunch mail to bob")
         boxes = (quickstart / "mailboxes.yaml").read_text()
         assert "quota: 512Mi" in boxes
-        (quickstart / "mailboxes.yaml").write_text(boxes.replace("quota: 512Mi", "quota: 100"))
+        (quickstart / "mailboxes.yaml").write_text(boxes.replace("quota: 512Mi", "quota: 100Ki"))
         stack.run("apply", str(quickstart))
 
         def refused_at_rcpt():

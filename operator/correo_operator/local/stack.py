@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,35 @@ class Options:
     remote_smtp_port: int | None = None
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    """A port free now, chosen below the kernel's ephemeral range.
+
+    The port is bound later by a child process. A port the kernel hands out
+    for ``bind(0)`` is one it also hands out as the source port of outgoing
+    connections and to every other ``bind(0)`` on the machine, so between
+    this choice and the child's bind another process could take it (seen on
+    busy machines as "address already in use" at start). Below the range only
+    an explicit bind can take it."""
+    low, _high = _ephemeral_range()
+    first = 10000 if low > 11000 else 1024
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(64):
+        port = random.randrange(first, low)
+        with socket.socket(family) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family) as s:  # the low range is full: take what the kernel gives
         s.bind((host, 0))
         return s.getsockname()[1]
 

@@ -119,9 +119,12 @@ class ConnectionAuth:
         reply = spf.reply_for(mailfrom, reject_fail=policy.reject_spf_fail)
         if reply is None and helo_result is not None and helo_result.result == "fail" and policy.reject_spf_fail:
             reply = spf.reply_for(helo_result, reject_fail=True)
-        log.info("spf", peer=self.peer_ip, sender=sender, helo=helo, result=mailfrom.result,
-                 helo_result=helo_result.result if helo_result else None,
-                 refused=str(reply) if reply else None)
+        # At info only when it refuses (one info line per message: the
+        # relay's message_accepted carries the SPF result).
+        (log.info if reply else log.debug)("spf", peer=self.peer_ip, sender=sender, helo=helo,
+                                           result=mailfrom.result,
+                                           helo_result=helo_result.result if helo_result else None,
+                                           refused=str(reply) if reply else None)
         return MailVerdict(mailfrom, helo_result, reply, sender)
 
     async def at_data(self, mail: MailVerdict, message: bytes) -> DataVerdict:
@@ -145,7 +148,10 @@ class ConnectionAuth:
         cleaned, removed = authresults.strip_claims(message, [auth.authserv_id])
         header = authresults.header(auth.authserv_id, spf=mail.spf_results, dkim=dkim_results, dmarc=dmarc_results)
         notes = (problem,) if problem else ()
-        log.info("mail_auth", peer=self.peer_ip, sender=mail.sender,
+        # At info when it decided something (refused, junk, forged results
+        # removed); else debug, the relay's message_accepted carries DMARC.
+        (log.info if reply or junk or removed else log.debug)(
+                 "mail_auth", peer=self.peer_ip, sender=mail.sender,
                  dkim=[f"{r.result}:{r.domain}" for r in dkim_results],
                  dmarc=[f"{r.result}:{r.domain}:{r.disposition}" for r in dmarc_results],
                  junk=junk, forged_removed=removed, refused=str(reply) if reply else None)

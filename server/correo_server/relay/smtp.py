@@ -294,6 +294,7 @@ class RelaySMTP(SMTP):
         self._connected_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self.defences: ConnectionDefences | None = None  # port 25 only
+        self._auth_summary = ""  # the last message's SPF/DKIM/DMARC results, for its log line
         # aiosmtpd keeps these limits on the class; this listener's own, made once.
         self.command_size_limits = _command_limits(self.line_length_limit)
 
@@ -853,7 +854,10 @@ class RelaySMTP(SMTP):
         outcome = await self.defences.at_data(content, ScanEnvelope(
             envelope.mail_from or "", list(envelope.rcpt_tos), ip=self.peer_ip,
             helo=self.session.host_name or "", hostname=self.hostname))
-        self.ctx.count_verdicts(outcome.verdicts())
+        verdicts = outcome.verdicts()
+        self.ctx.count_verdicts(verdicts)
+        # For message_accepted, the one info line of the message (the checks log at debug).
+        self._auth_summary = " ".join(f"{k}={v}" for k, v in self.defences.mail_verdicts()[:1] + verdicts)
         if outcome.reply is not None:
             self.ctx.count_rejection(outcome.reply.reason)
             self._note_refusal(outcome.reply, recipient=envelope.rcpt_tos[0] if envelope.rcpt_tos else "")
@@ -914,7 +918,7 @@ class RelaySMTP(SMTP):
             self.log.info("message_accepted", queue_id=queue_id,
                           **({"relay_id": relay_id} if queue_id != relay_id else {}),
                           sender=envelope.mail_from, recipients=len(envelope.rcpt_tos), size=size,
-                          protocol=protocol)
+                          protocol=protocol, **({"auth": self._auth_summary} if self._auth_summary else {}))
         else:
             self.ctx.count_rejection(reply.reason)
             self.log.info("message_not_accepted", id=relay_id, reply=str(reply), sender=envelope.mail_from)

@@ -39,6 +39,7 @@ def custom_values(tmp_path_factory) -> Path:
         "image": {"repository": "registry.example.org/mail/correo", "tag": "1.2.3", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "registry-creds"}],
         "workloadImage": "registry.example.org/mail/correo:1.2.3-services",
+        "rspamdImage": "registry.example.org/mail/rspamd:3.8-local",
         "crds": {"enabled": False},
         "watchNamespaces": ["mail-a", "mail-b"],
         "statusInterval": 10,

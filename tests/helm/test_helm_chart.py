@@ -137,9 +137,11 @@ class TestOperatorDeployment:
         assert args.metrics_port == container["ports"][0]["containerPort"]
         if values == "custom":
             assert args.image == "registry.example.org/mail/correo:1.2.3-services"
+            assert args.rspamd_image == "registry.example.org/mail/rspamd:3.8-local"
             assert args.status_interval == 10
         else:
             assert args.image == container["image"]
+            assert args.rspamd_image is None  # the operator's default (managedrspamd.DEFAULT_IMAGE)
 
     def test_the_autoconfig_ingress_defaults_reach_the_operator(self, chart):
         def args_of(objects):

@@ -350,6 +350,9 @@ class MailstoreConfig:
     over_quota: str = "reject"
     max_line_length: int = 65536
     max_literal_bytes: int = 64 * 1024 * 1024
+    # Literals held in memory at once over all IMAP sessions (APPEND...): past
+    # it a client is told NO [LIMIT] and tries again (issue 10's memory budget).
+    max_inflight_literal_bytes: int = 256 * 1024 * 1024
     max_connections: int = 1000
     max_connections_per_client: int = 50
     imap_idle_timeout_seconds: int = 1800  # RFC 3501: autologout not under 30 min

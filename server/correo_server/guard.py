@@ -73,6 +73,27 @@ class ConnectionGate:
             self.per_client.pop(peer, None)
 
 
+class InflightBudget:
+    """Octets of client data a service holds in memory at once, over all
+    sessions (literals being read, messages being handed on).  A session
+    takes what it is about to read (:meth:`take`, False when that would pass
+    the budget: the client is told to try again later) and gives it back
+    when done with it (:meth:`give`).  0: no budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.limit and self.held and self.held + n > self.limit:
+            return False  # a single request larger than the budget still runs alone
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
+
+
 @dataclass
 class LoginThrottle:
     """A failed login costs a delay that doubles with each consecutive failure

@@ -104,3 +104,45 @@ class TestMessageReaderSpooling:
         big = MessageReader(100 * 1024, 998, spool_over=16 * 1024)
         big.feed_bytes(self.lines(3000))
         assert big.refusal() is not None and not big.spooled and big._held == 0
+
+
+class TestLiteralsBudget:
+    """Literals held in memory at once over all IMAP sessions have a budget:
+    past it a client hears ``NO [LIMIT]`` before it sends (and tries again),
+    instead of the mailstore growing with every client's APPEND."""
+
+    async def test_an_append_past_the_budget_is_told_to_wait_and_succeeds_once_there_is_room(self, tmp_path):
+        from correo_server.mailstore.service import MailstoreService
+
+        from hardening_support import Raw, mailstore_config, write_directory
+
+        config_dir = tmp_path / "config"
+        write_directory(config_dir)
+        service = MailstoreService(mailstore_config(config_dir, tmp_path / "mail", tls=False,
+                                                    max_inflight_literal_bytes=100_000), str(config_dir))
+        ports = await service.start()
+        size = 80_000
+        message = b"Subject: big\r\n\r\n" + b"x" * (size - 18) + b"\r\n"
+        try:
+            first, second = await Raw.connect(ports["imap"]), await Raw.connect(ports["imap"])
+            for n, c in enumerate((first, second)):
+                await c.line()
+                await c.send(f"l{n} LOGIN alice@example.com alice-secret\r\n".encode())
+                assert (await c.line()).startswith(f"l{n} OK".encode())
+            await first.send(f"a APPEND INBOX {{{size}}}\r\n".encode())
+            assert (await first.line()).startswith(b"+")
+            await first.send(message[:size // 2])  # held open: the budget is taken
+            await second.send(f"b APPEND INBOX {{{size}}}\r\n".encode())
+            busy = await second.line()
+            assert busy.startswith(b"b NO [LIMIT]"), busy
+            await first.send(message[size // 2:] + b"\r\n")
+            assert b"a OK" in await first.line()
+            await second.send(f"c APPEND INBOX {{{size}}}\r\n".encode())
+            assert (await second.line()).startswith(b"+")
+            await second.send(message + b"\r\n")
+            assert b"c OK" in await second.line()
+            assert service.ctx.imap_literals.held == 0
+            first.close()
+            second.close()
+        finally:
+            await service.stop()

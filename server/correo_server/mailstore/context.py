@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import ServerConfig
 from ..directory import Directory, Reloading
-from ..guard import ConnectionGate, LoginThrottle
+from ..guard import ConnectionGate, InflightBudget, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
 from ..tlsfiles import ServerTLS
@@ -33,6 +33,7 @@ class MailstoreContext:
     metrics: Registry = field(default_factory=Registry)
     # One gate per protocol family, so that IMAP clients cannot starve POP3.
     imap_gate: ConnectionGate | None = None
+    imap_literals: InflightBudget | None = None  # literals held at once over all IMAP sessions
     pop3_gate: ConnectionGate | None = None
     managesieve_gate: ConnectionGate | None = None
     clock: Callable[[], float] | None = None  # time.time unless a test injects one

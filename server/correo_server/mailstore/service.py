@@ -39,7 +39,7 @@ from .. import logs
 from ..backscatter import quota
 from ..config import ServerConfig
 from ..directory import ReloadLog, watch_directory
-from ..guard import ConnectionGate, LoginThrottle
+from ..guard import ConnectionGate, InflightBudget, LoginThrottle
 from ..logincache import LoginCache
 from ..metrics import Registry
 from ..proxyauth import ProxyCredential
@@ -91,6 +91,7 @@ class MailstoreService:
             login_cache=LoginCache.from_settings(cfg.auth),
             metrics=Registry(),
             imap_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
+            imap_literals=InflightBudget(m.max_inflight_literal_bytes),
             pop3_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             managesieve_gate=ConnectionGate(m.max_connections, m.max_connections_per_client),
             clock=rulesclock.from_environment(),
@@ -267,6 +268,8 @@ class MailstoreService:
     def _register_metrics(self, metrics: Registry) -> None:
         lmtp.register_metrics(metrics)
         metrics.counter("mailstore_sessions_total", "Sessions opened, by protocol", labels=("protocol",))
+        metrics.counter("mailstore_literals_refused_total",
+                        "IMAP literals refused with NO [LIMIT]: the literals budget was held")
         metrics.gauge("mailstore_sessions_active", "Sessions open now, by protocol", labels=("protocol",))
         metrics.counter("mailstore_logins_total", "Login attempts, by protocol and result (ok, failed)",
                         labels=("protocol", "result"))

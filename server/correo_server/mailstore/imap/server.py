@@ -37,6 +37,7 @@ import zlib
 
 from ... import logs
 from ...config import Listen
+from ...guard import InflightBudget
 from ..context import MailstoreContext
 from . import responses as R
 from .commands import Registry, default_registry
@@ -61,13 +62,20 @@ class LiteralTooLarge(Exception):
         self.tag, self.size, self.nonsync = tag, size, nonsync
 
 
+class LiteralsBusy(LiteralTooLarge):
+    """The literal fits the limit, but the service holds its budget of
+    literals already (:class:`~correo_server.guard.InflightBudget`)."""
+
+
 class Connection:
     """Buffered reading and writing on one client connection (a :class:`~.session.Channel`)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  max_line: int, max_literal: int, tls: ssl.SSLContext | None, tls_active: bool,
-                 write_timeout: float = 1800.0) -> None:
+                 write_timeout: float = 1800.0, budget: InflightBudget | None = None) -> None:
         self.reader = reader
+        self.budget = budget  # literals held at once over all sessions
+        self.reserved = 0  # what this connection's current command took of it
         self.writer = writer
         self.write_timeout = write_timeout
         self.max_line = max_line
@@ -234,6 +242,10 @@ class Connection:
             total += size + len(line)  # lines count too: many {0} literals are no way around it
             if size > limit or total > limit + self.max_line:
                 raise LiteralTooLarge(tag, size, nonsync)
+            if self.budget is not None and size:
+                if not self.budget.take(size):
+                    raise LiteralsBusy(tag, size, nonsync)
+                self.reserved += size
             if not nonsync:
                 self.write(R.continuation("OK"))
                 await self.flush()
@@ -247,6 +259,12 @@ class Connection:
         await self.writer.start_tls(self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         self.tls_active = True
 
+    def release_literals(self) -> None:
+        """Give back what the last command's literals took of the budget."""
+        if self.budget is not None and self.reserved:
+            self.budget.give(self.reserved)
+        self.reserved = 0
+
     def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()
@@ -257,7 +275,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
     ms = ctx.config.mailstore
     conn = Connection(reader, writer, max_line=ms.max_line_length, max_literal=ms.max_literal_bytes,
                       tls=ctx.tls.context if ctx.tls else None, tls_active=implicit_tls,
-                      write_timeout=float(ms.imap_idle_timeout_seconds))
+                      write_timeout=float(ms.imap_idle_timeout_seconds), budget=ctx.imap_literals)
     peer = conn.peer
     gate = ctx.imap_gate
     refused = gate.admit(peer) if gate is not None else None
@@ -291,6 +309,18 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                 continue
             except LiteralTooLarge as exc:
                 conn.waiting_since = None
+                conn.release_literals()
+                if isinstance(exc, LiteralsBusy):
+                    ctx.metrics.inc("mailstore_literals_refused_total")
+                    log.info("imap_literals_busy", peer=peer, size=exc.size, held=conn.budget.held if conn.budget else 0)
+                    text = "The server is busy with other clients' messages; try again later."
+                    if exc.nonsync:
+                        conn.write(R.tagged(exc.tag or "*", "NO", text, "LIMIT"))
+                        session.bye("Cannot read this literal now; cannot continue this connection.")
+                        break
+                    conn.write(R.tagged(exc.tag or "*", "NO", text, "LIMIT"))
+                    await conn.flush()
+                    continue
                 if exc.nonsync:
                     conn.write(R.tagged(exc.tag or "*", "BAD", "Literal too large.", "TOOBIG"))
                     session.bye("Literal too large; cannot continue this connection.")
@@ -300,7 +330,10 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
                 await conn.flush()
                 continue
             conn.waiting_since = None
-            await session.execute(command)
+            try:
+                await session.execute(command)
+            finally:
+                conn.release_literals()
             await conn.flush()
         await conn.flush()
     except (EOFError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, TimeoutError):
@@ -318,6 +351,7 @@ async def _handle(ctx: MailstoreContext, reader: asyncio.StreamReader, writer: a
     except Exception:
         log.exception("imap_session_crashed", peer=peer)
     finally:
+        conn.release_literals()  # a connection lost in the middle of a literal
         session.close()
         connections.discard((conn, session))
         if gate is not None:

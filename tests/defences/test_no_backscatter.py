@@ -223,3 +223,31 @@ async def test_junk_filing_composes_with_the_mailbox_rules(world, stack):
     clean = await in_thread(talk, s.smtp, "someone@good.example", ["alice@example.com"], message("someone@good.example"))
     assert clean["data"][0] == 250
     await s.until(lambda: s.folder_count("alice@example.com", "INBOX"), what="the clean message in INBOX")
+
+
+def test_with_mailstore_shards_the_relay_asks_each_shard_and_a_full_mailbox_on_any_of_them_counts():
+    import dataclasses
+    import time
+
+    from correo_server import config as cfgmod
+    from correo_server.backscatter.checks import RecipientChecks
+    from correo_server.directory import Directory
+
+    shards = (cfgmod.MailstoreShard(host="ms-0.mail.svc", http=8083), cfgmod.MailstoreShard(host="127.0.0.1", http=9100))
+    base = cfgmod.ServerConfig(name="t", hostname="mx.example.com", domains=(cfgmod.Domain("example.com"),))
+    cfg = dataclasses.replace(base, relay=dataclasses.replace(base.relay, mailstore_http=cfgmod.Listen("0.0.0.0", 8083)),
+                              mailstore=dataclasses.replace(base.mailstore, shards=shards))
+    checks = RecipientChecks.from_config(cfg)
+    views = checks.view.views
+    assert [v.url.partition("/quota")[0] for v in views] == ["http://ms-0.mail.svc:8083", "http://127.0.0.1:9100"]
+    # What each shard's /quota said at its last poll: each lists the mailboxes it holds.
+    now = time.monotonic()
+    views[0].room, views[0].fetched_at = {"alice@example.com": 0}, now
+    views[1].room, views[1].fetched_at = {"bob@example.com": 9000}, now
+    directory = Directory([entry("alice"), entry("bob"), entry("carol")])
+    full = checks.at_rcpt(directory, "alice@example.com", None)
+    assert full is not None and full[0].code == 452 and str(full[0]).startswith("452 4.2.2")
+    big = checks.at_rcpt(directory, "bob@example.com", 20000)
+    assert big is not None and big[0].code == 552
+    assert checks.at_rcpt(directory, "bob@example.com", 100) is None
+    assert checks.at_rcpt(directory, "carol@example.com", 5000) is None  # nearly empty: no shard lists her

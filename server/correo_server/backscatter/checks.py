@@ -3,7 +3,9 @@ calls at RCPT and at the end of DATA, on every listener (a submission
 client too is better told at once than by a bounce).
 
 Built from ``correo.yaml`` (:meth:`RecipientChecks.from_config`): the quota
-view polls ``relay.mailstoreHttp`` when it is set (:mod:`.quota`); the
+view polls ``relay.mailstoreHttp`` when it is set (:mod:`.quota`), or, when
+the mailstore has shards (``mailstore.shards``), each shard's side port
+(each lists only the mailboxes it holds: :class:`.quota.QuotaViews`); the
 forward check (:mod:`.recipients`) needs only the directory.
 """
 from __future__ import annotations
@@ -14,20 +16,28 @@ from ..wire.replies import Reply
 from . import quota, recipients
 
 
+def _host(host: str) -> str:
+    """A host to connect to for one that may be a wildcard bind address, bracketed when IPv6."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    return f"[{host}]" if ":" in host else host
+
+
 class RecipientChecks:
-    def __init__(self, config: ServerConfig, view: quota.QuotaView | None = None) -> None:
+    def __init__(self, config: ServerConfig, view: quota.QuotaView | quota.QuotaViews | None = None) -> None:
         self.config = config
         self.view = view
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> "RecipientChecks":
         listen = config.relay.mailstore_http
-        view = None
-        if listen is not None:
-            host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else ("::1" if listen.host == "::" else listen.host)
-            host = f"[{host}]" if ":" in host else host
-            view = quota.QuotaView(f"http://{host}:{listen.port}", config.relay.max_message_bytes + quota.HEADER_ALLOWANCE)
-        return cls(config, view)
+        if listen is None:
+            return cls(config, None)
+        below = config.relay.max_message_bytes + quota.HEADER_ALLOWANCE
+        shards = config.mailstore.shards
+        if shards:
+            return cls(config, quota.QuotaViews([quota.QuotaView(f"http://{_host(s.host)}:{s.http}", below)
+                                                 for s in shards]))
+        return cls(config, quota.QuotaView(f"http://{_host(listen.host)}:{listen.port}", below))
 
     def start(self) -> None:
         if self.view is not None:

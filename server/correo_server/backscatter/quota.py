@@ -130,6 +130,31 @@ class QuotaView:
             await self._session.close()
 
 
+class QuotaViews:
+    """The quota views of every mailstore shard as one: a mailbox lives on one
+    shard, and only that shard lists it (its ``/quota`` covers its own
+    mailboxes)."""
+
+    def __init__(self, views: Iterable[QuotaView]) -> None:
+        self.views = list(views)
+
+    def room_for(self, address: str) -> int | None:
+        found = [room for room in (v.room_for(address) for v in self.views) if room is not None]
+        return min(found) if found else None
+
+    async def refresh(self) -> bool:
+        results = [await v.refresh() for v in self.views]
+        return all(results)
+
+    def start(self) -> None:
+        for v in self.views:
+            v.start()
+
+    async def close(self) -> None:
+        for v in self.views:
+            await v.close()
+
+
 def _size_reply(address: str, room: int, over_quota_policy: str) -> Reply:
     text = f"<{address}>: Message is larger than the room left in the mailbox ({room} bytes)"
     if over_quota_policy == "defer":

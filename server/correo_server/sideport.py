@@ -30,8 +30,9 @@ async def _call(fn):
 class SidePort:
     def __init__(self, listen: Listen, service: str, *, metrics: Registry,
                  status: StatusFn, ready: ReadyFn = lambda: True,
-                 routes: tuple[tuple[str, str, Callable], ...] = ()) -> None:
+                 routes: tuple[tuple[str, str, Callable], ...] = (), reuse_port: bool = False) -> None:
         self.listen = listen
+        self.reuse_port = reuse_port  # SO_REUSEPORT: a successor may bind the port while this one runs
         self.service = service
         self.routes = routes  # more (method, path, handler): a service's own endpoints
         self.metrics = metrics
@@ -68,7 +69,8 @@ class SidePort:
     async def start(self) -> int:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.listen.host, self.listen.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.listen.host, self.listen.port, reuse_address=True,
+                           reuse_port=self.reuse_port or None)
         await site.start()
         server = site._server  # the bound socket tells the real port when 0 was asked
         self.port = server.sockets[0].getsockname()[1] if server and server.sockets else self.listen.port

@@ -121,10 +121,11 @@ class Supervisor:
         with the service's name in front, put there by one ``replace`` per
         piece read (line by line cost ~7% of all CPU under load)."""
         assert child.process and child.process.stdout
+        stdout = child.process.stdout  # this process's: a successor (handover) gets a pump of its own
         prefix = f"{child.name:<9}| ".encode() if self.log_format != "json" else b""
         out = getattr(self.out, "buffer", None)
         pending = b""
-        while chunk := await child.process.stdout.read(65536):
+        while chunk := await stdout.read(65536):
             cut = chunk.rfind(b"\n") + 1
             if not cut:
                 pending += chunk
@@ -206,30 +207,68 @@ class Supervisor:
                     log.error("service_restart_failed", service=name, error=str(exc))
 
     async def restart(self, names: tuple[str, ...] | None = None) -> None:
-        """Stop and start services in dependency order (after a domain change)."""
+        """Stop and start services in dependency order."""
         names = names or self.order
         for name in reversed(names):
             await self._stop_one(self.children[name])
         for name in names:
             await self.spawn(name)
 
-    async def _stop_one(self, child: Child, timeout: float = 15.0) -> None:
-        proc = child.process
-        child.stopping = True
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
+    async def roll(self) -> None:
+        """Apply a new configuration with the relay kept up: each service
+        behind it is restarted on its own (the queue keeps mail for a
+        mailstore that restarts; the relay's hand-off waits for a queue that
+        restarts), then the relay is handed over (:meth:`handover`), so that
+        no connection is refused at any time.  Helpers (rspamd) keep
+        running: their configuration is not the MailDomain's."""
+        for name in self.order:
+            if name in self.aux:
+                continue
+            if name == "relay":
+                await self.handover(name)
+            else:
+                await self._stop_one(self.children[name])
+                await self.spawn(name)
+
+    async def handover(self, name: str) -> None:
+        """Start a second ``name`` next to the running one (its listeners
+        share the ports, SO_REUSEPORT), then stop the old one: it stops
+        accepting, lets a message in DATA finish, and says 421 to the rest.
+        If the new one cannot start, the old one keeps running."""
+        child = self.children[name]
+        old, old_pump = child.process, child.pump
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            log.warning("service_killed", service=child.name, after_seconds=timeout)
-            proc.kill()
-            await proc.wait()
-        if child.pump:
+            await self.spawn(name)
+        except RuntimeError:
+            if child.process is not None and child.process.returncode is None:
+                await self._terminate(name, child.process, child.pump)
+            child.process, child.pump = old, old_pump
+            raise
+        if old is not None:
+            await self._terminate(name, old, old_pump)
+        log.info("service_handed_over", service=name, pid=child.process.pid)
+
+    async def _stop_one(self, child: Child, timeout: float = 15.0) -> None:
+        child.stopping = True
+        if child.process is not None:
+            await self._terminate(child.name, child.process, child.pump, timeout)
+
+    @staticmethod
+    async def _terminate(name: str, proc: asyncio.subprocess.Process, pump: asyncio.Task | None,
+                         timeout: float = 15.0) -> None:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(child.pump, 2)
+                await asyncio.wait_for(proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("service_killed", service=name, after_seconds=timeout)
+                proc.kill()
+                await proc.wait()
+        if pump:
+            try:
+                await asyncio.wait_for(pump, 2)
             except (asyncio.TimeoutError, asyncio.CancelledError):
-                child.pump.cancel()
+                pump.cancel()
 
     async def stop(self) -> None:
         if self._watch:

@@ -6,7 +6,9 @@ this machine.
 managed rspamd when the YAML asks for one, ``rspamd``), prints the
 endpoints and a "try it", then watches the YAML: a change to Mailboxes
 rewrites the directory, which the servers reload without restarting; a change
-to a MailDomain restarts the services.  ``apply`` does the same rewrite from
+to a MailDomain restarts the services one at a time with the relay kept up
+(``Supervisor.roll``: no connection refused, no message turned away).
+``apply`` does the same rewrite from
 another terminal.  Ctrl-C or SIGTERM stops everything cleanly.
 """
 from __future__ import annotations
@@ -246,11 +248,14 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                 signature = now
                 restart |= await asyncio.to_thread(apply_once, paths, layout, options, ports) == "restart"
             if restart and not stop.is_set() and _config_digest(layout) != running_config:
-                log.info("domain_changed_restarting_services")
+                log.info("domain_changed_applying", how="each service restarted in turn, the relay handed over")
                 running_config = _config_digest(layout)
                 if _sync_rspamd(sup, layout, ports):
                     await sup.spawn("rspamd", timeout=sup.aux["rspamd"].timeout)
-                await sup.restart()
+                try:
+                    await sup.roll()
+                except RuntimeError as exc:  # the service that failed is restarted by the supervisor
+                    log.error("domain_change_failed", error=str(exc))
             current = read_json(layout.state_file) or state
             if current.get("services") != sup.pids():
                 current["services"] = sup.pids()
@@ -385,7 +390,8 @@ def apply(args) -> int:
         print(f"correo apply: `correo up` now watches {', '.join(paths)} (was {', '.join(old_paths or [])})")
     if result == "restart":
         os.kill(state["pid"], signal.SIGHUP)
-        print("correo apply: the domain configuration changed; `correo up` restarts the services")
+        print("correo apply: the domain configuration changed; `correo up` restarts the services one at a time, "
+              "the relay kept up")
     elif result == "reloaded":
         print("correo apply: mailboxes updated; the services reload them without restarting")
     else:  # `correo up` watches the YAML and usually applies an edit before we get here

@@ -38,6 +38,7 @@ so that the client's second attempt after a lost ``250`` is known.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -99,7 +100,8 @@ class QueueClient:
     """LMTP client for the queue at ``listen``, with a small connection pool."""
 
     def __init__(self, listen: Listen, *, local_hostname: str, timeout: float = 120.0,
-                 connect_timeout: float = 10.0, max_idle: int = 32, idle_seconds: float = 30.0) -> None:
+                 connect_timeout: float = 10.0, max_idle: int = 32, idle_seconds: float = 30.0,
+                 restart_wait: float = 0.0) -> None:
         self.host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else ("::1" if listen.host == "::" else listen.host)
         self.port = listen.port
         self.local_hostname = local_hostname
@@ -107,6 +109,11 @@ class QueueClient:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
+        # A queue that refuses connections is given this long to come back
+        # before the client hears 451: a queue restarting (a new configuration,
+        # a crash) costs the client a short wait, not a retry.  Nothing has
+        # been sent then, so trying again cannot deliver twice.
+        self.restart_wait = restart_wait
         self._idle: deque[Connection] = deque()
 
     # -- connections -------------------------------------------------------
@@ -131,15 +138,23 @@ class QueueClient:
             raise
         return conn
 
-    async def _acquire(self) -> tuple[Connection, bool]:
-        """A connection and whether it came from the pool."""
+    async def _acquire(self, *, wait: bool = False) -> tuple[Connection, bool]:
+        """A connection and whether it came from the pool (``wait``: give a
+        queue that refuses connections ``restart_wait`` seconds)."""
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
             if conn.alive and now - conn.last_used < self.idle_seconds:
                 return conn, True
             conn.abort()
-        return await self._open(), False
+        deadline = now + (self.restart_wait if wait else 0.0)
+        while True:
+            try:
+                return await self._open(), False
+            except HandoffError as exc:
+                if exc.kind != "unreachable" or time.monotonic() + 0.2 > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     def _release(self, conn: Connection) -> None:
         if not conn.alive or len(self._idle) >= self.max_idle:
@@ -190,7 +205,7 @@ class QueueClient:
         payload = data_lines(pieces)
         size = sum(len(p) for p in pieces)
         for _attempt in range(3):
-            conn, pooled = await self._acquire()
+            conn, pooled = await self._acquire(wait=True)
             keyed = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
             offered = tuple(p for p in params if p.partition("=")[0].upper() in conn.extensions)
             try:

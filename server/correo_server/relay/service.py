@@ -45,14 +45,16 @@ log = logs.get(__name__)
 class RelayService:
     def __init__(self, config: ServerConfig, config_dir: str, *, clock: Callable[[], float] | None = None,
                  handoff_timeout: float = 120.0, connect_timeout: float = 10.0, ready_interval: float = 5.0,
-                 grace: float = 10.0, directory=None, defences: Defences | None = None) -> None:
+                 grace: float = 10.0, directory=None, defences: Defences | None = None,
+                 queue_restart_wait: float = 10.0) -> None:
         self.config = config
         self.config_dir = config_dir
         self.ready_interval = ready_interval
         self.grace = grace
         self.tls = ServerTLS.from_config(config)
         queue = QueueClient(config.relay.queue, local_hostname=config.hostname, timeout=handoff_timeout,
-                            connect_timeout=connect_timeout)
+                            connect_timeout=connect_timeout,
+                            restart_wait=min(queue_restart_wait, handoff_timeout))
         if directory is None:
             directory = watch_directory(
                 config_dir, config,
@@ -66,7 +68,7 @@ class RelayService:
         self.context.backscatter = Backscatter.from_config(config, clock=self.context.clock,
                                                            metrics=self.context.metrics)
         self.sideport = SidePort(config.relay.http, "relay", metrics=self.context.metrics,
-                                 status=self.status, ready=self.ready)
+                                 status=self.status, ready=self.ready, reuse_port=True)
         self._servers: dict[str, asyncio.AbstractServer] = {}
         self._ready_task: asyncio.Task | None = None
         self.ports: dict[str, int] = {}
@@ -107,7 +109,7 @@ class RelayService:
         server = await loop.create_server(
             lambda: RelaySMTP(self.context, listener, starttls=starttls, implicit_tls=implicit),
             host=listen.host, port=listen.port, ssl=self.tls.context if implicit else None,
-            reuse_address=True)
+            reuse_address=True, reuse_port=True)  # a new relay takes over without a gap (correo up)
         self._servers[name] = server
         self.ports[name] = server.sockets[0].getsockname()[1]
 

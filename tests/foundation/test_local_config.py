@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import structlog
+
 from correo_operator import loading, render
 from correo_operator.local import stack, up
 from correo_operator.local.layout import Layout
@@ -73,7 +75,10 @@ def test_up_refuses_invalid_yaml_before_starting_anything(tmp_path, capsys):
                                        "spec: {domain: BAD}\n")
     args = argparse.Namespace(paths=[str(tmp_path)], data=str(tmp_path / "data"), port_base=None, dns=[],
                               remote_smtp_port=None, host="127.0.0.1", log_format="console", ephemeral_ports=True)
-    assert up.main(args) == 1
+    try:
+        assert up.main(args) == 1
+    finally:
+        structlog.reset_defaults()  # up.main configured logging for this process: not for the tests after it
     assert "spec.domain" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 

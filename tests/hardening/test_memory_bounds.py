@@ -146,3 +146,34 @@ class TestLiteralsBudget:
             second.close()
         finally:
             await service.stop()
+
+
+class TestRelayInflightBudget:
+    async def test_a_message_past_the_in_flight_budget_gets_452_and_the_client_may_retry(self, tmp_path):
+        """Messages read into memory for their checks and hand-off at once
+        have a budget (``max_inflight_bytes``): past it, ``452 4.3.1``
+        after the data, which a client retries (nothing was acknowledged)."""
+        from correo_server.relay.service import RelayService
+
+        from hardening_support import Raw, relay_config, write_directory
+
+        write_directory(tmp_path)
+        service = RelayService(relay_config(tmp_path, max_inflight_bytes=1_000_000), str(tmp_path),
+                               handoff_timeout=5.0, grace=1.0)
+        ports = await service.start()
+        try:
+            service.context.inflight_bytes = 999_000  # other sessions' messages being handed over
+            client = await Raw.connect(ports["smtp"])
+            assert (await client.reply())[0] == 220
+            assert (await client.cmd("EHLO client.test"))[0] == 250
+            assert (await client.cmd("MAIL FROM:<x@example.org>"))[0] == 250
+            assert (await client.cmd("RCPT TO:<alice@example.com>"))[0] == 250
+            assert (await client.cmd("DATA"))[0] == 354
+            await client.send(b"Subject: x\r\n\r\n" + (b"y" * 70 + b"\r\n") * 80 + b".\r\n")
+            code, lines = await client.reply()
+            assert code == 452 and lines[0].startswith("4.3.1"), lines
+            assert service.context.inflight_bytes == 999_000  # nothing of this message is counted still
+            assert (await client.cmd("NOOP"))[0] == 250  # the session goes on
+            client.close()
+        finally:
+            await service.stop()

@@ -80,6 +80,10 @@ def test_every_mailbox_is_placed_on_its_shard_and_the_status_says_which(stack):
     domain = status["MailDomain/scale"]["status"]
     assert [s["mailboxes"] for s in domain["shards"]] == [2, 2, 2]
     assert all(s["ready"] for s in domain["shards"])
+    table = stack.correo("status").stdout
+    assert "SHARD" in table and "3 mailstore shards, all ready" in table
+    row = next(line for line in table.splitlines() if f" {PLACED[2][0]} " in line)
+    assert row.split()[-1] == "2"
 
 
 def test_mail_for_every_shard_arrives_and_is_read_through_the_proxy(stack):

@@ -164,19 +164,25 @@ def table(items: list[dict]) -> str:
                      domain_reason(o)])
     out += fmt(rows)
     for o in domains:
+        down = [s["shard"] for s in o["status"].get("shards", []) if not s.get("ready")]
+        if o["status"].get("shards"):
+            out.append(f"  {o['metadata']['name']}: {len(o['status']['shards'])} mailstore shards"
+                       + (f", down: {', '.join(map(str, down))}" if down else ", all ready"))
         for c in o["status"]["conditions"]:
             if c["status"] != "True" or c["reason"] == "Retrying":  # retrying: no alarm yet, but say why
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")
         out += refusal_lines(o)
     out.append("")
+    sharded = any("shard" in o["status"] for o in boxes)  # a SHARD column only when there are shards
     rows = [["NAMESPACE", "MAILBOX", "ADDRESS", "READY", "USED", "QUOTA", "MESSAGES", "JUNK", "DEFERRED", "BOUNCED",
-             "REASON"]]
+             "REASON"] + (["SHARD"] if sharded else [])]
     for o in boxes:
         u, dl = o["status"].get("usage", {}), o["status"].get("delivery", {})
         rows.append([o["metadata"]["namespace"], o["metadata"]["name"], o["spec"]["address"],
                      _cond(o, "Ready").get("status", "?"), u.get("used", "0"), u.get("quota", "?"),
                      str(u.get("messages", 0)), str(o["status"].get("incoming", {}).get("junk", 0)),
-                     figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)), mailbox_reason(o)])
+                     figure(dl.get("deferred", 0)), figure(dl.get("bounced", 0)), mailbox_reason(o)]
+                    + ([str(o["status"].get("shard", "?"))] if sharded else []))
     out += fmt(rows)
     for o in boxes:
         address = o["spec"]["address"]

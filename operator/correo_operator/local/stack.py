@@ -108,7 +108,10 @@ def choose_ports(options: Options, previous: dict[str, int] | None = None, shard
         ports[name] = free_port(options.host) if options.ephemeral else cfgmod.DEFAULT_PORTS[name] + options.port_base
     for name in internal_names(shards):
         old = (previous or {}).get(name)
-        ports[name] = old if old and not port_in_use("127.0.0.1", old) else free_port("127.0.0.1")
+        port = old if old and not port_in_use("127.0.0.1", old) and old not in ports.values() else None
+        while port is None or port in ports.values():  # free now, and not chosen for another listener
+            port = free_port("127.0.0.1")
+        ports[name] = port
     return ports
 
 

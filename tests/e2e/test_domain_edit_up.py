@@ -65,6 +65,7 @@ class Prober(threading.Thread):
             time.sleep(0.02)
 
 
+@pytest.mark.timeout(400)  # four services restarted in turn on a loaded machine
 def test_a_maildomain_edit_refuses_no_connection_and_loses_no_mail(stack, quickstart):
     assert size_advertised(stack) == 25 * 1024 * 1024
     old_relay = stack.state["services"]["relay"]
@@ -74,7 +75,7 @@ def test_a_maildomain_edit_refuses_no_connection_and_loses_no_mail(stack, quicks
         stack.wait_for(lambda: prober.connections >= 5, what="the prober to be connecting")
         domain = quickstart / "maildomain.yaml"
         domain.write_text(domain.read_text() + "  relay:\n    maxMessageSize: 10Mi\n")
-        stack.wait_for(lambda: "service_handed_over" in stack.log(), timeout=120,
+        stack.wait_for(lambda: "service_handed_over" in stack.log(), timeout=180,
                        what="the relay to be handed over")
         before = prober.connections
         stack.wait_for(lambda: prober.connections >= before + 5, what="the prober to go on connecting")

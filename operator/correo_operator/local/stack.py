@@ -105,7 +105,13 @@ def choose_ports(options: Options, previous: dict[str, int] | None = None, shard
     ones); internal ports: free ones (kept from ``previous`` when possible)."""
     ports: dict[str, int] = {}
     for name in PUBLIC:
-        ports[name] = free_port(options.host) if options.ephemeral else cfgmod.DEFAULT_PORTS[name] + options.port_base
+        if not options.ephemeral:
+            ports[name] = cfgmod.DEFAULT_PORTS[name] + options.port_base
+            continue
+        port = free_port(options.host)
+        while port in ports.values():  # free now, and not chosen for another listener
+            port = free_port(options.host)
+        ports[name] = port
     for name in internal_names(shards):
         old = (previous or {}).get(name)
         port = old if old and not port_in_use("127.0.0.1", old) and old not in ports.values() else None

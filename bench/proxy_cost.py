@@ -40,6 +40,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proccpu import tree_cpu  # noqa: E402
+import nulldns  # noqa: E402  (bench/: never ask the machine's resolver)
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-1"
@@ -64,7 +65,8 @@ def write_yaml(folder: Path, clients: int) -> list[str]:
 def start(data: Path, yaml_dir: Path) -> subprocess.Popen:
     log = open(data.parent / "up.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "correo_operator.cli", "up", str(yaml_dir), "--data", str(data),
-                             "--ephemeral-ports"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                             "--ephemeral-ports", "--dns", nulldns.start()],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                             preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -76,6 +76,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+import nulldns  # noqa: E402  (bench/: never ask the machine's resolver)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,7 +248,7 @@ def run_correo(args, work: Path) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "bench" / "cpuprofile"),
                                                           env.get("PYTHONPATH")]))
     proc = subprocess.Popen([sys.executable, "-m", "correo_operator.cli", "up", str(yaml_dir), "--data", str(data),
-                             "--ephemeral-ports", "--log-format", args.log_format],
+                             "--ephemeral-ports", "--log-format", args.log_format, "--dns", nulldns.start()],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, env=env)
     try:
         def state():

@@ -3,6 +3,7 @@ its tests for what only it needs."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,29 @@ def _start_reaper():
 
 
 _REAPER = _start_reaper()
+
+
+def _start_null_dns() -> None:
+    """Every `correo up` the tests start asks a loopback DNS server that knows
+    no name (NXDOMAIN), never the machine's resolver: no test sends DNS
+    traffic off the machine, even one that does not pass its own ``--dns``
+    (correo up reads $CORREO_DNS when ``--dns`` is not given)."""
+    if os.environ.get("CORREO_DNS"):
+        return
+    from dnslib.server import BaseResolver, DNSServer
+
+    class NoName(BaseResolver):
+        def resolve(self, request, handler):
+            reply = request.reply()
+            reply.header.rcode = 3  # NXDOMAIN
+            return reply
+
+    server = DNSServer(NoName(), port=0, address="127.0.0.1", tcp=False)
+    server.start_thread()
+    os.environ["CORREO_DNS"] = f"127.0.0.1:{server.server.server_address[1]}"
+
+
+_start_null_dns()
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port-base", type=int, default=None,
                     help="move every default port by this offset (e.g. 10000: SMTP on 12525)")
     up.add_argument("--dns", action="append", default=[], metavar="HOST:PORT",
-                    help="DNS server for MX lookups (repeatable; default: the system's)")
+                    help="DNS server for MX, SPF, DKIM and DMARC lookups (repeatable; default: $CORREO_DNS, comma-separated, else the system's)")
     up.add_argument("--ephemeral-ports", action="store_true",
                     help="pick free ports for everything (for tests); `correo status -o json` shows them")
     up.add_argument("--remote-smtp-port", type=int, default=None, metavar="PORT",

@@ -350,7 +350,7 @@ def main(args) -> int:
         host=args.host,
         port_base=0 if args.port_base is None else args.port_base,
         ephemeral=getattr(args, "ephemeral_ports", False),
-        dns=tuple(args.dns),
+        dns=tuple(args.dns) or tuple(a for a in os.environ.get("CORREO_DNS", "").split(",") if a),
         remote_smtp_port=args.remote_smtp_port,
     )
     if not shutil.which("swaks"):

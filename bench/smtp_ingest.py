@@ -341,7 +341,8 @@ def stop_profilers(profilers: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def run_postfix(args, work: Path) -> dict | None:
+def run_postfix(args, work: Path, main_cf_extra: str = "") -> dict | None:
+    """``main_cf_extra``: more main.cf lines (bench/filter_cost adds rspamd as a milter)."""
     if not shutil.which("postfix") or os.geteuid() != 0:
         print("postfix baseline skipped: needs Debian's postfix and root", file=sys.stderr)
         return None
@@ -381,7 +382,7 @@ def run_postfix(args, work: Path) -> dict | None:
         virtual_destination_concurrency_limit = 20
         maillog_file = {base}/postfix.log
         maillog_file_prefixes = {base}
-        """))
+        """) + main_cf_extra)
     subprocess.run(["postfix", "-c", str(etc), "start"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     pid_file = spool / "pid" / "master.pid"

@@ -66,8 +66,9 @@ def place(address: str, shards: int, *, pin: int | None = None, recorded: int | 
                              f"{note}on shard {recorded}, where it was placed")
         hashed = rendezvous(address, shards)
         return Placement(hashed, "ShardRemoved",
-                         f"{note}shard {recorded} no longer exists; new mail goes to shard {hashed} (what was on "
-                         f"shard {recorded} is reachable again when spec.mailstore.shards is raised back)")
+                         f"{note}shard {recorded} no longer exists; new mail goes to shard {hashed}; the mail on "
+                         f"shard {recorded} stays on its volume: raise spec.mailstore.shards back and set "
+                         f"spec.shard: {recorded} to reach it again")
     hashed = rendezvous(address, shards)
     return Placement(hashed, "PinOutOfRange" if note else "Hashed", f"{note}placed on shard {hashed}")
 

@@ -36,7 +36,7 @@ import asyncio
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import structlog
 
@@ -255,6 +255,8 @@ class Outcome:
     applied: list[ObjKey] = field(default_factory=list)
     deleted: list[ObjKey] = field(default_factory=list)
     seconds: float = 0.0
+    # With shards: where this pass placed each Mailbox and why (status shows it).
+    placements: dict[str, placement.Placement] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:
@@ -302,6 +304,19 @@ def previous_shards(domain: MailDomain, live: list[dict]) -> dict[str, int]:
     return {}
 
 
+def placements(domain: MailDomain, mailboxes: list[Mailbox],
+               previous: Mapping[str, int]) -> dict[str, placement.Placement]:
+    """Where render places each of the domain's Mailboxes against the directory
+    in force (``previous``), and why: the same decision, kept for the status
+    (a pin that names no shard, a shard that went)."""
+    shards = domain.spec.mailstore.shards
+    if shards <= 1:
+        return {}
+    return {mb.spec.address.lower(): placement.place(mb.spec.address, shards, pin=mb.spec.shard,
+                                                     recorded=placement.recorded_for(mb.spec.address, previous))
+            for mb in mailboxes if belongs(mb, domain)}
+
+
 def unreadable(obj: dict, exc: ModelError) -> None:
     """Log an object the API returned that does not fit the model (a CRD changed
     under stored objects); it is left out, the rest go on."""
@@ -342,9 +357,10 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
     inputs.secrets[srs_name] = await srskeys.ensure(kube, inputs.domain, inputs.secrets.get(srs_name))
     inputs.missing_secrets.discard(srs_name)
     live = await list_children(kube, inputs.domain)
+    recorded = previous_shards(inputs.domain, live)
     desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image,
                                       previous_scripts=previous_scripts(inputs.domain, live),
-                                      previous_shards=previous_shards(inputs.domain, live))
+                                      previous_shards=recorded)
     desired = [for_apply(o) for o in desired]
     extra = tuple(k for k in dict.fromkeys((o["apiVersion"], o["kind"]) for o in desired) if k not in CHILD_KINDS)
     if extra:
@@ -354,7 +370,7 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
         keep.add(await proxykeys.ensure(kube, inputs.domain, live))
     plan = plan_changes(inputs.domain, desired, live, keep=keep)
     current = {obj_key(o): o for o in live}
-    outcome = Outcome(inputs, [])
+    outcome = Outcome(inputs, [], placements=placements(inputs.domain, inputs.mailboxes, recorded))
     failures: list[tuple[ObjKey, ApiError]] = []
     live_keys = {obj_key(o) for o in live}
     for obj in plan.apply:

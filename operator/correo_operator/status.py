@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from correo_server import autoreply, statusdoc
 from correo_server.mtasts import policy as stspolicy
 
-from . import mailrules
+from . import mailrules, placement
 from .model import MailDomain, Mailbox
 from .quantity import format_bytes, parse_bytes
 
@@ -55,6 +55,11 @@ class Observed:
     # With shards: each shard's /status (None: it does not answer), by shard
     # id; ``mailstore`` is then their merge (:func:`merge_shards`).
     mailstore_shards: tuple[Mapping[str, Any] | None, ...] = ()
+    # With shards: Mailbox address (lower case) → where the reconcile pass
+    # placed it and why (``placement.place`` against the directory as it was
+    # before the pass: the only moment a removed shard is seen).  Without an
+    # entry, the placement is worked out from ``shards``.
+    placements: Mapping[str, placement.Placement] = field(default_factory=dict)
 
 
 def _ts(now: datetime) -> str:
@@ -383,6 +388,26 @@ def mailbox_ready(mailbox: Mailbox, domain: MailDomain | None, observed: Observe
     return TRUE, "Ready", f"{address} receives mail and its owner can log in."
 
 
+_UNHONOURED = {"PinOutOfRange", "ShardRemoved"}
+
+
+def mailbox_placed(mailbox: Mailbox, domain: MailDomain, observed: Observed) -> Decision:
+    """``Placed`` (domains with shards only): True when the Mailbox is on the
+    shard it should be (its pin, where it was recorded, or its hashed shard);
+    False when a pin names no shard (``PinOutOfRange``) or its shard was
+    removed (``ShardRemoved``: its earlier mail stays on that shard's volume).
+    ``ShardRemoved`` is seen once, by the pass that re-placed the mailbox; it
+    stays until the owner pins the mailbox (the explicit act that settles it)."""
+    address = mailbox.spec.address.lower()
+    placed = observed.placements.get(address) or placement.place(
+        address, domain.spec.mailstore.shards, pin=mailbox.spec.shard, recorded=observed.shards.get(address))
+    before = get_condition(mailbox.status, "Placed")
+    if (placed.reason == "Recorded" and before and before.get("reason") == "ShardRemoved"
+            and mailbox.status.get("shard") == placed.shard):
+        return FALSE, "ShardRemoved", before.get("message", "")
+    return (FALSE if placed.reason in _UNHONOURED else TRUE), placed.reason, placed.message + "."
+
+
 def _usage(mailbox: Mailbox, domain: MailDomain | None, observed: Observed) -> dict:
     address = mailbox.spec.address.lower()
     quota = None
@@ -444,8 +469,11 @@ def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Obs
     }
     if domain is not None:
         status["domain"] = domain.name
-        if domain.spec.mailstore.shards > 1 and address in observed.shards:
-            status["shard"] = observed.shards[address]
+        if domain.spec.mailstore.shards > 1:
+            status["conditions"].append(
+                condition("Placed", mailbox_placed(mailbox, domain, observed), gen, now, previous))
+            if address in observed.shards:
+                status["shard"] = observed.shards[address]
     return status
 
 
@@ -478,6 +506,7 @@ _EVENTFUL = {
     ("Ready", TRUE): "Normal", ("Ready", FALSE): "Warning",
     ("Delivering", FALSE): "Warning", ("Delivering", TRUE): "Normal",
     ("QuotaExceeded", TRUE): "Warning", ("QuotaExceeded", FALSE): "Normal",
+    ("Placed", FALSE): "Warning", ("Placed", TRUE): "Normal",
 }
 
 

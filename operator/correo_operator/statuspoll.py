@@ -192,6 +192,7 @@ class StatusWriter:
             mailstore=statusmod.merge_shards(shard_docs) if shard_docs else found.get("mailstore"),
             mailstore_shards=shard_docs,
             shards=directory_shards(domain, outcome.children) if shards > 1 else {},
+            placements=outcome.placements,
             availability=availability(outcome.children),
             secret_keys=secret_keys(outcome.inputs.secrets),
             dkim_public_key=outcome.inputs.dkim_public_key,

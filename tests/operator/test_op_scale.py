@@ -57,3 +57,61 @@ async def test_a_sharded_domain_gets_a_proxy_credential_once_and_mailboxes_sprea
     assert after["late@example.com"] == placement.rendezvous("late@example.com", 5)
     assert store.one("StatefulSet", NS, f"{DOMAIN}-mailstore")["spec"]["replicas"] == 5
     assert proxy_secret(store) == first
+
+
+def placed(store, name: str) -> dict:
+    return next(c for c in store.one("Mailbox", NS, name)["status"]["conditions"] if c["type"] == "Placed")
+
+
+def warnings(store, name: str) -> list[tuple[str, str]]:
+    return [(e["reason"], e["message"]) for e in store.find("Event", NS)
+            if e["involvedObject"]["name"] == name and e["type"] == "Warning"]
+
+
+async def test_a_pin_that_cannot_be_honoured_says_why_on_the_mailbox_until_it_is_settled(store, kube, clock):
+    store.put(maildomain(DOMAIN, mailstore={"shards": 5}))
+    for name in PEOPLE:
+        store.put(password_secret(f"{name}-password", f"pw-{name}"))
+        store.put(mailbox(name, f"{name}@example.com"))
+    store.put(password_secret("pinned-password", "pw-pinned"))
+    store.put(mailbox("pinned", "pinned@example.com", shard=7))
+    r = reconciler(kube, clock)
+    await r.run(NS, DOMAIN)
+    recorded = shards_recorded(store)
+
+    # A pin naming no shard: placed by hashing, and the Mailbox says why.
+    cond = placed(store, "pinned")
+    assert (cond["status"], cond["reason"]) == ("False", "PinOutOfRange")
+    assert "spec.shard 7 does not exist (the MailDomain has 5 shard(s), 0 to 4)" in cond["message"]
+    assert ("PinOutOfRange", cond["message"]) in warnings(store, "pinned")
+    assert {(placed(store, n)["status"], placed(store, n)["reason"]) for n in PEOPLE} == {("True", "Hashed")}
+
+    # Down to 2 shards: a mailbox that was on shard 2..4 is re-placed, and it
+    # keeps saying where its earlier mail is through later passes.
+    on_gone = next(n for n in PEOPLE if recorded[f"{n}@example.com"] >= 2)
+    was = recorded[f"{on_gone}@example.com"]
+    domain = copy.deepcopy(store.one("MailDomain", NS, DOMAIN))
+    domain["spec"]["mailstore"]["shards"] = 2
+    store.put(domain)
+    for _ in range(2):
+        await r.run(NS, DOMAIN)
+        cond = placed(store, on_gone)
+        assert (cond["status"], cond["reason"]) == ("False", "ShardRemoved")
+        assert f"shard {was} no longer exists" in cond["message"]
+        assert f"set spec.shard: {was}" in cond["message"]
+    assert store.one("Mailbox", NS, on_gone)["status"]["shard"] in (0, 1)
+    stayed = next(n for n in PEOPLE if recorded[f"{n}@example.com"] < 2)
+    assert (placed(store, stayed)["status"], placed(store, stayed)["reason"]) == ("True", "Recorded")
+
+    # The owner settles it: shards back up and the pin the message names.
+    domain = copy.deepcopy(store.one("MailDomain", NS, DOMAIN))
+    domain["spec"]["mailstore"]["shards"] = 5
+    store.put(domain)
+    box = copy.deepcopy(store.one("Mailbox", NS, on_gone))
+    box["spec"]["shard"] = was
+    box["metadata"]["generation"] = box["metadata"].get("generation", 1) + 1
+    store.put(box)
+    await r.run(NS, DOMAIN)
+    cond = placed(store, on_gone)
+    assert (cond["status"], cond["reason"]) == ("True", "Pinned")
+    assert store.one("Mailbox", NS, on_gone)["status"]["shard"] == was

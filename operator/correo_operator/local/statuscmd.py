@@ -191,6 +191,9 @@ def table(items: list[dict]) -> str:
             out.append(f"  {address}: {ready['reason']}: {ready['message']}")
         if quota.get("status") == "True":
             out.append(f"  {address}: QuotaExceeded: {quota['message']}")
+        placed = _cond(o, "Placed")
+        if placed.get("status") == "False":
+            out.append(f"  {address}: {placed['reason']}: {placed['message']}")
         refusal = o["status"].get("incoming", {}).get("lastRefusal")
         if refusal:
             out.append(f"  {address}: incoming mail refused ({o['status']['incoming']['refused']}x), "

@@ -14,10 +14,13 @@ import signal
 import socket
 import ssl
 import time
+import urllib.request
 
 import imapclient
 import pytest
 from imapclient.exceptions import LoginError
+from monitoring.test_chart_monitoring import PROXY_SECTION, documented_metrics
+from prometheus_client.parser import text_string_to_metric_families
 
 from correo_server.folderlock import FolderInUse
 from correo_server.mailstore.datalock import DataDirLock
@@ -189,3 +192,25 @@ def test_a_killed_shard_costs_only_its_mailboxes_and_its_mail_arrives_after_rest
         stack.wait_for(lambda: "while shard 1 is down" in subjects(stack, address), timeout=120,
                        what=f"the deferred message in {address} after the restart")
     assert sorted(subjects(stack, down[0])).count("while shard 1 is down") == 1
+
+
+def test_the_proxy_exposes_exactly_its_documented_metrics(stack):
+    """docs/metrics.md's proxy table, against the proxy's /metrics after the
+    logins above (ok, failed, and unavailable while a shard was down)."""
+    with urllib.request.urlopen(stack.state["endpoints"]["proxy"]["http"] + "/metrics", timeout=30) as rsp:
+        text = rsp.read().decode()
+    exposed: dict[str, tuple[str, set[str]]] = {}
+    results: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("correo_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exposed[name] = (family.type, {k for s in family.samples for k in s.labels if k != "le"})
+            if name == "correo_proxy_logins_total":
+                results |= {s.labels["result"] for s in family.samples if s.value > 0}
+    documented = documented_metrics(PROXY_SECTION)
+    assert set(exposed) == set(documented), (
+        f"exposed, not documented: {set(exposed) - set(documented)}; "
+        f"documented, not exposed: {set(documented) - set(exposed)}")
+    for name, (kind, labels) in exposed.items():
+        assert kind == documented[name][0] and labels <= documented[name][1], (name, kind, labels, documented[name])
+    assert results == {"ok", "failed", "unavailable"}

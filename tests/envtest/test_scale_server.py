@@ -97,3 +97,16 @@ def test_the_operator_runs_three_shards_and_scaling_up_moves_no_mailbox(kubectl,
     assert recorded() == before
     assert base64.b64decode(live("secret", f"{DOMAIN_NAME}-proxy")["data"]["proxy.secret"]).decode() == secret
     assert get(kubectl, namespace, f"maildomain/{DOMAIN_NAME}")["spec"]["mailstore"]["shards"] == 5
+
+    # A pin naming no shard: the Mailbox says so, where kubectl describe shows it.
+    kubectl.run("patch", "mailbox", "alice", "-n", namespace, "--type=merge", "-p", '{"spec":{"shard":9}}')
+
+    def pin_refused() -> dict | None:
+        conditions = (get(kubectl, namespace, "mailbox/alice").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Placed" and c["reason"] == "PinOutOfRange"), None)
+    cond = wait_for(pin_refused, timeout=90,
+                    what=lambda: f"Placed=False PinOutOfRange on alice\n{operator.log()[-3000:]}")
+    assert cond["status"] == "False" and "spec.shard 9 does not exist (the MailDomain has 5 shard(s)" in cond["message"]
+    assert recorded() == before  # alice stays where her mail is
+    described = kubectl.run("describe", "mailbox/alice", "-n", namespace).stdout
+    assert "PinOutOfRange" in described and "spec.shard 9 does not exist" in described

@@ -233,3 +233,24 @@ def test_correo_status_table_shows_delivery_trouble_in_the_reason_column():
     lines = _table_for(figures())
     assert _row(lines, "MAILDOMAIN")["REASON"] == "Ready" and _row(lines, "MAILBOX")["REASON"] == "Ready"
     assert not [ln for ln in lines if ln.startswith("  ") and "DNS records" not in ln]  # nothing to look at
+
+
+def test_a_pin_that_names_no_shard_is_told_on_the_mailbox_and_in_correo_status():
+    from correo_operator.local import statuscmd
+
+    d, m = domain(mailstore={"shards": 3}), mailbox(shard=7)
+    obs = observed(shards={"alice@example.com": 1})
+    s = st.mailbox_status(m, d, observed=obs, now=NOW)
+    placed = conditions(s)["Placed"]
+    assert (placed["status"], placed["reason"], s["shard"]) == ("False", "PinOutOfRange", 1)
+    assert placed["message"] == ("spec.shard 7 does not exist (the MailDomain has 3 shard(s), 0 to 2); "
+                                 "on shard 1, where it was placed.")
+    assert ("Warning", "PinOutOfRange", placed["message"]) in st.transitions(None, s)
+    lines = statuscmd.table([{"kind": "Mailbox", "metadata": {"name": "alice", "namespace": "mail"},
+                              "spec": {"address": "alice@example.com"}, "status": s}]).splitlines()
+    assert f"  alice@example.com: PinOutOfRange: {placed['message']}" in lines
+    assert _row(lines, "MAILBOX")["SHARD"] == "1"
+
+    honoured = st.mailbox_status(mailbox(shard=2), d, observed=obs, now=NOW)
+    assert (conditions(honoured)["Placed"]["status"], conditions(honoured)["Placed"]["reason"]) == ("True", "Pinned")
+    assert "Placed" not in conditions(st.mailbox_status(mailbox(), domain(), observed=observed(), now=NOW))

@@ -212,5 +212,5 @@ def test_the_proxy_exposes_exactly_its_documented_metrics(stack):
         f"exposed, not documented: {set(exposed) - set(documented)}; "
         f"documented, not exposed: {set(documented) - set(exposed)}")
     for name, (kind, labels) in exposed.items():
-        assert kind == documented[name][0] and labels <= documented[name][1], (name, kind, labels, documented[name])
+        assert kind == documented[name][0] and labels <= documented[name][1], (name, labels, documented[name])
     assert results == {"ok", "failed", "unavailable"}

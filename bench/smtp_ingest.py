@@ -52,6 +52,14 @@ figure, the rates move with the load; Postfix in the same runs):
   queue 0.97 -> 0.78 ms/msg.  3 runs: correo 195 msg/s, 2.56 ms; Postfix
   302, 2.50 ms: 0.64x end to end (per run 0.37x, 0.87x, 0.60x), CPU
   per message at parity (0.98x).
+* Sender checks (SPF, DKIM, DMARC, DNSBL) through one process-wide DNS
+  answer cache (``mailauth/dnscache.py``) instead of dnspython's resolver
+  cache: a hit is a dict lookup (~4 us) instead of a trip through the
+  resolver (~29 us, an exception raised per cached NXDOMAIN).  3 runs
+  each, same hour, loopback DNS answering NXDOMAIN: relay 2.05/1.96/1.83
+  -> 1.74/1.58/1.43 ms/msg, correo 4.32 -> 3.76 ms/msg (medians); end to
+  end 167 -> 256 msg/s, 0.66x -> 0.85x Postfix (the rates move with the
+  machine's load more than with this change).
 
 What is left is mostly latency rather than CPU: acceptance now waits on
 one disk flush per group in the queue (~7 ms here) plus three processes

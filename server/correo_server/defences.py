@@ -19,8 +19,9 @@ end of DATA    DKIM (:mod:`.mailauth.dkimverify`), DMARC (:mod:`.mailauth.dmarc`
 
 :class:`Defences` is built once per relay (:func:`build`, from
 ``relay.filter`` of ``correo.yaml``, with the resolver of the top-level
-``nameservers``, :func:`.dnsresolver.make_resolver`, and the domains' SRS
-keys); :meth:`Defences.connection`
+``nameservers``, :func:`.dnsresolver.make_resolver`, under one DNS answer
+cache for the process, :class:`.mailauth.dnscache.AnswerCache`, and the
+domains' SRS keys); :meth:`Defences.connection`
 gives each port-25 connection a :class:`ConnectionDefences`, whose methods
 return a :class:`~.wire.replies.Reply` to send instead of the usual one (or
 None to go on).  Authenticated submission never comes here.
@@ -50,6 +51,7 @@ from . import logs
 from .config import ServerConfig
 from .dnsresolver import make_resolver
 from .mailauth import headers as hdrs
+from .mailauth.dnscache import AnswerCache
 from .mailauth.session import AuthPolicy, ConnectionAuth, DataVerdict, MailAuth, MailVerdict
 from .scanning import rspamd as rspamdmod
 from .scanning.dnsbl import Dnsbl, DnsblSettings, DnsblVerdict, DnsblZone
@@ -99,15 +101,17 @@ class RcptOutcome:
 
 
 class Defences:
-    def __init__(self, resolver: dns.asyncresolver.Resolver, authserv_id: str, is_hosted: Callable[[str], bool],
+    def __init__(self, resolver: AnswerCache | dns.asyncresolver.Resolver, authserv_id: str,
+                 is_hosted: Callable[[str], bool],
                  settings: DefenceSettings, *, srs: Srs | SrsDomains | None = None, rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.is_hosted = is_hosted
         self.srs = srs
-        self.auth = (MailAuth(resolver, authserv_id, is_hosted, policy=settings.auth, rng=rng, clock=clock)
+        self.dns = AnswerCache.of(resolver)  # one for the process: SPF, DKIM, DMARC and DNSBL answers
+        self.auth = (MailAuth(self.dns, authserv_id, is_hosted, policy=settings.auth, rng=rng, clock=clock)
                      if settings.auth is not None else None)
-        self.dnsbl = Dnsbl(resolver, settings.dnsbl) if settings.dnsbl.zones else None
+        self.dnsbl = Dnsbl(self.dns, settings.dnsbl) if settings.dnsbl.zones else None
         self.rspamd = RspamdClient(settings.rspamd) if settings.rspamd is not None else None
         self.authserv_id = authserv_id
 

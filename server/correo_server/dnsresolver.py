@@ -9,7 +9,10 @@ air-gapped sites use their own DNS (DESIGN.md, "DNS is configurable").  An
 empty list means the system's resolver configuration (``/etc/resolv.conf``).
 
 Answers are cached for their TTL in one LRU cache per resolver, as every MTA
-does; per-connection caching on top of it is the callers' business.
+does (the queue's MX lookups use it); the relay's sender checks switch it
+off and keep answers in their own process-wide cache instead
+(:mod:`.mailauth.dnscache`, on an injectable clock, RFC 2308 negative
+caching).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import nacl.encoding
 import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSError
+from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSError
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 # ---------------------------------------------------------------------------
@@ -44,6 +44,7 @@ class Zone(BaseResolver):
         self.names: set[str] = set()
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
+        self.soas: dict[str, RR] = {}  # zone apex -> the SOA record sent with its negative answers
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.port = 0
@@ -81,8 +82,25 @@ class Zone(BaseResolver):
         with self.lock:
             self.silent.add(name.rstrip(".").lower())
 
+    def soa(self, apex: str, *, ttl: int, minimum: int) -> None:
+        """Negative answers for names under ``apex`` carry its SOA record (RFC 2308)."""
+        apex = apex.rstrip(".").lower()
+        with self.lock:
+            self.names.add(apex)
+            self.soas[apex] = RR(apex, QTYPE.SOA, ttl=ttl, rdata=SOA(
+                f"ns.{apex}", f"hostmaster.{apex}", (1, 3600, 600, 86400, minimum)))
+
+    def _soa_for(self, qname: str) -> RR | None:
+        labels = qname.split(".")
+        for i in range(len(labels)):
+            found = self.soas.get(".".join(labels[i:]))
+            if found is not None:
+                return found
+        return None
+
     def clear(self) -> None:
         with self.lock:
+            self.soas.clear()
             self.records.clear()
             self.names.clear()
             self.servfail.clear()
@@ -105,11 +123,16 @@ class Zone(BaseResolver):
             if qname in self.servfail:
                 reply.header.rcode = RCODE.SERVFAIL
                 return reply
+            soa = self._soa_for(qname)
             if qname not in self.names:
                 reply.header.rcode = RCODE.NXDOMAIN
+                if soa is not None:
+                    reply.add_auth(soa)
                 return reply
             for rr in self.records.get((qname, qtype), []):
                 reply.add_answer(rr)
+            if not reply.rr and soa is not None:
+                reply.add_auth(soa)
         return reply
 
 

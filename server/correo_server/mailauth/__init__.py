@@ -4,7 +4,8 @@ that protects our own domains (DESIGN.md, "Where the second wave's parts go").
 The relay runs these on port 25 only, through :mod:`correo_server.defences`.
 Modules, from the bottom up (each imports only those above it):
 
-* :mod:`.dnsanswers`  -- DNS answers as data; the per-connection cache (the only DNS I/O)
+* :mod:`.dnsanswers`  -- DNS answers as data; the per-connection view (the only DNS I/O)
+* :mod:`.dnscache`    -- the process-wide DNS answer cache (TTL, RFC 2308 negative caching, bounded)
 * :mod:`.headers`     -- the header section as raw fields: read, remove, fold (pure)
 * :mod:`.spf`         -- RFC 7208 with pyspf, over DNS answers
 * :mod:`.dkimverify`  -- RFC 6376 verification of every signature with dkimpy

@@ -3,12 +3,12 @@
 The checks in this package are pure functions over DNS answers
 (:class:`Answer` values keyed by ``(name, type)``); this module is the only
 place in :mod:`correo_server.mailauth` that talks to DNS.  A
-:class:`DnsView` belongs to one SMTP connection: every answer it fetched
-stays in it for the connection's life (so that the SPF check of a second
-transaction, or the DMARC lookup after the SPF check, asks nothing twice),
-and concurrent askers of the same name share one query.  Below it, the
-resolver from :func:`correo_server.dnsresolver.make_resolver` keeps answers
-for their TTL across connections.
+:class:`DnsView` belongs to one SMTP connection: every answer it got stays
+in it for the connection's life (so that the checks of one connection see
+one consistent DNS, and the SPF check of a second transaction asks nothing
+twice).  Below it, the process-wide :class:`~.dnscache.AnswerCache` keeps
+answers for their TTL across connections and shares one query among
+concurrent askers; :func:`fetch_ttl` says how long an answer may be kept.
 
 A DNS failure is an answer too: ``temperror`` (server failure, refusal,
 timeout), which the checks turn into ``temperror`` verdicts and ``4xx``
@@ -20,17 +20,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
+import dns.rdatatype
 import dns.resolver
+
+if TYPE_CHECKING:
+    from .dnscache import AnswerCache
 
 OK = "ok"
 NXDOMAIN = "nxdomain"
 NODATA = "nodata"
 TEMPERROR = "temperror"
+
+# How long answers may be kept (:func:`fetch_ttl`, :mod:`.dnscache`), in seconds.
+MAX_TTL = 86400  # a day, as Unbound's cache-max-ttl
+MAX_NEGATIVE_TTL = 3600  # RFC 2308 section 5 suggests one to three hours
+NEGATIVE_TTL_WITHOUT_SOA = 60  # RFC 2308 section 5: "SHOULD NOT be cached"; a minute spares the server a flood
 
 
 @dataclass(frozen=True)
@@ -84,23 +94,43 @@ def _records(rdtype: str, answer: dns.resolver.Answer) -> tuple[Any, ...]:
 
 async def fetch(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> Answer:
     """Ask DNS once; every outcome is an :class:`Answer` (nothing raises)."""
+    return (await fetch_ttl(resolver, name, rdtype))[0]
+
+
+async def fetch_ttl(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -> tuple[Answer, float]:
+    """Ask DNS once: the :class:`Answer` and how long it may be kept, in
+    seconds (0: not at all; the rules are :mod:`.dnscache`'s)."""
     try:
         answer = await resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
-    except dns.resolver.NXDOMAIN:
-        return Answer(NXDOMAIN)
+    except dns.resolver.NXDOMAIN as exc:
+        responses = list(exc.responses().values()) if exc.kwargs.get("responses") else []
+        ttl = _negative_ttl(responses[-1] if responses else None, NEGATIVE_TTL_WITHOUT_SOA, MAX_NEGATIVE_TTL)
+        return Answer(NXDOMAIN), ttl
     except dns.resolver.YXDOMAIN:
-        return Answer(NXDOMAIN, error="name too long after DNAME substitution")
+        return Answer(NXDOMAIN, error="name too long after DNAME substitution"), NEGATIVE_TTL_WITHOUT_SOA
     except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel) as exc:
-        return Answer(NXDOMAIN, error=f"not a valid DNS name: {exc}")
+        return Answer(NXDOMAIN, error=f"not a valid DNS name: {exc}"), MAX_NEGATIVE_TTL
     except dns.resolver.NoNameservers as exc:
-        return Answer(TEMPERROR, error=f"DNS server failure for {name} ({rdtype}): {_short(exc)}")
+        return Answer(TEMPERROR, error=f"DNS server failure for {name} ({rdtype}): {_short(exc)}"), 0
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
-        return Answer(TEMPERROR, error=f"DNS timeout for {name} ({rdtype})")
+        return Answer(TEMPERROR, error=f"DNS timeout for {name} ({rdtype})"), 0
     except dns.exception.DNSException as exc:
-        return Answer(TEMPERROR, error=f"DNS error for {name} ({rdtype}): {_short(exc)}")
+        return Answer(TEMPERROR, error=f"DNS error for {name} ({rdtype}): {_short(exc)}"), 0
     if answer.rrset is None:
-        return Answer(NODATA)
-    return Answer(OK, _records(rdtype, answer))
+        return Answer(NODATA), _negative_ttl(answer.response, NEGATIVE_TTL_WITHOUT_SOA, MAX_NEGATIVE_TTL)
+    ttl = min(answer.rrset.ttl, *(c.ttl for c in answer.chaining_result.cnames), MAX_TTL)
+    return Answer(OK, _records(rdtype, answer)), ttl
+
+
+def _negative_ttl(response: dns.message.Message | None, without_soa: float, cap: float) -> float:
+    """RFC 2308 section 5: the smaller of the SOA record's TTL and its
+    MINIMUM field (from the authority section), at most ``cap``;
+    ``without_soa`` when the response carries no SOA record."""
+    if response is not None:
+        for rrset in response.authority:
+            if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+                return min(rrset.ttl, rrset[0].minimum, cap)
+    return without_soa
 
 
 def _short(exc: Exception) -> str:
@@ -111,34 +141,21 @@ def _short(exc: Exception) -> str:
 class DnsView:
     """The DNS answers one connection has seen (see the module docstring)."""
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
-        self.resolver = resolver
+    def __init__(self, source: "AnswerCache | dns.asyncresolver.Resolver") -> None:
+        from .dnscache import AnswerCache
+        self.cache = AnswerCache.of(source)
+        self.resolver = self.cache.resolver
         self.answers: dict[tuple[str, str], Answer] = {}
-        self._pending: dict[tuple[str, str], asyncio.Future[Answer]] = {}
-        self.queries = 0  # DNS questions actually sent (for logs and tests)
+        self.queries = 0  # answers this connection got from the shared cache (for logs and tests)
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         k = key(name, rdtype)
         known = self.answers.get(k)
         if known is not None:
             return known
-        pending = self._pending.get(k)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._pending[k] = future
-        try:
-            self.queries += 1
-            answer = await fetch(self.resolver, k[0], k[1])
-        except BaseException as exc:  # cancelled: let the others ask again
-            self._pending.pop(k, None)
-            if not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-                future.exception()  # retrieved: no "never retrieved" warning
-            raise
+        self.queries += 1
+        answer = await self.cache.lookup(k[0], k[1])  # concurrent askers share one query there
         self.answers[k] = answer
-        self._pending.pop(k, None)
-        future.set_result(answer)
         return answer
 
     async def lookup_all(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Answer]:

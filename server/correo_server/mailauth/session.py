@@ -1,10 +1,12 @@
 """Sender authentication for one SMTP connection: what the relay calls.
 
-:class:`MailAuth` is built once per relay (the resolver, our authserv-id,
-which names are hosted, the policy); :meth:`MailAuth.connection` makes a
-:class:`ConnectionAuth` for each port-25 connection, holding that
-connection's DNS answers (:class:`~.dnsanswers.DnsView`) and SPF results,
-so that nothing is asked twice in one connection.
+:class:`MailAuth` is built once per relay (the process's DNS answer cache,
+:class:`~.dnscache.AnswerCache`; our authserv-id, which names are hosted,
+the policy); :meth:`MailAuth.connection` makes a :class:`ConnectionAuth`
+for each port-25 connection, holding that connection's DNS answers
+(:class:`~.dnsanswers.DnsView`) and SPF results, so that nothing is asked
+twice in one connection, and what the previous connections learnt is not
+asked again while its TTL lasts.
 
 * :meth:`ConnectionAuth.at_mail`: SPF for the MAIL FROM and HELO identities
   (:mod:`.spf`) → :class:`MailVerdict`, with the reply when SPF alone
@@ -34,6 +36,7 @@ from . import authresults, dkimverify, dmarc, owndomain, spf
 from . import headers as hdrs
 from .dkimverify import DkimResult
 from .dmarc import DmarcResult
+from .dnscache import AnswerCache
 from .dnsanswers import DnsView
 from .spf import SpfResult
 
@@ -79,10 +82,12 @@ class DataVerdict:
 
 
 class MailAuth:
-    def __init__(self, resolver: dns.asyncresolver.Resolver, authserv_id: str, is_hosted: Callable[[str], bool], *,
+    def __init__(self, resolver: AnswerCache | dns.asyncresolver.Resolver, authserv_id: str,
+                 is_hosted: Callable[[str], bool], *,
                  policy: AuthPolicy = AuthPolicy(), rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] | None = None, spf_timeout: float = spf.TOTAL_TIMEOUT_SECONDS) -> None:
-        self.resolver = resolver
+        self.cache = AnswerCache.of(resolver)  # shared by every connection of the relay
+        self.resolver = self.cache.resolver
         self.authserv_id = authserv_id.lower().rstrip(".")
         self.is_hosted = is_hosted
         self.policy = policy
@@ -98,7 +103,7 @@ class ConnectionAuth:
     def __init__(self, auth: MailAuth, peer_ip: str) -> None:
         self.auth = auth
         self.peer_ip = peer_ip
-        self.view = DnsView(auth.resolver)
+        self.view = DnsView(auth.cache)
         self._spf: dict[tuple[str, str], SpfResult] = {}
 
     async def _spf_check(self, sender: str, helo: str) -> SpfResult:

@@ -19,8 +19,8 @@ was refused", not "listed".
 A blocklist that cannot be asked (DNS failure, timeout) is not a listing:
 mail keeps flowing when a blocklist is down, as with every MTA; the failure
 is logged and reported in the verdict.  Verdicts are cached per client
-address for ``cacheSeconds`` (the resolver also keeps answers for their
-TTL).
+address for ``cacheSeconds``; the answers are asked through the relay's
+:class:`~.mailauth.dnscache.AnswerCache`, which keeps them for their TTL.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import dns.asyncresolver
 
 from .. import logs
 from ..mailauth import dnsanswers
+from ..mailauth.dnscache import AnswerCache
 from ..replytext import printable
 from ..wire.replies import Reply
 
@@ -143,19 +144,20 @@ def decide(ip: str, settings: DnsblSettings, found: dict[str, tuple[dnsanswers.A
 
 
 class Dnsbl:
-    def __init__(self, resolver: dns.asyncresolver.Resolver, settings: DnsblSettings, *,
+    def __init__(self, resolver: AnswerCache | dns.asyncresolver.Resolver, settings: DnsblSettings, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.resolver = resolver
+        self.cache = AnswerCache.of(resolver)  # the relay's, shared with the sender checks
+        self.resolver = self.cache.resolver
         self.settings = settings
         self.clock = clock
         self._cache: dict[str, tuple[float, DnsblVerdict]] = {}
 
     async def _zone(self, ip: str, zone: DnsblZone) -> tuple[dnsanswers.Answer, dnsanswers.Answer | None]:
         name = query_name(ip, zone.zone)
-        a_answer = await dnsanswers.fetch(self.resolver, name, "A")
+        a_answer = await self.cache.lookup(name, "A")
         txt_answer = None
         if a_answer.ok and any(zone.counts(a) for a in a_answer.records) and zone.action != "allow":
-            txt_answer = await dnsanswers.fetch(self.resolver, name, "TXT")
+            txt_answer = await self.cache.lookup(name, "TXT")
         return a_answer, txt_answer
 
     async def check(self, ip: str) -> DnsblVerdict:

@@ -59,7 +59,11 @@ figure, the rates move with the load; Postfix in the same runs):
   each, same hour, loopback DNS answering NXDOMAIN: relay 2.05/1.96/1.83
   -> 1.74/1.58/1.43 ms/msg, correo 4.32 -> 3.76 ms/msg (medians); end to
   end 167 -> 256 msg/s, 0.66x -> 0.85x Postfix (the rates move with the
-  machine's load more than with this change).
+  machine's load more than with this change).  ``--cpu-profile``, one run
+  each: the sender checks 33.7% -> 25.4% of the relay's samples, their
+  DNS lookups 10.7% -> 1.8% (relay 1.97 -> 1.77 ms/msg from ``/proc``);
+  what remains is pyspf's evaluation (spf.py ~8%), reading the author
+  domains and writing Authentication-Results (~5%), DMARC (~2%).
 
 What is left is mostly latency rather than CPU: acceptance now waits on
 one disk flush per group in the queue (~7 ms here) plus three processes

@@ -142,8 +142,10 @@ class DnsView:
     """The DNS answers one connection has seen (see the module docstring)."""
 
     def __init__(self, source: "AnswerCache | dns.asyncresolver.Resolver") -> None:
-        from .dnscache import AnswerCache
-        self.cache = AnswerCache.of(source)
+        if isinstance(source, dns.asyncresolver.Resolver):  # tests and tools; the relay passes its cache
+            from .dnscache import AnswerCache  # here: dnscache imports this module
+            source = AnswerCache(source)
+        self.cache = source
         self.resolver = self.cache.resolver
         self.answers: dict[tuple[str, str], Answer] = {}
         self.queries = 0  # answers this connection got from the shared cache (for logs and tests)

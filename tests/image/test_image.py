@@ -59,6 +59,13 @@ def rendered_quickstart() -> list[dict]:
     return [o for o in yaml.safe_load_all(done.stdout) if o]
 
 
+def correo_workloads() -> list[dict]:
+    """The rendered Deployments and StatefulSets that run correo's image (a
+    managed rspamd runs rspamd's own image, with its own user and ports)."""
+    return [o for o in rendered_quickstart() if o["kind"] in ("Deployment", "StatefulSet")
+            and all(c["image"].startswith(IMAGE_REPO + ":") for c in o["spec"]["template"]["spec"]["containers"])]
+
+
 class TestDockerfileContract:
     def test_the_entrypoint_is_correo_and_the_default_command_the_operator(self):
         stage = dict(final_stage())
@@ -68,20 +75,20 @@ class TestDockerfileContract:
     def test_it_runs_as_the_uid_the_pods_and_the_chart_ask_for(self):
         user = dict(final_stage())["USER"]
         assert user == "10001:10001"
-        for obj in rendered_quickstart():
-            if obj["kind"] in ("Deployment", "StatefulSet"):
-                sc = obj["spec"]["template"]["spec"]["securityContext"]
-                assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (10001, 10001, 10001)
+        workloads = correo_workloads()
+        assert len(workloads) >= 3  # relay, queue, mailstore at least
+        for obj in workloads:
+            sc = obj["spec"]["template"]["spec"]["securityContext"]
+            assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (10001, 10001, 10001)
         chart = (ROOT / "helm/correo/templates/deployment.yaml").read_text()
         assert "runAsUser: 10001" in chart and "runAsGroup: 10001" in chart
 
     def test_every_declared_container_port_is_exposed(self):
         exposed = {int(p) for w, rest in final_stage() if w == "EXPOSE" for p in rest.split()}
         ports = set()
-        for obj in rendered_quickstart():
-            if obj["kind"] in ("Deployment", "StatefulSet"):
-                for c in obj["spec"]["template"]["spec"]["containers"]:
-                    ports |= {p["containerPort"] for p in c.get("ports") or []}
+        for obj in correo_workloads():
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                ports |= {p["containerPort"] for p in c.get("ports") or []}
         chart_values = yaml.safe_load((ROOT / "helm/correo/values.yaml").read_text())
         ports.add(chart_values["metrics"]["port"])
         assert ports <= exposed, f"not EXPOSEd: {sorted(ports - exposed)}"
@@ -94,11 +101,10 @@ class TestDockerfileContract:
                     key, _, value = token.partition("=")
                     env[key] = value
         assert env["HOME"] == "/tmp" and env["TMPDIR"] == "/tmp" and env["PYTHONDONTWRITEBYTECODE"] == "1"
-        for obj in rendered_quickstart():
-            if obj["kind"] in ("Deployment", "StatefulSet"):
-                (c,) = obj["spec"]["template"]["spec"]["containers"]
-                assert c["securityContext"]["readOnlyRootFilesystem"] is True
-                assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+        for obj in correo_workloads():
+            (c,) = obj["spec"]["template"]["spec"]["containers"]
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
     def test_what_it_copies_exists_and_is_not_ignored(self):
         ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()

@@ -3,6 +3,7 @@ ephemeral ports with its own data folder, a loopback DNS server, and
 loopback SMTP servers playing remote MX hosts."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -177,19 +178,34 @@ def dns_server():
 
 
 class RecordingMX:
-    """A loopback SMTP server that answers every RCPT with a fixed reply."""
+    """A loopback SMTP server that answers every RCPT with a fixed reply.
 
-    def __init__(self, host: str, port: int, rcpt_reply: str = "451 4.7.1 Greylisted, try again later"):
+    ``hold_when`` (a blocking callable, asked before each RCPT reply until
+    :meth:`release`) makes the MX keep the sender waiting for its reply: a
+    queue whose attempt is in flight keeps the message as it is (deferred,
+    delayed), so a test can look at that state for as long as it needs and
+    then let the next step happen, instead of racing the queue's clock."""
+
+    def __init__(self, host: str, port: int, rcpt_reply: str = "451 4.7.1 Greylisted, try again later",
+                 hold_when=None):
         from aiosmtpd.controller import Controller
 
         self.rcpt_reply = rcpt_reply
         self.received: list = []
         self.attempts = 0
+        self.hold_when = hold_when
+        self.holding = threading.Event()  # an attempt waits for its reply
+        self._released = threading.Event()
         outer = self
 
         class Handler:
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
                 outer.attempts += 1
+                loop = asyncio.get_running_loop()
+                if (outer.hold_when is not None and not outer._released.is_set()
+                        and await loop.run_in_executor(None, outer.hold_when)):
+                    outer.holding.set()
+                    await loop.run_in_executor(None, outer._released.wait, 300)
                 if outer.rcpt_reply.startswith("250"):
                     envelope.rcpt_tos.append(address)
                 return outer.rcpt_reply
@@ -200,11 +216,16 @@ class RecordingMX:
 
         self.controller = Controller(Handler(), hostname=host, port=port)
 
+    def release(self) -> None:
+        """Answer the held attempt, and every later one, at once."""
+        self._released.set()
+
     def __enter__(self):
         self.controller.start()
         return self
 
     def __exit__(self, *exc):
+        self.release()
         self.controller.stop()
 
 

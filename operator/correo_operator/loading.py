@@ -504,6 +504,10 @@ def _take(loaded: Loaded, doc: Document) -> None:
     if not api:
         loaded.problems.append(doc.problem("apiVersion", "required field is missing"))
         return
+    for fld, value in (("kind", kind), ("apiVersion", api)):
+        if not isinstance(value, str):
+            loaded.problems.append(doc.problem(fld, f"must be a string, not {type(value).__name__}"))
+            return
     if str(api).split("/")[0] == GROUP:
         if kind not in KINDS:
             loaded.problems.append(doc.problem("kind", (

@@ -204,16 +204,7 @@ class Session:
             shard_w.close()
             self.log.error("shard_login_failed", shard=shard, user=entry.address, error=str(exc))
             return self.unavailable(tag, entry.address, shard)
-        self.ctx.metrics.inc("proxy_logins_total", protocol="imap", result="ok")
-        self.log.info("imap_login", user=entry.address, shard=shard)
-        self.writer.write(tag.encode("ascii") + reply[len(SHARD_TAG):])
-        await self.writer.drain()
-        self.relaying = True
-        up, down = await relay.relay(self.reader, self.writer, shard_r, shard_w,
-                                     idle=float(self.ctx.config.proxy.idle_timeout_seconds
-                                                if self.ctx.config.proxy else 1800))
-        self.log.info("imap_relay_end", user=entry.address, shard=shard, bytes_up=up, bytes_down=down)
-        return "relayed"
+        return await relay.pass_through(self, "imap", entry.address, shard, tag.encode("ascii") + reply[len(SHARD_TAG):], shard_r, shard_w)
 
     def unavailable(self, tag: str, user: str, shard: int) -> str:
         self.ctx.metrics.inc("proxy_logins_total", protocol="imap", result="unavailable")

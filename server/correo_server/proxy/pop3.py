@@ -168,16 +168,7 @@ class Session:
             self.writer.write(reply)
             await self.writer.drain()
             return "refused"
-        self.ctx.metrics.inc("proxy_logins_total", protocol="pop3", result="ok")
-        self.log.info("pop3_login", user=entry.address, shard=shard)
-        self.writer.write(reply)
-        await self.writer.drain()
-        self.relaying = True
-        up, down = await relay.relay(self.reader, self.writer, shard_r, shard_w,
-                                     idle=float(self.ctx.config.proxy.idle_timeout_seconds
-                                                if self.ctx.config.proxy else 1800))
-        self.log.info("pop3_relay_end", user=entry.address, shard=shard, bytes_up=up, bytes_down=down)
-        return "relayed"
+        return await relay.pass_through(self, "pop3", entry.address, shard, reply, shard_r, shard_w)
 
     async def unavailable(self, user: str, shard: int) -> str:
         self.ctx.metrics.inc("proxy_logins_total", protocol="pop3", result="unavailable")

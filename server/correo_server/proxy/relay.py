@@ -110,3 +110,20 @@ async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
     finally:
         shard_w.close()
     return up[0], down[0]
+
+
+async def pass_through(session, protocol: str, user: str, shard: int, first_reply: bytes,
+                       shard_r: asyncio.StreamReader, shard_w: asyncio.StreamWriter) -> str:
+    """After the shard took the proxy's login for ``user``: count and log the
+    login, give the client the shard's reply, then relay bytes both ways
+    until either side ends (the same for IMAP, POP3 and ManageSieve)."""
+    session.ctx.metrics.inc("proxy_logins_total", protocol=protocol, result="ok")
+    session.log.info(f"{protocol}_login", user=user, shard=shard)
+    session.writer.write(first_reply)
+    await session.writer.drain()
+    session.relaying = True
+    proxy = session.ctx.config.proxy
+    up, down = await relay(session.reader, session.writer, shard_r, shard_w,
+                           idle=float(proxy.idle_timeout_seconds if proxy else 1800))
+    session.log.info(f"{protocol}_relay_end", user=user, shard=shard, bytes_up=up, bytes_down=down)
+    return "relayed"

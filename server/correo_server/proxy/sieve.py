@@ -172,16 +172,7 @@ class Session:
             shard_w.close()
             self.log.error("shard_login_failed", shard=shard, user=entry.address, error=str(exc))
             return self.unavailable(entry.address, shard)
-        self.ctx.metrics.inc("proxy_logins_total", protocol="managesieve", result="ok")
-        self.log.info("managesieve_login", user=entry.address, shard=shard)
-        self.writer.write(reply)
-        await self.writer.drain()
-        self.relaying = True
-        up, down = await relay.relay(self.reader, self.writer, shard_r, shard_w,
-                                     idle=float(self.ctx.config.proxy.idle_timeout_seconds
-                                                if self.ctx.config.proxy else 1800))
-        self.log.info("managesieve_relay_end", user=entry.address, shard=shard, bytes_up=up, bytes_down=down)
-        return "relayed"
+        return await relay.pass_through(self, "managesieve", entry.address, shard, reply, shard_r, shard_w)
 
     @staticmethod
     async def until_ok(shard_r: asyncio.StreamReader, timeout: float) -> None:

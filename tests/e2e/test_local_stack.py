@@ -12,13 +12,14 @@ import smtplib
 import ssl
 import subprocess
 import textwrap
+import time
 from email.message import EmailMessage
 
 import pytest
 
 from host_tools import needs_swaks_tls
 
-from .conftest import correo_cmd, start_stack
+from .conftest import ROOT, correo_cmd, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -221,7 +222,48 @@ def test_sigterm_stops_everything(tmp_path, quickstart):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    assert service_processes(s.data) == []
     assert "stopped; mail and queue are kept" in s.log()
+
+
+def service_processes(data) -> list[int]:
+    """Processes running on this data folder's configuration (the services
+    and helpers of its ``correo up``), found by their command lines."""
+    want = str(data / "config").encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if want in fh.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_sigterm_while_starting_stops_every_child(tmp_path, quickstart):
+    """Ctrl-C or SIGTERM while the services are still starting (the first
+    one has just been spawned, the others not yet): ``correo up`` starts
+    nothing more, stops what runs and exits cleanly."""
+    data = tmp_path / "data"
+    log_path = tmp_path / "up.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(correo_cmd("up", str(quickstart), "--data", str(data), "--ephemeral-ports"),
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        while not service_processes(data):  # the mailstore is being spawned
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert service_processes(data) == []
+    assert "stopped; mail and queue are kept" in log_path.read_text()
+    assert not (data / "state.json").exists()  # no stack is said to run there
 
 
 def test_services_do_not_outlive_a_killed_up_and_the_data_folder_is_free_again(tmp_path, quickstart):

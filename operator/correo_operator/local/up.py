@@ -223,10 +223,16 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)  # `correo apply` changed the domain configuration
     try:
-        await sup.start()
+        started = await _start_unless_stopped(sup, stop)
     except RuntimeError as exc:
         await sup.stop()
         raise NotStarted(str(exc)) from None
+    if not started:  # Ctrl-C or SIGTERM while starting: stop what runs, start nothing more
+        print("\ncorreo: stopped while starting; stopping what had started…", file=sys.stderr, flush=True)
+        await sup.stop()
+        layout.state_file.unlink(missing_ok=True)
+        print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
+        return 0
     running_config = _config_digest(layout)
     state["services"] = sup.pids()
     write_json(layout.state_file, state)
@@ -266,6 +272,31 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         layout.state_file.unlink(missing_ok=True)
         print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
     return 0
+
+
+async def _start_unless_stopped(sup: Supervisor, stop: asyncio.Event) -> bool:
+    """Start the services unless ``stop`` is set first (a signal during a
+    start that can take minutes: rspamd compiles its rules, a loaded machine
+    is slow).  False when stopped: the start is cancelled where it was (a
+    process being spawned is killed by asyncio; one waiting to be ready is
+    in ``sup.children``), and the caller stops every child that runs."""
+    starting = asyncio.create_task(sup.start())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()  # a service that could not start: RuntimeError
+        return not stop.is_set()
+    starting.cancel()
+    try:
+        await starting
+    except asyncio.CancelledError:
+        pass
+    except RuntimeError:
+        pass  # it failed as it was cancelled: stopping anyway
+    return False
 
 
 def _sync_rspamd(sup: Supervisor, layout: Layout, ports: dict[str, int]) -> bool:

@@ -61,3 +61,44 @@ async def test_a_service_writes_its_lines_in_one_piece_a_moment_later():
     buffer.write("outside a turn\n")
     buffer.flush()
     assert stream.getvalue().endswith("outside a turn\n")
+
+
+class BrokenOut(io.RawIOBase):
+    """Our own output after the terminal closed: every write fails."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_service_is_still_drained_when_our_output_fails():
+    """The service never blocks on a full pipe because ``correo up`` cannot
+    write its lines any more: they are dropped, the service runs on."""
+    script = "import sys\nfor i in range(4000):\n    print('x' * 100, flush=True)\n"  # 400 KB: 6 pipe buffers
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+    sup = Supervisor(layout=None, ports={}, log_format="console")  # type: ignore[arg-type]
+    sup.out = io.TextIOWrapper(io.BufferedWriter(BrokenOut()), encoding="utf-8")
+    await asyncio.wait_for(sup._pump(Child("queue", process=proc)), 60)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def test_stop_stops_every_child_even_when_stopping_one_fails():
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    sup = Supervisor(layout=None, ports={}, order=("mailstore", "relay"))  # type: ignore[arg-type]
+    for name in sup.order:
+        sup.children[name] = Child(name, process=await asyncio.create_subprocess_exec(*sleeper))
+
+    async def failed():
+        raise RuntimeError("its log forwarding failed")
+    sup.children["relay"].pump = asyncio.create_task(failed())  # stopped first: relay, then mailstore
+    try:
+        await sup.stop()
+        for child in sup.children.values():
+            assert child.process.returncode is not None
+    finally:
+        for child in sup.children.values():
+            if child.process.returncode is None:
+                child.process.kill()
+                await child.process.wait()

@@ -133,9 +133,26 @@ class Supervisor:
             lines, pending = pending + chunk[:cut], chunk[cut:]
             if prefix:
                 lines = prefix + lines[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
-            self._write(out, lines)
+            out = self._write_or_drop(out, lines, child.name)
         if pending:
-            self._write(out, prefix + pending + b"\n")
+            self._write_or_drop(out, prefix + pending + b"\n", child.name)
+
+    def _write_or_drop(self, out, data: bytes, name: str):
+        """Write, or after our own output failed (a closed terminal, a pipe
+        to a pager that quit, a full disk) drop: the service's output is
+        still read, so that it never blocks on a full pipe, and stopping it
+        later is not spoiled by an error that is not its own."""
+        if out is False:
+            return False
+        try:
+            self._write(out, data)
+        except (OSError, ValueError) as exc:
+            try:
+                log.warning("service_log_dropped", service=name, error=str(exc))
+            except (OSError, ValueError):
+                pass  # our stderr is gone too
+            return False
+        return out
 
     def _write(self, out, data: bytes) -> None:
         if out is not None:
@@ -271,11 +288,17 @@ class Supervisor:
                 pump.cancel()
 
     async def stop(self) -> None:
+        """Stop every child, relay first (stop taking mail), then the queue,
+        then the mailstore; a failure stopping one never leaves the others
+        running."""
         if self._watch:
             self._watch.cancel()
-        for name in reversed(self.order):  # relay first: stop taking mail, then queue, then mailstore
+        for name in reversed(self.order):
             if name in self.children:
-                await self._stop_one(self.children[name])
+                try:
+                    await self._stop_one(self.children[name])
+                except Exception as exc:  # noqa: BLE001 - the next ones must still be stopped
+                    log.error("service_stop_failed", service=name, error=repr(exc))
 
     def pids(self) -> dict[str, int]:
         return {n: c.process.pid for n, c in self.children.items() if c.process and c.process.returncode is None}

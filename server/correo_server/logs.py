@@ -62,7 +62,7 @@ class TurnBuffer:
         self.limit = limit
         self._parts: list[str] = []
         self._size = 0
-        self._scheduled = False
+        self._scheduled = None  # the loop that will flush, if one will
         atexit.register(self.flush)
 
     def write(self, text: str) -> int:
@@ -75,13 +75,13 @@ class TurnBuffer:
         self._size += len(text)
         if self._size > self.limit:
             self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
+        elif self._scheduled is not loop:  # none scheduled, or on a loop that has ended since
+            self._scheduled = loop
             loop.call_later(self.delay, self.flush)
         return len(text)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._scheduled = None
         parts, self._parts, self._size = self._parts, [], 0
         if parts:
             self._write("".join(parts))

@@ -73,7 +73,9 @@ def test_four_workloads_each_with_one_container_running_the_image_entrypoint(sta
         container = node.pods[name]["container"]
         assert "command" not in container, "the image's ENTRYPOINT (correo) runs, with the rendered args"
         assert container["args"] == ["serve", component, "--config", "/etc/correo"]
-        assert '"config": "/etc/correo"' in node.pod_log(name)
+        # services write their log every 50 ms (logs.py): the line may trail the readiness probe
+        wait_for(lambda: '"config": "/etc/correo"' in node.pod_log(name), timeout=30,
+                 what=lambda: f"{component}'s start line naming its config\n{node.pod_log(name)[-2000:]}")
 
 
 def test_every_service_target_port_listens(stack, rendered):

@@ -63,6 +63,22 @@ async def test_a_service_writes_its_lines_in_one_piece_a_moment_later():
     assert stream.getvalue().endswith("outside a turn\n")
 
 
+def test_lines_written_on_an_event_loop_that_ended_still_go_out_from_the_next():
+    """A service may log from a short event loop (a start-up step) before its
+    main one: the flush that loop scheduled never runs, and the main loop's
+    lines must not wait behind it for ever."""
+    stream = io.StringIO()
+    buffer = logs.TurnBuffer(stream, delay=0.01)
+
+    async def one_line(text: str, wait: float) -> None:
+        buffer.write(text)
+        await asyncio.sleep(wait)
+
+    asyncio.run(one_line("from the first loop\n", 0))  # ends before its flush is due
+    asyncio.run(one_line("from the main loop\n", 0.1))
+    assert stream.getvalue() == "from the first loop\nfrom the main loop\n"
+
+
 class BrokenOut(io.RawIOBase):
     """Our own output after the terminal closed: every write fails."""
 

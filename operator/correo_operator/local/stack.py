@@ -43,7 +43,7 @@ class Options:
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
-        low, high = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
         return low, high
     except (OSError, ValueError):
         return 32768, 60999

@@ -31,6 +31,7 @@ from ... import logs
 from ...config import Listen
 from ...guard import PRELOGIN_INPUT_BYTES
 from ..context import MailstoreContext
+from ..linereader import LineTooLong, read_line
 from . import parser
 from . import responses as r
 from .backend import StoreBackend, register_metrics
@@ -43,10 +44,6 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 MAX_LITERAL = 64 * 1024 * 1024  # beyond this, a literal is an attack: close
 _session_ids = itertools.count(1)
 _connections: "weakref.WeakKeyDictionary[asyncio.Server, set[ManageSieveConnection]]" = weakref.WeakKeyDictionary()
-
-
-class LineTooLong(Exception):
-    pass
 
 
 class LiteralTooLarge(Exception):
@@ -77,24 +74,8 @@ class ManageSieveConnection:
 
     # -- reading ----------------------------------------------------------------------
     async def read_line(self) -> bytes | None:
-        try:
-            line = await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError as exc:
-            await self.reader.readexactly(exc.consumed)
-            while True:
-                try:
-                    await self.reader.readuntil(b"\n")
-                    break
-                except asyncio.LimitOverrunError as more:
-                    await self.reader.readexactly(more.consumed)
-                except asyncio.IncompleteReadError:
-                    return None
-            raise LineTooLong() from None
-        if len(line) > self.max_line + 2:
-            raise LineTooLong()
-        return line
+        """One line, CRLF included; None at end of stream (linereader)."""
+        return await read_line(self.reader, self.max_line)
 
     async def _skip(self, size: int) -> None:
         while size > 0:

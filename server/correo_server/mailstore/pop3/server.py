@@ -29,6 +29,7 @@ from ... import logs
 from ...config import Listen
 from ...guard import PRELOGIN_INPUT_BYTES
 from ..context import MailstoreContext
+from ..linereader import LineTooLong, read_line
 from . import commands
 from .backend import StoreBackend, register_metrics
 from .multiline import DotStuffer, stuff
@@ -42,10 +43,6 @@ _session_ids = itertools.count(1)
 # The open connections of each listener, so that shutdown can end them
 # (asyncio.Server.close() in Python 3.11 only stops accepting).
 _connections: "weakref.WeakKeyDictionary[asyncio.Server, set[Pop3Connection]]" = weakref.WeakKeyDictionary()
-
-
-class LineTooLong(Exception):
-    pass
 
 
 def line_limit(ctx: MailstoreContext) -> int:
@@ -74,26 +71,8 @@ class Pop3Connection:
 
     # -- reading -------------------------------------------------------------------
     async def read_line(self) -> bytes | None:
-        """One line, CRLF included; None at end of stream; LineTooLong after
-        having read (and dropped) an over-long line to its end."""
-        try:
-            line = await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError as exc:
-            await self.reader.readexactly(exc.consumed)
-            while True:
-                try:
-                    await self.reader.readuntil(b"\n")
-                    break
-                except asyncio.LimitOverrunError as more:
-                    await self.reader.readexactly(more.consumed)
-                except asyncio.IncompleteReadError:
-                    return None
-            raise LineTooLong() from None
-        if len(line) > self.max_line + 2:
-            raise LineTooLong()
-        return line
+        """One line, CRLF included; None at end of stream (linereader)."""
+        return await read_line(self.reader, self.max_line)
 
     # -- writing -------------------------------------------------------------------
     async def send(self, reply: Reply) -> None:

@@ -141,3 +141,65 @@ def test_status_table_tells_what_needs_attention(tmp_path, examples_dir):
     row = next(line for line in text.splitlines() if line.startswith("default    bob"))
     assert " ? " in row  # unknown, not zero
     assert "bob@example.com: MailstoreUnavailable" in text
+
+
+def test_correo_apply_and_the_watcher_of_up_may_apply_one_edit_at_once(tmp_path, examples_dir):
+    """`correo apply` right after an edit races `correo up`'s own watcher:
+    both rewrite the configuration and state.json.  Neither may fail (a
+    shared temporary file name once made `correo up` stop with
+    FileNotFoundError), and what each adds to state.json is kept."""
+    import threading
+
+    from correo_operator.local.layout import read_json, write_json
+
+    layout = Layout.at(tmp_path)
+    layout.create()
+    options = stack.Options(ephemeral=True)
+    ports = stack.choose_ports(options)
+    write_json(layout.state_file, {"pid": 1, "ports": ports, "shards": 1})
+    paths = [str(examples_dir / "quickstart")]
+    loaded = loading.load_paths(paths)
+    errors: list[BaseException] = []
+
+    def apply_many():
+        try:
+            for _ in range(20):
+                (layout.config / "directory.yaml").unlink(missing_ok=True)  # force a rewrite each time
+                up.apply_once(paths, layout, options, ports, loaded)
+                up._record_pids(layout, {}, {"relay": 1})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=apply_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    state = read_json(layout.state_file)
+    assert state["services"] == {"relay": 1} and state["paths"] == [str(examples_dir.resolve() / "quickstart")]
+    assert state["generations"]
+    assert not list(tmp_path.glob(".*.tmp")) and not list(layout.config.glob(".*.tmp"))
+
+
+def test_two_writers_of_one_file_never_break_each_other(tmp_path):
+    import threading
+
+    from correo_operator.local.layout import write_atomic
+
+    target, errors = tmp_path / "applied.json", []
+
+    def write(n):
+        try:
+            for i in range(200):
+                write_atomic(target, f"{n}-{i}\n")
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and target.read_text().endswith("-199\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["applied.json"]

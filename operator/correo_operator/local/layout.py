@@ -15,8 +15,12 @@ where everything is.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,14 +88,36 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> bool:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(raw)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # A temporary file of its own: `correo apply` and the watcher of
+    # `correo up` may write the same file at once, and a shared name let one
+    # rename the other's file away (FileNotFoundError, `correo up` stopped).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return True
+
+
+@contextmanager
+def apply_lock(layout: "Layout") -> Iterator[None]:
+    """Held while the configuration and ``state.json`` are rewritten: by
+    ``correo apply`` and by the watcher of ``correo up``, which may both act
+    on one edit at once (each reads state.json, changes it and writes it
+    back; without the lock one's change is lost)."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / ".apply.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from correo_server import config as cfgmod
 
 from . import rspamd as localrspamd
 from . import stack
-from .layout import Layout, read_json, require_running, running_state, write_json
+from .layout import Layout, apply_lock, read_json, require_running, running_state, write_json
 from .supervisor import Aux, Supervisor, services
 
 log = logs.get("correo.up")
@@ -252,7 +252,10 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
             hup.clear()
             if now != signature:
                 signature = now
-                restart |= await asyncio.to_thread(apply_once, paths, layout, options, ports) == "restart"
+                try:
+                    restart |= await asyncio.to_thread(apply_once, paths, layout, options, ports) == "restart"
+                except OSError as exc:  # e.g. a full disk: the running configuration stays; the next edit or `correo apply` tries again
+                    log.error("apply_failed", error=str(exc), paths=paths)
             if restart and not stop.is_set() and _config_digest(layout) != running_config:
                 log.info("domain_changed_applying", how="each service restarted in turn, the relay handed over")
                 running_config = _config_digest(layout)
@@ -262,10 +265,8 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                     await sup.roll()
                 except RuntimeError as exc:  # the service that failed is restarted by the supervisor
                     log.error("domain_change_failed", error=str(exc))
-            current = read_json(layout.state_file) or state
-            if current.get("services") != sup.pids():
-                current["services"] = sup.pids()
-                write_json(layout.state_file, current)
+            if (read_json(layout.state_file) or state).get("services") != sup.pids():
+                await asyncio.to_thread(_record_pids, layout, state, sup.pids())
     finally:
         print("\ncorreo: stopping relay, queue and mailstore…", file=sys.stderr, flush=True)
         await sup.stop()
@@ -299,6 +300,13 @@ async def _start_unless_stopped(sup: Supervisor, stop: asyncio.Event) -> bool:
     return False
 
 
+def _record_pids(layout: Layout, state: dict, pids: dict) -> None:
+    with apply_lock(layout):  # `correo apply` may be rewriting state.json
+        current = read_json(layout.state_file) or state
+        current["services"] = pids
+        write_json(layout.state_file, current)
+
+
 def _sync_rspamd(sup: Supervisor, layout: Layout, ports: dict[str, int]) -> bool:
     """Give the supervisor the local rspamd when the written configuration
     points the relay at it (True when it was not there before)."""
@@ -330,6 +338,12 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
     loaded = loaded or _load(paths)
     if loaded is None:
         return None
+    with apply_lock(layout):
+        return _apply_locked(loaded, paths, layout, options, ports)
+
+
+def _apply_locked(loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options,
+                  ports: dict[str, int]) -> str | None:
     state = read_json(layout.state_file)
     running = (state or {}).get("shards", 1)
     if stack.shard_count(loaded) != running:

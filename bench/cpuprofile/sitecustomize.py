@@ -32,8 +32,9 @@ if _DIR and _NAME:
         _counts[";".join(reversed(parts))] += 1
 
     def _dump():
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)  # no sample may change the counts while they are written
         with open(os.path.join(_DIR, f"cpu-{_NAME}.txt"), "w") as fh:
-            for stack, n in _counts.items():
+            for stack, n in list(_counts.items()):
                 fh.write(f"{stack} {n}\n")
 
     signal.signal(signal.SIGPROF, _sample)

@@ -78,6 +78,12 @@ class AnswerCache:
         self._answers.move_to_end(k)
         return entry[1]
 
+    def holds(self, k: tuple[str, str], answer: Answer) -> bool:
+        """Is ``answer`` (for the normalised key ``k``) still the one kept,
+        unexpired?  What :mod:`.spfcache` checks its results against."""
+        entry = self._answers.get(k)
+        return entry is not None and entry[1] is answer and entry[0] > self.clock()
+
     async def lookup(self, name: str, rdtype: str) -> Answer:
         """The answer for ``(name, rdtype)``, from the cache or from DNS; never raises."""
         k = dnsanswers.key(name, rdtype)

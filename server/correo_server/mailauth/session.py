@@ -6,7 +6,9 @@ the policy); :meth:`MailAuth.connection` makes a :class:`ConnectionAuth`
 for each port-25 connection, holding that connection's DNS answers
 (:class:`~.dnsanswers.DnsView`) and SPF results, so that nothing is asked
 twice in one connection, and what the previous connections learnt is not
-asked again while its TTL lasts.
+asked again while its TTL lasts; an SPF result another connection from the
+same client worked out is not evaluated again while its answers last
+(:class:`~.spfcache.SpfCache`).
 
 * :meth:`ConnectionAuth.at_mail`: SPF for the MAIL FROM and HELO identities
   (:mod:`.spf`) → :class:`MailVerdict`, with the reply when SPF alone
@@ -32,13 +34,14 @@ import dns.asyncresolver
 
 from .. import logs
 from ..wire.replies import Reply
-from . import authresults, dkimverify, dmarc, owndomain, spf
+from . import authresults, dkimverify, dmarc, owndomain, spf, spfcache
 from . import headers as hdrs
 from .dkimverify import DkimResult
 from .dmarc import DmarcResult
 from .dnscache import AnswerCache
 from .dnsanswers import DnsView
 from .spf import SpfResult
+from .spfcache import SpfCache
 
 log = logs.get(__name__)
 
@@ -85,9 +88,12 @@ class MailAuth:
     def __init__(self, resolver: AnswerCache | dns.asyncresolver.Resolver, authserv_id: str,
                  is_hosted: Callable[[str], bool], *,
                  policy: AuthPolicy = AuthPolicy(), rng: Callable[[], float] = random.random,
-                 clock: Callable[[], float] | None = None, spf_timeout: float = spf.TOTAL_TIMEOUT_SECONDS) -> None:
+                 clock: Callable[[], float] | None = None, spf_timeout: float = spf.TOTAL_TIMEOUT_SECONDS,
+                 spf_cache_entries: int = spfcache.DEFAULT_MAX_ENTRIES) -> None:
         self.cache = AnswerCache.of(resolver)  # shared by every connection of the relay
         self.resolver = self.cache.resolver
+        # SPF results while their answers last (0: evaluate every connection's afresh)
+        self.spf_cache = SpfCache(self.cache, max_entries=spf_cache_entries) if spf_cache_entries else None
         self.authserv_id = authserv_id.lower().rstrip(".")
         self.is_hosted = is_hosted
         self.policy = policy
@@ -106,18 +112,37 @@ class ConnectionAuth:
         self.view = DnsView(auth.cache)
         self._spf: dict[tuple[str, str], SpfResult] = {}
 
-    async def _spf_check(self, sender: str, helo: str) -> SpfResult:
+    def _spf_known(self, sender: str, helo: str) -> SpfResult | None:
+        """The result this connection, or the relay's SPF cache, already has."""
         k = (sender.lower(), helo.lower())
-        if k not in self._spf:
-            self._spf[k] = await spf.check(self.view, self.peer_ip, sender, helo, receiver=self.auth.authserv_id,
-                                           timeout=self.auth.spf_timeout)
-        return self._spf[k]
+        known = self._spf.get(k)
+        if known is None and self.auth.spf_cache is not None:
+            known = self.auth.spf_cache.get(self.peer_ip, sender, helo, self.auth.authserv_id)
+            if known is not None:
+                self._spf[k] = known
+        return known
+
+    async def _spf_check(self, sender: str, helo: str) -> SpfResult:
+        known = self._spf_known(sender, helo)
+        if known is not None:
+            return known
+        used: set[tuple[str, str]] = set()
+        auth = self.auth
+        result = await spf.check(self.view, self.peer_ip, sender, helo, receiver=auth.authserv_id,
+                                 timeout=auth.spf_timeout, used=used)
+        self._spf[(sender.lower(), helo.lower())] = result
+        if auth.spf_cache is not None:
+            auth.spf_cache.put(self.peer_ip, sender, helo, auth.authserv_id, result, used, self.view.answers)
+        return result
 
     async def at_mail(self, helo: str, sender: str) -> MailVerdict:
         """SPF at MAIL FROM (``sender`` empty for the null sender)."""
         helo = helo or ""
         if sender:
-            mailfrom, helo_result = await asyncio.gather(self._spf_check(sender, helo), self._spf_check("", helo))
+            mailfrom, helo_result = self._spf_known(sender, helo), self._spf_known("", helo)
+            if mailfrom is None or helo_result is None:  # one to evaluate: both at once
+                mailfrom, helo_result = await asyncio.gather(self._spf_check(sender, helo),
+                                                             self._spf_check("", helo))
         else:
             mailfrom, helo_result = await self._spf_check("", helo), None
         policy = self.auth.policy

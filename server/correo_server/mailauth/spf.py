@@ -69,18 +69,25 @@ class SpfResult:
         return self.result == "pass"
 
 
-_current: contextvars.ContextVar[Answers | None] = contextvars.ContextVar("correo_spf_answers", default=None)
+# The evaluation under way: its answers, and the keys pyspf consulted (for
+# :mod:`.spfcache`: a result holds while those answers do).
+_current: contextvars.ContextVar[tuple[Answers, set[tuple[str, str]] | None] | None] = contextvars.ContextVar(
+    "correo_spf_answers", default=None)
 _pyspf_lookup = pyspf.DNSLookup
 
 
 def _dispatch(name, qtype, strict=True, timeout=30):
-    answers = _current.get()
-    if answers is None:  # not ours: pyspf's own lookup
+    current = _current.get()
+    if current is None:  # not ours: pyspf's own lookup
         return _pyspf_lookup(name, qtype, strict, timeout)
+    answers, used = current
     name = str(name)
-    answer = answers.get(dnsanswers.key(name, qtype))
+    k = dnsanswers.key(name, qtype)
+    if used is not None:
+        used.add(k)
+    answer = answers.get(k)
     if answer is None:
-        raise NeedAnswer(dnsanswers.key(name, qtype)[0], qtype.upper())
+        raise NeedAnswer(k[0], qtype.upper())
     if answer.temporary:
         raise pyspf.TempError(answer.error or f"DNS failure for {name}")
     if not answer.ok:
@@ -111,10 +118,12 @@ def _is_domain(name: str) -> bool:
         return all(0 < len(label) < 64 for label in name.split("."))
 
 
-def evaluate(ip: str, sender: str, helo: str, answers: Answers, *, receiver: str = "") -> SpfResult:
+def evaluate(ip: str, sender: str, helo: str, answers: Answers, *, receiver: str = "",
+             used: set[tuple[str, str]] | None = None) -> SpfResult:
     """The SPF result for ``sender`` (the MAIL FROM address; empty for the
     null sender, then the HELO identity is checked) from client ``ip``.
-    Pure over ``answers``; raises :class:`NeedAnswer` for a missing one."""
+    Pure over ``answers``; raises :class:`NeedAnswer` for a missing one.
+    ``used``, when given, collects the ``(name, type)`` keys consulted."""
     identity = "mailfrom" if sender else "helo"
     subject = sender if sender else helo
     if identity == "helo" and not _is_domain(helo):
@@ -122,7 +131,7 @@ def evaluate(ip: str, sender: str, helo: str, answers: Answers, *, receiver: str
     if identity == "mailfrom" and "@" not in sender:
         return SpfResult("mailfrom", sender, "", "none", "no domain in MAIL FROM")
     query = pyspf.query(i=ip, s=sender, h=helo, receiver=receiver or "unknown", strict=True, querytime=0)
-    token = _current.set(answers)
+    token = _current.set((answers, used))
     try:
         result, _code, explanation = query.check()
     finally:
@@ -138,13 +147,14 @@ def evaluate_helo(ip: str, helo: str, answers: Answers, *, receiver: str = "") -
 
 
 async def check(view: DnsView, ip: str, sender: str, helo: str, *, receiver: str = "",
-                timeout: float = TOTAL_TIMEOUT_SECONDS) -> SpfResult:
-    """:func:`evaluate`, fetching the answers it needs through ``view``."""
+                timeout: float = TOTAL_TIMEOUT_SECONDS, used: set[tuple[str, str]] | None = None) -> SpfResult:
+    """:func:`evaluate`, fetching the answers it needs through ``view``.
+    ``used``: as for :func:`evaluate` (the keys of every round)."""
     try:
         async with asyncio.timeout(timeout):
             for _ in range(MAX_ROUNDS):
                 try:
-                    return evaluate(ip, sender, helo, view.answers, receiver=receiver)
+                    return evaluate(ip, sender, helo, view.answers, receiver=receiver, used=used)
                 except NeedAnswer as need:
                     await view.lookup(need.name, need.rdtype)
     except TimeoutError:

@@ -181,6 +181,17 @@ async def test_a_result_whose_explanation_reads_the_clock_is_not_kept(cache):
     assert spf_cache.get(CLIENT, "bob@sender.example", HELO, "mx.example.com").subject == "bob@sender.example"
 
 
+async def test_a_helo_name_that_is_not_a_domain_is_not_looked_at_again(zone, cache, evaluations):
+    zone.txt("sender.example", "v=spf1 ip4:192.0.2.0/24 -all")
+    auth = mail_auth(cache)
+    first = await at_mail(auth, helo="localhost")
+    evaluated = len(evaluations)
+    second = await at_mail(auth, helo="localhost")
+    assert first == second and second.helo.result == "none"
+    assert len(evaluations) == evaluated
+    assert (await at_mail(auth, helo="[192.0.2.10]")).helo.result == "none"
+
+
 async def test_the_bound_holds(zone, cache):
     zone.txt("sender.example", "v=spf1 ip4:192.0.2.0/24 -all")
     auth = mail_auth(cache, spf_cache_entries=3)

@@ -16,6 +16,7 @@ rules, users' clients) see only the verdicts we made.  Pure functions.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable
 
@@ -71,11 +72,19 @@ def dmarc_clause(result: DmarcResult) -> str:
 def header(authserv_id: str, *, spf: Iterable[SpfResult] = (), dkim: Iterable[DkimResult] | None = None,
            dmarc: Iterable[DmarcResult] | None = None, extra: Iterable[str] = ()) -> bytes:
     """The whole field, folded, ending with CRLF.  ``dkim=None`` leaves DKIM
-    out (not checked); an empty list says ``dkim=none`` (no signature)."""
+    out (not checked); an empty list says ``dkim=none`` (no signature).
+    The same verdicts give the same field: a sender whose every message gets
+    the same verdicts costs a lookup (results are frozen values)."""
+    return _header(authserv_id, tuple(spf), None if dkim is None else tuple(dkim),
+                   None if dmarc is None else tuple(dmarc), tuple(extra))
+
+
+@functools.lru_cache(maxsize=1024)
+def _header(authserv_id: str, spf: tuple[SpfResult, ...], dkim: tuple[DkimResult, ...] | None,
+            dmarc: tuple[DmarcResult, ...] | None, extra: tuple[str, ...]) -> bytes:
     clauses = [spf_clause(r) for r in spf]
     if dkim is not None:
-        results = list(dkim)
-        clauses += [dkim_clause(r) for r in results] or ["dkim=none"]
+        clauses += [dkim_clause(r) for r in dkim] or ["dkim=none"]
     if dmarc is not None:
         clauses += [dmarc_clause(r) for r in dmarc]
     clauses += list(extra)

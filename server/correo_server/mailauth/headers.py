@@ -11,20 +11,32 @@ from __future__ import annotations
 
 import email.utils
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
-@dataclass(frozen=True)
 class Field:
-    name: str  # as written
-    raw: bytes  # the whole field, continuation lines and final CRLF included
+    """One header field as written (immutable)."""
 
-    @property
-    def lname(self) -> str:
-        return self.name.lower()
+    __slots__ = ("name", "raw", "lname")
+
+    def __init__(self, name: str, raw: bytes) -> None:
+        object.__setattr__(self, "name", name)  # as written
+        object.__setattr__(self, "raw", raw)  # the whole field, continuation lines and final CRLF included
+        object.__setattr__(self, "lname", name.lower())
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Field is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Field) and (self.name, self.raw) == (other.name, other.raw)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.raw))
+
+    def __repr__(self) -> str:
+        return f"Field(name={self.name!r}, raw={self.raw!r})"
 
     @property
     def value(self) -> str:
@@ -34,11 +46,32 @@ class Field:
         return re.sub(r"\r?\n(?=[ \t])", "", text).strip()
 
 
+# The last header section split, and its fields and length: the checks at the
+# end of DATA (DKIM, DMARC's author, the forged-results removal, X-Spam-*)
+# each split the same message; the key is the header bytes (up to and
+# including the first empty line), which alone decide the split.
+_last: tuple[bytes, tuple[Field, ...], int] = (b"\x00", (), 0)
+_CACHED_HEAD_BYTES = 64 * 1024  # a larger one (or a message without an empty line) is not kept
+
+
 def split(message: bytes) -> tuple[list[Field], bytes]:
     """The header fields and the rest (the empty line and the body).
 
     A line that is neither a field nor a continuation ends the header
     section (as a lenient reader does); it stays with the body."""
+    global _last
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[:end + 4]
+    last = _last
+    if last[0] == head:
+        return list(last[1]), message[last[2]:]
+    fields, pos = _split(head)
+    if len(head) <= _CACHED_HEAD_BYTES:
+        _last = (head, tuple(fields), pos)
+    return fields, message[pos:]
+
+
+def _split(message: bytes) -> tuple[list[Field], int]:
     fields: list[Field] = []
     pos = 0
     size = len(message)
@@ -57,7 +90,7 @@ def split(message: bytes) -> tuple[list[Field], bytes]:
                 break
             fields.append(Field(m.group(1).decode("ascii"), line))
         pos = end
-    return fields, message[pos:]
+    return fields, pos
 
 
 def valid_name(name: str) -> bool:

@@ -15,6 +15,9 @@ and gives it back only while the process-wide answer cache
   :data:`MAX_AGE`); when one of them expires or is replaced, the check is
   evaluated again, over the new answer;
 * ``temperror`` is never kept (nor are the answers behind it);
+* a result that took no DNS at all (a HELO name that is not a domain, a
+  MAIL FROM without one) depends on the names alone: kept for
+  :data:`MAX_AGE`;
 * the key is the client's IP address, the MAIL FROM domain (the null
   sender: none), the HELO name and our receiver name, all of which the
   evaluation may read; a record that uses macros (``%{l}``, ``%{s}``, ...)
@@ -110,7 +113,7 @@ class SpfCache:
             used: set[tuple[str, str]], answers: Mapping[tuple[str, str], Answer]) -> None:
         """Keep ``result``, worked out from the answers of the keys in
         ``used`` (as ``answers``, the connection's, has them)."""
-        if result.result == "temperror" or not used:
+        if result.result == "temperror":
             return
         deps = []
         for name_type in used:

@@ -62,6 +62,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ SNAPSHOT = "snapshot.json"
 JOURNAL_PREFIX = "journal."
 COMPACT_BYTES = 8 * 1024 * 1024
 FRESH_BYTES = 32 * 1024 * 1024  # messages kept in memory for their first attempt, at most
+FREE_READING_SECONDS = 1.0  # a free-space reading answers has_room this long...
+FREE_SLACK_BYTES = 256 * 1024 * 1024  # ...while this much more than the minimum is left
 
 
 class SpoolFull(OSError):
@@ -343,6 +346,8 @@ class Spool:
         self._relocate_due = False
         self._due: list[str] = []  # segments and old msg/ files to delete with the next disk batch
         self._sync_fd: int | None = None  # the spool folder, for syncfs (open_journal opens it)
+        self._free_seen: tuple[float, int] | None = None  # (when, free octets) of the last statvfs
+        self._stored_since = 0  # octets stored since that reading
 
     # -- segments ---------------------------------------------------------
     def segment_path(self, seq: int) -> Path:
@@ -559,9 +564,22 @@ class Spool:
                 return qid
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
+        free = shutil.disk_usage(self.root).free
+        self._free_seen = (time.monotonic(), free)
+        self._stored_since = 0
+        return free
 
     def has_room(self, size: int = 0) -> bool:
+        """Is there room for ``size`` more octets above ``min_free_bytes``?
+        Far from the limit (:data:`FREE_SLACK_BYTES` more than it, less what
+        was stored since), a reading less than :data:`FREE_READING_SECONDS`
+        old answers: not a ``statvfs`` for every message.  Near it, every
+        question reads the disk again.  (A write that meets a full disk
+        fails all the same and is answered 4xx.)"""
+        seen = self._free_seen
+        if (seen is not None and time.monotonic() - seen[0] < FREE_READING_SECONDS
+                and seen[1] - self._stored_since - size >= self.min_free_bytes + FREE_SLACK_BYTES):
+            return True
         try:
             return self.free_bytes() - size >= self.min_free_bytes
         except OSError:
@@ -571,6 +589,7 @@ class Spool:
         """Write a message durably; raises :class:`SpoolFull` or ``OSError``."""
         if not self.has_room(len(data)):
             raise SpoolFull(errno.ENOSPC, "spool free space below the minimum")
+        self._stored_since += len(data)
         await self.disk.write(env, data)
 
     def _forget(self, msg_id: str) -> bytes | None:

@@ -319,10 +319,8 @@ class Runner:
                     timer.cancel()
                     if not fut.done():
                         fut.cancel()
-                    try:
+                    if fut in sleepers:  # not handed work: no longer waiting (a miss in remove() costs a repr)
                         sleepers.remove(fut)
-                    except ValueError:
-                        pass
         finally:
             try:
                 await asyncio.wait_for(asyncio.shield(session.close()), 5.0)

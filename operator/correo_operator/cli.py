@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--shard", type=int, default=None, metavar="N",
                     help="mailstore: run as shard N of mailstore.shards (default: $CORREO_SHARD, else the "
                          "ordinal the host name ends with, as in a StatefulSet pod)")
+    sv.add_argument("--replica", type=int, default=None, metavar="N",
+                    help="queue: run as replica N of queue.replicas (default: $CORREO_REPLICA, else the ordinal "
+                         "the host name ends with); a replica past the list drains its spool into the others")
+    sv.add_argument("--spool", default=None, metavar="DIR",
+                    help="queue: the spool folder (default: the replica's, else queue.spoolDir)")
     sv.set_defaults(target="correo_server.serve:main")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)",

@@ -15,7 +15,11 @@ Objects, for a MailDomain named ``<base>`` in namespace ``<ns>``:
   (``directory.yaml``: password hashes only).
 * relay: Deployment, Service (25, 587, 465 → 2525, 2587, 2465), PodDisruptionBudget.
 * queue: StatefulSet with a spool volumeClaimTemplate and a headless Service
-  (LMTP 2424, HTTP 8082).
+  (LMTP 2424, HTTP 8082); with ``spec.queue.replicas`` N > 1, N pods each
+  with its own spool (replica i is ``<base>-queue-i.<base>-queue.<ns>.svc``,
+  listed in ``queue.replicas`` for the relay, which hands each message to
+  any ready one), and during a scale-down the leaving pods are kept until
+  they have drained (``queue_pods``).
 * mailstore: StatefulSet with a mail volumeClaimTemplate, a Service for
   clients (143, 993, 110, 995) and a headless internal one (LMTP 2425, HTTP 8083).
 * autoconfig: Deployment and Service (80 → 2080) serving client
@@ -105,6 +109,12 @@ def shard_host(domain: MailDomain, shard: int) -> str:
     return f"{b}-mailstore-{shard}.{b}-mailstore-internal.{ns}.svc"
 
 
+def queue_host(domain: MailDomain, replica: int) -> str:
+    """The DNS name of a queue replica's pod (StatefulSet pod + headless Service)."""
+    b, ns = domain.name, domain.namespace
+    return f"{b}-queue-{replica}.{b}-queue.{ns}.svc"
+
+
 def names(domain: MailDomain) -> dict[str, str]:
     b = domain.name
     return {
@@ -134,7 +144,15 @@ def service_urls(domain: MailDomain) -> dict[str, str]:
     if domain.spec.mailstore.shards > 1:  # each shard answers for its own mailboxes
         for i in range(domain.spec.mailstore.shards):
             urls[f"mailstore-{i}"] = f"http://{shard_host(domain, i)}:{PORTS['mailstore_http']}"
+    if domain.spec.queue.replicas > 1:  # each replica has its own spool
+        for i in range(domain.spec.queue.replicas):
+            urls[f"queue-{i}"] = queue_url(domain, i)
     return urls
+
+
+def queue_url(domain: MailDomain, replica: int) -> str:
+    """The side port of a queue replica (``/status``; a leaving one reports its drain there)."""
+    return f"http://{queue_host(domain, replica)}:{PORTS['queue_http']}"
 
 
 def referenced_secrets(domain: MailDomain, mailboxes: list[Mailbox]) -> set[str]:
@@ -227,6 +245,9 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
         queue=cfgmod.QueueConfig(
             mailstore=cfgmod.Listen(f"{n['mailstore_internal']}.{ns}.svc", PORTS["mailstore_lmtp"]),
             max_message_bytes=limits["max_message_bytes"],
+            # the replicas that take mail; one past the list drains into them (queuereplicas)
+            replicas=tuple(cfgmod.QueueReplica(host=queue_host(domain, i)) for i in range(domain.spec.queue.replicas))
+            if domain.spec.queue.replicas > 1 else (),
         ),
         mailstore=cfgmod.MailstoreConfig(
             queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]),
@@ -474,11 +495,13 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                                               rspamd_pods={"podSelector": {"matchLabels": _selector(
                                                   domain, managedrspamd.COMPONENT)}},
                                               queue_http=PORTS["queue_http"], mailstore_http=PORTS["mailstore_http"])]),
+        # queue → queue LMTP: a leaving replica hands its messages to the others
         _netpol(domain, "queue",
-                ingress=[{"from": [relay_pods, mailstore_pods], "ports": _tcp(PORTS["queue_lmtp"])},
+                ingress=[{"from": [relay_pods, mailstore_pods, queue_pods], "ports": _tcp(PORTS["queue_lmtp"])},
                          {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["queue_http"])}],
                 egress=[{"to": [mailstore_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
-                        {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS]),
+                        {"ports": _tcp(*outbound_ports)}, _DNS_EGRESS,
+                        {"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}]),
         _netpol(domain, "mailstore",
                 ingress=[{**({"from": [proxy_pods]} if sharded else {}),
                           "ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
@@ -580,9 +603,12 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
            image: str = DEFAULT_IMAGE, previous_scripts: Mapping[str, str] | None = None,
            previous_shards: Mapping[str, int] | None = None,
            ingress_defaults: AutoconfigIngress | None = None,
-           rspamd_image: str = managedrspamd.DEFAULT_IMAGE) -> list[dict]:
+           rspamd_image: str = managedrspamd.DEFAULT_IMAGE, queue_pods: int | None = None) -> list[dict]:
     """Every object that runs ``domain``; pure and deterministic.  ``previous_scripts``:
-    see :func:`directory_entries`; ``ingress_defaults``: see :func:`_autoconfig_ingress`."""
+    see :func:`directory_entries`; ``ingress_defaults``: see :func:`_autoconfig_ingress`;
+    ``queue_pods``: queue pods to keep while replicas past ``spec.queue.replicas``
+    drain (the operator shrinks the StatefulSet only once they report empty,
+    ``queuedrain``); the configuration lists only the replicas that stay."""
     spec, n = domain.spec, names(domain)
     config_text = cfgmod.dump(server_config(domain))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts, previous_shards))
@@ -621,7 +647,8 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
     queue_c = _container(domain, "queue", image, [("lmtp", PORTS["queue_lmtp"])], PORTS["queue_http"],
                          [{"name": "spool", "mountPath": "/var/lib/correo/queue"}], _RESOURCES["queue"])
     objects += [
-        _statefulset(domain, "queue", spec.queue.storage, n["queue"], "spool", queue_c, config_hash),
+        _statefulset(domain, "queue", spec.queue.storage, n["queue"], "spool", queue_c, config_hash,
+                     replicas=max(spec.queue.replicas, queue_pods or 0)),
         _service(domain, n["queue"], "queue",
                  [("lmtp", PORTS["queue_lmtp"], PORTS["queue_lmtp"]), ("http", PORTS["queue_http"], PORTS["queue_http"])],
                  headless=True),

@@ -60,6 +60,10 @@ class Observed:
     # before the pass: the only moment a removed shard is seen).  Without an
     # entry, the placement is worked out from ``shards``.
     placements: Mapping[str, placement.Placement] = field(default_factory=dict)
+    # With queue replicas: each replica's /status (None: it does not answer),
+    # by ordinal, the leaving ones included; ``queue`` is then their merge
+    # (:func:`merge_queue_replicas`).
+    queue_replicas: tuple[Mapping[str, Any] | None, ...] = ()
 
 
 def _ts(now: datetime) -> str:
@@ -152,6 +156,101 @@ def shards_available(docs: tuple[Mapping[str, Any] | None, ...]) -> Decision:
 def shard_figures(docs: tuple[Mapping[str, Any] | None, ...]) -> list[dict]:
     return [{"shard": i, "ready": bool(d and d.get("ready", False)),
              "mailboxes": len((d or {}).get("mailboxes") or {})} for i, d in enumerate(docs)]
+
+
+def _merge_figures(figs: list[Mapping[str, Any]]) -> dict:
+    """One queue's figures (``statusdoc.QueueFigures``) from several replicas'."""
+    out: dict[str, Any] = dict(statusdoc.empty_figures())
+    for f in figs:
+        for k in ("active", "deferred", "delayedNoticesSent", "bounced", "delivered"):
+            out[k] += int(f.get(k) or 0)
+        out["oldestDeferredAgeSeconds"] = max(out["oldestDeferredAgeSeconds"], int(f.get("oldestDeferredAgeSeconds") or 0))
+        out["lastErrors"] += list(f.get("lastErrors") or [])
+        out["delayed"] += list(f.get("delayed") or [])
+        out["lastBounces"] += list(f.get("lastBounces") or [])
+    latest: dict[str, Any] = {}  # one per destination, the newest
+    for e in sorted(out["lastErrors"], key=lambda e: e.get("time", "")):
+        latest[e.get("destination", "")] = e
+    out["lastErrors"] = sorted(latest.values(), key=lambda e: e.get("time", ""), reverse=True)
+    out["delayed"] = sorted(out["delayed"], key=lambda d: -int(d.get("ageSeconds") or 0))[:50]
+    out["lastBounces"] = sorted(out["lastBounces"], key=lambda b: b.get("time", ""), reverse=True)[:20]
+    return out
+
+
+def _merge_refusals(docs: list[Mapping[str, Any]]) -> dict:
+    out: dict[str, Any] = {}
+    for d in docs:
+        for domain, t in (d.get("refusals") or {}).items():
+            m = out.setdefault(domain, {"refused": 0, "byReason": {}, "last": None})
+            m["refused"] += int(t.get("refused") or 0)
+            for reason, n in (t.get("byReason") or {}).items():
+                m["byReason"][reason] = m["byReason"].get(reason, 0) + int(n)
+            last = t.get("last")
+            if last and (m["last"] is None or last.get("time", "") > m["last"].get("time", "")):
+                m["last"] = last
+    return out
+
+
+def merge_queue_replicas(docs: list[Mapping[str, Any] | None] | tuple) -> dict | None:
+    """One queue document from the replicas' (each counts its own spool and
+    what it delivered): figures added up, ready when a replica that takes
+    mail is; None when no replica answers."""
+    live = [d for d in docs if d is not None]
+    if not live:
+        return None
+    domains = sorted({name for d in live for name in (d.get("domains") or {})})
+    senders: dict[str, dict] = {}
+    for d in live:
+        for name, f in (d.get("senders") or {}).items():
+            m = senders.setdefault(name, {"deferred": 0, "bounced": 0, "delayedNoticesSent": 0, "delivered": 0,
+                                          "lastBounce": None, "lastDelivery": None})
+            for k in ("deferred", "bounced", "delayedNoticesSent", "delivered"):
+                m[k] += int(f.get(k) or 0)
+            if f.get("lastBounce") and (m["lastBounce"] is None
+                                        or f["lastBounce"].get("time", "") > m["lastBounce"].get("time", "")):
+                m["lastBounce"] = f["lastBounce"]
+            if f.get("lastDelivery") and (m["lastDelivery"] or "") < f["lastDelivery"]:
+                m["lastDelivery"] = f["lastDelivery"]
+    out = {
+        "service": "queue",
+        "ready": any(d.get("ready", False) and not (d.get("drain") or {}).get("leaving") for d in live),
+        "time": max(str(d.get("time", "")) for d in live),
+        "totals": _merge_figures([d.get("totals") or {} for d in live]),
+        "domains": {name: _merge_figures([(d.get("domains") or {}).get(name) or {} for d in live])
+                    for name in domains},
+        "senders": senders,
+    }
+    if any("refusals" in d for d in live):
+        out["refusals"] = _merge_refusals(live)
+    return out
+
+
+def queue_replicas_available(docs: tuple[Mapping[str, Any] | None, ...], wanted: int) -> Decision:
+    """QueueAvailable with replicas: mail goes on while one replica that
+    takes mail is ready; which are down (or leaving) is said."""
+    staying = docs[:wanted]
+    down = [i for i, d in enumerate(staying) if d is None or not d.get("ready", False)]
+    leaving = [i for i in range(wanted, len(docs))]
+    note = (f" Replica(s) {', '.join(map(str, leaving))} are draining into the others before they go."
+            if leaving else "")
+    if not down:
+        return TRUE, "QueueReady", f"All {wanted} queue replicas are ready.{note}"
+    which = ", ".join(map(str, down))
+    if len(down) == len(staying):
+        return FALSE, "QueueUnavailable", f"No queue replica is ready (replicas {which}).{note}"
+    return FALSE, "ReplicasUnavailable", (f"Queue replica(s) {which} of {wanted} are not ready: the relay hands "
+                                          "mail to the others; what they hold waits until they are back." + note)
+
+
+def queue_replica_figures(docs: tuple[Mapping[str, Any] | None, ...], wanted: int) -> list[dict]:
+    out = []
+    for i, d in enumerate(docs):
+        totals = (d or {}).get("totals") or {}
+        out.append({"replica": i, "ready": bool(d and d.get("ready", False)),
+                    "messages": int((d or {}).get("messages") or 0),
+                    "active": int(totals.get("active") or 0), "deferred": int(totals.get("deferred") or 0),
+                    "draining": i >= wanted or bool(((d or {}).get("drain") or {}).get("leaving"))})
+    return out
 
 
 def domain_figures(domain: MailDomain, queue: Mapping[str, Any] | None) -> dict:
@@ -314,6 +413,8 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
     }
     if observed.mailstore_shards:
         components["mailstore"] = shards_available(observed.mailstore_shards)
+    if observed.queue_replicas:
+        components["queue"] = queue_replicas_available(observed.queue_replicas, domain.spec.queue.replicas)
     decisions = {
         "Ready": ready(components, _missing_domain_secrets(domain, observed)),
         "RelayAvailable": components["relay"],
@@ -343,6 +444,8 @@ def domain_status(domain: MailDomain, mailboxes: list[Mailbox], *, observed: Obs
     }
     if observed.mailstore_shards:
         status["shards"] = shard_figures(observed.mailstore_shards)
+    if observed.queue_replicas:
+        status["queueReplicas"] = queue_replica_figures(observed.queue_replicas, domain.spec.queue.replicas)
     if observed.endpoints:
         status["endpoints"] = dict(sorted(observed.endpoints.items()))
     return status

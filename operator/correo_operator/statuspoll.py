@@ -83,6 +83,15 @@ def availability(children: list[dict]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def queue_pods(domain: MailDomain, children: list[dict]) -> int:
+    """Replicas of the live queue StatefulSet (0 when it is not there yet)."""
+    name = rendering.names(domain)["queue"]
+    for obj in children:
+        if obj.get("kind") == "StatefulSet" and obj["metadata"].get("name") == name:
+            return int((obj.get("spec") or {}).get("replicas", 1))
+    return 0
+
+
 def _service_host(svc: dict) -> str:
     ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     if (svc.get("spec") or {}).get("type") == "LoadBalancer" and ingress:
@@ -178,8 +187,13 @@ class StatusWriter:
         domain = outcome.inputs.domain
         urls = rendering.service_urls(domain)
         shards = domain.spec.mailstore.shards
+        queues = max(domain.spec.queue.replicas, queue_pods(domain, outcome.children))
+        if queues > 1:  # every replica, the leaving ones too (they report their drain)
+            urls.update({f"queue-{i}": rendering.queue_url(domain, i) for i in range(queues)})
         wanted = ["relay", "queue", "mailstore"] if shards == 1 else \
             ["relay", "queue", *(f"mailstore-{i}" for i in range(shards))]
+        if queues > 1:
+            wanted = [c for c in wanted if c != "queue"] + [f"queue-{i}" for i in range(queues)]
         components = [c for c in wanted if c in urls]
         docs = await asyncio.gather(*(self.fetch(urls[c] + "/status") for c in components))
         found = dict(zip(components, docs))
@@ -187,8 +201,11 @@ class StatusWriter:
             for c, doc in found.items():
                 self.metrics.status_read(c.partition("-")[0], ok=doc is not None)
         shard_docs = tuple(found.get(f"mailstore-{i}") for i in range(shards)) if shards > 1 else ()
+        queue_docs = tuple(found.get(f"queue-{i}") for i in range(queues)) if queues > 1 else ()
         return statusmod.Observed(
-            relay=found.get("relay"), queue=found.get("queue"),
+            relay=found.get("relay"),
+            queue=statusmod.merge_queue_replicas(queue_docs) if queue_docs else found.get("queue"),
+            queue_replicas=queue_docs,
             mailstore=statusmod.merge_shards(shard_docs) if shard_docs else found.get("mailstore"),
             mailstore_shards=shard_docs,
             shards=directory_shards(domain, outcome.children) if shards > 1 else {},

@@ -293,6 +293,23 @@ class MtaStsClient:
 
 
 @dataclass(frozen=True)
+class QueueReplica:
+    """One queue replica (``spec.queue.replicas`` > 1): where the relay and
+    the other replicas reach its LMTP and side port (``host``), and, for the
+    replica's own process, what it binds (``listen``) and its spool.  On
+    Kubernetes ``host`` is the pod's DNS name behind the headless Service
+    and every replica has the same ports and its own volume at
+    ``queue.spoolDir``; locally each replica process has its own ports on
+    loopback and its own ``spoolDir`` (:mod:`correo_server.queuereplicas`)."""
+
+    host: str
+    listen: str = "0.0.0.0"
+    lmtp: int = DEFAULT_PORTS["queue_lmtp"]
+    http: int = DEFAULT_PORTS["queue_http"]
+    spool_dir: str | None = None  # None: queue.spoolDir (each pod has its own volume there)
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_lmtp"])
     http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["queue_http"])
@@ -309,6 +326,13 @@ class QueueConfig:
     command_timeout_seconds: int = 300
     min_free_bytes: int = 64 * 1024 * 1024  # below this free space: 452 4.3.1
     mta_sts: MtaStsClient = MtaStsClient()
+    # Queue replicas (correo_server.queuereplicas): the replicas that take
+    # mail, by ordinal; empty: one queue at relay.queue.  ``replica`` is set
+    # only in a replica's own process (``correo serve queue --replica N``),
+    # never in the file; a replica whose ordinal is not listed any more is
+    # leaving: it drains its spool into the listed ones.
+    replicas: tuple[QueueReplica, ...] = ()
+    replica: int | None = None
 
 
 @dataclass(frozen=True)

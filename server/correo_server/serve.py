@@ -8,6 +8,7 @@ on disk).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
@@ -15,7 +16,7 @@ import signal
 import sys
 
 from . import config as configmod
-from . import logs, shards
+from . import logs, queuereplicas, shards
 from .folderlock import CannotStart
 
 
@@ -33,10 +34,13 @@ def _service_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-async def run(name: str, config_dir: str, ports_file: str | None = None, shard: int | None = None) -> None:
+async def run(name: str, config_dir: str, ports_file: str | None = None, shard: int | None = None,
+              replica: int | None = None, spool: str | None = None) -> None:
     cfg = configmod.load(config_dir)
     if name == "mailstore" and shards.sharded(cfg):
         cfg = shards.for_shard(cfg, shard if shard is not None else _own_shard())
+    if name == "queue":
+        cfg = _queue_config(cfg, replica, spool)
     service = _service_class(name)(cfg, config_dir)
     log = logs.get("correo.serve", service=name)
     ports = await service.start()
@@ -62,6 +66,20 @@ def _own_shard() -> int:
         raise configmod.ConfigError("correo.yaml lists mailstore shards: say which one this is with --shard N "
                                     f"(or ${shards.SHARD_ENV})")
     return found
+
+
+def _queue_config(cfg: configmod.ServerConfig, replica: int | None, spool: str | None) -> configmod.ServerConfig:
+    """The queue's configuration: with replicas listed, this replica's
+    (``--replica``, else from the environment); ``--spool`` moves the spool."""
+    if cfg.queue.replicas:
+        found = replica if replica is not None else queuereplicas.replica_from_environment()
+        if found is None:
+            raise configmod.ConfigError("correo.yaml lists queue replicas: say which one this is with --replica N "
+                                        f"(or ${queuereplicas.REPLICA_ENV})")
+        return queuereplicas.for_replica(cfg, found, spool_dir=spool)
+    if spool:
+        return dataclasses.replace(cfg, queue=dataclasses.replace(cfg.queue, spool_dir=spool))
+    return cfg
 
 
 def event_loop_runner():
@@ -95,9 +113,16 @@ def main(args) -> int:
         except configmod.ConfigError as exc:
             print(f"correo serve mailstore: {exc}", file=sys.stderr)
             return 2
+    replica, spool = getattr(args, "replica", None), getattr(args, "spool", None)
+    if args.service == "queue":
+        try:
+            _queue_config(cfg, replica, spool)
+        except configmod.ConfigError as exc:
+            print(f"correo serve queue: {exc}", file=sys.stderr)
+            return 2
     logs.setup(args.log_format or cfg.log_format, service=args.service, cache=True)
     try:
-        event_loop_runner()(run(args.service, args.config, args.ports_file, shard))
+        event_loop_runner()(run(args.service, args.config, args.ports_file, shard, replica, spool))
     except CannotStart as exc:
         print(f"correo serve {args.service}: {exc}", file=sys.stderr)
         return 1

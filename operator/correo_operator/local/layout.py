@@ -5,7 +5,8 @@ where everything is.
 ::
 
     DATA/config/        the configuration folder (correo.yaml, directory.yaml, tls/, dkim/, smarthost/)
-    DATA/queue/         the queue's spool
+    DATA/queue/         the queue's spool (replica 0 when spec.queue.replicas > 1)
+    DATA/queue-<n>/     the spool of queue replica n
     DATA/mail/          the mailstore's Maildirs (shard 0 when spec.mailstore.shards > 1)
     DATA/mail-<n>/      the Maildirs of mailstore shard n
     DATA/run/           ports files of the running services
@@ -43,6 +44,21 @@ class Layout:
     @property
     def spool(self) -> Path:
         return self.root / "queue"
+
+    def replica_spool(self, replica: int) -> Path:
+        """Spool of queue replica ``replica``: replica 0 keeps ``DATA/queue``
+        (what one queue held stays on replica 0), the others ``DATA/queue-<n>``."""
+        return self.spool if replica == 0 else self.root / f"queue-{replica}"
+
+    def replica_spools(self) -> dict[int, Path]:
+        """Every queue spool in the data folder, by replica (for draining
+        the ones a smaller stack no longer runs)."""
+        found = {0: self.spool}
+        for path in self.root.glob("queue-*"):
+            suffix = path.name.partition("-")[2]
+            if suffix.isdigit() and int(suffix) > 0 and path.is_dir():
+                found[int(suffix)] = path
+        return dict(sorted(found.items()))
 
     @property
     def mail(self) -> Path:

@@ -92,15 +92,29 @@ def shard_count(loaded: loading.Loaded) -> int:
     return max((d.spec.mailstore.shards for d in loaded.maildomains()), default=1)
 
 
-def internal_names(shards: int) -> tuple[str, ...]:
+def queue_count(loaded: loading.Loaded) -> int:
+    """How many queue replicas the local stack runs: the most any MailDomain asks."""
+    return max((d.spec.queue.replicas for d in loaded.maildomains()), default=1)
+
+
+def queue_port(ports: dict[str, int], replica: int, kind: str) -> int:
+    """The ``lmtp`` or ``http`` port of queue replica ``replica``: replica 0
+    has the queue's own (``queue_lmtp``, ``queue_http``), the others theirs."""
+    return ports[f"queue_{kind}"] if replica == 0 else ports[f"queue{replica}_{kind}"]
+
+
+def internal_names(shards: int, queues: int = 1) -> tuple[str, ...]:
     """The internal ports of a stack with ``shards`` mailstore shards (more
-    than one: each shard's own, and the proxy's side port)."""
+    than one: each shard's own, and the proxy's side port) and ``queues``
+    queue replicas (replica 0 has the queue's ports, the others their own)."""
+    names = INTERNAL + tuple(f"queue{i}_{p}" for i in range(1, queues) for p in ("lmtp", "http"))
     if shards <= 1:
-        return INTERNAL
-    return INTERNAL + ("proxy_http",) + tuple(f"mailstore{i}_{p}" for i in range(shards) for p in SHARD_PORTS)
+        return names
+    return names + ("proxy_http",) + tuple(f"mailstore{i}_{p}" for i in range(shards) for p in SHARD_PORTS)
 
 
-def choose_ports(options: Options, previous: dict[str, int] | None = None, shards: int = 1) -> dict[str, int]:
+def choose_ports(options: Options, previous: dict[str, int] | None = None, shards: int = 1,
+                 queues: int = 1) -> dict[str, int]:
     """Public ports: the documented defaults moved by ``port_base`` (or free
     ones); internal ports: free ones (kept from ``previous`` when possible)."""
     ports: dict[str, int] = {}
@@ -112,7 +126,7 @@ def choose_ports(options: Options, previous: dict[str, int] | None = None, shard
         while port in ports.values():  # free now, and not chosen for another listener
             port = free_port(options.host)
         ports[name] = port
-    for name in internal_names(shards):
+    for name in internal_names(shards, queues):
         old = (previous or {}).get(name)
         port = old if old and not port_in_use("127.0.0.1", old) and old not in ports.values() else None
         while port is None or port in ports.values():  # free now, and not chosen for another listener
@@ -170,6 +184,13 @@ def server_config(loaded: loading.Loaded, layout: Layout, ports: dict[str, int],
         client_ports=cfgmod.ClientPorts(**{name: ports[name] for name in
                                            ("submission", "smtps", "imap", "imaps", "pop3", "pop3s")}),
     )
+    queues = queue_count(loaded)
+    if queues > 1:  # N queue processes on loopback, each its own spool; the relay hands mail to any of them
+        loop = "127.0.0.1"
+        queue = dataclasses.replace(queue, replicas=tuple(
+            cfgmod.QueueReplica(host=loop, listen=loop, lmtp=queue_port(ports, i, "lmtp"),
+                                http=queue_port(ports, i, "http"), spool_dir=str(layout.replica_spool(i)))
+            for i in range(queues)))
     proxy = None
     shards = shard_count(loaded)
     if shards > 1:  # N shard processes on loopback, the proxy on the public ports

@@ -82,6 +82,13 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
                            if f"mailstore-{i}" in ep and f"mailstore-{i}" in alive else None for i in range(shards))
         docs["mailstore"] = statusmod.merge_shards(shard_docs)
         alive.add("mailstore")
+    queues = int(state.get("queues") or 1)
+    queue_docs: tuple = ()
+    if queues > 1:  # each replica has its own spool: the figures are added up
+        queue_docs = tuple(fetch_json(ep[f"queue-{i}"]["http"] + "/status")
+                           if f"queue-{i}" in ep and f"queue-{i}" in alive else None for i in range(queues))
+        docs["queue"] = statusmod.merge_queue_replicas(queue_docs)
+        alive.add("queue")
     availability = {s: ((1 if s in alive and docs[s] is not None else 0), 1) for s in ORDER}
     placed = stack.previous_shards(layout) if shards > 1 else {}
     dkim = stack.dkim_public_keys(layout)
@@ -95,7 +102,8 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
             relay=docs["relay"], queue=docs["queue"], mailstore=docs["mailstore"], availability=availability,
             secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), domain),
             dkim_public_key=dkim.get(domain.domain), endpoints=_flat_endpoints(state),
-            mailstore_shards=shard_docs if domain.spec.mailstore.shards > 1 else (), shards=placed)
+            mailstore_shards=shard_docs if domain.spec.mailstore.shards > 1 else (), shards=placed,
+            queue_replicas=queue_docs if domain.spec.queue.replicas > 1 else ())
         obj["status"] = statusmod.domain_status(domain, loaded.mailboxes_of(domain), observed=observed, now=now)
         items.append(obj)
     for m in sorted(loaded.mailboxes, key=lambda m: (m.namespace, m.name)):
@@ -168,6 +176,11 @@ def table(items: list[dict]) -> str:
         if o["status"].get("shards"):
             out.append(f"  {o['metadata']['name']}: {len(o['status']['shards'])} mailstore shards"
                        + (f", down: {', '.join(map(str, down))}" if down else ", all ready"))
+        replicas = o["status"].get("queueReplicas") or []
+        if replicas:  # one line: each replica's readiness and what it holds
+            parts = [f"{r['replica']}: {'ready' if r.get('ready') else 'down'}, {r.get('messages', 0)} message(s)"
+                     + (", draining" if r.get("draining") else "") for r in replicas]
+            out.append(f"  {o['metadata']['name']}: {len(replicas)} queue replicas ({'; '.join(parts)})")
         for c in o["status"]["conditions"]:
             if c["status"] != "True" or c["reason"] == "Retrying":  # retrying: no alarm yet, but say why
                 out.append(f"  {o['metadata']['name']}: {c['type']}={c['status']} ({c['reason']}): {c['message']}")

@@ -34,17 +34,22 @@ HTTP_PORT = {"mailstore": "mailstore_http", "queue": "queue_http", "relay": "rel
              "autoconfig": "autoconfig_http", "proxy": "proxy_http"}
 
 
-def services(shards: int = 1) -> tuple[str, ...]:
+def services(shards: int = 1, queues: int = 1) -> tuple[str, ...]:
     """The processes of a stack, in start order: with mailstore shards,
-    ``mailstore-0`` … ``mailstore-<n-1>`` and the ``proxy`` in front of them."""
+    ``mailstore-0`` … ``mailstore-<n-1>`` and the ``proxy`` in front of them;
+    with queue replicas, ``queue-0`` … ``queue-<n-1>``."""
+    queue = ("queue",) if queues <= 1 else tuple(f"queue-{i}" for i in range(queues))
     if shards <= 1:
-        return ORDER
-    return (*(f"mailstore-{i}" for i in range(shards)), "proxy", "queue", "relay", "autoconfig")
+        return ("mailstore", *queue, "relay", "autoconfig")
+    return (*(f"mailstore-{i}" for i in range(shards)), "proxy", *queue, "relay", "autoconfig")
 
 
 def http_port_name(name: str) -> str:
     if name.startswith("mailstore-"):
         return f"mailstore{name.partition('-')[2]}_http"
+    if name.startswith("queue-"):  # replica 0 has the queue's own port
+        n = int(name.partition("-")[2])
+        return "queue_http" if n == 0 else f"queue{n}_http"
     return HTTP_PORT[name]
 
 
@@ -109,10 +114,10 @@ class Supervisor:
             self.order = (name, *self.order)
 
     def command(self, name: str) -> list[str]:
-        service, _, shard = name.partition("-")
+        service, _, ordinal = name.partition("-")
         return [sys.executable, "-m", "correo_operator.cli", "serve", service, "--config", str(self.layout.config),
                 "--ports-file", str(self.layout.ports_file(name)), "--log-format", self.log_format,
-                *(["--shard", shard] if shard else [])]
+                *([("--replica" if service == "queue" else "--shard"), ordinal] if ordinal else [])]
 
     async def _pump(self, child: Child) -> None:
         """Copy a service's output to ours, whole lines only (two services

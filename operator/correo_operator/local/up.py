@@ -111,7 +111,7 @@ def generations(loaded: loading.Loaded, previous: dict[str, dict] | None) -> dic
     return out
 
 
-def endpoints(host: str, ports: dict[str, int], shards: int = 1) -> dict:
+def endpoints(host: str, ports: dict[str, int], shards: int = 1, queues: int = 1) -> dict:
     loop = "127.0.0.1"
     out = {
         **{name: f"{host}:{ports[name]}" for name in stack.PUBLIC if name != "autoconfig"},
@@ -121,6 +121,11 @@ def endpoints(host: str, ports: dict[str, int], shards: int = 1) -> dict:
         "autoconfig": {"http": f"http://{loop}:{ports['autoconfig_http']}",
                        "public": f"http://{host}:{ports['autoconfig']}/"},
     }
+    if queues > 1:  # the queue replicas ("queue" stays: replica 0, where the mailstore sends)
+        out["queue"]["replicas"] = [f"http://{loop}:{stack.queue_port(ports, i, 'http')}" for i in range(queues)]
+        for i in range(queues):
+            out[f"queue-{i}"] = {"http": f"http://{loop}:{stack.queue_port(ports, i, 'http')}",
+                                 "lmtp": f"{loop}:{stack.queue_port(ports, i, 'lmtp')}"}
     if shards > 1:  # the shards (the proxy has the public IMAP, POP3 and ManageSieve ports)
         del out["mailstore"]
         out["proxy"] = {"http": f"http://{loop}:{ports['proxy_http']}"}
@@ -199,7 +204,8 @@ def banner(loaded: loading.Loaded, layout: Layout, ports: dict[str, int], host: 
 async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options) -> int:
     previous = read_json(layout.state_file) or {}
     shards = stack.shard_count(loaded)
-    ports = stack.choose_ports(options, previous.get("ports"), shards)
+    queues = stack.queue_count(loaded)
+    ports = stack.choose_ports(options, previous.get("ports"), shards, queues)
     busy = stack.busy_public_ports(options, ports)
     if busy:
         raise NotStarted(f"port(s) {', '.join(map(str, busy))} on {options.host} are in use "
@@ -207,13 +213,13 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
     stack.write_config(loaded, layout, ports, options)
     state = {
         "pid": os.getpid(), "data": str(layout.root), "paths": paths,
-        "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports, shards),
-        "shards": shards,
+        "host": options.host, "ports": ports, "endpoints": endpoints(options.host, ports, shards, queues),
+        "shards": shards, "queues": queues,
         "generations": generations(loaded, previous.get("generations")),
         "options": {"portBase": options.port_base, "ephemeral": options.ephemeral, "dns": list(options.dns),
                     "remoteSmtpPort": options.remote_smtp_port},
     }
-    sup = Supervisor(layout, ports, log_format=args.log_format, order=services(shards))
+    sup = Supervisor(layout, ports, log_format=args.log_format, order=services(shards, queues))
     if localrspamd.wanted(loaded) and not localrspamd.available():
         print(localrspamd.NOT_INSTALLED, file=sys.stderr, flush=True)
     _sync_rspamd(sup, layout, ports)
@@ -345,6 +351,13 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
 def _apply_locked(loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options,
                   ports: dict[str, int]) -> str | None:
     state = read_json(layout.state_file)
+    running_queues = (state or {}).get("queues", 1)
+    if stack.queue_count(loaded) != running_queues:
+        print(f"correo: spec.queue.replicas is now {stack.queue_count(loaded)}, the running stack has "
+              f"{running_queues}: stop `correo up` and start it again to change the number of queue replicas (a "
+              "replica that goes is drained into the others first; the running stack keeps its configuration)",
+              file=sys.stderr)
+        return None
     running = (state or {}).get("shards", 1)
     if stack.shard_count(loaded) != running:
         print(f"correo: spec.mailstore.shards is now {stack.shard_count(loaded)}, the running stack has {running}: "

@@ -11,7 +11,11 @@ HTTP, on the queue's side port next to ``/status`` (like ``mailq``,
 
 The side port is internal (the Service is not exposed outside the cluster and
 the NetworkPolicy admits only the operator); ``correo queue`` finds it through
-``--url`` or the local stack's ``<data>/state.json``.
+``--url`` or the local stack's ``<data>/state.json``.  With queue replicas
+(``queue.replicas``) each has its own spool and side port: ``correo queue``
+asks every one (``--url A,B``, or all the local stack runs) and puts the
+answers together: ``list`` shows every message with its replica, ``show``,
+``retry`` and ``delete`` find the replica that holds each ID.
 
 :func:`cli` is what ``correo queue list|show|retry|delete`` runs (argument
 parsing is the operator CLI's; ``retry`` and ``delete`` take several IDs);
@@ -153,6 +157,22 @@ class NotAQueue(AdminError):
         super().__init__(f"no correo queue admin API at {url} (is it the queue's side port?)")
 
 
+def base_urls(args) -> list[str]:
+    """The side port of every queue replica: ``--url`` (several separated by
+    commas), or those the running local stack names."""
+    if getattr(args, "url", None):
+        return [u.strip().rstrip("/") for u in str(args.url).split(",") if u.strip()]
+    data = getattr(args, "data", None)
+    if data:
+        try:
+            replicas = localstate.find(data)["endpoints"]["queue"]["replicas"]
+        except (localstate.NotRunning, KeyError, TypeError):
+            replicas = None
+        if replicas:
+            return [str(u).rstrip("/") for u in replicas]
+    return [base_url(args)]
+
+
 def base_url(args) -> str:
     if getattr(args, "url", None):
         return str(args.url).rstrip("/")
@@ -240,7 +260,8 @@ def format_list(doc: dict) -> str:
     for m in msgs:
         total += m["size"]
         sender = m["sender"] or "MAILER-DAEMON"
-        lines.append(f"{m['id']:<19} {_size(m['size']):>8} {m['arrival']:<20}  {sender}")
+        where = f"  (replica {m['replica']})" if "replica" in m else ""
+        lines.append(f"{m['id']:<19} {_size(m['size']):>8} {m['arrival']:<20}  {sender}{where}")
         for r in m["recipients"]:
             if r.get("inProgress"):  # like mailq's "*": being delivered right now
                 lines.append(f"{'':<51}{r['address']}  {r['state']}, delivery in progress")
@@ -257,13 +278,15 @@ def format_list(doc: dict) -> str:
             elif r.get("lastReply"):
                 lines.append(f"{'':<51}  ({r['lastReply']})")
         lines.append("")
-    lines.append(f"-- {max(total // 1024, 1) if total else 0} Kbytes in {len(msgs)} Request{'s' if len(msgs) != 1 else ''}.")
+    over = f" on {doc['replicas']} queue replicas" if doc.get("replicas") else ""
+    lines.append(f"-- {max(total // 1024, 1) if total else 0} Kbytes in {len(msgs)} Request{'s' if len(msgs) != 1 else ''}"
+                 f"{over}.")
     return "\n".join(lines) + "\n"
 
 
 def format_show(m: dict) -> str:
     lines = [
-        f"Queue ID:    {m['id']}",
+        f"Queue ID:    {m['id']}" + (f"  (replica {m['replica']})" if "replica" in m else ""),
         f"Arrival:     {m['arrival']}",
         f"Size:        {m['size']} bytes",
         f"Sender:      {m['sender'] or '<>'}",
@@ -281,6 +304,64 @@ def format_show(m: dict) -> str:
         for a in r.get("history", []):
             lines.append(f"    {a['time']}  {a['server']}  {a['reply']}")
     return "\n".join(lines) + "\n"
+
+
+def _merged(bases: list[str], command: str, path: str, method: str) -> tuple[int, list[dict]]:
+    """One call on every replica, the answers added up (``list``: every
+    message, each naming its replica, oldest first; ``retry --all``: the
+    counts).  A replica that cannot be reached is reported and the others
+    still answer (exit status 1)."""
+    code, docs = 0, []
+    failed: AdminError | None = None
+    for i, base in enumerate(bases):
+        try:
+            status, doc = _call(base, command, path, method)
+        except AdminError as exc:
+            print(f"correo queue {command}: replica {i}: {exc}", file=sys.stderr)
+            failed, code = exc, 1
+            continue
+        if status != 200:
+            print(f"correo queue {command}: replica {i}: {doc['error']}", file=sys.stderr)
+            code = 1
+            continue
+        docs.append((i, doc))
+    if not docs:
+        if failed is not None:
+            raise failed
+        return 1, []
+    if command == "list":
+        msgs = [{**m, "replica": i} for i, doc in docs for m in doc["messages"]]
+        msgs.sort(key=lambda m: (m["arrival"], m["id"]))
+        return code, [{"count": len(msgs), "messages": msgs, "replicas": len(bases)}]
+    return code, [{"messages": sum(d["messages"] for _, d in docs), "recipients": sum(d["recipients"] for _, d in docs)}]
+
+
+def _find_each(bases: list[str], command: str, ids: list[str], path: str, method: str) -> tuple[int, list[dict]]:
+    """:func:`_for_each` over replicas: each ID is asked of the replicas in
+    turn until one holds it (a message lives on exactly one)."""
+    code, docs = 0, []
+    for msg_id in ids:
+        answer: dict | None = None
+        error = f"no message {msg_id} in the queue"
+        for i, base in enumerate(bases):
+            try:
+                status, doc = _call(base, command, path.format(id=urllib.parse.quote(msg_id, safe="")), method)
+            except AdminError as exc:
+                print(f"correo queue {command}: replica {i}: {exc}", file=sys.stderr)
+                code = 1
+                continue
+            if status == 200:
+                answer = {**doc, "replica": i}
+                break
+            if status != 404:
+                error = doc["error"]
+        if answer is None:
+            print(f"correo queue {command}: {error}", file=sys.stderr)
+            docs.append({"id": msg_id, "error": error})
+            code = 1
+        else:
+            docs.append(answer)
+    return code, docs
 
 
 def _once(base: str, command: str, path: str, method: str) -> tuple[int, list[dict]]:
@@ -325,17 +406,28 @@ def cli(args) -> int:
             raise UsageError(f"{command} needs a queue ID" + (" or --all" if command == "retry" else ""))
         if command == "show" and len(ids) > 1:
             raise UsageError("show takes one queue ID")
-        url = base_url(args)
-        if command == "list":
-            code, docs = _once(url, command, "/queue", "GET")
+        urls = base_urls(args)
+        if len(urls) > 1:  # queue replicas: every one asked, the answers put together
+            if command == "list":
+                code, docs = _merged(urls, command, "/queue", "GET")
+            elif retry_all:
+                code, docs = _merged(urls, command, "/queue/retry-all", "POST")
+            elif command == "show":
+                code, docs = _find_each(urls, command, ids, "/queue/{id}", "GET")
+            elif command == "retry":
+                code, docs = _find_each(urls, command, ids, "/queue/{id}/retry", "POST")
+            else:
+                code, docs = _find_each(urls, command, ids, "/queue/{id}", "DELETE")
+        elif command == "list":
+            code, docs = _once(urls[0], command, "/queue", "GET")
         elif retry_all:
-            code, docs = _once(url, command, "/queue/retry-all", "POST")
+            code, docs = _once(urls[0], command, "/queue/retry-all", "POST")
         elif command == "show":
-            code, docs = _for_each(url, command, ids, "/queue/{id}", "GET")
+            code, docs = _for_each(urls[0], command, ids, "/queue/{id}", "GET")
         elif command == "retry":
-            code, docs = _for_each(url, command, ids, "/queue/{id}/retry", "POST")
+            code, docs = _for_each(urls[0], command, ids, "/queue/{id}/retry", "POST")
         else:
-            code, docs = _for_each(url, command, ids, "/queue/{id}", "DELETE")
+            code, docs = _for_each(urls[0], command, ids, "/queue/{id}", "DELETE")
     except AdminError as exc:
         print(f"correo queue {command}: {exc}" if isinstance(exc, UsageError) else f"correo queue: {exc}",
               file=sys.stderr)

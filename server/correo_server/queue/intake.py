@@ -115,6 +115,25 @@ class Intake:
             self._by_key = {k: mid for k, mid in self._by_key.items() if self.state.get(mid) is not None}
         self._by_key[msg.env.key] = msg.id
 
+    async def adopt(self, env: Envelope, data: bytes) -> tuple[Message | None, bool]:
+        """Spool a message a leaving replica hands over (:mod:`.handover`):
+        its envelope as it was (id, arrival, owner, key) with its state there
+        (``env.handed``), durably, before the caller acknowledges it.
+        Returns (the message, whether it is new here): one this spool holds
+        already (the hand-over is repeated when its acknowledgement was lost)
+        is not spooled twice."""
+        held = self.state.get(env.id)
+        if held is not None or self.spool.exists(env.id):
+            return held, False  # None: here and finished already
+        await self.spool.store(env, data)
+        msg = Message.arrived(env)
+        self.state.add(msg)
+        if env.key:
+            self.holding(env.key)  # the map is built before this message joins it
+            self._remember_key(msg)
+        self.on_new(msg)
+        return msg, True
+
     async def accept(self, sender: str, recipients: tuple[Rcpt, ...], data: bytes, *, smtputf8: bool = False,
                      body: str = "7BIT", msg_id: str | None = None, created_by: str = "", notice: str = "",
                      about: str = "", schedule: bool = True, key: str = "", unverified: str = "") -> Message:

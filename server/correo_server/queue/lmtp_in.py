@@ -35,6 +35,12 @@ the queue, gets a queue id of its own (the relay logs both then).
 relay's message key (:mod:`correo_server.deliverykeys`): a message the spool
 already holds under that key is answered with the first copy's id instead
 of being spooled twice.
+
+``MAIL FROM:<...> XTRANSFER=<n>`` (offered in the LHLO reply) is another
+queue replica handing over a message as it drains (:mod:`.handover`): the
+first ``n`` octets of the data are the envelope and the state it had there;
+the recipients are taken as they were expanded then, and the ``250`` comes
+once the message is on disk here with its history.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from ..wire.replies import Reply
 from ..backscatter import verdict as verdictmod
 from ..srs import OWNER_PARAM
 from ..wire.server import Listener, Transaction
+from . import handover
 from .intake import Intake, Refusal, dedupe
 from .spool import Spool, SpoolFull
 
@@ -82,6 +89,12 @@ class Handler:
         return ident
 
     def mail(self, txn: Transaction) -> Reply | None:
+        transfer = txn.params.get(handover.EXTENSION)
+        if transfer is not None and not (transfer.isdigit() and 0 < int(transfer) <= handover.MAX_STATE_BYTES):
+            return Reply(501, "5.5.4", f"{handover.EXTENSION} needs the length of the state part")
+        size = txn.params.get("SIZE")
+        if transfer is None and size is not None and int(size) > self.max_message_bytes:
+            return TOO_BIG  # (the listener's limit leaves room for a transfer's state part)
         key = txn.params.get(deliverykeys.EXTENSION)
         if key is not None and not deliverykeys.valid(key):
             return Reply(501, "5.5.4", f"{deliverykeys.EXTENSION} needs 1 to 64 letters, digits, '.', '-' or '_'")
@@ -91,6 +104,8 @@ class Handler:
         return None
 
     def rcpt(self, txn: Transaction, address: str, params: dict) -> Reply | None:
+        if handover.EXTENSION in txn.params:
+            return None  # a transfer: its recipients come expanded, with their state, in the data
         found = self.intake.expand(address)
         if isinstance(found, Refusal):
             self.metrics.inc("queue_rejected_total", reason="unknown_recipient")
@@ -100,6 +115,9 @@ class Handler:
 
     async def data(self, txn: Transaction, data: bytes) -> list[Reply]:
         n = len(txn.rcpts)
+        transfer = txn.params.get(handover.EXTENSION)
+        if transfer is not None:
+            return [await self._transfer(data, int(transfer))] * n
         if len(data) > self.max_message_bytes:
             return [TOO_BIG] * n
         msg_id = self._adopt(txn.ident)
@@ -129,12 +147,52 @@ class Handler:
         return [Reply(250, "2.0.0", f"<{rcpt}> Ok: queued as {msg.id}") for rcpt in txn.rcpts]
 
 
+    async def _transfer(self, blob: bytes, length: int) -> Reply:
+        """A message a leaving replica hands over (:mod:`.handover`): ``250``
+        only once it is on disk here with its state."""
+        try:
+            env, data = handover.decode(blob, length)
+        except handover.TransferError as exc:
+            log.warning("transfer_refused", error=str(exc))
+            return Reply(554, "5.6.0", f"Transfer refused: {exc}")
+        held = self.intake.state.get(env.id)
+        if held is not None and not handover.same_message(held.env, env):
+            return Reply(451, "4.3.0", f"Queue id {env.id} is taken here by another message; try another replica")
+        if len(data) > self.max_message_bytes:
+            return TOO_BIG
+        if not self.spool.has_room(len(blob)):
+            self.metrics.inc("queue_rejected_total", reason="disk_full")
+            return FULL
+        try:
+            msg, new = await self.intake.adopt(env, data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.metrics.inc("queue_rejected_total", reason="disk_full")
+                return FULL
+            log.error("spool_write_failed", error=str(exc))
+            return WRITE_FAILED
+        if new:
+            self.metrics.inc("queue_taken_over_total")
+            assert msg is not None
+            log.info("message_taken_over", queue_id=env.id, from_replica=(env.handed or {}).get("from"),
+                     pending=sum(1 for r in msg.rcpts if not r.final), delay_notice_sent=msg.delayed_notified)
+        else:
+            log.info("message_taken_over_already", queue_id=env.id)
+        return Reply(250, "2.0.0", f"Ok: taken over as {env.id}")
+
+
+# The listener's size limit leaves room for a transfer's state part
+# (:mod:`.handover`); mail itself is held to max_message_bytes by the handler.
+TRANSFER_ALLOWANCE = handover.MAX_STATE_BYTES
+
+
 async def start_listener(listen: Listen, handler: Handler, *, hostname: str, max_message_bytes: int,
                          max_line: int = 1001, timeout: float = 300) -> Listener:
     """Listen for the relay; the :class:`~correo_server.wire.server.Listener`
     (its ``server`` is the asyncio server) is what the service stops."""
-    listener = Listener(handler, hostname=hostname, max_bytes=max_message_bytes, max_line=max(max_line, 1001),
+    listener = Listener(handler, hostname=hostname, max_bytes=max_message_bytes + TRANSFER_ALLOWANCE,
+                        max_line=max(max_line, 1001),
                         max_recipients=MAX_RECIPIENTS, timeout=timeout, ident="correo queue LMTP",
-                        extensions=(deliverykeys.EXTENSION, verdictmod.PARAM, OWNER_PARAM))
+                        extensions=(deliverykeys.EXTENSION, verdictmod.PARAM, OWNER_PARAM, handover.EXTENSION))
     await listener.start(listen.host, listen.port)
     return listener

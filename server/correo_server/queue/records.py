@@ -18,6 +18,7 @@ Nothing here does I/O or reads a clock: times come in with the events.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -70,6 +71,10 @@ class Envelope:
     about: str = ""  # ...about this queue id
     key: str = ""  # the relay's message key (XDELIVERY-KEY), if any: correo_server.deliverykeys
     unverified: str = ""  # "spf"/"dmarc": the sender failed it; never sent a notice (backscatter.verdict)
+    # Handed over by a leaving replica (queue.handover): its state there
+    # ({"from": replica, "state": Message.to_json()}), written with the
+    # envelope so that the record alone brings the history along.
+    handed: dict | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
         out = {
@@ -81,6 +86,8 @@ class Envelope:
         }
         if self.key:
             out["key"] = self.key
+        if self.handed:
+            out["handed"] = self.handed
         return out
 
     @classmethod
@@ -93,6 +100,7 @@ class Envelope:
             about=str(data.get("about", "")), key=str(data.get("key", "")),
             unverified=str(data.get("unverified", "")),
             recipients=tuple(Rcpt.from_json(r) for r in data["recipients"]),
+            handed=data["handed"] if isinstance(data.get("handed"), dict) else None,
         )
 
 
@@ -162,6 +170,15 @@ class Message:
     def fresh(cls, env: Envelope) -> "Message":
         return cls(env, [Recipient(r, next_attempt=env.arrival) for r in env.recipients])
 
+    @classmethod
+    def arrived(cls, env: Envelope) -> "Message":
+        """A message as its record brings it: fresh, or, handed over by a
+        leaving replica, with the state it had there (attempts, each
+        recipient's state, the delay notice already sent)."""
+        if env.handed and isinstance(env.handed.get("state"), dict):
+            return cls.from_json(dataclasses.replace(env, handed=None), env.handed["state"])
+        return cls.fresh(env)
+
     @property
     def id(self) -> str:
         return self.env.id
@@ -212,6 +229,11 @@ def retry_event(msg_id: str, time: float) -> dict:
 
 def delete_event(msg_id: str, time: float) -> dict:
     return {"e": "delete", "id": msg_id, "t": time}
+
+
+def handed_event(msg_id: str, time: float, to: int) -> dict:
+    """The message is in replica ``to``'s spool now (queue.handover): it leaves this one."""
+    return {"e": "handed", "id": msg_id, "t": time, "to": to}
 
 
 # ---------------------------------------------------------------------------
@@ -391,7 +413,7 @@ class QueueState:
             for r in msg.rcpts:
                 if not r.final:
                     r.next_attempt = min(r.next_attempt, float(ev["t"]))
-        elif kind == "delete":
+        elif kind in ("delete", "handed"):
             self.remove(msg.id)
             return None
         return msg

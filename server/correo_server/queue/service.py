@@ -9,13 +9,18 @@ was (pending ones at once, deferred ones at their time), and only then does
 the LMTP listener accept new mail.  Stopping runs the other way: no new mail,
 deliveries in flight finish (or are abandoned safely: they stay due on disk),
 the journal is flushed, the lock is let go.
+
+A replica past ``queue.replicas`` (:func:`correo_server.queuereplicas.leaving`)
+starts the same way up to the runner, then neither delivers nor listens for
+mail: it hands its messages to the others (:mod:`.handover`) and reports
+``drain`` in its ``/status`` until its spool is empty.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from .. import logs
+from .. import logs, queuereplicas
 from ..config import ServerConfig
 from ..directory import Directory, ReloadLog, Reloading, watch_directory
 from ..metrics import Registry
@@ -23,6 +28,7 @@ from ..refusalreport import RefusalStore
 from . import status as statusmod
 from .admin import AdminSidePort
 from .clock import Clock, SystemClock
+from .handover import Drainer
 from .intake import Intake
 from ..wire.server import Listener
 from .lmtp_in import Handler, start_listener
@@ -43,7 +49,7 @@ def restore_state(spool: Spool) -> QueueState:
     state = QueueState(Figures.from_json(snap.get("figures", {})))
     saved = snap.get("messages", {})
     for msg_id, env in found.envelopes.items():
-        state.add(Message.from_json(env, saved[msg_id]) if msg_id in saved else Message.fresh(env))
+        state.add(Message.from_json(env, saved[msg_id]) if msg_id in saved else Message.arrived(env))
     for ev in found.events:
         state.apply(ev)
     finished = [m.id for m in state if m.complete()]
@@ -85,6 +91,7 @@ class QueueService:
         self.runner: Runner | None = None
         self.sideport: AdminSidePort | None = None
         self.refusals: RefusalStore | None = None  # what the relays refused (refusalreport)
+        self.drainer: Drainer | None = None  # a leaving replica's (queuereplicas.leaving)
         self._lmtp: Listener | None = None
         self.ports: dict[str, int] = {}
 
@@ -118,7 +125,12 @@ class QueueService:
         self.runner = Runner(cfg=cfg, state=state, spool=self.spool, clock=self.clock, intake=intake,
                              resolver=resolver, metrics=self.metrics, linger=self.linger)
         statusmod.register_metrics(self.metrics, state, self.clock, cfg)
+        self.metrics.counter("queue_handed_over_total", "Messages this replica handed to another as it drained "
+                             "(queue.handover)", labels=())
+        self.metrics.counter("queue_taken_over_total", "Messages a draining replica handed to this one", labels=())
         self.metrics.watch_volume("spool", self.spool.root)
+        if queuereplicas.leaving(cfg):
+            return await self._start_leaving(state)
         self.runner.start()
         handler = Handler(intake, self.spool, cfg.queue.max_message_bytes, self.metrics)
         self._lmtp = await start_listener(cfg.queue.lmtp, handler, hostname=cfg.hostname,
@@ -136,7 +148,27 @@ class QueueService:
         log.info("queue_started", spool=str(self.spool.root), messages=len(state), **self.ports)
         return dict(self.ports)
 
+    async def _start_leaving(self, state: QueueState) -> dict[str, int]:
+        """A replica past ``queue.replicas``: no LMTP listener (the relay
+        takes it off its list; nothing new comes), no deliveries; every
+        message goes, with its history, to the replicas that stay
+        (:mod:`.handover`), and ``/status`` says how far that is."""
+        cfg = self.config
+        self.drainer = Drainer(state=state, spool=self.spool, clock=self.clock, metrics=self.metrics,
+                               targets=queuereplicas.peers(cfg), hostname=cfg.hostname, replica=cfg.queue.replica)
+        assert self.runner is not None
+        self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
+                                      ready=self.ready, runner=self.runner)
+        http_port = await self.sideport.start()
+        self.ports = {"http": http_port}
+        log.info("queue_started_leaving", spool=str(self.spool.root), replica=cfg.queue.replica,
+                 messages=len(state), **self.ports)
+        self.drainer.start()
+        return dict(self.ports)
+
     def ready(self) -> bool:
+        if self.drainer is not None:  # leaving: ready while it drains (a StatefulSet rollout goes on)
+            return self.drainer.running or self.drainer.done.is_set()
         return (self.runner is not None and self.runner.running and self._lmtp is not None
                 and self._lmtp.server is not None and self._lmtp.server.is_serving() and self.spool.has_room())
 
@@ -145,9 +177,16 @@ class QueueService:
         doc = statusmod.build(self.config, self.state, self.clock.now(), ready=self.ready())
         if self.refusals is not None:
             doc["refusals"] = self.refusals.to_json()
+        if self.config.queue.replica is not None:  # one of several replicas: which, and what it holds
+            doc["replica"] = self.config.queue.replica
+            doc["messages"] = len(self.state)
+        if self.drainer is not None:
+            doc["drain"] = self.drainer.status()
         return doc
 
     async def stop(self, grace: float = 10.0) -> None:
+        if self.drainer is not None:
+            await self.drainer.stop()  # a transfer cut short is repeated at the next start
         if self._lmtp is not None:
             # No new connections; messages being spooled finish and get their
             # 250; then every connection closes (a client without its 250

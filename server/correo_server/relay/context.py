@@ -66,7 +66,7 @@ def relay_metrics(registry: Registry) -> Registry:
 class RelayContext:
     config: ServerConfig
     directory: DirectorySource
-    queue: QueueClient
+    queue: QueueClient  # or a relay.queuepool.QueuePool (same interface) over several replicas
     tls: ServerTLS | None = None
     clock: Callable[[], float] = time.time
     metrics: Registry = field(default_factory=lambda: relay_metrics(Registry()))

@@ -60,6 +60,7 @@ class HandoffError(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind  # "unreachable", "timeout", "protocol"
         self.detail = detail
+        self.sent = False  # the message had been sent (the queue may have kept it)
 
     @classmethod
     def from_failure(cls, exc: Failure) -> "HandoffError":
@@ -193,19 +194,22 @@ class QueueClient:
 
     async def deliver(self, sender: str, recipients: list[str], data: bytes | list[bytes], *,
                       smtputf8: bool = False, body: str | None = None, ident: str | None = None,
-                      key: str | None = None, params: tuple[str, ...] = ()) -> Outcome:
+                      key: str | None = None, params: tuple[str, ...] = (), wait: bool = True) -> Outcome:
         """Run one LMTP transaction for the message ``data`` (bytes, or pieces
         each starting at a line start, to spare a copy of a large message).
         ``key``: the message key (:mod:`correo_server.deliverykeys`), sent
         when the queue offers ``XDELIVERY-KEY``.  ``params``: further MAIL
         parameters (``XVERDICT=spf``), each sent when the queue announces its
-        keyword.  Raises :class:`HandoffError` when the queue cannot be asked;
-        otherwise returns what it said."""
+        keyword.  Raises :class:`HandoffError` when the queue cannot be asked
+        (its ``sent`` says whether the message had gone out: only then may
+        the queue hold it); otherwise returns what it said.  ``wait``: give a
+        queue that refuses connections ``restart_wait`` (the pool of several
+        replicas tries the next one instead)."""
         pieces = [data] if isinstance(data, bytes) else data
         payload = data_lines(pieces)
         size = sum(len(p) for p in pieces)
         for _attempt in range(3):
-            conn, pooled = await self._acquire(wait=True)
+            conn, pooled = await self._acquire(wait=wait)
             keyed = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
             offered = tuple(p for p in params if p.partition("=")[0].upper() in conn.extensions)
             try:
@@ -216,7 +220,9 @@ class QueueClient:
                 conn.abort()
                 if pooled and not conn.payload_sent and exc.kind == "unreachable":
                     continue  # the queue closed an idle connection: nothing was committed
-                raise HandoffError.from_failure(exc) from None
+                error = HandoffError.from_failure(exc)
+                error.sent = conn.payload_sent
+                raise error from None
             except BaseException:
                 conn.abort()
                 raise

@@ -24,7 +24,7 @@ import asyncio
 import time
 from typing import Callable
 
-from .. import logs
+from .. import logs, queuereplicas
 from ..config import Listen, ServerConfig
 from .. import defences as defencesmod
 from ..backscatter.relay import Backscatter
@@ -36,6 +36,7 @@ from ..tlsfiles import ServerTLS
 from . import context as ctxmod
 from .context import RelayContext
 from .handoff import QueueClient
+from .queuepool import QueuePool
 from .policy import Listener
 from .smtp import RelaySMTP
 
@@ -52,9 +53,11 @@ class RelayService:
         self.ready_interval = ready_interval
         self.grace = grace
         self.tls = ServerTLS.from_config(config)
-        queue = QueueClient(config.relay.queue, local_hostname=config.hostname, timeout=handoff_timeout,
-                            connect_timeout=connect_timeout,
-                            restart_wait=min(queue_restart_wait, handoff_timeout))
+        clients = [QueueClient(target, local_hostname=config.hostname, timeout=handoff_timeout,
+                               connect_timeout=connect_timeout, restart_wait=min(queue_restart_wait, handoff_timeout))
+                   for target in queuereplicas.lmtp_targets(config)]
+        # Several queue replicas: any ready one takes each message (relay.queuepool).
+        queue = clients[0] if len(clients) == 1 else QueuePool(clients)
         if directory is None:
             directory = watch_directory(
                 config_dir, config,
@@ -88,7 +91,8 @@ class RelayService:
     async def check_queue(self) -> bool:
         up = await self.context.queue.ping()
         if up != self.context.queue_ready:
-            log.info("queue_reachable" if up else "queue_unreachable", queue=str(self.config.relay.queue))
+            log.info("queue_reachable" if up else "queue_unreachable",
+                     queue=", ".join(map(str, queuereplicas.lmtp_targets(self.config))))
         self.context.queue_ready = up
         self.context.metrics.set(ctxmod.QUEUE_UP, 1 if up else 0)
         return up
@@ -130,7 +134,8 @@ class RelayService:
         self._ready_task = asyncio.create_task(self._ready_loop())
         if self.context.backscatter is not None:
             self.context.backscatter.start()
-        log.info("relay_started", ports=self.ports, queue=str(relay.queue), tls=self.tls is not None)
+        log.info("relay_started", ports=self.ports, queue=", ".join(map(str, queuereplicas.lmtp_targets(self.config))),
+                 tls=self.tls is not None)
         return dict(self.ports)
 
     async def stop(self) -> None:

@@ -1,0 +1,235 @@
+"""Draining a leaving queue replica: each message goes, with its history, to
+a replica that stays, and nothing is lost or done twice.
+
+A replica whose ordinal is past ``queue.replicas`` is leaving
+(:func:`correo_server.queuereplicas.leaving`: the StatefulSet is about to
+shrink, or ``correo up`` found the spool of a replica it no longer runs).
+It takes no mail (no LMTP listener: the relay's pool skips it), delivers
+nothing, and :class:`Drainer` hands every message it holds to the replicas
+that stay, over their LMTP, as a **transfer**:
+
+``MAIL FROM:<sender> XTRANSFER=<n> [XDELIVERY-KEY=<key>]``, one ``RCPT`` per
+recipient address, and as the data: ``n`` octets of the message's envelope
+and state (JSON, base64 in lines of 76, each ending CRLF), then the message
+bytes exactly as spooled.  The state is everything the queue knows
+(:meth:`.records.Message.to_json`): each recipient's state, attempt
+count and history, next attempt time, whether a failure notice went out,
+and whether the delay notice was sent; the envelope keeps the queue id, the
+original arrival time (the retry and give-up clock runs on), the owner and
+the message key.  ``XTRANSFER`` is offered in the LHLO reply of every
+replica (:mod:`.lmtp_in`).
+
+The receiver writes the record with the state inside it
+(:attr:`.records.Envelope.handed`, one fsynced append: :meth:`.intake.Intake.adopt`)
+and only then answers ``250``; it schedules the message where it was (a
+deferred recipient at its next attempt, a delivered one never again, the
+delay notice not a second time).  The sender removes its copy only after
+that ``250`` (journal event ``handed``, committed before the record is
+dropped).  A crash on either side repeats at most the transfer: the
+receiver answers ``250`` for an id it holds already without a second copy,
+and a message delivered and gone in between is delivered again at most
+once more, which the mailstore's delivery keys absorb (the id, and the
+key, are the same: :mod:`correo_server.deliverykeys`).
+
+Targets are taken in turn (a replica that refuses or cannot be reached: the
+next one); when none takes a message the drainer waits (1 s, doubling to
+30 s) and tries again: a leaving replica never gives mail up.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass, field
+
+from .. import deliverykeys, logs
+from ..config import Listen
+from ..metrics import Registry
+from ..wire.client import Connection, Failure
+from ..wire.data import data_lines
+from .clock import Clock
+from .records import Envelope, Message, QueueState, handed_event
+from .spool import Spool
+
+log = logs.get(__name__)
+
+EXTENSION = "XTRANSFER"  # LHLO keyword and MAIL parameter: <n> octets of state before the message
+VERSION = 1
+MAX_STATE_BYTES = 4 * 1024 * 1024  # the state part of a transfer, at most (attempt history is trimmed to fit)
+LINE = 76
+
+
+class TransferError(ValueError):
+    """A transfer whose state part cannot be read."""
+
+
+def encode(msg: Message, data: bytes, *, replica: int | None) -> tuple[bytes, int]:
+    """(the transfer's data, the length of its state part)."""
+    state = msg.to_json()
+    for keep in (None, 20, 1):  # a very long history is cut (the attempt count stays)
+        if keep is not None:
+            for r in state["rcpts"]:
+                r["attempts"] = r["attempts"][-keep:]
+        doc = {"v": VERSION, "from": replica, "env": {**msg.env.to_json(), "handed": None}, "state": state}
+        raw = base64.b64encode(json.dumps(doc, separators=(",", ":")).encode())
+        prefix = b"".join(raw[i:i + LINE] + b"\r\n" for i in range(0, len(raw), LINE))
+        if len(prefix) <= MAX_STATE_BYTES:
+            return prefix + data, len(prefix)
+    raise TransferError("state too large to hand over")
+
+
+def decode(blob: bytes, length: int) -> tuple[Envelope, bytes]:
+    """The envelope (with the state it had, :attr:`Envelope.handed`) and the
+    message bytes of a transfer; :class:`TransferError` when unreadable."""
+    if not 0 < length <= min(len(blob), MAX_STATE_BYTES):
+        raise TransferError("XTRANSFER length does not fit the data")
+    try:
+        doc = json.loads(base64.b64decode(blob[:length].replace(b"\r\n", b""), validate=True))
+        if not isinstance(doc, dict) or doc.get("v") != VERSION or not isinstance(doc.get("state"), dict):
+            raise TransferError("not a correo queue transfer")
+        raw_env = dict(doc["env"])
+        raw_env.pop("handed", None)
+        env = Envelope.from_json(raw_env)
+    except TransferError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TransferError(f"unreadable transfer state: {exc}") from None
+    data = blob[length:]
+    if len(data) != env.size:
+        raise TransferError(f"message is {len(data)} octets, its envelope says {env.size}")
+    handed = {"from": doc.get("from"), "state": doc["state"]}
+    return Envelope(**{**_fields(env), "handed": handed}), data
+
+
+def _fields(env: Envelope) -> dict:
+    return {name: getattr(env, name) for name in env.__dataclass_fields__}
+
+
+def same_message(held: Envelope, env: Envelope) -> bool:
+    """Is the message this spool holds under ``env.id`` the one handed over
+    (a repeated transfer), rather than another with the same id?"""
+    return (held.sender, held.arrival, held.size, held.key) == (env.sender, env.arrival, env.size, env.key)
+
+
+@dataclass
+class Drainer:
+    """Hands every message of a leaving replica to the replicas that stay."""
+
+    state: QueueState
+    spool: Spool
+    clock: Clock
+    metrics: Registry
+    targets: list[tuple[int, Listen]]  # (ordinal, LMTP) of the replicas that stay
+    hostname: str
+    replica: int | None = None
+    timeout: float = 120.0
+    handed: int = 0
+    started: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    last_error: str = ""
+    _turn: int = 0
+    _task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.started = self.clock.now()
+        self._task = asyncio.create_task(self.run(), name="queue-drain")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def status(self) -> dict:
+        return {"leaving": True, "drained": len(self.state) == 0, "remaining": len(self.state),
+                "handedOver": self.handed, "to": [i for i, _ in self.targets],
+                **({"lastError": self.last_error} if self.last_error and len(self.state) else {})}
+
+    async def run(self) -> None:
+        pause = 1.0
+        log.info("queue_draining", replica=self.replica, messages=len(self.state), to=[i for i, _ in self.targets])
+        while True:
+            pending = sorted(self.state, key=lambda m: (m.env.arrival, m.id))
+            if not pending:
+                break
+            moved = 0
+            for msg in pending:
+                if await self.hand_over(msg):
+                    moved += 1
+            if moved:
+                pause = 1.0
+                continue
+            log.warning("queue_drain_waiting", remaining=len(self.state), retry_in_seconds=pause,
+                        error=self.last_error)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+        log.info("queue_drained", replica=self.replica, handed_over=self.handed)
+        self.done.set()
+
+    async def hand_over(self, msg: Message) -> bool:
+        """One message to the next replica that takes it; True once one has
+        acknowledged it and this spool has let it go."""
+        if self.state.get(msg.id) is not msg:
+            return True  # deleted meanwhile (correo queue delete)
+        data = await self.spool.read(msg.id)
+        payload, length = encode(msg, data, replica=self.replica)
+        n = len(self.targets)
+        for k in range(n):
+            ordinal, target = self.targets[(self._turn + k) % n]
+            ok = await self._transfer(msg, payload, length, target)
+            if ok:
+                self._turn = (self._turn + k + 1) % n
+                if self.state.get(msg.id) is msg:
+                    # Out of the spool first (as a delete): no snapshot may
+                    # name it live once the state no longer has it.
+                    self.spool.remove(msg.id)
+                    fut = self.spool.journal.append([handed_event(msg.id, self.clock.now(), ordinal)])
+                    self.state.apply(handed_event(msg.id, self.clock.now(), ordinal))
+                    await fut
+                self.handed += 1
+                self.metrics.inc("queue_handed_over_total")
+                log.info("message_handed_over", queue_id=msg.id, to_replica=ordinal,
+                         recipients=sum(1 for r in msg.rcpts if not r.final),
+                         delay_notice_sent=msg.delayed_notified)
+                return True
+        return False
+
+    async def _transfer(self, msg: Message, payload: bytes, length: int, target: Listen) -> bool:
+        env = msg.env
+        try:
+            conn = await Connection.open(target.host, target.host, target.port, connect_timeout=10.0,
+                                         timeout=self.timeout)
+        except Failure as exc:
+            self.last_error = f"{target}: {exc.reply.text}"
+            return False
+        try:
+            if conn.greeting is None or conn.greeting.code != 220:
+                self.last_error = f"{target}: greeting {conn.greeting}"
+                return False
+            reply = await conn.hello(self.hostname, lmtp=True)
+            if reply.code != 250 or EXTENSION not in conn.extensions:
+                self.last_error = f"{target}: does not take transfers ({str(reply)[:80]})"
+                return False
+            params = (f"{EXTENSION}={length}",)
+            if env.key and deliverykeys.EXTENSION in conn.extensions:
+                params += (f"{deliverykeys.EXTENSION}={env.key}",)
+            rcpts = list(dict.fromkeys(r.address for r in env.recipients))
+            outcome = await conn.transaction(env.sender, rcpts, data_lines([payload]), size=len(payload),
+                                             smtputf8=env.smtputf8, body8=env.body == "8BITMIME",
+                                             ident=env.id, all_or_nothing=True, mail_params=params)
+        except Failure as exc:
+            self.last_error = f"{target}: {exc.reply.text}"
+            return False
+        finally:
+            try:
+                conn.transport.write(b"QUIT\r\n")
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            conn.abort()
+        if outcome.replies and all(r.ok for r in outcome.replies):
+            return True
+        self.last_error = f"{target}: {str(outcome.replies[0])[:200] if outcome.replies else 'no reply'}"
+        return False

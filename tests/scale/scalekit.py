@@ -114,11 +114,11 @@ class UpStack:
             smtp.send_message(msg, from_addr=sender, to_addrs=rcpts)
 
 
-def start(data: Path, yaml_dir: Path, services: int, timeout: float = 120.0) -> UpStack:
+def start(data: Path, yaml_dir: Path, services: int, timeout: float = 120.0, extra: tuple[str, ...] = ()) -> UpStack:
     log_path = data.parent / f"{data.name}-up.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "correo_operator.cli", "up", str(yaml_dir), "--data", str(data),
-                             "--ephemeral-ports"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                             "--ephemeral-ports", *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                             preexec_fn=_die_with_parent)
     stack = UpStack(data, proc, log_path)
     deadline = time.monotonic() + timeout

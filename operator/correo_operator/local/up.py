@@ -34,6 +34,7 @@ from correo_server import config as cfgmod
 from . import rspamd as localrspamd
 from . import stack
 from .layout import Layout, apply_lock, read_json, require_running, running_state, write_json
+from . import queuedrain
 from .supervisor import Aux, Supervisor, services
 
 log = logs.get("correo.up")
@@ -243,6 +244,9 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
     state["services"] = sup.pids()
     write_json(layout.state_file, state)
     print(banner(loaded, layout, ports, options.host), flush=True)
+    # Fewer queue replicas than last time: the ones that went drain into these.
+    draining = (asyncio.create_task(queuedrain.drain_leftovers(layout, ports, queues), name="queue-drain")
+                if queuedrain.leftovers(layout, queues) else None)
 
     signature = stack.file_signature(paths)
     try:
@@ -274,6 +278,11 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
             if (read_json(layout.state_file) or state).get("services") != sup.pids():
                 await asyncio.to_thread(_record_pids, layout, state, sup.pids())
     finally:
+        if draining is not None:
+            if draining.done() and not draining.cancelled() and draining.exception() is not None:
+                log.error("queue_drain_failed", error=repr(draining.exception()))
+            draining.cancel()  # a drain cut short goes on at the next start
+            await asyncio.gather(draining, return_exceptions=True)
         print("\ncorreo: stopping relay, queue and mailstore…", file=sys.stderr, flush=True)
         await sup.stop()
         layout.state_file.unlink(missing_ok=True)

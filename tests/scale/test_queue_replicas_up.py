@@ -1,0 +1,108 @@
+"""Two queue replicas on ``correo up`` (with three mailstore shards): the
+relay hands mail to both (each replica's own spool saw messages and
+delivered them to every shard), ``correo queue list`` and ``correo status``
+put the replicas together, and starting again with one replica drains the
+other's spool into it, the messages keeping their arrival and history."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+import yaml
+from dnslib.server import DNSLogger, DNSServer
+
+from . import scalekit
+from .test_queue_replicas_drain import Zone
+
+pytestmark = pytest.mark.e2e
+
+SHARDS = 3
+PLACED = scalekit.mailboxes_on_every_shard(SHARDS, 1)
+EVERYONE = [a for shard in sorted(PLACED) for a in PLACED[shard]]
+
+
+def write_yaml(folder, replicas: int) -> None:
+    scalekit.write_yaml(folder, SHARDS, EVERYONE)
+    path = folder / "scale.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    docs[0]["spec"]["queue"] = {"replicas": replicas}
+    path.write_text(yaml.safe_dump_all(docs))
+
+
+@pytest.fixture(scope="module")
+def dns():
+    """Loopback DNS that cannot answer for remote.test (SERVFAIL): its mail stays deferred in the queue."""
+    zone = Zone()
+    zone.servfail.add("remote.test")
+    server = DNSServer(zone, port=0, address="127.0.0.1", tcp=False,
+                       logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
+    server.start_thread()
+    yield f"127.0.0.1:{server.server.server_address[1]}"
+    server.stop()
+    server.server.server_close()
+
+
+def status_of(url: str) -> dict:
+    with urllib.request.urlopen(url + "/status", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def queue_list(stack) -> dict:
+    return json.loads(stack.correo("queue", "list", "-o", "json").stdout)
+
+
+def test_two_queue_replicas_share_the_mail_and_a_scale_down_drains_one(tmp_path, dns):
+    write_yaml(tmp_path / "yaml", replicas=2)
+    extra = ("--dns", dns)
+    stack = scalekit.start(tmp_path / "data", tmp_path / "yaml", services=SHARDS + 5, extra=extra)
+    try:
+        ep = stack.state["endpoints"]
+        assert stack.state["queues"] == 2 and {"queue-0", "queue-1"} <= set(stack.state["services"])
+        sender = EVERYONE[0]
+        for n in range(12):
+            stack.send(sender, [EVERYONE[n % len(EVERYONE)]], f"local {n}")
+        for n in range(6):
+            stack.send(sender, [f"someone{n}@remote.test"], f"remote {n}")
+
+        # Both spools took mail and delivered it, to every shard.
+        def delivered():
+            figures = [status_of(ep[f"queue-{i}"]["http"])["totals"]["delivered"] for i in (0, 1)]
+            return figures if sum(figures) == 12 else None
+        per_replica = stack.wait_for(delivered, timeout=120, what="12 local deliveries")
+        assert all(n > 0 for n in per_replica), per_replica
+        for shard in range(SHARDS):
+            box = status_of(ep[f"mailstore-{shard}"]["http"])["mailboxes"]
+            assert any(v.get("messages", 0) > 0 for v in box.values()), (shard, box)
+
+        # The deferred remote mail is listed from both replicas, each message once.
+        doc = stack.wait_for(lambda: (d := queue_list(stack))["count"] == 6 and d, what="6 deferred messages")
+        assert {m["replica"] for m in doc["messages"]} == {0, 1}
+        assert sorted(m["recipients"][0]["address"] for m in doc["messages"]) == \
+            sorted(f"someone{n}@remote.test" for n in range(6))
+        table = stack.correo("queue", "list").stdout
+        assert "(replica 0)" in table and "(replica 1)" in table and "on 2 queue replicas" in table
+        one = doc["messages"][-1]
+        shown = stack.correo("queue", "show", one["id"]).stdout
+        assert f"(replica {one['replica']})" in shown
+
+        status = stack.status()["MailDomain/scale"]["status"]
+        assert [r["replica"] for r in status["queueReplicas"]] == [0, 1]
+        assert all(r["ready"] for r in status["queueReplicas"])
+        assert sum(r["messages"] for r in status["queueReplicas"]) == 6
+        assert status["queue"]["delivered"] == 12
+        arrival = {m["id"]: m["arrival"] for m in doc["messages"]}
+    finally:
+        stack.stop()
+
+    # One replica from now on: replica 1's spool is drained into replica 0.
+    write_yaml(tmp_path / "yaml", replicas=1)
+    stack = scalekit.start(tmp_path / "data", tmp_path / "yaml", services=SHARDS + 4, extra=extra)
+    try:
+        stack.wait_for(lambda: not (tmp_path / "data" / "queue-1").exists(), timeout=120, what="replica 1 drained")
+        doc = queue_list(stack)
+        assert doc["count"] == 6 and {m["id"]: m["arrival"] for m in doc["messages"]} == arrival
+        assert all(m["recipients"][0]["attempts"] >= 1 for m in doc["messages"])
+        assert "queue_replica_drained" in stack.log()
+    finally:
+        stack.stop()

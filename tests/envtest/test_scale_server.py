@@ -1,7 +1,8 @@
 """Scale-out on the real API server: a MailDomain with mailstore shards and
 Mailboxes pinned to a shard are accepted; what ``correo render`` makes for
-three shards (the mailstore StatefulSet with three replicas, its headless
-Service, the proxy Deployment and the public Service) passes
+three shards and two queue replicas (the mailstore StatefulSet with three
+replicas, its headless Service, the proxy Deployment and the public Service,
+the queue StatefulSet with two) passes
 ``--dry-run=server --validate=strict``; impossible counts are refused at
 their field."""
 from __future__ import annotations
@@ -30,7 +31,8 @@ def mailbox(name: str, **spec) -> dict:
 
 
 def test_a_sharded_domain_and_its_rendered_objects_pass_strict_server_validation(kubectl, namespace, tmp_path):
-    docs = [DOMAIN, SECRET, mailbox("ana", shard=2), *(mailbox(f"user{i}") for i in range(6))]
+    domain = {**DOMAIN, "spec": {**DOMAIN["spec"], "queue": {"replicas": 2}}}  # and two queue replicas
+    docs = [domain, SECRET, mailbox("ana", shard=2), *(mailbox(f"user{i}") for i in range(6))]
     (tmp_path / "acme.yaml").write_text(yaml.safe_dump_all(docs))
     out = kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace,
                       "-f", "-", input=yaml.safe_dump_all(docs)).stdout
@@ -45,6 +47,8 @@ def test_a_sharded_domain_and_its_rendered_objects_pass_strict_server_validation
             ("Deployment", "acme-proxy"), ("Service", "acme-mailstore")} <= names
     sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "acme-mailstore")
     assert sts["spec"]["replicas"] == 3
+    queue = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "acme-queue")
+    assert queue["spec"]["replicas"] == 2 and queue["spec"]["volumeClaimTemplates"]  # a spool volume each
     text = yaml.safe_dump_all(objects)
     out = kubectl.run("apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-",
                       input=text).stdout
@@ -54,8 +58,8 @@ def test_a_sharded_domain_and_its_rendered_objects_pass_strict_server_validation
 @pytest.mark.parametrize("obj, field, says", [
     ({**DOMAIN, "spec": {"domain": "acme.test", "mailstore": {"shards": 0}}}, "spec.mailstore.shards",
      "greater than or equal to 1"),
-    ({**DOMAIN, "spec": {"domain": "acme.test", "queue": {"replicas": 2}}}, "spec.queue.replicas",
-     "less than or equal to 1"),
+    ({**DOMAIN, "spec": {"domain": "acme.test", "queue": {"replicas": 33}}}, "spec.queue.replicas",
+     "less than or equal to 32"),
     (mailbox("ana", shard=-1), "spec.shard", "greater than or equal to 0"),
 ])
 def test_impossible_counts_are_refused_at_their_field(kubectl, namespace, obj, field, says):

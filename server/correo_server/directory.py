@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import yaml
 
@@ -53,6 +53,7 @@ from .addressing import Resolved
 from .config import DIRECTORY_FILE, ConfigError, ServerConfig, _from_dict, to_dict, yaml_dump, yaml_load
 
 FORMAT_VERSION = 1
+_MEMO_ENTRIES = 4096  # addresses a snapshot remembers resolving (then it starts afresh)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ class Directory:
     mailboxes: tuple[MailboxEntry, ...] = ()
     config: ServerConfig | None = None
     _index: dict[str, MailboxEntry] = field(default_factory=dict, repr=False)
+    # What resolve() and expand() found, per address: every service asks the
+    # same addresses several times per message (the snapshot never changes;
+    # at most _MEMO_ENTRIES each, then started afresh).
+    _resolved: dict[tuple[str, bool], Any] = field(default_factory=dict, repr=False, compare=False)
+    _expanded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, MailboxEntry] = {}
@@ -136,7 +142,16 @@ class Directory:
         """The mailbox a recipient address reaches and where to deliver it
         (:func:`correo_server.addressing.resolve`: the address or an alias, a
         subaddress, the domain's catch-all)."""
-        return addressing.resolve(address, self._index.get, self._domain(address), catch_all=catch_all)
+        k = (address, catch_all)
+        try:
+            return self._resolved[k]
+        except KeyError:
+            pass
+        found = addressing.resolve(address, self._index.get, self._domain(address), catch_all=catch_all)
+        if len(self._resolved) >= _MEMO_ENTRIES:
+            self._resolved.clear()
+        self._resolved[k] = found
+        return found
 
     def recipient(self, address: str) -> MailboxEntry | None:
         """The mailbox mail to ``address`` is delivered to (catch-all included):
@@ -166,6 +181,17 @@ class Directory:
 
         ``local`` holds where to deliver (:attr:`~correo_server.addressing.Resolved.address`:
         the mailbox, with a subaddress kept, or the address a catch-all took)."""
+        try:
+            return self._expanded[address]
+        except KeyError:
+            pass
+        found = self._expand(address)
+        if len(self._expanded) >= _MEMO_ENTRIES:
+            self._expanded.clear()
+        self._expanded[address] = found
+        return found
+
+    def _expand(self, address: str) -> Expansion | None:
         first = self.resolve(address)
         if first is None:
             return None

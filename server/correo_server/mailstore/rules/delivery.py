@@ -172,6 +172,7 @@ class DeliveryRules:
         self.log = report.RulesLog()
         self._locks: dict[str, asyncio.Lock] = {}
         self._states: dict[str, FileState] = {}
+        self._active_files: dict[tuple[str, str], str] = {}  # (data dir, address) → its active-script link
         report.register_metrics(ctx.metrics)
 
     # -- facts ---------------------------------------------------------------------
@@ -202,7 +203,13 @@ class DeliveryRules:
         resolved = self.ctx.directory.get().resolve(rcpt)
         if resolved is not None and resolved.detail:
             return True
-        return os.path.exists(self.storage(entry.address).root / ACTIVE_FILE)
+        k = (self.ctx.store.data_dir, entry.address)
+        path = self._active_files.get(k)
+        if path is None:  # the path once per mailbox; whether the file is there, every time
+            if len(self._active_files) >= 4096:
+                self._active_files.clear()
+            path = self._active_files[k] = str(self.storage(entry.address).root / ACTIVE_FILE)
+        return os.path.exists(path)
 
     def user_script_name(self, address: str) -> str | None:
         """The user's active script (for status; blocking)."""

@@ -10,6 +10,7 @@ verify downstream.  Pure functions over bytes; no I/O.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from typing import Callable, Iterable
 
@@ -153,6 +154,14 @@ def author_domains(message: bytes) -> tuple[list[str], str]:
     found = values(message, "From")
     if not found:
         return [], "no From header field"
+    domains, problem = _author_domains(tuple(found))
+    return list(domains), problem
+
+
+@functools.lru_cache(maxsize=1024)
+def _author_domains(found: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """:func:`author_domains` of the ``From:`` values (a sender's are the
+    same message after message; parsing them is most of DMARC's cost)."""
     domains: list[str] = []
     problem = "" if len(found) == 1 else f"{len(found)} From header fields"
     for value in found:
@@ -167,4 +176,4 @@ def author_domains(message: bytes) -> tuple[list[str], str]:
                 continue
             if domain not in domains:
                 domains.append(domain)
-    return domains, problem
+    return tuple(domains), problem

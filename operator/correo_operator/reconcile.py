@@ -23,6 +23,8 @@ One pass (:func:`reconcile_domain`):
    defaults, and fields other managers own, never cause a write, so a resync
    with nothing new makes **zero** API writes, and drift (a child deleted or
    edited by hand) is repaired by the next pass;
+   A lowered ``spec.queue.replicas`` keeps the queue StatefulSet's pods
+   until the leaving ones report drained (``queuescale``);
 4. **prune**: live objects labelled ``app.kubernetes.io/managed-by=correo`` and
    ``app.kubernetes.io/instance=<domain>``, owned by this MailDomain, that the
    renderer no longer produces are deleted (the DKIM key Secret is kept).
@@ -44,7 +46,7 @@ from correo_server import logs
 
 from correo_server import config as cfgmod
 
-from . import dkimkeys, filters, mailrules, placement, proxykeys, render as rendering, secretdata, srskeys
+from . import dkimkeys, filters, mailrules, placement, proxykeys, queuescale, render as rendering, secretdata, srskeys
 from .kube import FIELD_MANAGER, MAILBOX, MAILDOMAIN, ApiError, Kube, b64
 from .model import MailDomain, Mailbox, ModelError, belongs, read_each
 
@@ -339,7 +341,8 @@ async def list_children(kube: Kube, domain: MailDomain,
 
 
 async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rendering.DEFAULT_IMAGE,
-                           render_fn: Callable[..., list[dict]] = rendering.render) -> Outcome:
+                           render_fn: Callable[..., list[dict]] = rendering.render,
+                           status_fetch: queuescale.Fetch | None = None) -> Outcome:
     """One pass for one MailDomain (see the module docstring).  Never raises for a
     missing Secret; API errors propagate (the caller retries)."""
     started = time.monotonic()
@@ -358,9 +361,12 @@ async def reconcile_domain(kube: Kube, domain: MailDomain, *, image: str = rende
     inputs.missing_secrets.discard(srs_name)
     live = await list_children(kube, inputs.domain)
     recorded = previous_shards(inputs.domain, live)
+    # Fewer queue replicas: the leaving pods stay until they drained (queuescale).
+    keep_pods = await queuescale.queue_pods(inputs.domain, live, status_fetch)
     desired = await asyncio.to_thread(render_fn, inputs.domain, inputs.mailboxes, inputs.secrets, image=image,
                                       previous_scripts=previous_scripts(inputs.domain, live),
-                                      previous_shards=recorded)
+                                      previous_shards=recorded,
+                                      **({"queue_pods": keep_pods} if keep_pods is not None else {}))
     desired = [for_apply(o) for o in desired]
     extra = tuple(k for k in dict.fromkeys((o["apiVersion"], o["kind"]) for o in desired) if k not in CHILD_KINDS)
     if extra:
@@ -429,8 +435,11 @@ class Reconciler:
 
     def __init__(self, kube: Kube, *, image: str = rendering.DEFAULT_IMAGE, after: AfterPass | None = None,
                  debounce: float = 0.05, metrics: Any = None,
-                 render_fn: Callable[..., list[dict]] = rendering.render) -> None:
+                 render_fn: Callable[..., list[dict]] = rendering.render,
+                 status_fetch: queuescale.Fetch | None = None) -> None:
         self.kube = kube
+        # reads a leaving queue replica's /status (queuescale); by default the status writer's reader
+        self.status_fetch = status_fetch or getattr(after, "fetch", None)
         self.image = image
         self.after = after
         self.debounce = debounce
@@ -512,7 +521,8 @@ class Reconciler:
             return None
         self.passes += 1
         try:
-            outcome = await reconcile_domain(self.kube, domain, image=self.image, render_fn=self.render_fn)
+            outcome = await reconcile_domain(self.kube, domain, image=self.image, render_fn=self.render_fn,
+                                             status_fetch=self.status_fetch)
             self._remember(outcome)
             if self.after is not None:
                 await self.after(self.kube, outcome)

@@ -25,7 +25,7 @@ from correo_server import config as cfgmod
 from correo_server import logs
 
 from . import render as rendering
-from . import placement, secretdata
+from . import placement, queuescale, secretdata
 from . import status as statusmod
 from .kube import MAILBOX, MAILDOMAIN, Kube, json_merge_diff
 from .model import MailDomain, Mailbox, domain_of, read_each
@@ -81,15 +81,6 @@ def availability(children: list[dict]) -> dict[str, tuple[int, int]]:
             ready = int((obj.get("status") or {}).get("readyReplicas") or 0)
             out[component] = (ready, wanted)
     return out
-
-
-def queue_pods(domain: MailDomain, children: list[dict]) -> int:
-    """Replicas of the live queue StatefulSet (0 when it is not there yet)."""
-    name = rendering.names(domain)["queue"]
-    for obj in children:
-        if obj.get("kind") == "StatefulSet" and obj["metadata"].get("name") == name:
-            return int((obj.get("spec") or {}).get("replicas", 1))
-    return 0
 
 
 def _service_host(svc: dict) -> str:
@@ -187,7 +178,7 @@ class StatusWriter:
         domain = outcome.inputs.domain
         urls = rendering.service_urls(domain)
         shards = domain.spec.mailstore.shards
-        queues = max(domain.spec.queue.replicas, queue_pods(domain, outcome.children))
+        queues = max(domain.spec.queue.replicas, queuescale.live_queue_pods(domain, outcome.children))
         if queues > 1:  # every replica, the leaving ones too (they report their drain)
             urls.update({f"queue-{i}": rendering.queue_url(domain, i) for i in range(queues)})
         wanted = ["relay", "queue", "mailstore"] if shards == 1 else \

@@ -90,3 +90,16 @@ def test_the_domain_status_adds_the_replicas_up_and_says_which_are_down_or_drain
     cond = next(c for c in st["conditions"] if c["type"] == "QueueAvailable")
     assert (cond["status"], cond["reason"]) == ("False", "ReplicasUnavailable") and "replica(s) 1 of 2" in cond["message"]
     assert st["queue"]["delivered"] == 5
+
+
+def test_the_statefulset_shrinks_only_when_every_leaving_replica_drained():
+    from correo_operator import queuescale
+    drained = {"drain": {"leaving": True, "drained": True, "remaining": 0}}
+    busy = {"drain": {"leaving": True, "drained": False, "remaining": 4}}
+    not_yet = {"ready": True}  # not restarted as a leaving replica yet
+    assert queuescale.pods_to_keep(2, 2, {})[0] is None
+    assert queuescale.pods_to_keep(2, 4, {2: drained, 3: drained})[0] is None
+    keep, why = queuescale.pods_to_keep(2, 4, {2: drained, 3: busy})
+    assert keep == 4 and "replica(s) 3 still draining" in why
+    assert queuescale.pods_to_keep(1, 2, {1: not_yet})[0] == 2
+    assert queuescale.pods_to_keep(1, 2, {1: None})[0] == 2  # unreadable: kept

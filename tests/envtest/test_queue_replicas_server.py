@@ -1,0 +1,89 @@
+"""Queue replicas scaled down on the real API server: the operator keeps the
+queue StatefulSet's pods while the leaving replica reports it is still
+draining (its ``/status`` as ``correo serve queue`` writes it, served by a
+stand-in data plane), lists only the staying replicas for the relay at once,
+shows the leaving one as draining in the MailDomain status, and shrinks the
+StatefulSet once it reports drained."""
+from __future__ import annotations
+
+import asyncio
+
+import yaml
+from envkit import wait_for
+
+from correo_operator import statuspoll
+from correo_operator.kube import Connection, HttpKube
+from correo_operator.reconcile import Reconciler
+from correo_server import config as cfgmod
+
+NAME = "acme"
+
+
+def domain(replicas: int) -> dict:
+    return {"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain", "metadata": {"name": NAME},
+            "spec": {"domain": "acme.test", "queue": {"replicas": replicas}}}
+
+
+class DataPlane:
+    """Each queue replica's /status; the leaving one's ``drain`` as the drainer reports it."""
+
+    def __init__(self) -> None:
+        self.remaining = 5
+        self.fetched: list[str] = []
+
+    def queue(self, replica: int, leaving: bool) -> dict:
+        doc = {"service": "queue", "ready": True, "time": "2026-12-05T02:00:00Z", "replica": replica,
+               "messages": self.remaining if leaving else 1,
+               "totals": {"active": 0, "deferred": 0, "delayedNoticesSent": 0, "bounced": 0, "delivered": 3,
+                          "oldestDeferredAgeSeconds": 0, "lastErrors": [], "delayed": [], "lastBounces": []},
+               "domains": {}, "senders": {}}
+        if leaving:
+            doc["drain"] = {"leaving": True, "drained": self.remaining == 0, "remaining": self.remaining,
+                            "handedOver": 5 - self.remaining, "to": [0, 1]}
+        return doc
+
+    async def __call__(self, url: str):
+        self.fetched.append(url)
+        for i in range(3):
+            if f"-queue-{i}." in url:
+                return self.queue(i, leaving=i == 2)
+        return None
+
+
+def test_the_operator_shrinks_the_queue_only_after_the_leaving_replica_drained(kubectl, control_plane, namespace):
+    kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump(domain(3)))
+    plane = DataPlane()
+
+    async def passes(n: int = 1) -> None:
+        async with HttpKube(Connection.from_kubeconfig(str(control_plane.kubeconfig))) as kube:
+            r = Reconciler(kube, after=statuspoll.StatusWriter(plane), debounce=0)
+            for _ in range(n):
+                await r.run(namespace, NAME)
+
+    def sts_replicas() -> int:
+        return kubectl.json("get", "statefulset", f"{NAME}-queue", "-n", namespace)["spec"]["replicas"]
+
+    def listed() -> list[str]:
+        cm = kubectl.json("get", "configmap", f"{NAME}-config", "-n", namespace)
+        return [r.host for r in cfgmod.parse(cm["data"]["correo.yaml"]).queue.replicas]
+
+    asyncio.run(passes())
+    assert sts_replicas() == 3 and len(listed()) == 3
+
+    # Two replicas wanted: replica 2 is leaving and still holds mail.
+    kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump(domain(2)))
+    asyncio.run(passes(2))
+    assert sts_replicas() == 3  # kept while it drains
+    assert listed() == [f"{NAME}-queue-{i}.{NAME}-queue.{namespace}.svc" for i in range(2)]  # the relay stops at once
+    assert any(f"{NAME}-queue-2.{NAME}-queue.{namespace}.svc:8082/status" in u for u in plane.fetched)
+    status = wait_for(lambda: kubectl.json("get", "md", NAME, "-n", namespace).get("status", {}).get("queueReplicas"),
+                      what="status.queueReplicas")
+    assert [(r["replica"], r["draining"], r["messages"]) for r in status] == [(0, False, 1), (1, False, 1),
+                                                                             (2, True, 5)]
+
+    # Drained: the next pass shrinks the StatefulSet; its volume stays (whenScaled: Retain).
+    plane.remaining = 0
+    asyncio.run(passes())
+    assert sts_replicas() == 2
+    sts = kubectl.json("get", "statefulset", f"{NAME}-queue", "-n", namespace)
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"

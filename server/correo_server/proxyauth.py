@@ -26,6 +26,7 @@ import base64
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Container
 
 from . import shards
 from .config import ServerConfig
@@ -77,14 +78,17 @@ def acting_as(authzid: str, authcid: str) -> str | None:
 
 
 async def login_as(credential: ProxyCredential | None, cfg: ServerConfig, directory: Directory,
-                   throttle: LoginThrottle, peer: str, authzid: str, authcid: str, password: str) -> LoginResult:
+                   throttle: LoginThrottle, peer: str, authzid: str, authcid: str, password: str,
+                   *, moving: Container[str] = ()) -> LoginResult:
     """A PLAIN login with an authorization identity: only the proxy's, for a
-    mailbox of this shard.  Failures cost the usual delay."""
+    mailbox of this shard that is not being moved away (``moving``: the
+    store's fenced mailboxes; the proxy then answers ``[UNAVAILABLE]``).
+    Failures cost the usual delay."""
     if credential is None or not credential.matches(authcid, password):
         await asyncio.sleep(throttle.failed(peer))
         return LoginResult(None, "invalid")
     entry = directory.lookup(authzid) if "@" in authzid else None
-    if entry is None or not shards.owns(cfg, entry.shard_id):
+    if entry is None or not shards.owns(cfg, entry.shard_id) or entry.address.lower() in moving:
         return LoginResult(None, "invalid")
     if entry.suspended:
         return LoginResult(entry, "suspended")

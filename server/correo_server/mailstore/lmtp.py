@@ -156,6 +156,8 @@ class DeliveryHandler:
             return Reply(501, "5.5.4", f"{deliverykeys.EXTENSION} needs 1 to 64 letters, digits, '.', '-' or '_'")
         entry = self._directory().recipient(address)
         refusal = policy.rcpt_reply(address, entry) or policy.wrong_shard(entry, self.ctx.config.mailstore.shard)
+        if refusal is None and entry.address.lower() in self.ctx.store.fenced:
+            refusal = policy.moving(entry.address)
         if refusal is not None:
             self.ctx.metrics.inc("mailstore_deliveries_total", result="rejected")
             log.info("lmtp_rcpt_refused", rcpt=address, reply=str(refusal), queue_id=txn.ident or None)
@@ -254,7 +256,9 @@ class DeliveryHandler:
             log.info("lmtp_delivered", rcpt=rcpt, mailbox=entry.address, uid=result, size=len(message),
                      queue_id=txn.ident or None, **({"folder": folder} if folder not in ("INBOX", "rules") else {}))
             return policy.stored(rcpt, result)
-        if isinstance(result, storemod.QuotaExceeded):  # other deliveries took the room since the check above
+        if isinstance(result, storemod.MailboxMoving):  # fenced for a move while it waited
+            reply = policy.moving(rcpt)
+        elif isinstance(result, storemod.QuotaExceeded):  # other deliveries took the room since the check above
             reply = policy.over_quota_reply(rcpt, cfg.over_quota, used_bytes=result.usage, quota_bytes=result.quota)
         elif isinstance(result, storemod.DiskFull):
             reply = policy.disk_full()

@@ -16,6 +16,8 @@ over quota (defer)     452 4.2.2     the same, try later (owner may clean up)
 disk nearly full       452 4.3.1     mail system full
 store failed           451 4.3.0     other mail system status
 message too big        552 5.3.4     message too big for system
+mailbox being moved    451 4.2.0     other mailbox status, try later
+wrong shard            451 4.2.0     the same (the queue read an older directory)
 stored (fsynced)       250 2.0.0
 =====================  ============  ==========================================
 """
@@ -86,8 +88,14 @@ def wrong_shard(entry: MailboxEntry | None, own_shard: int | None) -> Reply | No
     mailbox was just pinned elsewhere): deferred, never stored here."""
     if entry is None or own_shard is None or entry.shard_id == own_shard:
         return None
-    return Reply(451, "4.3.0", f"<{entry.address}>: on mailstore shard {entry.shard_id}, not {own_shard}; "
+    return Reply(451, "4.2.0", f"<{entry.address}>: on mailstore shard {entry.shard_id}, not {own_shard}; "
                                 "try again later")
+
+
+def moving(address: str) -> Reply:
+    """The mailbox is being moved to another shard: the queue retries (soon:
+    our own mailstore's ``4.2.0`` is retried like a hop that is down)."""
+    return Reply(451, "4.2.0", f"<{address}>: mailbox is being moved to another mailstore shard; try again later")
 
 
 def over_quota(used_bytes: int, message_bytes: int, quota_bytes: int) -> bool:

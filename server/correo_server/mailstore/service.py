@@ -17,7 +17,8 @@ http      the side port: /healthz /readyz /metrics      always
           /status (:mod:`.status`)
 ========  ============================================  =====================
 
-and ``managesieve`` (RFC 5804 with STARTTLS, :mod:`.managesieve.server`)
+(a shard's side port also has the move endpoints, :mod:`.moveport`, when
+it has the proxy credential) and ``managesieve`` (RFC 5804 with STARTTLS, :mod:`.managesieve.server`)
 when ``managesieveEnabled``, which the renderer sets.
 
 ``start()`` first takes the data folder's lock (:mod:`.datalock`: one
@@ -45,10 +46,11 @@ from ..metrics import Registry
 from ..proxyauth import ProxyCredential
 from ..sideport import SidePort
 from ..tlsfiles import ServerTLS
-from . import lmtp, status
+from . import lmtp, status, transfer
 from .context import MailstoreContext
 from .datalock import DataDirLock
 from .managesieve import server as sieveserver
+from .moveport import MoveEndpoints
 from .pop3 import server as pop3server
 from .rules import clock as rulesclock
 from .rules.delivery import DeliveryRules
@@ -112,6 +114,8 @@ class MailstoreService:
             self._lock.release()
             raise
         m = self.config.mailstore
+        transfer.sweep(self.data_dir)  # what a move cut off by a crash left half-made
+        ctx.store.fenced.update(transfer.markers(self.data_dir, transfer.OUT_MARKER))  # fences outlive a restart
         ctx.rules = DeliveryRules(ctx)  # Sieve scripts and auto-replies at delivery
         self._register_metrics(ctx.metrics)
         try:
@@ -129,7 +133,8 @@ class MailstoreService:
                 self._servers["managesieve"] = await sieveserver.serve_managesieve(ctx, m.managesieve)
             self._sideport = SidePort(m.http, "mailstore", metrics=ctx.metrics,
                                       status=self.status_document, ready=self.ready,
-                                      routes=(("GET", "/quota", self.quota_document),))
+                                      routes=(("GET", "/quota", self.quota_document),
+                                              *(MoveEndpoints(self).routes() if ctx.proxy is not None else ())))
             http_port = await self._sideport.start()
         except BaseException:
             await self.stop()

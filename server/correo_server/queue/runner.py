@@ -377,7 +377,9 @@ class Runner:
         events = []
         for res in results:
             r = msg.rcpts[res.index]
-            hop_down = res.destination.startswith("mailstore") and res.reply.enhanced.startswith("4.4.")
+            # our mailstore down (4.4.x), or its mailbox between shards (4.2.0: moving, or not here yet)
+            hop_down = res.destination.startswith("mailstore") and (res.reply.enhanced.startswith("4.4.")
+                                                                     or res.reply.enhanced == "4.2.0")
             out = schedule.after_attempt(policy, msg.env.arrival, r.attempt_count + 1, now, res.reply.code,
                                          str(res.reply), hop_down=hop_down)
             events.append(attempt_event(msg, res.index, time=now, server=res.server, destination=res.destination,

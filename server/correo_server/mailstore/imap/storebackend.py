@@ -33,7 +33,7 @@ class StoreBackend:
         d = self.ctx.directory
         directory = d.get() if hasattr(d, "get") else d
         result = await login_as(self.ctx.proxy, self.ctx.config, directory, self.ctx.throttle, peer,
-                                authzid, authcid, password)
+                                authzid, authcid, password, moving=self.ctx.store.fenced)
         if not result.ok:
             return LoginResult(None, result.failure or "invalid")
         assert result.mailbox is not None

@@ -70,7 +70,7 @@ class StoreBackend:
     async def login(self, username: str, password: str, authzid: str | None = None) -> LoginOutcome:
         if authzid is not None:
             result = await login_as(self.ctx.proxy, self.ctx.config, self.ctx.directory.get(), self.ctx.throttle,
-                                    self.peer, authzid, username, password)
+                                    self.peer, authzid, username, password, moving=self.ctx.store.fenced)
         else:
             result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer, username, password,
                                        self.ctx.login_cache)

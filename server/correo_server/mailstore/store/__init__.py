@@ -55,7 +55,7 @@ bare LF line ends are served with CRLF, as Dovecot serves them.
 from __future__ import annotations
 
 from .datadir import DirectorySource, Store
-from .errors import DiskFull, FolderError, FolderExists, MessageGone, NoSuchFolder, QuotaExceeded, StoreError
+from .errors import DiskFull, FolderError, FolderExists, MailboxMoving, MessageGone, NoSuchFolder, QuotaExceeded, StoreError
 from .folder import Folder
 from .mailbox import TRASH_DIR, Mailbox
 from .uidvalidity import UIDVALIDITY_FILE
@@ -63,6 +63,6 @@ from .values import DEFAULT_FOLDERS, SPECIAL_USE, AlreadyDelivered, FolderEntry,
 
 __all__ = [
     "AlreadyDelivered", "DEFAULT_FOLDERS", "SPECIAL_USE", "TRASH_DIR", "UIDVALIDITY_FILE", "DirectorySource", "DiskFull", "Folder",
-    "FolderEntry", "FolderError", "FolderExists", "Mailbox", "MessageGone", "MessageInfo", "NoSuchFolder",
+    "FolderEntry", "FolderError", "FolderExists", "Mailbox", "MailboxMoving", "MessageGone", "MessageInfo", "NoSuchFolder",
     "QuotaExceeded", "Store", "StoreError", "Usage",
 ]

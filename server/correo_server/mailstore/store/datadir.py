@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import NoSuchFolder
+from .errors import MailboxMoving, NoSuchFolder
 from .folder import Folder
 from .mailbox import Mailbox
 from .threads import IoPool, finish
@@ -38,6 +38,9 @@ class Store:
     _mailboxes: dict[str, Mailbox] = field(default_factory=dict, repr=False)
     _opening: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
     _open_folders: list[Folder] = field(default_factory=list, repr=False)
+    # Mailboxes fenced for a move to another shard (address → the fence,
+    # :mod:`..transfer`): not opened, not written (MailboxMoving).
+    fenced: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -74,6 +77,8 @@ class Store:
         """The mailbox of a canonical address, opened (and created, with INBOX,
         Sent, Drafts, Trash and Junk, when ``create``) on first use."""
         key = address.strip().lower()
+        if key in self.fenced:
+            raise MailboxMoving(f"{key} is being moved to another mailstore shard; try again shortly")
         mbox = self._mailboxes.get(key)
         if mbox is not None:
             return mbox
@@ -124,6 +129,21 @@ class Store:
         """When mail was last delivered (epoch seconds), if the mailbox is open."""
         mbox = self._mailboxes.get(address.strip().lower())
         return mbox.last_delivery if mbox else None
+
+    async def release(self, address: str) -> None:
+        """Close a (fenced) mailbox for good: wait for the write in progress
+        (the mailbox lock), close every folder's index, forget the mailbox.
+        Its files are then still and whole (an export copies them)."""
+        key = address.strip().lower()
+        mbox = self._mailboxes.get(key)
+        if mbox is None:
+            return
+        async with mbox.lock:
+            for folder in list(mbox._folders.values()):
+                await mbox._close_locked(folder)
+                self._forget(folder)
+            mbox._folders.clear()
+        self._mailboxes.pop(key, None)
 
     async def close(self) -> None:
         """Close every index (the service calls this on stop)."""

@@ -26,6 +26,12 @@ class NoSuchFolder(StoreError):
     pass
 
 
+class MailboxMoving(StoreError):
+    """The mailbox is being moved to another mailstore shard
+    (:mod:`..transfer`): nothing is written here any more (LMTP ``451
+    4.2.0``, the queue retries; its sessions are closed)."""
+
+
 class FolderExists(StoreError):
     pass
 

@@ -20,7 +20,7 @@ from .. import maildir
 from ..changes import Hub, Watcher
 from . import quota
 from .disk import FolderDisk, Staged, locate, read_message
-from .errors import FolderError, MessageGone, NoSuchFolder, StoreError, disk_error
+from .errors import FolderError, MailboxMoving, MessageGone, NoSuchFolder, StoreError, disk_error
 from .repair import Opened, open_folder
 from .threads import finish
 from .values import SPECIAL_USE, AlreadyDelivered, MessageInfo, Usage, local_offset_minutes
@@ -630,6 +630,8 @@ class Folder:
     async def _run(self, fn: Callable[[FolderDisk], Any], *, apply: Callable[[Any], None] | None = None) -> Any:
         """Run ``fn(disk)`` in a thread, to completion, then ``apply`` its
         result to the view on the event loop (the caller holds the lock)."""
+        if self.mailbox.address in self.mailbox.store.fenced:  # fenced for a move while we waited for the lock
+            raise MailboxMoving(f"{self.mailbox.address} is being moved to another mailstore shard; try again shortly")
         self.last_used = time.monotonic()
         await self._ensure_open()
         disk = self._disk

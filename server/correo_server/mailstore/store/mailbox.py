@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .. import maildir
 from . import quota
-from .errors import FolderError, FolderExists, NoSuchFolder
+from .errors import FolderError, FolderExists, MailboxMoving, NoSuchFolder
 from .folder import Folder
 from .repair import Opened
 from .threads import finish
@@ -99,6 +99,8 @@ class Mailbox:
             return await self._open_locked(name)
 
     async def _open_locked(self, name: str, *, create: bool = False) -> Folder:
+        if self.address in self.store.fenced:  # being moved to another shard: nothing opens here any more
+            raise MailboxMoving(f"{self.address} is being moved to another mailstore shard; try again shortly")
         folder = self._folders.get(name)
         if folder is None:
             folder = Folder(self, name)

@@ -15,9 +15,10 @@ Mailbox has exactly one owner, decided by :func:`place`:
 
 A directory written before the domain had shards records none: every mailbox
 in it was on the one mailstore, shard 0, and stays there.  Rebalancing is an
-explicit act (a pin).  Moving the mail itself is not built yet: a pin on a
-mailbox that holds mail points new mail and logins at the new shard, and the
-Mailbox's status says so.
+explicit act (a pin).  A pin that differs from the recorded shard starts a
+move (:mod:`.moves`): the directory keeps naming the recorded shard (reason
+``Moving``, ``moving_to`` the pin) until the move has copied and verified
+the mail on the pinned shard and flips the directory.
 
 ``render.directory_entries`` writes the result into the directory
 (``MailboxEntry.shard``); ``status`` shows it (``status.shard``).
@@ -33,9 +34,15 @@ import yaml
 
 @dataclass(frozen=True)
 class Placement:
-    shard: int
-    reason: str  # Pinned, Recorded, Hashed, PinOutOfRange, ShardRemoved
+    shard: int  # the owner the directory names
+    reason: str  # Pinned, Recorded, Hashed, PinOutOfRange, ShardRemoved, Moving
     message: str
+    moving_to: int | None = None  # Moving: the pin, where the move (``moves``) takes it
+
+    @property
+    def wanted(self) -> int:
+        """Where the mailbox should be: the pin while it moves, else its owner."""
+        return self.shard if self.moving_to is None else self.moving_to
 
 
 def rendezvous(address: str, shards: int) -> int:
@@ -56,9 +63,10 @@ def place(address: str, shards: int, *, pin: int | None = None, recorded: int | 
     note = ""
     if pin is not None:
         if 0 <= pin < shards:
-            moved = recorded is not None and recorded != pin
-            return Placement(pin, "Pinned", f"pinned to shard {pin} by spec.shard"
-                             + (f" (it was on shard {recorded}; its mail there is not moved)" if moved else ""))
+            if recorded is not None and 0 <= recorded < shards and recorded != pin:
+                return Placement(recorded, "Moving", f"pinned to shard {pin} by spec.shard: moving there from "
+                                 f"shard {recorded}, which owns it until its mail is copied and verified", pin)
+            return Placement(pin, "Pinned", f"pinned to shard {pin} by spec.shard")
         note = f"spec.shard {pin} does not exist (the MailDomain has {shards} shard(s), 0 to {shards - 1}); "
     if recorded is not None:
         if 0 <= recorded < shards:

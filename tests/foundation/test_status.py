@@ -251,6 +251,8 @@ def test_a_pin_that_names_no_shard_is_told_on_the_mailbox_and_in_correo_status()
     assert f"  alice@example.com: PinOutOfRange: {placed['message']}" in lines
     assert _row(lines, "MAILBOX")["SHARD"] == "1"
 
-    honoured = st.mailbox_status(mailbox(shard=2), d, observed=obs, now=NOW)
+    honoured = st.mailbox_status(mailbox(shard=1), d, observed=obs, now=NOW)
     assert (conditions(honoured)["Placed"]["status"], conditions(honoured)["Placed"]["reason"]) == ("True", "Pinned")
+    moving = st.mailbox_status(mailbox(shard=2), d, observed=obs, now=NOW)  # a pin elsewhere starts a move
+    assert (conditions(moving)["Placed"]["reason"], moving["shard"]) == ("Moving", 1)
     assert "Placed" not in conditions(st.mailbox_status(mailbox(), domain(), observed=observed(), now=NOW))

@@ -139,3 +139,16 @@ async def test_remove_and_sweep_leave_no_half_copies(tmp_path):
     assert transfer.remove(source.data_dir, ADDRESS)
     assert [p.name for p in source.data_dir.iterdir()] == []
     await source.close()
+
+
+async def test_mail_an_earlier_placement_left_on_the_target_is_never_overwritten(tmp_path):
+    source, _, stream, manifest = await moved(tmp_path)
+    left = Store(tmp_path / "b")
+    await left.deliver(ADDRESS, message(1000))
+    await left.close()
+    with pytest.raises(transfer.TargetHoldsMail, match="not overwritten"):
+        transfer.import_stream(tmp_path / "b", ADDRESS, io.BytesIO(stream), source=0, fence_id=manifest["fence"])
+    again = Store(tmp_path / "b")
+    assert (await again.usage(ADDRESS)).messages == 1
+    await again.close()
+    await source.close()

@@ -54,7 +54,8 @@ def test_a_recorded_shard_is_kept_when_shards_are_added():
 
 
 def test_a_pin_wins_and_an_impossible_pin_is_explained():
-    assert placement.place("a@acme.test", 3, pin=2, recorded=0).shard == 2
+    assert placement.place("a@acme.test", 3, pin=2).shard == 2
+    assert placement.place("a@acme.test", 3, pin=2, recorded=0).wanted == 2  # a move (test_move_decide)
     p = placement.place("a@acme.test", 3, pin=7, recorded=1)
     assert (p.shard, p.reason) == (1, "PinOutOfRange")
     assert "spec.shard 7 does not exist" in p.message

@@ -242,6 +242,7 @@ class MoveEndpoints:
         except transfer.TransferError as exc:
             log.error("mailbox_import_failed", mailbox=address, source=source, error=str(exc))
             return web.json_response({"error": str(exc)}, status=422)
+        self.ctx.store.fenced.pop(address, None)  # an old fence of ours went with the stale copy it replaced
         faults.point("mailstore.move.imported")
         log.info("mailbox_imported", mailbox=address, source=source, files=done.files, bytes=done.bytes,
                  messages=done.summary["messages"], digest=done.digest)

@@ -67,6 +67,10 @@ class TransferError(Exception):
     an unsafe member): nothing was put in place."""
 
 
+class TargetHoldsMail(TransferError):
+    """The target has a mailbox folder no move made: never overwritten."""
+
+
 @dataclass(frozen=True)
 class Imported:
     address: str
@@ -338,6 +342,11 @@ def import_stream(data_dir: Path, address: str, stream: BinaryIO, *, source: int
     data_dir = Path(data_dir)
     name = address_dir(address)
     staging = data_dir / f"{STAGING}{name}"
+    held = data_dir / name
+    if held.exists() and read_marker(held, OUT_MARKER) is None and read_marker(held, IN_MARKER) is None:
+        raise TargetHoldsMail(f"this shard already holds mail for {address.lower()} that no move put here (an "
+                              f"earlier placement left it in {held}); it is not overwritten: move that folder "
+                              "aside, or pin the mailbox back")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -392,7 +401,7 @@ def import_stream(data_dir: Path, address: str, stream: BinaryIO, *, source: int
                "at": time.time() if now is None else now, "messages": got["messages"], "bytes": got["bytes"]}
         _write_json(staging / IN_MARKER, doc)
         final = data_dir / name
-        if final.exists():  # a stale copy (an earlier move called off): never the owner's, the caller checked
+        if final.exists():  # a copy an earlier move left (never the owner's: the caller checked)
             remove(data_dir, address)
         os.rename(staging, final)
         fsync_dir(data_dir)

@@ -64,6 +64,10 @@ class Observed:
     # by ordinal, the leaving ones included; ``queue`` is then their merge
     # (:func:`merge_queue_replicas`).
     queue_replicas: tuple[Mapping[str, Any] | None, ...] = ()
+    # With shards: Mailbox address (lower case) → the state of its move as
+    # the orchestrator last saw it (``moves.Step``: reason, message, moving);
+    # none: no move.
+    moves: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _ts(now: datetime) -> str:
@@ -511,6 +515,23 @@ def mailbox_placed(mailbox: Mailbox, domain: MailDomain, observed: Observed) -> 
     return (FALSE if placed.reason in _UNHONOURED else TRUE), placed.reason, placed.message + "."
 
 
+def mailbox_moving(mailbox: Mailbox, domain: MailDomain, observed: Observed) -> Decision:
+    """``Moving`` (domains with shards only): True from the moment a pin names
+    another shard until the directory names it (reason: the step the move is
+    at, ``correo_operator.moves``); then False with ``Moved`` while the old
+    copy is kept, ``NotMoving`` otherwise."""
+    address = mailbox.spec.address.lower()
+    seen = observed.moves.get(address)
+    if seen:
+        return (TRUE if seen.get("moving") else FALSE), str(seen.get("reason")), str(seen.get("message", "")) + "."
+    placed = observed.placements.get(address) or placement.place(
+        address, domain.spec.mailstore.shards, pin=mailbox.spec.shard, recorded=observed.shards.get(address))
+    if placed.moving_to is not None:
+        return TRUE, "Pending", (f"moving from shard {placed.shard} to shard {placed.moving_to}: waiting for the "
+                                 "move to start.")
+    return FALSE, "NotMoving", f"On shard {placed.shard}."
+
+
 def _usage(mailbox: Mailbox, domain: MailDomain | None, observed: Observed) -> dict:
     address = mailbox.spec.address.lower()
     quota = None
@@ -575,6 +596,8 @@ def mailbox_status(mailbox: Mailbox, domain: MailDomain | None, *, observed: Obs
         if domain.spec.mailstore.shards > 1:
             status["conditions"].append(
                 condition("Placed", mailbox_placed(mailbox, domain, observed), gen, now, previous))
+            status["conditions"].append(
+                condition("Moving", mailbox_moving(mailbox, domain, observed), gen, now, previous))
             if address in observed.shards:
                 status["shard"] = observed.shards[address]
     return status
@@ -610,6 +633,7 @@ _EVENTFUL = {
     ("Delivering", FALSE): "Warning", ("Delivering", TRUE): "Normal",
     ("QuotaExceeded", TRUE): "Warning", ("QuotaExceeded", FALSE): "Normal",
     ("Placed", FALSE): "Warning", ("Placed", TRUE): "Normal",
+    ("Moving", TRUE): "Normal", ("Moving", FALSE): "Normal",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import smtplib
 import ssl
@@ -114,12 +115,15 @@ class UpStack:
             smtp.send_message(msg, from_addr=sender, to_addrs=rcpts)
 
 
-def start(data: Path, yaml_dir: Path, services: int, timeout: float = 120.0, extra: tuple[str, ...] = ()) -> UpStack:
+def start(data: Path, yaml_dir: Path, services: int, timeout: float = 120.0, extra: tuple[str, ...] = (),
+          env: dict | None = None) -> UpStack:
+    """``extra``: more arguments of ``correo up``; ``env``: more environment for
+    it and its services (fault points...)."""
     log_path = data.parent / f"{data.name}-up.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "correo_operator.cli", "up", str(yaml_dir), "--data", str(data),
                              "--ephemeral-ports", *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, env={**os.environ, **(env or {})})
     stack = UpStack(data, proc, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -203,3 +203,39 @@ def test_a_pin_set_back_before_the_switch_leaves_the_mail_where_it_was(call_off_
     run(world)
     assert world.owner == 0 and set(world.shards[0].mail[A]) == {"old1", *world.delivered}
     assert A not in world.shards[1].mail
+
+
+def test_the_mailbox_status_says_moving_with_the_step_and_correo_status_shows_it():
+    from datetime import datetime, timezone
+
+    from correo_operator import status as st
+    from correo_operator.local import statuscmd
+    from correo_operator.model import MailDomain, Mailbox
+
+    now = datetime(2026, 12, 5, tzinfo=timezone.utc)
+    domain = MailDomain.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "MailDomain",
+                                     "metadata": {"name": "acme", "namespace": "mail"},
+                                     "spec": {"domain": "acme.test", "mailstore": {"shards": 3}}})
+
+    def box(shard=None):
+        spec = {"address": A, "domain": "acme", "passwordSecretRef": {"name": "pw"}}
+        if shard is not None:
+            spec["shard"] = shard
+        return Mailbox.from_object({"apiVersion": "correo.dev/v1alpha1", "kind": "Mailbox",
+                                    "metadata": {"name": "alice", "namespace": "mail"}, "spec": spec})
+
+    def moving_of(mailbox, **observed):
+        s = st.mailbox_status(mailbox, domain, observed=st.Observed(shards={A: 0}, **observed), now=now)
+        return s, next(c for c in s["conditions"] if c["type"] == "Moving")
+
+    _, cond = moving_of(box())
+    assert (cond["status"], cond["reason"]) == ("False", "NotMoving")
+    _, cond = moving_of(box(shard=2))  # pinned elsewhere, the orchestrator has not said anything yet
+    assert (cond["status"], cond["reason"]) == ("True", "Pending")
+    step = decide(facts(owner=0, wanted=2, fences=[Fence(0, 2, "f")]))
+    s, cond = moving_of(box(shard=2), moves={A: {"reason": step.reason, "message": step.message,
+                                                 "moving": step.moving}})
+    assert (cond["status"], cond["reason"], s["shard"]) == ("True", "Copying", 0)
+    lines = statuscmd.table([{"kind": "Mailbox", "metadata": {"name": "alice", "namespace": "mail"},
+                              "spec": {"address": A}, "status": s}]).splitlines()
+    assert f"  {A}: Moving (Copying): {cond['message']}" in lines

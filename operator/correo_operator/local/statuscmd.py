@@ -22,7 +22,7 @@ from correo_server.localstate import NotRunning
 from .. import loading, model
 from .. import status as statusmod
 from .. import zonefile
-from . import stack
+from . import mover, stack
 from .layout import Layout, read_json, require_running, write_json
 from .supervisor import ORDER
 
@@ -103,7 +103,8 @@ def compute(layout: Layout, state: dict, loaded: loading.Loaded, secret_keys: di
             secret_keys=_secret_keys(secret_keys.get(d.namespace, {}), domain),
             dkim_public_key=dkim.get(domain.domain), endpoints=_flat_endpoints(state),
             mailstore_shards=shard_docs if domain.spec.mailstore.shards > 1 else (), shards=placed,
-            queue_replicas=queue_docs if domain.spec.queue.replicas > 1 else ())
+            queue_replicas=queue_docs if domain.spec.queue.replicas > 1 else (),
+            moves=mover.status_of(layout) if shards > 1 else {})
         obj["status"] = statusmod.domain_status(domain, loaded.mailboxes_of(domain), observed=observed, now=now)
         items.append(obj)
     for m in sorted(loaded.mailboxes, key=lambda m: (m.namespace, m.name)):
@@ -142,6 +143,8 @@ def mailbox_reason(obj: dict) -> str:
     ready = _cond(obj, "Ready")
     if ready.get("status") != "True":
         return ready.get("reason", "")
+    if _cond(obj, "Moving").get("status") == "True":
+        return "Moving"
     if _cond(obj, "QuotaExceeded").get("status") == "True":
         return "QuotaExceeded"
     if obj.get("status", {}).get("delivery", {}).get("deferred"):
@@ -207,6 +210,10 @@ def table(items: list[dict]) -> str:
         placed = _cond(o, "Placed")
         if placed.get("status") == "False":
             out.append(f"  {address}: {placed['reason']}: {placed['message']}")
+        moving = _cond(o, "Moving")
+        if moving.get("status") == "True" or moving.get("reason") == "Moved":
+            out.append(f"  {address}: {'Moving' if moving['status'] == 'True' else 'Moved'} "
+                       f"({moving['reason']}): {moving['message']}")
         refusal = o["status"].get("incoming", {}).get("lastRefusal")
         if refusal:
             out.append(f"  {address}: incoming mail refused ({o['status']['incoming']['refused']}x), "

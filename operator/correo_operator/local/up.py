@@ -33,6 +33,7 @@ from correo_server import config as cfgmod
 
 from . import rspamd as localrspamd
 from . import stack
+from .mover import LocalMover
 from .layout import Layout, apply_lock, read_json, require_running, running_state, write_json
 from . import queuedrain
 from .supervisor import Aux, Supervisor, services
@@ -249,6 +250,7 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                 if queuedrain.leftovers(layout, queues) else None)
 
     signature = stack.file_signature(paths)
+    moving = asyncio.create_task(LocalMover(layout, ports, shards).run(stop)) if shards > 1 else None
     try:
         while not stop.is_set():
             try:
@@ -283,6 +285,9 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                 log.error("queue_drain_failed", error=repr(draining.exception()))
             draining.cancel()  # a drain cut short goes on at the next start
             await asyncio.gather(draining, return_exceptions=True)
+        if moving is not None:  # mailbox moves: a move cut off here resumes from its records next time
+            moving.cancel()
+            await asyncio.gather(moving, return_exceptions=True)
         print("\ncorreo: stopping relay, queue and mailstore…", file=sys.stderr, flush=True)
         await sup.stop()
         layout.state_file.unlink(missing_ok=True)

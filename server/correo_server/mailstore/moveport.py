@@ -32,6 +32,7 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from .. import faults, logs
@@ -219,19 +220,11 @@ class MoveEndpoints:
         job = loop.run_in_executor(None, lambda: transfer.import_stream(self._data, address, feed,
                                                                        source=source, fence_id=fence_id))
         try:
-            async for chunk in request.content.iter_chunked(transfer.CHUNK):
-                while True:
-                    try:
-                        feed.q.put_nowait(chunk)
-                        break
-                    except queue.Full:
-                        if job.done():
-                            break
-                        await asyncio.sleep(0.005)
-                if job.done():
-                    break
+            await self._feed(request, feed, job)
+        except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.warning("mailbox_import_cut_off", mailbox=address, source=source, error=str(exc)[:300])
         finally:
-            while not job.done():
+            while not job.done():  # end of stream (a cut-off one fails the checks)
                 try:
                     feed.q.put_nowait(None)
                     break
@@ -247,6 +240,20 @@ class MoveEndpoints:
         log.info("mailbox_imported", mailbox=address, source=source, files=done.files, bytes=done.bytes,
                  messages=done.summary["messages"], digest=done.digest)
         return web.json_response({"address": done.address, "digest": done.digest, "summary": done.summary})
+
+    @staticmethod
+    async def _feed(request: web.Request, feed: _Feed, job: asyncio.Future) -> None:
+        async for chunk in request.content.iter_chunked(transfer.CHUNK):
+            while True:
+                try:
+                    feed.q.put_nowait(chunk)
+                    break
+                except queue.Full:
+                    if job.done():  # the import gave up (a bad member): stop reading
+                        return
+                    await asyncio.sleep(0.005)
+            if job.done():
+                return
 
     async def unfence(self, request: web.Request) -> web.Response:
         address = self._check(request)

@@ -48,6 +48,7 @@ from .kube import MAILBOX, MAILDOMAIN, Connection, HttpKube, Kube
 from .model import AutoconfigIngress, MailDomain, Mailbox, ModelError, read_each
 from .opmetrics import OpMetrics
 from .reconcile import Reconciler, unreadable
+from .opmoves import OperatorMoves
 from .statuspoll import HttpStatusReader, StatusWriter
 
 log = logs.get(__name__)
@@ -151,7 +152,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         conn = config.connection or Connection.discover()
         config.connection = conn
         kube = HttpKube(conn, observer=metrics.api_request)
-        writer = StatusWriter(config.status_fetch or HttpStatusReader(), metrics=metrics)
+        writer = StatusWriter(config.status_fetch or HttpStatusReader(), metrics=metrics,
+                              # mailbox moves talk to the shards as the status reads do: not when a test fakes those
+                              moves=OperatorMoves() if config.status_fetch is None else None)
         reconciler = Reconciler(kube, image=config.image, after=writer, metrics=metrics, debounce=config.debounce,
                                 render_fn=functools.partial(rendering.render, ingress_defaults=config.ingress_defaults,
                                                             rspamd_image=config.rspamd_image))
@@ -177,6 +180,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             await runtime.sideport.stop()
         if isinstance(runtime.writer.fetch, HttpStatusReader):
             await runtime.writer.fetch.close()
+        if runtime.writer.moves is not None:
+            await runtime.writer.moves.close()
         if isinstance(runtime.kube, HttpKube):
             await runtime.kube.close()
 

@@ -72,6 +72,9 @@ class ShardClient:
     async def settle(self, address: str) -> dict:
         return await self._post("settle", mailbox=address)
 
+    async def copy_from(self, src: "ShardClient", address: str, fence: str) -> dict:
+        return await copy(src, self, address, fence)
+
 
 async def copy(src: ShardClient, dst: ShardClient, address: str, fence: str) -> dict:
     """Stream the source's export into the target's import; the target
@@ -135,7 +138,7 @@ async def act(step: moves.Step, address: str, clients: Mapping[int, ShardClient]
         faults.point("move.fenced")
     elif step.action == "copy":
         started = time.monotonic()
-        done = await copy(clients[step.source], clients[step.shard], address, step.fence)
+        done = await clients[step.shard].copy_from(clients[step.source], address, step.fence)
         bound.info("move_copied", source=step.source, target=step.shard, digest=done.get("digest"),
                    messages=(done.get("summary") or {}).get("messages"), seconds=round(time.monotonic() - started, 3))
         faults.point("move.copied")

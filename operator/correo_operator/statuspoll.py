@@ -15,6 +15,7 @@ An unreachable status endpoint is an observation (``None``), not an error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -168,8 +169,9 @@ class StatusWriter:
     """The ``after`` hook of the Reconciler: status for a MailDomain and its Mailboxes."""
 
     def __init__(self, fetch: Fetch | None = None, *, clock: Clock = statusmod.now_utc, metrics: Any = None,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, moves: Any = None) -> None:
         self.fetch = fetch or HttpStatusReader()
+        self.moves = moves  # .opmoves.OperatorMoves: a round of mailbox moves before the status (None: none)
         self.concurrency = concurrency
         self.clock = clock
         self.metrics = metrics
@@ -209,7 +211,21 @@ class StatusWriter:
         )
 
     async def __call__(self, kube: Kube, outcome: Outcome) -> int:
+        steps: dict = {}
+        owners = None
+        if self.moves is not None and outcome.inputs.domain.spec.mailstore.shards > 1:
+            try:
+                steps, owners = await self.moves(kube, outcome)
+            except Exception as exc:  # noqa: BLE001 - moves go on next pass; the status is written anyway
+                log.warning("mailbox moves failed", namespace=outcome.inputs.domain.namespace,
+                            name=outcome.inputs.domain.name, error=f"{type(exc).__name__}: {exc}")
         observed = await self.observe(outcome)
+        if steps or owners:
+            observed = dataclasses.replace(
+                observed, shards=owners if owners is not None else observed.shards,
+                placements={a: p for a, p in observed.placements.items() if owners is None or p.shard == owners.get(a)},
+                moves={a: {"reason": s.reason, "message": s.message, "moving": s.moving}
+                       for a, s in steps.items() if s.reason != "NotMoving"})
         now = self.clock()
         domain = outcome.inputs.domain
         writes = 0

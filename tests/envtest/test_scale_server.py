@@ -114,3 +114,23 @@ def test_the_operator_runs_three_shards_and_scaling_up_moves_no_mailbox(kubectl,
     assert recorded() == before  # alice stays where her mail is
     described = kubectl.run("describe", "mailbox/alice", "-n", namespace).stdout
     assert "PinOutOfRange" in described and "spec.shard 9 does not exist" in described
+
+    # A pin on another shard starts a move: the directory keeps alice where her
+    # mail is until the copy is verified; no shard pod answers here, so the move
+    # waits, and the Mailbox says so (Moving, reason ShardUnavailable).
+    was = before["alice@example.com"]
+    target = (was + 1) % 5
+    kubectl.run("patch", "mailbox", "alice", "-n", namespace, "--type=merge", "-p",
+                json.dumps({"spec": {"shard": target}}))
+
+    def move_waits() -> dict | None:
+        conditions = (get(kubectl, namespace, "mailbox/alice").get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Moving" and c["status"] == "True"
+                     and c["reason"] == "ShardUnavailable"), None)
+    cond = wait_for(move_waits, timeout=90, what=lambda: f"Moving=True on alice\n{operator.log()[-3000:]}")
+    assert f"moving from shard {was} to shard {target}" in cond["message"]
+    assert recorded() == before
+    status = get(kubectl, namespace, "mailbox/alice")["status"]
+    assert status["shard"] == was
+    assert next(c for c in status["conditions"] if c["type"] == "Placed")["reason"] == "Moving"
+    assert "ShardUnavailable" in kubectl.run("describe", "mailbox/alice", "-n", namespace).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import re
 
 from relay_helpers import PASSWORDS, RawClient
@@ -169,3 +170,36 @@ async def test_failed_tls_handshake_leaves_the_server_well(make_relay):
     assert (await again.cmd("EHLO client.example"))[0] == 250
     await again.close()
     assert relay.service.context.gate.total <= 1
+
+
+async def test_finished_sessions_leave_nothing_for_the_garbage_collector(make_relay):
+    """Each connection's objects go as soon as it ends (aiosmtpd's tables
+    of bound methods would otherwise keep them in a cycle until the
+    collector runs): memory and CPU do not grow with the connection rate."""
+    from correo_server.relay.smtp import RelaySMTP
+
+    relay = await make_relay()
+    gc.collect()
+    gc.disable()
+    try:
+        for quit_politely in (True, False, True):
+            client = await RawClient.connect(relay.smtp)
+            await client.cmd("EHLO client.example")
+            await client.cmd("MAIL FROM:<someone@foreign.example>")
+            await client.cmd("RCPT TO:<alice@example.com>")
+            await client.cmd("DATA")
+            await client.send(b"Subject: hello\r\n\r\nx\r\n.\r\n")
+            assert (await client.reply())[0] == 250
+            if quit_politely:
+                assert (await client.cmd("QUIT"))[0] == 221
+            await client.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            alive = [o for o in gc.get_objects() if isinstance(o, RelaySMTP)]
+            if not alive:
+                break
+            await asyncio.sleep(0.05)
+        assert not alive
+        assert len(relay.sink.messages) == 3
+    finally:
+        gc.enable()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import importlib
 import json
 import os
@@ -44,6 +45,7 @@ async def run(name: str, config_dir: str, ports_file: str | None = None, shard: 
     service = _service_class(name)(cfg, config_dir)
     log = logs.get("correo.serve", service=name)
     ports = await service.start()
+    tune_gc()
     if ports_file:
         tmp = f"{ports_file}.tmp"
         with open(tmp, "w") as fh:
@@ -58,6 +60,23 @@ async def run(name: str, config_dir: str, ports_file: str | None = None, shard: 
     log.info("service_stopping")
     await service.stop()
     log.info("service_stopped")
+
+
+# Python's cyclic garbage collector, for a long-running server: allocations
+# between young collections (default 700: the relay made one every few
+# messages), and how many of those make an older one (default 10 and 10).
+GC_THRESHOLDS = (5000, 10, 10)
+
+
+def tune_gc() -> None:
+    """After start-up: what start-up made (modules, configuration, the
+    directory; tens of thousands of objects) is moved out of the collector's
+    sight (``gc.freeze``), and collections run less often, so that each
+    message does not pay for scanning them again (the relay spent about 5%
+    of its CPU in the collector).  Cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _own_shard() -> int:

@@ -163,6 +163,8 @@ async def test_scale_down_under_load_loses_nothing_and_sends_no_second_delay_not
     doc = leaving.status()
     assert doc["drain"]["drained"] and doc["drain"]["handedOver"] >= len(handed_ids)
     assert doc["messages"] == 0
+    # What it counted went along: the figures over the replicas that stay add up to all that was counted.
+    assert doc["totals"]["delivered"] == 0 and doc["totals"]["delayedNoticesSent"] == 0
 
     # The messages kept their history where they went: arrival, attempts, the notice sent.
     found = {m.id: m for i in (0, 1) for m in r.services[i].state}
@@ -181,6 +183,9 @@ async def test_scale_down_under_load_loses_nothing_and_sends_no_second_delay_not
     assert sorted(local) == sorted(old + new)  # 0 lost, 0 duplicated
     remote = sorted(m.parsed()["Subject"] for m in mx1.messages)
     assert remote == sorted(old + new)
+    totals = [r.services[i].status()["totals"] for i in (0, 1)]
+    assert sum(t["delayedNoticesSent"] for t in totals) == len(old)
+    assert sum(t["delivered"] for t in totals) == 2 * len(old + new)  # bob and the remote recipient, each
     notices = delayed_notices(h)
     assert len(notices) == len(old)  # no second delay notice, none for the new mail
     for subject in old:
@@ -213,6 +218,19 @@ async def test_a_repeated_transfer_is_absorbed_and_the_history_survives_a_restar
     assert got.rcpts[1].attempt_count == msg.rcpts[1].attempt_count
     assert got.rcpts[0].state == "delivered" and got.rcpts[1].state == "deferred"
     assert [a.reply for a in got.rcpts[1].attempts] == [a.reply for a in msg.rcpts[1].attempts]
+
+    # The sender's figures are added once, however often their hand-over is repeated.
+    before = receiver.status()["totals"]["delivered"]
+    counted = sender.state.figures.total.delivered
+    assert counted > 0
+    payload_f, length_f, token = handover.encode_figures(sender.state.figures.to_json(), replica=1)
+    target = Listen("127.0.0.1", r.entries[0].lmtp)
+    for _ in range(2):
+        assert await drainer._send(target, "", ["postmaster@q1.test"], payload_f, length_f, ident="")
+    assert receiver.status()["totals"]["delivered"] == before + counted
+    await receiver.stop()
+    receiver = await r.start(0)  # kept across a restart, still once
+    assert receiver.status()["totals"]["delivered"] == before + counted
 
     # A corrupt transfer is refused and nothing is kept.
     bad = payload[:length - 10] + b"!!!!!!!!\r\n" + payload[length:]

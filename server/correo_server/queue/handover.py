@@ -31,6 +31,12 @@ and a message delivered and gone in between is delivered again at most
 once more, which the mailstore's delivery keys absorb (the id, and the
 key, are the same: :mod:`correo_server.deliverykeys`).
 
+Last, what the replica counted (delivered, bounced, delay notices sent,
+last errors and bounces, per sender) goes the same way, as a transfer of
+figures only, so that the domain's cumulative figures do not drop when the
+replica goes: the receiver adds them once (a repeated hand-over carries the
+same token), the sender resets its own after the ``250``.
+
 Targets are taken in turn (a replica that refuses or cannot be reached: the
 next one); when none takes a message the drainer waits (1 s, doubling to
 30 s) and tries again: a leaving replica never gives mail up.
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -48,7 +55,7 @@ from ..metrics import Registry
 from ..wire.client import Connection, Failure
 from ..wire.data import data_lines
 from .clock import Clock
-from .records import Envelope, Message, QueueState, handed_event
+from .records import Envelope, Figures, Message, QueueState, figures_handed_event, handed_event
 from .spool import Spool
 
 log = logs.get(__name__)
@@ -71,20 +78,43 @@ def encode(msg: Message, data: bytes, *, replica: int | None) -> tuple[bytes, in
             for r in state["rcpts"]:
                 r["attempts"] = r["attempts"][-keep:]
         doc = {"v": VERSION, "from": replica, "env": {**msg.env.to_json(), "handed": None}, "state": state}
-        raw = base64.b64encode(json.dumps(doc, separators=(",", ":")).encode())
-        prefix = b"".join(raw[i:i + LINE] + b"\r\n" for i in range(0, len(raw), LINE))
+        prefix = _lines(base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()))
         if len(prefix) <= MAX_STATE_BYTES:
             return prefix + data, len(prefix)
     raise TransferError("state too large to hand over")
 
 
-def decode(blob: bytes, length: int) -> tuple[Envelope, bytes]:
+def _lines(raw: bytes) -> bytes:
+    return b"".join(raw[i:i + LINE] + b"\r\n" for i in range(0, len(raw), LINE))
+
+
+def encode_figures(figures: dict, *, replica: int | None) -> tuple[bytes, int, str]:
+    """(the data, its state part's length, the token) of a figures transfer:
+    what a leaving replica counted (delivered, bounced, delay notices...),
+    added once to the receiver's.  The token is the figures' digest, the same
+    when the hand-over is repeated after a crash."""
+    body = json.dumps(figures, separators=(",", ":"), sort_keys=True).encode()
+    token = f"figures-{replica}-{hashlib.blake2b(body, digest_size=12).hexdigest()}"
+    doc = {"v": VERSION, "from": replica, "figures": figures, "token": token}
+    prefix = _lines(base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()))
+    if len(prefix) > MAX_STATE_BYTES:
+        raise TransferError("figures too large to hand over")
+    return prefix, len(prefix), token
+
+
+def decode(blob: bytes, length: int) -> tuple[Envelope, bytes] | tuple[str, dict]:
     """The envelope (with the state it had, :attr:`Envelope.handed`) and the
-    message bytes of a transfer; :class:`TransferError` when unreadable."""
+    message bytes of a transfer, or (token, figures) of a figures transfer;
+    :class:`TransferError` when unreadable."""
     if not 0 < length <= min(len(blob), MAX_STATE_BYTES):
         raise TransferError("XTRANSFER length does not fit the data")
     try:
         doc = json.loads(base64.b64decode(blob[:length].replace(b"\r\n", b""), validate=True))
+        if isinstance(doc, dict) and doc.get("v") == VERSION and isinstance(doc.get("figures"), dict):
+            Figures.from_json(doc["figures"])  # readable, or refused here
+            if length != len(blob) or not str(doc.get("token", "")).startswith("figures-"):
+                raise TransferError("not a correo figures transfer")
+            return str(doc["token"]), doc["figures"]
         if not isinstance(doc, dict) or doc.get("v") != VERSION or not isinstance(doc.get("state"), dict):
             raise TransferError("not a correo queue transfer")
         raw_env = dict(doc["env"])
@@ -166,8 +196,29 @@ class Drainer:
                         error=self.last_error)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 30.0)
+        while not self.state.figures.empty() and not await self.hand_figures():
+            log.warning("queue_drain_waiting", remaining="figures", retry_in_seconds=pause, error=self.last_error)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
         log.info("queue_drained", replica=self.replica, handed_over=self.handed)
         self.done.set()
+
+    async def hand_figures(self) -> bool:
+        """What this replica counted goes to a staying one (the domain's
+        figures do not drop when it goes); ours are reset only after the
+        receiver's 250, and a repeated hand-over is counted once there."""
+        payload, length, token = encode_figures(self.state.figures.to_json(), replica=self.replica)
+        n = len(self.targets)
+        for k in range(n):
+            ordinal, target = self.targets[(self._turn + k) % n]
+            if await self._send(target, "", [f"postmaster@{self.hostname}"], payload, length, ident=""):
+                ev = figures_handed_event(token, self.clock.now(), ordinal)
+                fut = self.spool.journal.append([ev])
+                self.state.apply(ev)
+                await fut
+                log.info("figures_handed_over", to_replica=ordinal, token=token)
+                return True
+        return False
 
     async def hand_over(self, msg: Message) -> bool:
         """One message to the next replica that takes it; True once one has
@@ -199,6 +250,13 @@ class Drainer:
 
     async def _transfer(self, msg: Message, payload: bytes, length: int, target: Listen) -> bool:
         env = msg.env
+        rcpts = list(dict.fromkeys(r.address for r in env.recipients))
+        return await self._send(target, env.sender, rcpts, payload, length, ident=env.id, key=env.key,
+                                smtputf8=env.smtputf8, body8=env.body == "8BITMIME")
+
+    async def _send(self, target: Listen, sender: str, rcpts: list[str], payload: bytes, length: int, *,
+                    ident: str, key: str = "", smtputf8: bool = False, body8: bool = False) -> bool:
+        """One transfer transaction; True once the receiver said 250."""
         try:
             conn = await Connection.open(target.host, target.host, target.port, connect_timeout=10.0,
                                          timeout=self.timeout)
@@ -214,12 +272,11 @@ class Drainer:
                 self.last_error = f"{target}: does not take transfers ({str(reply)[:80]})"
                 return False
             params = (f"{EXTENSION}={length}",)
-            if env.key and deliverykeys.EXTENSION in conn.extensions:
-                params += (f"{deliverykeys.EXTENSION}={env.key}",)
-            rcpts = list(dict.fromkeys(r.address for r in env.recipients))
-            outcome = await conn.transaction(env.sender, rcpts, data_lines([payload]), size=len(payload),
-                                             smtputf8=env.smtputf8, body8=env.body == "8BITMIME",
-                                             ident=env.id, all_or_nothing=True, mail_params=params)
+            if key and deliverykeys.EXTENSION in conn.extensions:
+                params += (f"{deliverykeys.EXTENSION}={key}",)
+            outcome = await conn.transaction(sender, rcpts, data_lines([payload]), size=len(payload),
+                                             smtputf8=smtputf8, body8=body8,
+                                             ident=ident or None, all_or_nothing=True, mail_params=params)
         except Failure as exc:
             self.last_error = f"{target}: {exc.reply.text}"
             return False

@@ -56,6 +56,7 @@ from ..srs import OWNER_PARAM
 from ..wire.server import Listener, Transaction
 from . import handover
 from .intake import Intake, Refusal, dedupe
+from .records import figures_event
 from .spool import Spool, SpoolFull
 
 log = logs.get(__name__)
@@ -151,10 +152,20 @@ class Handler:
         """A message a leaving replica hands over (:mod:`.handover`): ``250``
         only once it is on disk here with its state."""
         try:
-            env, data = handover.decode(blob, length)
+            found = handover.decode(blob, length)
         except handover.TransferError as exc:
             log.warning("transfer_refused", error=str(exc))
             return Reply(554, "5.6.0", f"Transfer refused: {exc}")
+        if isinstance(found[0], str):  # the leaving replica's figures: added once, durably, then 250
+            token, figures = found
+            ev = figures_event(token, self.intake.clock.now(), figures)
+            assert self.spool.journal is not None
+            fut = self.spool.journal.append([ev])
+            self.intake.state.apply(ev)
+            await fut
+            log.info("figures_taken_over", token=token)
+            return Reply(250, "2.0.0", "Ok: figures taken over")
+        env, data = found
         held = self.intake.state.get(env.id)
         if held is not None and not handover.same_message(held.env, env):
             return Reply(451, "4.3.0", f"Queue id {env.id} is taken here by another message; try another replica")

@@ -236,6 +236,16 @@ def handed_event(msg_id: str, time: float, to: int) -> dict:
     return {"e": "handed", "id": msg_id, "t": time, "to": to}
 
 
+def figures_event(token: str, time: float, figures: dict) -> dict:
+    """A leaving replica's cumulative figures, added to this one's once (``token``)."""
+    return {"e": "figures", "id": token, "t": time, "add": figures}
+
+
+def figures_handed_event(token: str, time: float, to: int) -> dict:
+    """This replica's figures are counted by replica ``to`` from now on."""
+    return {"e": "figures-handed", "id": token, "t": time, "to": to}
+
+
 # ---------------------------------------------------------------------------
 # Cumulative figures (what /status reports beyond the live queue).
 # ---------------------------------------------------------------------------
@@ -265,6 +275,21 @@ class Tally:
         return {"delivered": self.delivered, "bounced": self.bounced, "delayedNotices": self.delayed_notices,
                 "lastErrors": list(self.last_errors.values()), "lastBounces": self.last_bounces}
 
+    def absorb(self, other: "Tally") -> None:
+        """Add another replica's figures (queue.handover)."""
+        self.delivered += other.delivered
+        self.bounced += other.bounced
+        self.delayed_notices += other.delayed_notices
+        merged = sorted([*self.last_errors.values(), *other.last_errors.values()], key=lambda e: e["time"])
+        self.last_errors.clear()
+        for e in merged:  # oldest first, one per destination, the newest kept
+            self.last_errors.pop(e["destination"], None)
+            self.last_errors[e["destination"]] = e
+        while len(self.last_errors) > MAX_LAST_ERRORS:
+            self.last_errors.popitem(last=False)
+        self.last_bounces = sorted([*self.last_bounces, *other.last_bounces], key=lambda b: b["time"],
+                                   reverse=True)[:MAX_LAST_BOUNCES]
+
     @classmethod
     def from_json(cls, data: dict) -> "Tally":
         t = cls(int(data.get("delivered", 0)), int(data.get("bounced", 0)), int(data.get("delayedNotices", 0)))
@@ -286,6 +311,15 @@ class SenderTally:
         return {"delivered": self.delivered, "bounced": self.bounced, "delayedNotices": self.delayed_notices,
                 "lastBounce": self.last_bounce, "lastDelivery": self.last_delivery}
 
+    def absorb(self, other: "SenderTally") -> None:
+        self.delivered += other.delivered
+        self.bounced += other.bounced
+        self.delayed_notices += other.delayed_notices
+        if other.last_bounce and (self.last_bounce is None or other.last_bounce["time"] > self.last_bounce["time"]):
+            self.last_bounce = other.last_bounce
+        if other.last_delivery and (self.last_delivery or 0) < other.last_delivery:
+            self.last_delivery = other.last_delivery
+
     @classmethod
     def from_json(cls, data: dict) -> "SenderTally":
         lb = data.get("lastBounce")
@@ -298,6 +332,24 @@ class Figures:
     total: Tally = field(default_factory=Tally)
     domains: dict[str, Tally] = field(default_factory=dict)
     senders: dict[str, SenderTally] = field(default_factory=dict)
+    # Figures handed over by leaving replicas, by token (queue.handover): each
+    # is added once, however often its hand-over is repeated.
+    absorbed: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        t = self.total
+        return not (t.delivered or t.bounced or t.delayed_notices or t.last_errors or t.last_bounces
+                    or self.domains or self.senders)
+
+    def absorb(self, token: str, other: "Figures") -> None:
+        if token in self.absorbed:
+            return
+        self.absorbed = [*self.absorbed[-99:], token]
+        self.total.absorb(other.total)
+        for name, tally in other.domains.items():
+            self.domains.setdefault(name, Tally()).absorb(tally)
+        for name, st in other.senders.items():
+            self.senders.setdefault(name, SenderTally()).absorb(st)
 
     def _scopes(self, domain: str) -> Iterator[Tally]:
         yield self.total
@@ -308,6 +360,10 @@ class Figures:
         kind = event["e"]
         if kind == "attempt":
             self._attempt(event)
+        elif kind == "figures":  # a leaving replica's, handed over (queue.handover)
+            self.absorb(event["id"], Figures.from_json(event["add"]))
+        elif kind == "figures-handed":  # ours went to another replica: counted there from now on
+            self.total, self.domains, self.senders = Tally(), {}, {}
         elif kind == "notice" and event["kind"] == "delayed":
             for tally in self._scopes(event.get("dom", "")):
                 tally.delayed_notices += 1
@@ -342,13 +398,15 @@ class Figures:
     def to_json(self) -> dict:
         return {"total": self.total.to_json(),
                 "domains": {k: v.to_json() for k, v in self.domains.items()},
-                "senders": {k: v.to_json() for k, v in self.senders.items()}}
+                "senders": {k: v.to_json() for k, v in self.senders.items()},
+                **({"absorbed": list(self.absorbed)} if self.absorbed else {})}
 
     @classmethod
     def from_json(cls, data: dict) -> "Figures":
         return cls(Tally.from_json(data.get("total", {})),
                    {k: Tally.from_json(v) for k, v in data.get("domains", {}).items()},
-                   {k: SenderTally.from_json(v) for k, v in data.get("senders", {}).items()})
+                   {k: SenderTally.from_json(v) for k, v in data.get("senders", {}).items()},
+                   [str(t) for t in data.get("absorbed", [])])
 
 
 # ---------------------------------------------------------------------------

@@ -64,6 +64,7 @@ EXTENSION = "XTRANSFER"  # LHLO keyword and MAIL parameter: <n> octets of state 
 VERSION = 1
 MAX_STATE_BYTES = 4 * 1024 * 1024  # the state part of a transfer, at most (attempt history is trimmed to fit)
 LINE = 76
+WORKERS = 8  # messages handed over at once (the receivers fsync them together)
 
 
 class TransferError(ValueError):
@@ -159,6 +160,7 @@ class Drainer:
     last_error: str = ""
     _turn: int = 0
     _task: asyncio.Task | None = None
+    _pools: list = field(default_factory=list)  # each worker's kept connections
 
     def start(self) -> None:
         self.started = self.clock.now()
@@ -181,27 +183,49 @@ class Drainer:
     async def run(self) -> None:
         pause = 1.0
         log.info("queue_draining", replica=self.replica, messages=len(self.state), to=[i for i, _ in self.targets])
-        while True:
-            pending = sorted(self.state, key=lambda m: (m.env.arrival, m.id))
-            if not pending:
-                break
-            moved = 0
-            for msg in pending:
-                if await self.hand_over(msg):
-                    moved += 1
-            if moved:
-                pause = 1.0
-                continue
-            log.warning("queue_drain_waiting", remaining=len(self.state), retry_in_seconds=pause,
-                        error=self.last_error)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 30.0)
-        while not self.state.figures.empty() and not await self.hand_figures():
-            log.warning("queue_drain_waiting", remaining="figures", retry_in_seconds=pause, error=self.last_error)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 30.0)
+        try:
+            while True:
+                pending = sorted(self.state, key=lambda m: (m.env.arrival, m.id))
+                if not pending:
+                    break
+                queue = iter(pending)
+                moved = sum(await asyncio.gather(*(self._worker(queue) for _ in range(min(WORKERS, len(pending))))))
+                if moved:
+                    pause = 1.0
+                    continue
+                log.warning("queue_drain_waiting", remaining=len(self.state), retry_in_seconds=pause,
+                            error=self.last_error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+            while not self.state.figures.empty() and not await self.hand_figures():
+                log.warning("queue_drain_waiting", remaining="figures", retry_in_seconds=pause,
+                            error=self.last_error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+        finally:
+            await self._close_connections()
         log.info("queue_drained", replica=self.replica, handed_over=self.handed)
         self.done.set()
+
+    async def _worker(self, queue) -> int:
+        """Hand messages over one after the other, on this worker's own
+        connections (several workers: the receivers' group commit fsyncs
+        several messages at once)."""
+        conns: dict[Listen, Connection] = {}
+        self._pools.append(conns)
+        moved = 0
+        for msg in queue:
+            moved += await self.hand_over(msg, conns)
+        return moved
+
+    async def _close_connections(self) -> None:
+        for conns in self._pools:
+            for conn in conns.values():
+                try:
+                    await asyncio.wait_for(conn.quit(), 5)
+                except Exception:  # noqa: BLE001 - going anyway
+                    conn.abort()
+        self._pools.clear()
 
     async def hand_figures(self) -> bool:
         """What this replica counted goes to a staying one (the domain's
@@ -220,7 +244,7 @@ class Drainer:
                 return True
         return False
 
-    async def hand_over(self, msg: Message) -> bool:
+    async def hand_over(self, msg: Message, conns: dict[Listen, Connection] | None = None) -> bool:
         """One message to the next replica that takes it; True once one has
         acknowledged it and this spool has let it go."""
         if self.state.get(msg.id) is not msg:
@@ -230,9 +254,9 @@ class Drainer:
         n = len(self.targets)
         for k in range(n):
             ordinal, target = self.targets[(self._turn + k) % n]
-            ok = await self._transfer(msg, payload, length, target)
+            ok = await self._transfer(msg, payload, length, target, conns)
             if ok:
-                self._turn = (self._turn + k + 1) % n
+                self._turn = (self._turn + 1) % n
                 if self.state.get(msg.id) is msg:
                     # Out of the spool first (as a delete): no snapshot may
                     # name it live once the state no longer has it.
@@ -242,51 +266,82 @@ class Drainer:
                     await fut
                 self.handed += 1
                 self.metrics.inc("queue_handed_over_total")
-                log.info("message_handed_over", queue_id=msg.id, to_replica=ordinal,
+                log.debug("message_handed_over", queue_id=msg.id, to_replica=ordinal,
                          recipients=sum(1 for r in msg.rcpts if not r.final),
                          delay_notice_sent=msg.delayed_notified)
                 return True
         return False
 
-    async def _transfer(self, msg: Message, payload: bytes, length: int, target: Listen) -> bool:
+    async def _transfer(self, msg: Message, payload: bytes, length: int, target: Listen,
+                        conns: dict[Listen, Connection] | None = None) -> bool:
         env = msg.env
         rcpts = list(dict.fromkeys(r.address for r in env.recipients))
         return await self._send(target, env.sender, rcpts, payload, length, ident=env.id, key=env.key,
-                                smtputf8=env.smtputf8, body8=env.body == "8BITMIME")
+                                smtputf8=env.smtputf8, body8=env.body == "8BITMIME", conns=conns)
 
-    async def _send(self, target: Listen, sender: str, rcpts: list[str], payload: bytes, length: int, *,
-                    ident: str, key: str = "", smtputf8: bool = False, body8: bool = False) -> bool:
-        """One transfer transaction; True once the receiver said 250."""
+    async def _open(self, target: Listen) -> Connection | None:
         try:
             conn = await Connection.open(target.host, target.host, target.port, connect_timeout=10.0,
                                          timeout=self.timeout)
         except Failure as exc:
             self.last_error = f"{target}: {exc.reply.text}"
-            return False
+            return None
         try:
             if conn.greeting is None or conn.greeting.code != 220:
                 self.last_error = f"{target}: greeting {conn.greeting}"
-                return False
+                conn.abort()
+                return None
             reply = await conn.hello(self.hostname, lmtp=True)
-            if reply.code != 250 or EXTENSION not in conn.extensions:
-                self.last_error = f"{target}: does not take transfers ({str(reply)[:80]})"
-                return False
+        except Failure as exc:
+            self.last_error = f"{target}: {exc.reply.text}"
+            conn.abort()
+            return None
+        if reply.code != 250 or EXTENSION not in conn.extensions:
+            self.last_error = f"{target}: does not take transfers ({str(reply)[:80]})"
+            conn.abort()
+            return None
+        return conn
+
+    async def _send(self, target: Listen, sender: str, rcpts: list[str], payload: bytes, length: int, *,
+                    ident: str, key: str = "", smtputf8: bool = False, body8: bool = False,
+                    conns: dict[Listen, Connection] | None = None) -> bool:
+        """One transfer transaction; True once the receiver said 250.
+        ``conns``: connections kept for the next transfers (else one each)."""
+        for _attempt in range(2):
+            conn = (conns or {}).pop(target, None)
+            reused = conn is not None and conn.alive
+            if not reused:
+                if conn is not None:
+                    conn.abort()
+                conn = await self._open(target)
+                if conn is None:
+                    return False
             params = (f"{EXTENSION}={length}",)
             if key and deliverykeys.EXTENSION in conn.extensions:
                 params += (f"{deliverykeys.EXTENSION}={key}",)
-            outcome = await conn.transaction(sender, rcpts, data_lines([payload]), size=len(payload),
-                                             smtputf8=smtputf8, body8=body8,
-                                             ident=ident or None, all_or_nothing=True, mail_params=params)
-        except Failure as exc:
-            self.last_error = f"{target}: {exc.reply.text}"
-            return False
-        finally:
             try:
-                conn.transport.write(b"QUIT\r\n")
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            conn.abort()
-        if outcome.replies and all(r.ok for r in outcome.replies):
-            return True
-        self.last_error = f"{target}: {str(outcome.replies[0])[:200] if outcome.replies else 'no reply'}"
+                outcome = await conn.transaction(sender, rcpts, data_lines([payload]), size=len(payload),
+                                                 smtputf8=smtputf8, body8=body8,
+                                                 ident=ident or None, all_or_nothing=True, mail_params=params)
+            except Failure as exc:
+                conn.abort()
+                if reused and not conn.payload_sent and exc.kind == "unreachable":
+                    continue  # the receiver closed an idle connection: nothing was sent, a fresh one
+                self.last_error = f"{target}: {exc.reply.text}"
+                return False
+            if conns is not None and conn.alive and not any(r.code == 421 for r in outcome.replies):
+                conns[target] = conn
+            else:
+                await _quit(conn)
+            if outcome.replies and all(r.ok for r in outcome.replies):
+                return True
+            self.last_error = f"{target}: {str(outcome.replies[0])[:200] if outcome.replies else 'no reply'}"
+            return False
         return False
+
+
+async def _quit(conn: Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.quit(), 5)
+    except Exception:  # noqa: BLE001 - going anyway
+        conn.abort()

@@ -130,7 +130,9 @@ def start(data: Path, yaml_dir: Path, services: int, timeout: float = 120.0, ext
         if proc.poll() is not None:
             raise AssertionError(f"correo up exited with {proc.returncode}:\n{stack.log()[-8000:]}")
         try:
-            if len(stack.state.get("services", {})) == services and "correo is up" in stack.log():
+            state = stack.state  # this process's (a crashed correo up leaves its own behind)
+            if state.get("pid") == proc.pid and len(state.get("services", {})) == services \
+                    and "correo is up" in stack.log():
                 return stack
         except (OSError, ValueError):
             pass

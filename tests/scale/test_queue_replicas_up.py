@@ -1,11 +1,15 @@
 """Two queue replicas on ``correo up`` (with three mailstore shards): the
 relay hands mail to both (each replica's own spool saw messages and
-delivered them to every shard), ``correo queue list`` and ``correo status``
-put the replicas together, and starting again with one replica drains the
-other's spool into it, the messages keeping their arrival and history."""
+delivered them to every shard), one killed with SIGKILL costs no client a
+``451`` (the relay hands mail to the other) and comes back with its mail,
+``correo queue list`` and ``correo status`` put the replicas together, and
+starting again with one replica drains the other's spool into it, the
+messages keeping their arrival and history, the figures theirs."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.request
 
 import pytest
@@ -86,11 +90,23 @@ def test_two_queue_replicas_share_the_mail_and_a_scale_down_drains_one(tmp_path,
         shown = stack.correo("queue", "show", one["id"]).stdout
         assert f"(replica {one['replica']})" in shown
 
+        # kill -9 one replica: the relay hands everything to the other, no client hears 451;
+        # the killed one comes back (restarted) with its deferred mail.
+        pid = stack.state["services"]["queue-1"]
+        os.kill(pid, signal.SIGKILL)
+        for n in range(6):
+            stack.send(sender, [EVERYONE[n % len(EVERYONE)]], f"while one is down {n}")
+        stack.wait_for(lambda: sum(status_of(ep[f"queue-{i}"]["http"])["totals"]["delivered"] for i in (0, 1)) == 18
+                       and stack.state["services"].get("queue-1") not in (None, pid), timeout=120,
+                       what="18 deliveries and queue-1 restarted")
+        assert "queue_replica_skipped" in stack.log() or "queue_replica_unreachable" in stack.log()
+        stack.wait_for(lambda: queue_list(stack)["count"] == 6, what="the killed replica's deferred mail back")
+
         status = stack.status()["MailDomain/scale"]["status"]
         assert [r["replica"] for r in status["queueReplicas"]] == [0, 1]
         assert all(r["ready"] for r in status["queueReplicas"])
         assert sum(r["messages"] for r in status["queueReplicas"]) == 6
-        assert status["queue"]["delivered"] == 12
+        assert status["queue"]["delivered"] == 18
         arrival = {m["id"]: m["arrival"] for m in doc["messages"]}
     finally:
         stack.stop()
@@ -105,6 +121,6 @@ def test_two_queue_replicas_share_the_mail_and_a_scale_down_drains_one(tmp_path,
         assert all(m["recipients"][0]["attempts"] >= 1 for m in doc["messages"])
         assert "queue_replica_drained" in stack.log()
         # what replica 1 counted came along: the domain's figures did not drop
-        assert stack.status()["MailDomain/scale"]["status"]["queue"]["delivered"] == 12
+        assert stack.status()["MailDomain/scale"]["status"]["queue"]["delivered"] == 18
     finally:
         stack.stop()

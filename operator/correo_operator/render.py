@@ -227,9 +227,14 @@ def relay_limits(domain: MailDomain) -> dict[str, int]:
     }
 
 
-def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
-    """``correo.yaml`` for the pods of one MailDomain (cluster addresses)."""
+def server_config(domain: MailDomain, queue_pods: int | None = None) -> cfgmod.ServerConfig:
+    """``correo.yaml`` for the pods of one MailDomain (cluster addresses).
+    ``queue_pods``: queue pods kept while the ones past ``spec.queue.replicas``
+    drain; the replicas that stay are then listed even if only one is (a pod
+    past the list knows it is leaving)."""
     n, ns = names(domain), domain.namespace
+    queues = domain.spec.queue.replicas
+    listed = queues > 1 or (queue_pods or 0) > queues
     limits = relay_limits(domain)
     store = domain.spec.mailstore
     return cfgmod.ServerConfig(
@@ -246,8 +251,7 @@ def server_config(domain: MailDomain) -> cfgmod.ServerConfig:
             mailstore=cfgmod.Listen(f"{n['mailstore_internal']}.{ns}.svc", PORTS["mailstore_lmtp"]),
             max_message_bytes=limits["max_message_bytes"],
             # the replicas that take mail; one past the list drains into them (queuereplicas)
-            replicas=tuple(cfgmod.QueueReplica(host=queue_host(domain, i)) for i in range(domain.spec.queue.replicas))
-            if domain.spec.queue.replicas > 1 else (),
+            replicas=tuple(cfgmod.QueueReplica(host=queue_host(domain, i)) for i in range(queues)) if listed else (),
         ),
         mailstore=cfgmod.MailstoreConfig(
             queue=cfgmod.Listen(f"{n['queue']}.{ns}.svc", PORTS["queue_lmtp"]),
@@ -525,7 +529,8 @@ def _network_policies(domain: MailDomain) -> list[dict]:
 
 
 def _statefulset(domain: MailDomain, component: str, storage: QueueStorage | MailstoreStorage,
-                 service_name: str, volume: str, container: dict, config_hash: str, replicas: int = 1) -> dict:
+                 service_name: str, volume: str, container: dict, config_hash: str, replicas: int = 1,
+                 parallel: bool | None = None) -> dict:
     """A StatefulSet whose data lives on a volumeClaimTemplate (one volume per
     pod: a shard each); the volumes are kept or deleted with the MailDomain per
     ``reclaimPolicy``, and kept when it scales down (the mail is still there
@@ -536,7 +541,8 @@ def _statefulset(domain: MailDomain, component: str, storage: QueueStorage | Mai
         "metadata": child_meta(domain, names(domain)[component], component),
         "spec": {"replicas": replicas, "serviceName": service_name,
                  # shards are independent: start and replace them all at once
-                 "podManagementPolicy": "Parallel" if replicas > 1 else "OrderedReady",
+                 "podManagementPolicy": "Parallel" if (replicas > 1 if parallel is None else parallel)
+                 else "OrderedReady",
                  "selector": {"matchLabels": _selector(domain, component)},
                  "persistentVolumeClaimRetentionPolicy": {"whenDeleted": retention, "whenScaled": "Retain"},
                  "volumeClaimTemplates": [_pvc(volume, storage, component, domain)],
@@ -610,7 +616,7 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
     drain (the operator shrinks the StatefulSet only once they report empty,
     ``queuedrain``); the configuration lists only the replicas that stay."""
     spec, n = domain.spec, names(domain)
-    config_text = cfgmod.dump(server_config(domain))
+    config_text = cfgmod.dump(server_config(domain, queue_pods))
     directory_text = dirmod.dump(directory_entries(domain, mailboxes, secrets, previous_scripts, previous_shards))
     # The servers read correo.yaml once, so a change rolls the pods.  So does
     # the TLS Secret appearing (cert-manager issues it after the pods start,
@@ -647,8 +653,10 @@ def render(domain: MailDomain, mailboxes: list[Mailbox], secrets: dict[str, dict
     queue_c = _container(domain, "queue", image, [("lmtp", PORTS["queue_lmtp"])], PORTS["queue_http"],
                          [{"name": "spool", "mountPath": "/var/lib/correo/queue"}], _RESOURCES["queue"])
     objects += [
+        # OrderedReady whatever the count: the policy cannot change in place,
+        # and scaling the queue up or down must not recreate its StatefulSet
         _statefulset(domain, "queue", spec.queue.storage, n["queue"], "spool", queue_c, config_hash,
-                     replicas=max(spec.queue.replicas, queue_pods or 0)),
+                     replicas=max(spec.queue.replicas, queue_pods or 0), parallel=False),
         _service(domain, n["queue"], "queue",
                  [("lmtp", PORTS["queue_lmtp"], PORTS["queue_lmtp"]), ("http", PORTS["queue_http"], PORTS["queue_http"])],
                  headless=True),

@@ -25,7 +25,7 @@ def test_rendered_objects_for_three_queue_replicas_are_strictly_valid():
     by = by_name(objs)
     sts = by[("StatefulSet", "acme-queue")]
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["serviceName"] == "acme-queue"
-    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["podManagementPolicy"] == "OrderedReady"  # as with one: scaling never recreates it
     assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["spool"]
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
     cfg = cfgmod.parse(by[("ConfigMap", "acme-config")]["data"]["correo.yaml"])
@@ -50,7 +50,17 @@ def test_scaling_down_keeps_the_leaving_pods_until_they_drained():
     by = by_name(render.render(domain, [], {}, queue_pods=3))
     assert by[("StatefulSet", "acme-queue")]["spec"]["replicas"] == 3
     cfg = cfgmod.parse(by[("ConfigMap", "acme-config")]["data"]["correo.yaml"])
-    assert cfg.queue.replicas == ()  # one replica listed: the relay uses the queue at relay.queue
+    # the one that stays is listed (the relay sends to it), so that pods 1 and 2 know they are leaving
+    assert [r.host for r in cfg.queue.replicas] == ["acme-queue-0.acme-queue.mail.svc"]
+    assert [str(t) for t in queuereplicas.lmtp_targets(cfg)] == ["acme-queue-0.acme-queue.mail.svc:2424"]
+    for i in (1, 2):
+        leaving = queuereplicas.for_replica(cfg, i)
+        assert queuereplicas.leaving(leaving) and [n for n, _ in queuereplicas.peers(leaving)] == [0]
+    assert not queuereplicas.leaving(queuereplicas.for_replica(cfg, 0))
+    # drained: one queue as before
+    by = by_name(render.render(domain, [], {}))
+    assert cfgmod.parse(by[("ConfigMap", "acme-config")]["data"]["correo.yaml"]).queue.replicas == ()
+    assert by[("StatefulSet", "acme-queue")]["spec"]["replicas"] == 1
     by = by_name(render.render(maildomain(queue={"replicas": 2}), [], {}, queue_pods=3))
     cfg = cfgmod.parse(by[("ConfigMap", "acme-config")]["data"]["correo.yaml"])
     assert len(cfg.queue.replicas) == 2 and by[("StatefulSet", "acme-queue")]["spec"]["replicas"] == 3

@@ -58,6 +58,12 @@ def peers(cfg: ServerConfig) -> list[tuple[int, Listen]]:
             if i != cfg.queue.replica]
 
 
+def http_peers(cfg: ServerConfig) -> list[tuple[int, str]]:
+    """(ordinal, side port URL) of the listed replicas other than this one."""
+    return [(i, f"http://{_reachable(r.host)}:{r.http}") for i, r in enumerate(cfg.queue.replicas)
+            if i != cfg.queue.replica]
+
+
 def for_replica(cfg: ServerConfig, replica: int, *, spool_dir: str | None = None,
                 http: Listen | None = None) -> ServerConfig:
     """The configuration replica ``replica``'s own process runs with: its

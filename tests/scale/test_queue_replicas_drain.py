@@ -251,3 +251,26 @@ async def test_the_relay_pool_skips_a_replica_that_is_down(setup):
     await r.settle()
     assert len(h.mailstore.for_rcpt("bob@example.com")) == 6
     assert {s.status()["totals"]["delivered"] > 0 for s in r.services.values()} == {True}
+
+
+async def test_what_the_relays_reported_as_refused_moves_with_the_leaving_replica(setup):
+    h, mx1, r = setup
+    from correo_server.srs import generate_key
+    (r.config_dir / "srs").mkdir(exist_ok=True)
+    (r.config_dir / "srs" / "example.com.keys").write_text(generate_key() + "\n")
+    first, *rest = r.cfg.domains
+    r.cfg = dataclasses.replace(r.cfg, domains=(dataclasses.replace(first, srs_key_file="srs/example.com.keys"),
+                                                *rest))
+    staying = await r.start(0)
+    spool1 = Path(r.entries[1].spool_dir)
+    spool1.mkdir(parents=True, exist_ok=True)
+    (spool1 / "refusals.json").write_text(
+        '{"domains": {"example.com": {"refused": 3, "byReason": {"spf": 2, "dnsbl": 1}, "last": null}}}')
+    leaving = await r.start(1, listed=1)
+    assert leaving.status()["refusals"]["example.com"]["refused"] == 3  # still shown while it drains
+    await asyncio.wait_for(leaving.drainer.done.wait(), 60)
+    assert leaving.status()["drain"]["drained"]
+    assert staying.status()["refusals"]["example.com"]["refused"] == 3
+    assert staying.status()["refusals"]["example.com"]["byReason"] == {"dnsbl": 1, "spf": 2}
+    assert not (spool1 / "refusals.json").exists()
+    assert "refusals" not in leaving.status() or not leaving.status()["refusals"]

@@ -35,7 +35,9 @@ Last, what the replica counted (delivered, bounced, delay notices sent,
 last errors and bounces, per sender) goes the same way, as a transfer of
 figures only, so that the domain's cumulative figures do not drop when the
 replica goes: the receiver adds them once (a repeated hand-over carries the
-same token), the sender resets its own after the ``250``.
+same token), the sender resets its own after the ``250``; and what the
+relays reported to it as refused goes to a staying replica's ``/refusals``,
+signed as the relays sign it.
 
 Targets are taken in turn (a replica that refuses or cannot be reached: the
 next one); when none takes a message the drainer waits (1 s, doubling to
@@ -49,9 +51,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from .. import deliverykeys, logs
 from ..config import Listen
 from ..metrics import Registry
+from ..refusalreport import SIGNATURE_HEADER, RefusalStore, sign
 from ..wire.client import Connection, Failure
 from ..wire.data import data_lines
 from .clock import Clock
@@ -158,6 +163,8 @@ class Drainer:
     started: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str = ""
+    refusals: RefusalStore | None = None  # what the relays reported here (refusalreport)
+    http_targets: list[tuple[int, str]] = field(default_factory=list)  # (ordinal, side port URL) of the staying ones
     _turn: int = 0
     _task: asyncio.Task | None = None
     _pools: list = field(default_factory=list)  # each worker's kept connections
@@ -176,7 +183,7 @@ class Drainer:
         return self._task is not None and not self._task.done()
 
     def status(self) -> dict:
-        return {"leaving": True, "drained": len(self.state) == 0, "remaining": len(self.state),
+        return {"leaving": True, "drained": self.done.is_set(), "remaining": len(self.state),
                 "handedOver": self.handed, "to": [i for i, _ in self.targets],
                 **({"lastError": self.last_error} if self.last_error and len(self.state) else {})}
 
@@ -199,6 +206,11 @@ class Drainer:
                 pause = min(pause * 2, 30.0)
             while not self.state.figures.empty() and not await self.hand_figures():
                 log.warning("queue_drain_waiting", remaining="figures", retry_in_seconds=pause,
+                            error=self.last_error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+            while self.refusals is not None and self.refusals.tallies and not await self.hand_refusals():
+                log.warning("queue_drain_waiting", remaining="refusals", retry_in_seconds=pause,
                             error=self.last_error)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
@@ -226,6 +238,31 @@ class Drainer:
                 except Exception:  # noqa: BLE001 - going anyway
                     conn.abort()
         self._pools.clear()
+
+    async def hand_refusals(self) -> bool:
+        """What the relays reported to this replica (refused mail, per
+        domain: ``refusalreport``) goes, as the relays send it, signed, to a
+        staying replica's side port; then this replica's file goes."""
+        store = self.refusals
+        assert store is not None
+        if store.key is None:
+            return True  # unsigned: nobody could have reported here either
+        body = json.dumps({"domains": store.to_json()}, sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(store.key, body)}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            for ordinal, url in self.http_targets:
+                try:
+                    async with session.post(url.rstrip("/") + "/refusals", data=body, headers=headers) as rsp:
+                        if rsp.status != 204:
+                            raise ValueError(f"HTTP {rsp.status}")
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                    self.last_error = f"{url}: refusals not taken: {exc}"
+                    continue
+                store.tallies = {}
+                store.path.unlink(missing_ok=True)
+                log.info("refusals_handed_over", to_replica=ordinal)
+                return True
+        return False
 
     async def hand_figures(self) -> bool:
         """What this replica counted goes to a staying one (the domain's

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import web
+
 from .. import logs, queuereplicas
 from ..config import ServerConfig
 from ..directory import Directory, ReloadLog, Reloading, watch_directory
@@ -74,6 +76,12 @@ def adopt(cfg: ServerConfig, state: QueueState) -> None:
             moved += 1
     if moved:
         log.info("spool_owners_updated", messages=moved)
+
+
+async def _leaving_refusals(_request: web.Request) -> web.Response:
+    """A leaving replica takes no refusal reports: the relay keeps the counts
+    and reports them again (to another replica, through the Service)."""
+    return web.json_response({"error": "this queue replica is leaving; report to another"}, status=503)
 
 
 class QueueService:
@@ -154,11 +162,14 @@ class QueueService:
         message goes, with its history, to the replicas that stay
         (:mod:`.handover`), and ``/status`` says how far that is."""
         cfg = self.config
+        self.refusals = RefusalStore.from_config(cfg)  # reported in /status until handed over
         self.drainer = Drainer(state=state, spool=self.spool, clock=self.clock, metrics=self.metrics,
-                               targets=queuereplicas.peers(cfg), hostname=cfg.hostname, replica=cfg.queue.replica)
+                               targets=queuereplicas.peers(cfg), hostname=cfg.hostname, replica=cfg.queue.replica,
+                               refusals=self.refusals, http_targets=queuereplicas.http_peers(cfg))
         assert self.runner is not None
         self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
-                                      ready=self.ready, runner=self.runner)
+                                      ready=self.ready, runner=self.runner,
+                                      routes=(("POST", "/refusals", _leaving_refusals),))
         http_port = await self.sideport.start()
         self.ports = {"http": http_port}
         log.info("queue_started_leaving", spool=str(self.spool.root), replica=cfg.queue.replica,

@@ -116,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     # The options work before or after the action: `correo queue list --data X` and `correo queue --data X list`.
     def queue_options(parser: argparse.ArgumentParser, default) -> None:
         parser.add_argument("--url", default=default(None),
-                            help="queue admin URL (default: the local stack's, from --data); on Kubernetes "
-                                 "`kubectl port-forward statefulset/NAME-queue 8082` then --url http://127.0.0.1:8082")
+                            help="queue admin URL (default: the local stack's, from --data, every queue replica's); "
+                                 "on Kubernetes `kubectl port-forward statefulset/NAME-queue 8082` then --url "
+                                 "http://127.0.0.1:8082; several queue replicas: their URLs separated by commas "
+                                 "(answers put together)")
         parser.add_argument("--data", default=default(".correo"), help="data folder of `correo up` (default ./.correo)")
         parser.add_argument("-o", "--output", choices=["table", "json"], default=default("table"),
                             help="table (default) or json: the admin API's answer as it is")

@@ -18,6 +18,7 @@ mail: it hands its messages to the others (:mod:`.handover`) and reports
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -51,7 +52,10 @@ def restore_state(spool: Spool) -> QueueState:
     state = QueueState(Figures.from_json(snap.get("figures", {})))
     saved = snap.get("messages", {})
     for msg_id, env in found.envelopes.items():
-        state.add(Message.from_json(env, saved[msg_id]) if msg_id in saved else Message.arrived(env))
+        if msg_id in saved:  # (the state a handed-over message came with is in the snapshot's now)
+            state.add(Message.from_json(dataclasses.replace(env, handed=None) if env.handed else env, saved[msg_id]))
+        else:
+            state.add(Message.arrived(env))
     for ev in found.events:
         state.apply(ev)
     finished = [m.id for m in state if m.complete()]

@@ -94,6 +94,7 @@ class MailAuth:
         self.resolver = self.cache.resolver
         # SPF results while their answers last (0: evaluate every connection's afresh)
         self.spf_cache = SpfCache(self.cache, max_entries=spf_cache_entries) if spf_cache_entries else None
+        dmarc.load_suffix_list()
         self.authserv_id = authserv_id.lower().rstrip(".")
         self.is_hosted = is_hosted
         self.policy = policy

@@ -29,6 +29,8 @@ _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*\Z")
 _LABEL = re.compile(r"(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?)\Z")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # in an address: refused
+_BAD_VALUE = re.compile("[=\x00-\x20\x7f]")  # in a parameter's value: refused (RFC 5321 esmtp-value)
 
 
 class PathError(ValueError):
@@ -193,7 +195,7 @@ def parse_path(text: str, *, allow_null: bool) -> tuple[Mailbox | None, str]:
         text.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes from the wire (surrogateescape)
         raise _bad("Address is not valid UTF-8", "5.6.7", 553) from None
-    if any(ch < " " or ch == "\x7f" for ch in text):
+    if _CONTROL.search(text):
         raise _bad("Control characters in address")
     if text.startswith("<"):
         end = _closing_bracket(text)
@@ -233,6 +235,9 @@ def parse_path(text: str, *, allow_null: bool) -> tuple[Mailbox | None, str]:
 
 
 def _closing_bracket(text: str) -> int:
+    end = text.find(">", 1)
+    if end > 0 and '"' not in text[1:end]:  # no quoted part before it: the usual address
+        return end
     in_quote = False
     i = 1
     while i < len(text):
@@ -256,7 +261,7 @@ def parse_params(text: str) -> dict[str, str | None]:
         key, eq, value = item.partition("=")
         if not _KEYWORD.match(key) or (eq and not value):
             raise PathError(Reply(501, "5.5.4", f"Bad parameter syntax: {item[:40]}", "bad_parameter"))
-        if any(ch == "=" or ch < "!" or ch == "\x7f" for ch in value):
+        if _BAD_VALUE.search(value):
             raise PathError(Reply(501, "5.5.4", f"Bad parameter syntax: {item[:40]}", "bad_parameter"))
         key = key.upper()
         if key in out:

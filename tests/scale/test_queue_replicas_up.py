@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import urllib.request
 
 import pytest
@@ -26,8 +27,8 @@ PLACED = scalekit.mailboxes_on_every_shard(SHARDS, 1)
 EVERYONE = [a for shard in sorted(PLACED) for a in PLACED[shard]]
 
 
-def write_yaml(folder, replicas: int) -> None:
-    scalekit.write_yaml(folder, SHARDS, EVERYONE)
+def write_yaml(folder, replicas: int, shards: int = SHARDS) -> None:
+    scalekit.write_yaml(folder, shards, EVERYONE)
     path = folder / "scale.yaml"
     docs = list(yaml.safe_load_all(path.read_text()))
     docs[0]["spec"]["queue"] = {"replicas": replicas}
@@ -122,5 +123,58 @@ def test_two_queue_replicas_share_the_mail_and_a_scale_down_drains_one(tmp_path,
         assert "queue_replica_drained" in stack.log()
         # what replica 1 counted came along: the domain's figures did not drop
         assert stack.status()["MailDomain/scale"]["status"]["queue"]["delivered"] == 18
+    finally:
+        stack.stop()
+
+
+def test_correo_up_changes_the_number_of_queue_replicas_while_it_runs_and_under_load(tmp_path, dns):
+    """Edit replicas in the YAML while ``correo up`` runs: 1 → 2 starts a
+    second queue, 2 → 1 stops it and drains its spool into the first while
+    clients keep sending; every message accepted is delivered or queued, once."""
+    write_yaml(tmp_path / "yaml", replicas=1, shards=1)
+    stack = scalekit.start(tmp_path / "data", tmp_path / "yaml", services=4, extra=("--dns", dns))
+    try:
+        sender, local = EVERYONE[0], EVERYONE[1]
+        for n in range(4):
+            stack.send(sender, [f"early{n}@remote.test"], f"early remote {n}")
+            stack.send(sender, [local], f"early local {n}")
+
+        write_yaml(tmp_path / "yaml", replicas=2, shards=1)
+        stack.wait_for(lambda: stack.state.get("queues") == 2 and {"queue-0", "queue-1"} <= set(stack.state["services"])
+                       and "queue" not in stack.state["services"], timeout=120, what="two queue replicas running")
+        ep = stack.state["endpoints"]
+        for n in range(8):
+            stack.send(sender, [local], f"two local {n}")
+        for n in range(6):
+            stack.send(sender, [f"two{n}@remote.test"], f"two remote {n}")
+        stack.wait_for(lambda: status_of(ep["queue-1"]["http"])["totals"]["delivered"] > 0, what="replica 1 delivering")
+        doc = stack.wait_for(lambda: (d := queue_list(stack))["count"] == 10 and d, what="10 deferred messages")
+        assert {m["replica"] for m in doc["messages"]} == {0, 1}
+        arrival = {m["id"]: m["arrival"] for m in doc["messages"]}
+
+        # Down to one while a client keeps sending: no message refused, none lost.
+        sent, errors = [], []
+
+        def load() -> None:
+            for n in range(10):
+                try:
+                    stack.send(sender, [local], f"during {n}")
+                    sent.append(n)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append(repr(exc))
+        client = threading.Thread(target=load)
+        client.start()
+        write_yaml(tmp_path / "yaml", replicas=1, shards=1)
+        client.join(180)
+        assert not errors and len(sent) == 10
+        stack.wait_for(lambda: stack.state.get("queues") == 1 and "queue" in stack.state["services"]
+                       and not (tmp_path / "data" / "queue-1").exists(), timeout=120, what="replica 1 drained")
+        doc = queue_list(stack)
+        assert doc["count"] == 10 and {m["id"]: m["arrival"] for m in doc["messages"]} == arrival
+        assert "replica" not in doc["messages"][0]  # one queue again
+        delivered = stack.wait_for(
+            lambda: (n := stack.status()["MailDomain/scale"]["status"]["queue"]["delivered"]) == 22 and n,
+            what="22 local deliveries counted")
+        assert delivered == 22
     finally:
         stack.stop()

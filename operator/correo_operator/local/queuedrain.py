@@ -1,5 +1,7 @@
-"""``correo up`` with fewer queue replicas than before: the spools of the
-replicas it no longer runs are drained into the ones it runs.
+"""``correo up`` with fewer queue replicas than before (started so, or
+``replicas`` lowered while it runs: ``up.rescale_queues`` stops the ones
+that go): the spools of the replicas it no longer runs are drained into the
+ones it runs.
 
 The same drain as a leaving pod's on Kubernetes (``correo_server.queue.handover``):
 a queue service on the leftover spool (``DATA/queue-<n>``), past the list

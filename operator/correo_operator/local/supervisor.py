@@ -212,9 +212,9 @@ class Supervisor:
         while True:
             await asyncio.sleep(0.2)
             for name in self.order:
-                child = self.children[name]
-                proc = child.process
-                if proc is None or proc.returncode is None or child.stopping:
+                child = self.children.get(name)  # (a queue replica that went: gone from both)
+                proc = child.process if child is not None else None
+                if child is None or proc is None or proc.returncode is None or child.stopping:
                     continue
                 uptime = time.monotonic() - child.started_at
                 child.restarts = 0 if uptime > 60 else child.restarts + 1

@@ -274,9 +274,19 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
                 if _sync_rspamd(sup, layout, ports):
                     await sup.spawn("rspamd", timeout=sup.aux["rspamd"].timeout)
                 try:
+                    current = read_json(layout.state_file) or state
+                    ports.update(current.get("ports") or {})  # `correo apply` may have chosen ports for new replicas
+                    if current.get("queues", queues) != queues:
+                        queues = current["queues"]
+                        await rescale_queues(sup, shards, queues)
                     await sup.roll()
                 except RuntimeError as exc:  # the service that failed is restarted by the supervisor
                     log.error("domain_change_failed", error=str(exc))
+            if (draining is None or draining.done()) and queuedrain.leftovers(layout, queues) \
+                    and not stop.is_set():  # fewer queue replicas now: the ones that went drain
+                if draining is not None and not draining.cancelled() and draining.exception() is not None:
+                    log.error("queue_drain_failed", error=repr(draining.exception()))
+                draining = asyncio.create_task(queuedrain.drain_leftovers(layout, ports, queues), name="queue-drain")
             if (read_json(layout.state_file) or state).get("services") != sup.pids():
                 await asyncio.to_thread(_record_pids, layout, state, sup.pids())
     finally:
@@ -293,6 +303,25 @@ async def _run(args, loaded: loading.Loaded, paths: list[str], layout: Layout, o
         layout.state_file.unlink(missing_ok=True)
         print("correo: stopped; mail and queue are kept in " + str(layout.root), file=sys.stderr)
     return 0
+
+
+async def rescale_queues(sup: Supervisor, shards: int, queues: int) -> None:
+    """Run ``queues`` queue processes: the ones that go are stopped (the
+    relay hands mail to the others meanwhile; their spools are drained
+    afterwards, ``queuedrain``), the new ones started; the caller then rolls
+    the rest onto the new configuration (the relay learns the new list)."""
+    aux = tuple(n for n in sup.order if n in sup.aux)
+    wanted = (*aux, *services(shards, queues))
+    going = [n for n in sup.order if n not in wanted]
+    for name in reversed(going):
+        child = sup.children.pop(name, None)
+        if child is not None:
+            await sup._stop_one(child)
+    sup.order = wanted
+    for name in wanted:
+        if name not in sup.children or sup.children[name].process is None:
+            await sup.spawn(name)
+    log.info("queue_replicas_changed", replicas=queues, stopped=going)
 
 
 async def _start_unless_stopped(sup: Supervisor, stop: asyncio.Event) -> bool:
@@ -365,19 +394,23 @@ def apply_once(paths: list[str], layout: Layout, options: stack.Options, ports: 
 def _apply_locked(loaded: loading.Loaded, paths: list[str], layout: Layout, options: stack.Options,
                   ports: dict[str, int]) -> str | None:
     state = read_json(layout.state_file)
-    running_queues = (state or {}).get("queues", 1)
-    if stack.queue_count(loaded) != running_queues:
-        print(f"correo: spec.queue.replicas is now {stack.queue_count(loaded)}, the running stack has "
-              f"{running_queues}: stop `correo up` and start it again to change the number of queue replicas (a "
-              "replica that goes is drained into the others first; the running stack keeps its configuration)",
-              file=sys.stderr)
-        return None
     running = (state or {}).get("shards", 1)
     if stack.shard_count(loaded) != running:
         print(f"correo: spec.mailstore.shards is now {stack.shard_count(loaded)}, the running stack has {running}: "
               "stop `correo up` and start it again to change the number of shards (the running stack keeps "
               "its configuration)", file=sys.stderr)
         return None
+    queues = stack.queue_count(loaded)
+    if state is not None and queues != state.get("queues", 1):
+        # Another number of queue replicas: ports for the new ones; `correo up`
+        # starts them, or stops the ones that go and drains their spools.
+        ports.update(state.get("ports") or {})
+        for name in stack.internal_names(running, queues):
+            if name not in ports:
+                ports[name] = stack.free_port("127.0.0.1")
+        log.info("queue_replicas_changing", replicas=queues, before=state.get("queues", 1))
+        state.update(ports=ports, queues=queues, endpoints=endpoints(state.get("host", "127.0.0.1"), ports,
+                                                                     running, queues))
     before = _directory_now(layout)
     config_changed, directory_changed = stack.write_config(loaded, layout, ports, options)
     if state is not None:

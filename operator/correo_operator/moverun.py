@@ -2,8 +2,9 @@
 act, observe again.  The operator runs it after its reconcile pass on
 Kubernetes; ``correo up`` runs it in its watch loop (``local.mover``).
 
-The shards are reached on their side ports (``/internal/moves``,
-``correo_server.mailstore.moveport``) with the proxy credential's secret.
+The shards are reached on their move listeners (``mailstore.moves``,
+``correo_server.mailstore.moveport``: TLS, the stack's own certificate
+pinned, when the stack has a key pair) with the proxy credential's secret.
 The copy streams from the source's export straight into the target's
 import through this process (the shards need not reach each other).  The
 flip is the caller's (it writes the directory: a Secret, or
@@ -14,6 +15,8 @@ dies there): ``move.fenced``, ``move.copied``, ``move.flipped``.
 """
 from __future__ import annotations
 
+import hashlib
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping
@@ -38,23 +41,29 @@ class ShardClient:
     """One shard's move endpoints."""
 
     shard: int
-    base: str  # http://host:port of its side port
+    base: str  # https://host:port of its move listener (http:// when the stack has no TLS)
     secret: str
     session: aiohttp.ClientSession
+    pin: aiohttp.Fingerprint | None = None  # TLS: the stack's own certificate (pod names are not on it)
+
+    @property
+    def _ssl(self):
+        return self.pin if self.pin is not None else True
 
     @property
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.secret}"}
 
     async def _post(self, path: str, **params) -> dict:
-        async with self.session.post(f"{self.base}/internal/moves/{path}", params=params, headers=self._auth) as r:
+        async with self.session.post(f"{self.base}/internal/moves/{path}", params=params, headers=self._auth,
+                                     ssl=self._ssl) as r:
             if r.status != 200:
                 raise MoveFailed(f"shard {self.shard} {path}: {r.status} {(await r.text())[:300]}")
             return await r.json()
 
     async def observe(self) -> dict | None:
         try:
-            async with self.session.get(f"{self.base}/internal/moves", headers=self._auth,
+            async with self.session.get(f"{self.base}/internal/moves", headers=self._auth, ssl=self._ssl,
                                         timeout=aiohttp.ClientTimeout(total=10)) as r:
                 return await r.json() if r.status == 200 else None
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
@@ -81,7 +90,7 @@ async def copy(src: ShardClient, dst: ShardClient, address: str, fence: str) -> 
     verifies it (files and summary) and answers with the digest."""
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     async with src.session.get(f"{src.base}/internal/moves/export", params={"mailbox": address, "fence": fence},
-                               headers=src._auth, timeout=timeout) as export:
+                               headers=src._auth, ssl=src._ssl, timeout=timeout) as export:
         if export.status != 200:
             raise MoveFailed(f"shard {src.shard} export: {export.status} {(await export.text())[:300]}")
 
@@ -91,10 +100,20 @@ async def copy(src: ShardClient, dst: ShardClient, address: str, fence: str) -> 
 
         async with dst.session.post(f"{dst.base}/internal/moves/import",
                                     params={"mailbox": address, "from": str(src.shard), "fence": fence},
-                                    headers=dst._auth, data=body(), timeout=timeout) as imp:
+                                    headers=dst._auth, ssl=dst._ssl, data=body(), timeout=timeout) as imp:
             if imp.status != 200:
                 raise MoveFailed(f"shard {dst.shard} import: {imp.status} {(await imp.text())[:300]}")
             return await imp.json()
+
+
+def pinned(cert_pem: str | None) -> aiohttp.Fingerprint | None:
+    """The stack's own certificate (the first of ``tls.crt``) as the only one
+    a shard may show; None without one (the shards then speak plain HTTP)."""
+    if not cert_pem or "-----BEGIN CERTIFICATE-----" not in cert_pem:
+        return None
+    start = cert_pem.index("-----BEGIN CERTIFICATE-----")
+    end = cert_pem.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+    return aiohttp.Fingerprint(hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem[start:end])).digest())
 
 
 @dataclass

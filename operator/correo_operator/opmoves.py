@@ -6,9 +6,10 @@ status resync), :class:`OperatorMoves` runs one round of ``moverun.Mover``:
 - owners: the directory Secret in force (``<name>-directory``);
 - wanted: where the pass placed each Mailbox (``placement``: a pin on a
   recorded mailbox is ``Moving``, its ``moving_to`` the pin);
-- the shards: ``http://<name>-mailstore-<i>.<name>-mailstore-internal.<ns>.svc``
-  side ports (``render.service_urls``), with the proxy credential's secret
-  (the Secret ``proxykeys`` made);
+- the shards: ``https://<name>-mailstore-<i>.<name>-mailstore-internal.<ns>.svc:8086``
+  (``render.moves_url``; the stack's own certificate from the TLS Secret
+  pinned; plain HTTP only for a domain without TLS), with the proxy
+  credential's secret (the Secret ``proxykeys`` made);
 - the flip: the directory Secret applied again with the new owner (the same
   object render makes, one entry changed); the next pass keeps it, since
   render keeps what the directory in force records.
@@ -39,13 +40,14 @@ from .reconcile import Outcome
 
 log = logs.get(__name__)
 
-ClientsFor = Callable[[MailDomain, str, aiohttp.ClientSession], Mapping[int, moverun.ShardClient]]
+ClientsFor = Callable[[MailDomain, str, aiohttp.ClientSession, "aiohttp.Fingerprint | None"],
+                      Mapping[int, moverun.ShardClient]]
 _KEPT_META = ("name", "namespace", "labels", "annotations", "ownerReferences")
 
 
-def http_clients(domain: MailDomain, secret: str, session: aiohttp.ClientSession) -> dict[int, moverun.ShardClient]:
-    urls = rendering.service_urls(domain)
-    return {i: moverun.ShardClient(i, urls[f"mailstore-{i}"], secret, session)
+def http_clients(domain: MailDomain, secret: str, session: aiohttp.ClientSession,
+                 pin: "aiohttp.Fingerprint | None") -> dict[int, moverun.ShardClient]:
+    return {i: moverun.ShardClient(i, rendering.moves_url(domain, i), secret, session, pin)
             for i in range(domain.spec.mailstore.shards)}
 
 
@@ -105,7 +107,15 @@ class OperatorMoves:
             owners[address] = shard
             log.info("directory flipped", namespace=domain.namespace, name=domain.name, mailbox=address, shard=shard)
 
-        mover = moverun.Mover(self.clients_for(domain, secret, self._session), lambda: owners, lambda: wanted, flip,
+        pin = None
+        if domain.tls_secret:  # the shards show the stack's own certificate: pinned (pod names are not on it)
+            tls = outcome.inputs.secrets.get(domain.tls_secret)
+            pin = moverun.pinned(secretdata.secret_value(tls, "tls.crt") if tls is not None else None)
+            if pin is None:
+                log.warning("mailbox moves wait for the TLS Secret", namespace=domain.namespace, name=domain.name,
+                            secret=domain.tls_secret)
+                return {}, owners
+        mover = moverun.Mover(self.clients_for(domain, secret, self._session, pin), lambda: owners, lambda: wanted, flip,
                               grace=self.grace, last=self._last.get(key, {}),
                               **({"clock": self.clock} if self.clock else {}))
         steps = await mover.round()

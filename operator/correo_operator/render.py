@@ -134,6 +134,13 @@ def autoconfig_hosts(domain: MailDomain) -> list[str]:
     return [f"{p}.{name}" for name in domain.domain_names for p in prefixes]
 
 
+def moves_url(domain: MailDomain, shard: int) -> str:
+    """Where the operator reaches a shard's move endpoints (TLS when the
+    domain has its key pair: ``correo_server.mailstore.moveport``)."""
+    scheme = "https" if domain.tls_secret else "http"
+    return f"{scheme}://{shard_host(domain, shard)}:{PORTS['mailstore_moves']}"
+
+
 def service_urls(domain: MailDomain) -> dict[str, str]:
     """The HTTP side ports the operator reads ``/status`` from (cluster DNS)."""
     n, ns = names(domain), domain.namespace
@@ -511,7 +518,10 @@ def _network_policies(domain: MailDomain) -> list[dict]:
                           "ports": _tcp(PORTS["imap"], PORTS["imaps"], PORTS["pop3"], PORTS["pop3s"],
                                         PORTS["managesieve"])},
                          {"from": [queue_pods], "ports": _tcp(PORTS["mailstore_lmtp"])},
-                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])}],
+                         {"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_http"])},
+                         # mailbox moves: the operator streams a mailbox from one shard to another
+                         *([{"from": [anywhere_in_cluster], "ports": _tcp(PORTS["mailstore_moves"])}]
+                           if sharded else [])],
                 # mail rules send replies and redirects through the queue
                 egress=[{"to": [queue_pods], "ports": _tcp(PORTS["queue_lmtp"])}, _DNS_EGRESS]),
         _netpol(domain, "autoconfig",  # the Ingress controller may run anywhere; nothing goes out

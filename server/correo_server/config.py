@@ -56,6 +56,7 @@ DEFAULT_PORTS = {
     "autoconfig": 2080,  # the public HTTP side: client autoconfiguration, MTA-STS policy (Service port 80)
     "autoconfig_http": 8084,
     "proxy_http": 8085,
+    "mailstore_moves": 8086,  # a shard's move endpoints (TLS with the stack's pair): mailbox moves between shards
 }
 
 
@@ -351,6 +352,7 @@ class MailstoreShard:
     pop3: int = DEFAULT_PORTS["pop3"]
     managesieve: int = DEFAULT_PORTS["managesieve"]
     http: int = DEFAULT_PORTS["mailstore_http"]
+    moves: int = DEFAULT_PORTS["mailstore_moves"]  # the move endpoints (correo_server.mailstore.moveport)
     data_dir: str | None = None  # None: mailstore.dataDir (each pod has its own volume there)
 
 
@@ -363,6 +365,7 @@ class MailstoreConfig:
     managesieve: Listen = Listen("0.0.0.0", DEFAULT_PORTS["managesieve"])
     lmtp: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_lmtp"])
     http: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_http"])
+    moves: Listen = Listen("0.0.0.0", DEFAULT_PORTS["mailstore_moves"])  # a shard's move endpoints
     # The queue's LMTP: where mail rules send what they make (vacation
     # replies, redirects, reject notices), as new messages.
     queue: Listen = Listen("127.0.0.1", DEFAULT_PORTS["queue_lmtp"])

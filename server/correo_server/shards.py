@@ -54,7 +54,7 @@ def for_shard(cfg: ServerConfig, shard: int) -> ServerConfig:
     mailstore = dataclasses.replace(
         m, shard=shard,
         lmtp=Listen(s.listen, s.lmtp), imap=Listen(s.listen, s.imap), pop3=Listen(s.listen, s.pop3),
-        managesieve=Listen(s.listen, s.managesieve), http=Listen(s.listen, s.http),
+        managesieve=Listen(s.listen, s.managesieve), http=Listen(s.listen, s.http), moves=Listen(s.listen, s.moves),
         data_dir=s.data_dir or m.data_dir,
         # every client of a shard is the proxy: the per-client limit is the proxy's to apply
         max_connections_per_client=m.max_connections,

@@ -75,7 +75,7 @@ async def test_the_operator_moves_a_pinned_mailbox_and_flips_the_directory_secre
     world = {"now": 1000.0}
     shards = {i: Shard(i, world) for i in range(3)}
     world["owners"] = lambda: recorded(store)
-    moves = opmoves.OperatorMoves(lambda domain, secret, session: shards, grace=60, clock=lambda: world["now"])
+    moves = opmoves.OperatorMoves(lambda domain, secret, session, pin: shards, grace=60, clock=lambda: world["now"])
     r = Reconciler(kube, after=statuspoll.StatusWriter(FakeDataPlane(), clock=clock, moves=moves), debounce=0)
     store.put(maildomain(DOMAIN, mailstore={"shards": 3}))
     for name in PEOPLE:

@@ -48,7 +48,7 @@ def stack(tmp_path: Path) -> tuple[Path, cfgmod.ServerConfig]:
         mailstore=cfgmod.MailstoreConfig(
             managesieve_enabled=True, proxy_secret_file="proxy/secret",
             shards=tuple(cfgmod.MailstoreShard(host=loop, listen=loop, lmtp=0, imap=0, pop3=0, managesieve=0, http=0,
-                                               data_dir=str(tmp_path / f"mail-{i}")) for i in range(2))),
+                                               moves=0, data_dir=str(tmp_path / f"mail-{i}")) for i in range(2))),
         base_dir=str(folder))
     (folder / cfgmod.CONFIG_FILE).write_text(cfgmod.dump(cfg))
     write(folder, 0)
@@ -93,7 +93,7 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
     ports = [await s.start() for s in services]
     session = aiohttp.ClientSession()
     try:
-        clients = {i: moverun.ShardClient(i, f"http://127.0.0.1:{ports[i]['http']}", SECRET, session)
+        clients = {i: moverun.ShardClient(i, f"http://127.0.0.1:{ports[i]['moves']}", SECRET, session)
                    for i in range(2)}
         for i in range(5):
             assert (await asyncio.to_thread(deliver, ports[0]["lmtp"], f"m{i}"))[0] == 250
@@ -101,9 +101,9 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         assert len(before) == 5
 
         # only the proxy credential opens the endpoints
-        async with session.get(f"http://127.0.0.1:{ports[0]['http']}/internal/moves") as r:
+        async with session.get(f"http://127.0.0.1:{ports[0]['moves']}/internal/moves") as r:
             assert r.status == 401
-        async with session.get(f"http://127.0.0.1:{ports[0]['http']}/internal/moves",
+        async with session.get(f"http://127.0.0.1:{ports[0]['moves']}/internal/moves",
                                headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 401
 
@@ -165,3 +165,32 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         await session.close()
         for s in services:
             await s.stop()
+
+
+async def test_with_tls_the_move_endpoints_speak_tls_and_the_orchestrator_pins_the_stack_s_certificate(tmp_path):
+    from correo_operator.local import keys
+
+    folder, cfg = stack(tmp_path)
+    keys.self_signed(folder / "tls" / "tls.crt", folder / "tls" / "tls.key", ["mail.example.com"])
+    other = tmp_path / "other"
+    keys.self_signed(other / "tls.crt", other / "tls.key", ["mail.example.com"])
+    cfg = dataclasses.replace(cfg, tls=cfgmod.TLSFiles())
+    (folder / cfgmod.CONFIG_FILE).write_text(cfgmod.dump(dataclasses.replace(cfg, base_dir=None)))
+    service = MailstoreService(shards.for_shard(cfgmod.load(folder), 0), str(folder))
+    ports = await service.start()
+    session = aiohttp.ClientSession()
+    try:
+        base = f"https://127.0.0.1:{ports['moves']}"
+        own = moverun.ShardClient(0, base, SECRET, session, moverun.pinned((folder / "tls" / "tls.crt").read_text()))
+        assert (await own.observe())["shard"] == 0
+        stranger = moverun.ShardClient(0, base, SECRET, session, moverun.pinned((other / "tls.crt").read_text()))
+        assert await stranger.observe() is None  # another certificate: not our shard, nothing sent
+        with pytest.raises(aiohttp.ServerFingerprintMismatch):
+            await stranger.fence(ALICE, 1)
+        plain_http = moverun.ShardClient(0, f"http://127.0.0.1:{ports['moves']}", SECRET, session)
+        assert await plain_http.observe() is None  # no plain text on a TLS stack
+        async with session.get(f"http://127.0.0.1:{ports['http']}/internal/moves") as r:
+            assert r.status == 404  # never on the side port
+    finally:
+        await session.close()
+        await service.stop()

@@ -6,8 +6,8 @@
   ``placement.place`` against that directory (a pin elsewhere: a move);
 - the flip: ``directory.yaml`` rewritten with the new owner, under the
   lock ``correo apply`` takes (the later renders keep it: ``placement``);
-- the shards: their side ports, with the proxy credential
-  (``DATA/config/proxy/secret``).
+- the shards: their move listeners (TLS, the stack's certificate pinned),
+  with the proxy credential (``DATA/config/proxy/secret``).
 
 Each round's result goes to ``DATA/moves.json``, which ``correo status``
 reads for the Mailbox's ``Moving`` condition.  ``$CORREO_MOVE_GRACE_SECONDS``
@@ -99,16 +99,21 @@ class LocalMover:
         log.info("directory_flipped", mailbox=address, shard=shard)
 
     # -- running -------------------------------------------------------------------------
-    def _secret(self) -> str:
+    def _credentials(self) -> tuple[str, str | None]:
+        """The proxy credential's secret, and the stack's certificate (PEM) when it has TLS."""
         cfg = cfgmod.load(self.layout.config)
         name = cfg.mailstore.proxy_secret_file
-        return Path(cfg.path(name)).read_text(encoding="utf-8").strip() if name else ""
+        secret = Path(cfg.path(name)).read_text(encoding="utf-8").strip() if name else ""
+        cert = Path(cfg.path(cfg.tls.cert_file)).read_text(encoding="utf-8") if cfg.tls is not None else None
+        return secret, cert
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-        secret = await asyncio.to_thread(self._secret)
-        clients = {i: moverun.ShardClient(i, f"http://127.0.0.1:{self.ports[f'mailstore{i}_http']}", secret,
-                                          self.session) for i in range(self.shards)}
+        secret, cert = await asyncio.to_thread(self._credentials)
+        pin = moverun.pinned(cert)
+        scheme = "https" if pin is not None else "http"
+        clients = {i: moverun.ShardClient(i, f"{scheme}://127.0.0.1:{self.ports[f'mailstore{i}_moves']}", secret,
+                                          self.session, pin) for i in range(self.shards)}
         self.mover = moverun.Mover(clients, self.owners, self.wanted, self.flip, grace=self.grace)
 
     async def round(self) -> dict[str, moves.Step]:

@@ -84,7 +84,7 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-SHARD_PORTS = ("lmtp", "imap", "pop3", "managesieve", "http")
+SHARD_PORTS = ("lmtp", "imap", "pop3", "managesieve", "http", "moves")
 
 
 def shard_count(loaded: loading.Loaded) -> int:

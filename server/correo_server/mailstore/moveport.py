@@ -1,4 +1,6 @@
-"""The move endpoints of a mailstore shard, on its side port: what the
+"""The move endpoints of a mailstore shard, on their own listener
+(``mailstore.moves``; TLS with the stack's own key pair when it has one,
+as the proxy's logins to the shards): what the
 orchestrator (``correo_operator.moverun``, run by the operator on
 Kubernetes and by ``correo up`` locally) calls to move a mailbox between
 shards.  The file work is :mod:`.transfer`; this module is the HTTP, the
@@ -102,6 +104,25 @@ class MoveEndpoints:
     def ctx(self):
         assert self.service.ctx is not None
         return self.service.ctx
+
+    async def serve(self, listen, tls) -> tuple[web.AppRunner, int]:
+        """Listen on ``listen`` (``mailstore.moves``) for the move endpoints,
+        over TLS with the stack's own pair when it has one (``tls``: the
+        service's :class:`~correo_server.tlsfiles.ServerTLS`, which follows
+        its files): the credential and the mail never cross the network in
+        the clear.  Returns the runner and the bound port."""
+        app = web.Application(client_max_size=1024 ** 2)
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True,
+                           ssl_context=tls.context if tls is not None else None)
+        await site.start()
+        server = site._server
+        port = server.sockets[0].getsockname()[1] if server and server.sockets else listen.port
+        log.info("moves_listening", port=port, tls=tls is not None)
+        return runner, port
 
     def routes(self) -> tuple[tuple[str, str, Any], ...]:
         return (("GET", PREFIX, self.list), ("POST", PREFIX + "/fence", self.fence),

@@ -17,8 +17,8 @@ http      the side port: /healthz /readyz /metrics      always
           /status (:mod:`.status`)
 ========  ============================================  =====================
 
-(a shard's side port also has the move endpoints, :mod:`.moveport`, when
-it has the proxy credential) and ``managesieve`` (RFC 5804 with STARTTLS, :mod:`.managesieve.server`)
+(a shard with the proxy credential also listens on ``moves``: the move
+endpoints, :mod:`.moveport`, over TLS when the stack has its key pair) and ``managesieve`` (RFC 5804 with STARTTLS, :mod:`.managesieve.server`)
 when ``managesieveEnabled``, which the renderer sets.
 
 ``start()`` first takes the data folder's lock (:mod:`.datalock`: one
@@ -71,6 +71,7 @@ class MailstoreService:
         self._lock = DataDirLock(self.data_dir)
         self._servers: dict[str, asyncio.AbstractServer] = {}
         self._sideport: SidePort | None = None
+        self._moves: tuple[web.AppRunner, int] | None = None  # the move endpoints' listener, its port
         self._listening = False
         self._usage: dict[str, status.Usage] = {}
         self._refresher: asyncio.Task | None = None
@@ -133,14 +134,17 @@ class MailstoreService:
                 self._servers["managesieve"] = await sieveserver.serve_managesieve(ctx, m.managesieve)
             self._sideport = SidePort(m.http, "mailstore", metrics=ctx.metrics,
                                       status=self.status_document, ready=self.ready,
-                                      routes=(("GET", "/quota", self.quota_document),
-                                              *(MoveEndpoints(self).routes() if ctx.proxy is not None else ())))
+                                      routes=(("GET", "/quota", self.quota_document),))
             http_port = await self._sideport.start()
+            if ctx.proxy is not None and m.shard is not None:  # a shard: mailbox moves, TLS when the stack has it
+                self._moves = await MoveEndpoints(self).serve(m.moves, ctx.tls)
         except BaseException:
             await self.stop()
             raise
         ports = {name: server.sockets[0].getsockname()[1] for name, server in self._servers.items()}
         ports["http"] = http_port
+        if self._moves is not None:
+            ports["moves"] = self._moves[1]
         self._listening = True
         self._refresher = asyncio.create_task(self._refresh_usage_forever())
         log.info("mailstore_listening", ports=ports, data_dir=str(self.data_dir), tls=ctx.tls is not None)
@@ -158,6 +162,9 @@ class MailstoreService:
         if self._sideport is not None:
             await self._sideport.stop()
             self._sideport = None
+        if self._moves is not None:
+            await self._moves[0].cleanup()
+            self._moves = None
         servers, self._servers = self._servers, {}
         for name, server in servers.items():
             try:

@@ -13,7 +13,8 @@ measures until ``directory.yaml`` names shard 1 (the mailbox is served
 again), then until the old copy is gone (``CORREO_MOVE_GRACE_SECONDS=0``).
 Figures: wall seconds (pin → flip; the copy alone, from the orchestrator's
 log), messages per second, and CPU seconds of the two shards and of
-``correo up`` (the orchestrator relays the stream) from /proc.
+``correo up`` (the orchestrator relays the stream, over TLS: ``correo up``
+always has a key pair) from /proc.
 
 The peer: Dovecot (``dovecot -F`` with a static userdb) indexes the same
 Maildir first (not timed), then ``doveadm backup -u USER maildir:DEST``

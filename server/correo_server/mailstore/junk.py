@@ -36,6 +36,9 @@ class Verdict:
     action: str = ""
 
 
+_NONE = Verdict()
+
+
 def _header_section(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[:end + 2]
@@ -43,7 +46,10 @@ def _header_section(message: bytes) -> bytes:
 
 def verdict_of(message: bytes) -> Verdict:
     """The relay's verdict: the first ``X-Spam-Flag``, ``X-Spam-Status`` and ``X-Spam-Action``."""
-    fields, _ = hdrs.split(_header_section(message))
+    section = _header_section(message)
+    if b"x-spam-" not in section.lower():  # none of them (most mail): no need to read the fields
+        return _NONE
+    fields, _ = hdrs.split(section)
     first: dict[str, str] = {}
     for f in fields:
         if f.lname in ("x-spam-flag", "x-spam-status", "x-spam-action") and f.lname not in first:

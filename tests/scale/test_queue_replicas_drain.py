@@ -274,3 +274,35 @@ async def test_what_the_relays_reported_as_refused_moves_with_the_leaving_replic
     assert staying.status()["refusals"]["example.com"]["byReason"] == {"dnsbl": 1, "spf": 2}
     assert not (spool1 / "refusals.json").exists()
     assert "refusals" not in leaving.status() or not leaving.status()["refusals"]
+
+
+async def test_only_a_replica_of_this_stack_can_hand_over_mail_with_its_state(setup):
+    """With the domain's SRS secret in place, transfers are signed: a relay
+    or a mailstore speaking LMTP to the queue cannot make up a message's state."""
+    h, mx1, r = setup
+    from correo_server.srs import generate_key
+    (r.config_dir / "srs").mkdir(exist_ok=True)
+    (r.config_dir / "srs" / "example.com.keys").write_text(generate_key() + "\n")
+    first, *rest = r.cfg.domains
+    r.cfg = dataclasses.replace(r.cfg, domains=(dataclasses.replace(first, srs_key_file="srs/example.com.keys"),
+                                                *rest))
+    receiver = await r.start(0)
+    sender = await r.start(1)
+    await hand(r.pool([1]), "signed", ["x@remote.test"])
+    (msg,) = list(sender.state)
+    data = await sender.spool.read(msg.id)
+    target = Listen("127.0.0.1", r.entries[0].lmtp)
+    key = handover.transfer_key(sender.config)
+    assert key is not None
+    forged = handover.Drainer(state=sender.state, spool=sender.spool, clock=h.clock, metrics=sender.metrics,
+                              targets=[(0, target)], hostname="relay.test")
+    for wrong in (None, b"not the stack's key"):  # unsigned, or signed with another key
+        payload, length = handover.encode(msg, data, replica=1, key=wrong)
+        assert not await forged._transfer(msg, payload, length, target)
+        assert "not signed by a queue replica" in forged.last_error
+    payload, length, _ = handover.encode_figures({"total": {"delivered": 1000}}, replica=1)
+    assert not await forged._send(target, "", ["postmaster@relay.test"], payload, length, ident="")
+    assert receiver.state.get(msg.id) is None and receiver.status()["totals"]["delivered"] == 0
+    payload, length = handover.encode(msg, data, replica=1, key=key)  # the replica's own
+    assert await forged._transfer(msg, payload, length, target)
+    assert receiver.state.get(msg.id) is not None

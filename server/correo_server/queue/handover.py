@@ -17,7 +17,11 @@ count and history, next attempt time, whether a failure notice went out,
 and whether the delay notice was sent; the envelope keeps the queue id, the
 original arrival time (the retry and give-up clock runs on), the owner and
 the message key.  ``XTRANSFER`` is offered in the LHLO reply of every
-replica (:mod:`.lmtp_in`).
+replica (:mod:`.lmtp_in`).  The state part is signed (HMAC-SHA256 over it
+and the message's digest) with a key every replica of the stack derives
+from the domain's SRS secret (:func:`transfer_key`): a relay or a mailstore,
+which may also speak LMTP to the queue, cannot hand over mail with a made-up
+state (recipients not expanded, states set to delivered).
 
 The receiver writes the record with the state inside it
 (:attr:`.records.Envelope.handed`, one fsynced append: :meth:`.intake.Intake.adopt`)
@@ -48,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -56,7 +61,7 @@ import aiohttp
 from .. import deliverykeys, logs
 from ..config import Listen
 from ..metrics import Registry
-from ..refusalreport import SIGNATURE_HEADER, RefusalStore, sign
+from ..refusalreport import SIGNATURE_HEADER, RefusalStore, report_key, sign
 from ..wire.client import Connection, Failure
 from ..wire.data import data_lines
 from .clock import Clock
@@ -76,15 +81,35 @@ class TransferError(ValueError):
     """A transfer whose state part cannot be read."""
 
 
-def encode(msg: Message, data: bytes, *, replica: int | None) -> tuple[bytes, int]:
-    """(the transfer's data, the length of its state part)."""
+def transfer_key(cfg) -> bytes | None:
+    """The key that signs transfers between the replicas of one stack:
+    derived, as the relays' refusal reports' is, from the first domain's SRS
+    secret (every replica has it); None when no domain has one."""
+    key = report_key(cfg)
+    return hmac.new(key, b"correo queue transfer", hashlib.sha256).digest() if key is not None else None
+
+
+def _signature(key: bytes, doc: dict, data: bytes) -> str:
+    body = json.dumps({k: v for k, v in doc.items() if k != "sig"}, separators=(",", ":"), sort_keys=True).encode()
+    return hmac.new(key, body + hashlib.sha256(data).digest(), hashlib.sha256).hexdigest()
+
+
+def _pack(doc: dict, data: bytes, key: bytes | None) -> bytes:
+    if key is not None:
+        doc = {**doc, "sig": _signature(key, doc, data)}
+    return _lines(base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()))
+
+
+def encode(msg: Message, data: bytes, *, replica: int | None, key: bytes | None = None) -> tuple[bytes, int]:
+    """(the transfer's data, the length of its state part); signed with
+    ``key`` (:func:`transfer_key`) when there is one."""
     state = msg.to_json()
     for keep in (None, 20, 1):  # a very long history is cut (the attempt count stays)
         if keep is not None:
             for r in state["rcpts"]:
                 r["attempts"] = r["attempts"][-keep:]
         doc = {"v": VERSION, "from": replica, "env": {**msg.env.to_json(), "handed": None}, "state": state}
-        prefix = _lines(base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()))
+        prefix = _pack(doc, data, key)
         if len(prefix) <= MAX_STATE_BYTES:
             return prefix + data, len(prefix)
     raise TransferError("state too large to hand over")
@@ -94,7 +119,7 @@ def _lines(raw: bytes) -> bytes:
     return b"".join(raw[i:i + LINE] + b"\r\n" for i in range(0, len(raw), LINE))
 
 
-def encode_figures(figures: dict, *, replica: int | None) -> tuple[bytes, int, str]:
+def encode_figures(figures: dict, *, replica: int | None, key: bytes | None = None) -> tuple[bytes, int, str]:
     """(the data, its state part's length, the token) of a figures transfer:
     what a leaving replica counted (delivered, bounced, delay notices...),
     added once to the receiver's.  The token is the figures' digest, the same
@@ -102,20 +127,24 @@ def encode_figures(figures: dict, *, replica: int | None) -> tuple[bytes, int, s
     body = json.dumps(figures, separators=(",", ":"), sort_keys=True).encode()
     token = f"figures-{replica}-{hashlib.blake2b(body, digest_size=12).hexdigest()}"
     doc = {"v": VERSION, "from": replica, "figures": figures, "token": token}
-    prefix = _lines(base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()))
+    prefix = _pack(doc, b"", key)
     if len(prefix) > MAX_STATE_BYTES:
         raise TransferError("figures too large to hand over")
     return prefix, len(prefix), token
 
 
-def decode(blob: bytes, length: int) -> tuple[Envelope, bytes] | tuple[str, dict]:
+def decode(blob: bytes, length: int, key: bytes | None = None) -> tuple[Envelope, bytes] | tuple[str, dict]:
     """The envelope (with the state it had, :attr:`Envelope.handed`) and the
     message bytes of a transfer, or (token, figures) of a figures transfer;
-    :class:`TransferError` when unreadable."""
+    :class:`TransferError` when unreadable, or, with ``key``, not signed with it
+    (only another replica of this stack may hand over mail with its state)."""
     if not 0 < length <= min(len(blob), MAX_STATE_BYTES):
         raise TransferError("XTRANSFER length does not fit the data")
     try:
         doc = json.loads(base64.b64decode(blob[:length].replace(b"\r\n", b""), validate=True))
+        if key is not None and not (isinstance(doc, dict) and hmac.compare_digest(
+                str(doc.get("sig", "")), _signature(key, doc, blob[length:]))):
+            raise TransferError("not signed by a queue replica of this stack")
         if isinstance(doc, dict) and doc.get("v") == VERSION and isinstance(doc.get("figures"), dict):
             Figures.from_json(doc["figures"])  # readable, or refused here
             if length != len(blob) or not str(doc.get("token", "")).startswith("figures-"):
@@ -163,6 +192,7 @@ class Drainer:
     started: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str = ""
+    key: bytes | None = None  # signs the transfers (transfer_key)
     refusals: RefusalStore | None = None  # what the relays reported here (refusalreport)
     http_targets: list[tuple[int, str]] = field(default_factory=list)  # (ordinal, side port URL) of the staying ones
     _turn: int = 0
@@ -268,7 +298,7 @@ class Drainer:
         """What this replica counted goes to a staying one (the domain's
         figures do not drop when it goes); ours are reset only after the
         receiver's 250, and a repeated hand-over is counted once there."""
-        payload, length, token = encode_figures(self.state.figures.to_json(), replica=self.replica)
+        payload, length, token = encode_figures(self.state.figures.to_json(), replica=self.replica, key=self.key)
         n = len(self.targets)
         for k in range(n):
             ordinal, target = self.targets[(self._turn + k) % n]
@@ -287,7 +317,7 @@ class Drainer:
         if self.state.get(msg.id) is not msg:
             return True  # deleted meanwhile (correo queue delete)
         data = await self.spool.read(msg.id)
-        payload, length = encode(msg, data, replica=self.replica)
+        payload, length = encode(msg, data, replica=self.replica, key=self.key)
         n = len(self.targets)
         for k in range(n):
             ordinal, target = self.targets[(self._turn + k) % n]

@@ -80,6 +80,7 @@ class Handler:
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
         self._adopting: set[str] = set()  # client ids being written now
+        self.transfer_key: bytes | None = None  # what transfers must be signed with (handover.transfer_key)
 
     def _adopt(self, ident: str) -> str | None:
         """The client's id as the queue id when it can be one (see the module
@@ -152,7 +153,7 @@ class Handler:
         """A message a leaving replica hands over (:mod:`.handover`): ``250``
         only once it is on disk here with its state."""
         try:
-            found = handover.decode(blob, length)
+            found = handover.decode(blob, length, self.transfer_key)
         except handover.TransferError as exc:
             log.warning("transfer_refused", error=str(exc))
             return Reply(554, "5.6.0", f"Transfer refused: {exc}")

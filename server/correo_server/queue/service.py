@@ -31,7 +31,7 @@ from ..refusalreport import RefusalStore
 from . import status as statusmod
 from .admin import AdminSidePort
 from .clock import Clock, SystemClock
-from .handover import Drainer
+from .handover import Drainer, transfer_key
 from .intake import Intake
 from ..wire.server import Listener
 from .lmtp_in import Handler, start_listener
@@ -145,6 +145,7 @@ class QueueService:
             return await self._start_leaving(state)
         self.runner.start()
         handler = Handler(intake, self.spool, cfg.queue.max_message_bytes, self.metrics)
+        handler.transfer_key = transfer_key(cfg)  # hand-overs from leaving replicas are signed (handover)
         self._lmtp = await start_listener(cfg.queue.lmtp, handler, hostname=cfg.hostname,
                                           max_message_bytes=cfg.queue.max_message_bytes,
                                           max_line=cfg.relay.max_line_length + 3,
@@ -169,7 +170,8 @@ class QueueService:
         self.refusals = RefusalStore.from_config(cfg)  # reported in /status until handed over
         self.drainer = Drainer(state=state, spool=self.spool, clock=self.clock, metrics=self.metrics,
                                targets=queuereplicas.peers(cfg), hostname=cfg.hostname, replica=cfg.queue.replica,
-                               refusals=self.refusals, http_targets=queuereplicas.http_peers(cfg))
+                               refusals=self.refusals, http_targets=queuereplicas.http_peers(cfg),
+                               key=transfer_key(cfg))
         assert self.runner is not None
         self.sideport = AdminSidePort(cfg.queue.http, "queue", metrics=self.metrics, status=self.status,
                                       ready=self.ready, runner=self.runner,

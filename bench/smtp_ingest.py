@@ -103,9 +103,12 @@ change judged by CPU per message from ``/proc`` and ``--cpu-profile``
 * Before/after, alternating runs of 3,000 messages, correo only (the old
   code from ``git archive fd676f2`` on ``PYTHONPATH``), medians of 3
   pairs, twice: relay 1.46 -> 1.02 and 1.45 -> 1.10 ms/msg, queue 0.97 ->
-  0.73 and 0.99 -> 0.82 ms/msg (-25..-30% and -17..-25%).  The mailstore
-  did not move on average; its kernel time moved 0.23 <-> 1.02 between
-  runs of either version, which led to:
+  0.73 and 0.99 -> 0.82 ms/msg (-25..-30% and -17..-25%).  With the
+  later changes too (the suffix list parsed at start, address and
+  parameter scans, the mailstore's junk verdict): own CPU 3.39 -> 2.73
+  ms/msg (medians; relay 1.37 -> 1.03), the machine at 3.6-10.4 ms/msg.
+  The mailstore did not move on average; its kernel time moved 0.23 <->
+  1.02 between runs of either version, which led to:
 * ``perf`` on the mailstore: half its CPU in ext4's ``recently_deleted``.
   This machine's root file system is ext4 *without a journal*, which
   will not reuse an inode freed less than 30 s ago and scans past each

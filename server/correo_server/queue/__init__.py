@@ -19,5 +19,7 @@ How the modules fit together, from the bottom up:
 - :mod:`.runner`     the scheduler loop and delivery workers.
 - :mod:`.status`     the ``/status`` document and the Prometheus figures.
 - :mod:`.admin`      the admin HTTP API and the ``correo queue`` command.
+- :mod:`.handover`   a leaving replica (``queue.replicas``) handing its messages,
+                     with their history, to the others (``XTRANSFER``).
 - :mod:`.service`    ``QueueService``: builds all of the above from a config folder.
 """

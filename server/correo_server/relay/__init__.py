@@ -20,6 +20,7 @@ wire layer, :mod:`correo_server.wire`: replies, paths, the LMTP client):
 * :mod:`.received` -- the ``Received:`` header (pure)
 * :mod:`.dkim`     -- DKIM signing with keys from the configuration folder
 * :mod:`.handoff`  -- the LMTP client that hands messages to the queue
+* :mod:`.queuepool` -- several queue replicas used as one (any ready one takes each message)
 * :mod:`.context`  -- what the listeners share, and the relay's metrics
 * :mod:`.smtp`     -- the aiosmtpd protocol: wiring the above to a socket
 * :mod:`.service`  -- :class:`~.service.RelayService`, what ``correo serve relay`` runs

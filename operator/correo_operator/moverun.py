@@ -81,6 +81,16 @@ class ShardClient:
     async def settle(self, address: str) -> dict:
         return await self._post("settle", mailbox=address)
 
+    async def check(self, address: str) -> str:
+        """Why this shard could not take ``address`` by import ("" if it can)."""
+        async with self.session.get(f"{self.base}/internal/moves/check", params={"mailbox": address},
+                                    headers=self._auth, ssl=self._ssl,
+                                    timeout=aiohttp.ClientTimeout(total=10)) as r:
+            if r.status != 200:
+                raise MoveFailed(f"shard {self.shard} check: {r.status} {(await r.text())[:300]}")
+            doc = await r.json()
+            return "" if doc.get("ok") else str(doc.get("reason") or "refused")
+
     async def copy_from(self, src: "ShardClient", address: str, fence: str) -> dict:
         return await copy(src, self, address, fence)
 
@@ -144,9 +154,10 @@ async def observe(clients: Mapping[int, ShardClient]) -> Observation:
                        {a: tuple(v) for a, v in copies.items()})
 
 
-def facts_for(address: str, owner: int, wanted: int, seen: Observation, now: float, grace: float) -> moves.Facts:
+def facts_for(address: str, owner: int, wanted: int, seen: Observation, now: float, grace: float,
+              blocked: str = "") -> moves.Facts:
     return moves.Facts(address, owner, wanted, seen.up, seen.fences.get(address, ()), seen.copies.get(address, ()),
-                       now, grace)
+                       now, grace, blocked)
 
 
 async def act(step: moves.Step, address: str, clients: Mapping[int, ShardClient], flip: Flip) -> None:
@@ -208,8 +219,15 @@ class Mover:
                 owner = owners.get(address)
                 if owner is None:  # a mailbox no longer in the directory: leave its files alone
                     continue
-                step = moves.decide(facts_for(address, owner, wanted.get(address, owner), seen, self.clock(),
-                                              self.grace))
+                target = wanted.get(address, owner)
+                blocked = ""
+                if target != owner and target in seen.up and target in self.clients:
+                    try:  # before the fence: a move that cannot finish must not hold the mailbox
+                        blocked = await self.clients[target].check(address)
+                    except (MoveFailed, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        log.warning("move_check_failed", mailbox=address, shard=target, error=str(exc)[:300])
+                        continue
+                step = moves.decide(facts_for(address, owner, target, seen, self.clock(), self.grace, blocked))
                 out[address] = step
                 if not step.acts:
                     continue

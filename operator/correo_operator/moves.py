@@ -27,6 +27,10 @@ Moved           (grace) then remove the old copy,          the old owner, then
                 then forget the copy's marker              the new one
 RollingBack     the wanted shard is the owner again        the owner, any copies
                 before the flip: unfence, drop copies
+Blocked         the target holds mail of the mailbox that     the owner: unfenced
+                no move put there: not fenced (or unfenced),  if it was
+                nothing overwritten, until an administrator
+                settles it
 ShardUnavailable  wait for the source or target to answer
 ==============  =========================================  ======================
 
@@ -71,6 +75,7 @@ class Facts:
     copies: tuple[Copy, ...] = ()
     now: float = 0.0
     grace: float = DEFAULT_GRACE_SECONDS
+    blocked: str = ""  # why the target cannot take the mailbox (its preflight check), if it cannot
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,16 @@ def decide(f: Facts) -> Step:
                             f"moving from shard {src} to shard {dst}: shard {need}, which {role}, does not "
                             "answer; the move goes on when it does", moving=True, shard=need)
         fx = fences.get(src)
+        copy = copies.get(dst)
+        if f.blocked and not (copy is not None and fx is not None and copy.fence == fx.fence):
+            if fx is not None:  # never hold the mailbox unavailable for a move that cannot finish
+                return Step("unfence", "Blocked", f"the move to shard {dst} cannot go on: {f.blocked}; shard "
+                            f"{src} takes deliveries and logins again", moving=True, shard=src)
+            return Step("wait", "Blocked", f"not moved to shard {dst}: {f.blocked}; it stays on shard {src}",
+                        moving=True, shard=dst)
         if fx is None or fx.to != dst:
             return Step("fence", "Fencing", f"moving from shard {src} to shard {dst}: stopping deliveries "
                         f"and logins on shard {src}", moving=True, shard=src, extra={"to": dst})
-        copy = copies.get(dst)
         if copy is None or copy.fence != fx.fence or copy.source != src:
             return Step("copy", "Copying", f"moving from shard {src} to shard {dst}: copying and verifying "
                         "the mail (new mail waits in the queue)", moving=True, shard=dst, source=src,

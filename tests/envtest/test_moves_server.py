@@ -31,6 +31,9 @@ class Shard(moverun.ShardClient):
         self.imported: dict[str, dict] = {}
         self.mail: dict[str, list[str]] = {}
 
+    async def check(self, address):
+        return self.world.get("blocked", "")
+
     async def observe(self):
         return {"shard": self.shard, "fenced": self.fenced, "imported": self.imported} if self.up else None
 
@@ -113,6 +116,7 @@ def test_the_operator_flips_the_directory_secret_after_the_copy(kubectl, control
     events = json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "alice"}
     assert {"ShardUnavailable", "Moved"} <= reasons, reasons
+    asyncio.run(moves.close())
 
 
 async def _none():

@@ -31,6 +31,9 @@ class Shard(moverun.ShardClient):
         self.imported: dict[str, dict] = {}
         self.mail: dict[str, list[str]] = {}
 
+    async def check(self, address):
+        return self.world.get("blocked", "")
+
     async def observe(self):
         return {"shard": self.shard, "fenced": self.fenced, "imported": self.imported} if self.up else None
 
@@ -126,3 +129,28 @@ async def test_the_operator_moves_a_pinned_mailbox_and_flips_the_directory_secre
     assert condition(store, name, "Moving")["reason"] == "NotMoving"
     events = [(e["reason"], e["message"]) for e in store.find("Event", NS) if e["involvedObject"]["name"] == name]
     assert any(reason == "ShardUnavailable" for reason, _ in events), events
+    await moves.close()
+
+
+async def test_a_move_the_target_cannot_take_never_fences_the_mailbox(store, kube, clock):
+    world = {"now": 1000.0, "blocked": "this shard already holds mail for it that no move put here"}
+    shards = {i: Shard(i, world) for i in range(3)}
+    world["owners"] = lambda: recorded(store)
+    moves = opmoves.OperatorMoves(lambda domain, secret, session, pin: shards, clock=lambda: world["now"])
+    r = Reconciler(kube, after=statuspoll.StatusWriter(FakeDataPlane(), clock=clock, moves=moves), debounce=0)
+    store.put(maildomain(DOMAIN, mailstore={"shards": 3}))
+    store.put(password_secret("user0-password", "pw-user0"))
+    store.put(mailbox("user0", "user0@example.com", shard=None))
+    await r.run(NS, DOMAIN)
+    src = recorded(store)["user0@example.com"]
+    box = copy.deepcopy(store.one("Mailbox", NS, "user0"))
+    box["spec"]["shard"] = (src + 1) % 3
+    store.put(box)
+    await r.run(NS, DOMAIN)
+    moving = condition(store, "user0", "Moving")
+    assert (moving["status"], moving["reason"]) == ("True", "Blocked") and "no move put here" in moving["message"]
+    assert not shards[src].fenced and recorded(store)["user0@example.com"] == src
+    world["blocked"] = ""  # the administrator moved the folder aside
+    await r.run(NS, DOMAIN)
+    assert recorded(store)["user0@example.com"] == (src + 1) % 3
+    await moves.close()

@@ -6,6 +6,7 @@ while mail arrives: the move always ends with exactly one owner holding
 every message once, and the old copy removed only after the grace."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -59,6 +60,17 @@ def test_after_the_switch_the_old_copy_stays_for_the_grace_then_goes():
     step = decide(facts(owner=1, wanted=1, copies=[Copy(1, 0, "f1", "d", 950.0)], now=1051.0))
     assert (step.action, step.shard) == ("settle", 1)
     assert decide(facts(owner=1, wanted=1)).reason == "NotMoving"
+
+
+def test_a_target_that_cannot_take_the_mailbox_blocks_the_move_without_fencing_or_unfences():
+    blocked = "shard 1 already holds mail for it that no move put here"
+    step = decide(dataclasses.replace(facts(), blocked=blocked))
+    assert (step.action, step.reason, step.moving) == ("wait", "Blocked", True) and blocked in step.message
+    step = decide(dataclasses.replace(facts(fences=[Fence(0, 1, "f1")]), blocked=blocked))
+    assert (step.action, step.shard, step.reason) == ("unfence", 0, "Blocked")
+    # its own verified copy is no block: the switch goes on
+    ready = facts(fences=[Fence(0, 1, "f1")], copies=[Copy(1, 0, "f1")])
+    assert decide(dataclasses.replace(ready, blocked="a copy of a move is there")).action == "flip"
 
 
 def test_a_move_called_off_before_the_switch_rolls_back():

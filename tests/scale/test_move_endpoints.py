@@ -107,6 +107,15 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
                                headers={"Authorization": "Bearer wrong"}) as r:
             assert r.status == 401
 
+        # the preflight: a target holding mail no move put there is said before anything is fenced
+        assert await clients[1].check(ALICE) == ""
+        stray = tmp_path / "mail-1" / ALICE / "cur"
+        stray.mkdir(parents=True)
+        assert "no move put here" in await clients[1].check(ALICE)
+        stray.parent.joinpath("cur").rmdir()
+        stray.parent.rmdir()
+        assert "owns" in await clients[0].check(ALICE)
+
         # sessions open when the fence comes
         imap = await asyncio.to_thread(imap_session, ports[0]["imap"])
         await asyncio.to_thread(imap.select, "INBOX")

@@ -17,6 +17,8 @@ control plane have it); without a credential the endpoints answer 404.
 ``GET  /internal/moves/export?mailbox=&fence=``  the tar stream (only while fenced)
 ``POST /internal/moves/import?mailbox=&from=&fence=``  body: that stream; unpacked,
                                             verified, put in place (409: this shard owns it)
+``GET  /internal/moves/check?mailbox=``     could this shard take it (nothing of it here
+                                            that no move put here)?
 ``POST /internal/moves/unfence?mailbox=``   a move called off before the flip
 ``POST /internal/moves/remove?mailbox=``    drop a copy this shard does not own (409 if it does)
 ``POST /internal/moves/settle?mailbox=``    forget the import marker (the old copy is gone)
@@ -128,7 +130,7 @@ class MoveEndpoints:
         return (("GET", PREFIX, self.list), ("POST", PREFIX + "/fence", self.fence),
                 ("GET", PREFIX + "/export", self.export), ("POST", PREFIX + "/import", self.import_),
                 ("POST", PREFIX + "/unfence", self.unfence), ("POST", PREFIX + "/remove", self.remove),
-                ("POST", PREFIX + "/settle", self.settle))
+                ("POST", PREFIX + "/settle", self.settle), ("GET", PREFIX + "/check", self.check))
 
     # -- helpers -----------------------------------------------------------------
     def _check(self, request: web.Request) -> str | None:
@@ -167,6 +169,18 @@ class MoveEndpoints:
         fenced, imported = await self._io(lambda: (transfer.markers(self._data, transfer.OUT_MARKER),
                                                    transfer.markers(self._data, transfer.IN_MARKER)))
         return web.json_response({"shard": self._shard, "fenced": fenced, "imported": imported})
+
+    async def check(self, request: web.Request) -> web.Response:
+        """Could this shard take ``mailbox`` by import?  Asked before the
+        source is fenced, so that a move that cannot finish never holds a
+        mailbox unavailable."""
+        address = self._check(request)
+        if address is None:
+            raise web.HTTPBadRequest(text="mailbox=ADDRESS\n")
+        if self._owner(address) == self._shard:
+            return web.json_response({"ok": False, "reason": f"shard {self._shard} owns {address} already"})
+        refusal = await self._io(transfer.held_elsewhere, self._data, address)
+        return web.json_response({"ok": refusal is None, **({"reason": refusal} if refusal else {})})
 
     async def fence(self, request: web.Request) -> web.Response:
         address = self._check(request)

@@ -334,6 +334,17 @@ def _safe(name: str) -> str:
     return name
 
 
+def held_elsewhere(data_dir: Path, address: str) -> str | None:
+    """Why an import of ``address`` here would be refused before it starts:
+    a mailbox folder no move put here (None: an import may come)."""
+    held = mailbox_root(data_dir, address)
+    if held.exists() and read_marker(held, OUT_MARKER) is None and read_marker(held, IN_MARKER) is None:
+        return (f"this shard already holds mail for {address.lower()} that no move put here (an earlier "
+                f"placement left it in {held}); it is not overwritten: move that folder aside, or pin the "
+                "mailbox back")
+    return None
+
+
 def import_stream(data_dir: Path, address: str, stream: BinaryIO, *, source: int, fence_id: str,
                   now: float | None = None) -> Imported:
     """Unpack, verify and put in place the copy in ``stream`` (the caller has
@@ -342,11 +353,9 @@ def import_stream(data_dir: Path, address: str, stream: BinaryIO, *, source: int
     data_dir = Path(data_dir)
     name = address_dir(address)
     staging = data_dir / f"{STAGING}{name}"
-    held = data_dir / name
-    if held.exists() and read_marker(held, OUT_MARKER) is None and read_marker(held, IN_MARKER) is None:
-        raise TargetHoldsMail(f"this shard already holds mail for {address.lower()} that no move put here (an "
-                              f"earlier placement left it in {held}); it is not overwritten: move that folder "
-                              "aside, or pin the mailbox back")
+    refusal = held_elsewhere(data_dir, address)
+    if refusal is not None:
+        raise TargetHoldsMail(refusal)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)

@@ -20,6 +20,14 @@ empty dict.  The points:
 ``mailstore.store.renamed``    a delivered message's file is renamed into
                                the Maildir and fsynced, its index row (and
                                its delivery key) not yet committed
+``mailstore.move.fenced``      a shard fenced a mailbox for a move (the
+                               marker written), its sessions not yet ended
+``mailstore.move.exporting``   a chunk of a mailbox's export was sent
+``mailstore.move.imported``    a shard put a verified copy in place, its
+                               reply not yet sent
+``move.fenced``, ``move.copied``, ``move.flipped``  the orchestrator
+                               (operator or ``correo up``) after each step
+                               of a move (``correo_operator.moverun``)
 =============================  ==============================================
 """
 from __future__ import annotations

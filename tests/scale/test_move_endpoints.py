@@ -1,6 +1,7 @@
 """A shard's move endpoints (``mailstore.moveport``) on two real mailstore
 shard services: only the proxy credential opens them; the fence ends the
-mailbox's IMAP (``BYE``) and POP3 (``-ERR [SYS/TEMP]``) sessions, refuses
+mailbox's IMAP (``BYE``), POP3 (``-ERR [SYS/TEMP]``) and ManageSieve
+(``BYE (TRYLATER)``) sessions, refuses
 the proxy's logins for it and answers its mail with ``451 4.2.0``; the copy
 streams between the shards (``moverun.copy``) and arrives with the same
 UIDVALIDITY and UIDs; a shard never removes, nor is imported over, a
@@ -14,6 +15,7 @@ import dataclasses
 import imaplib
 import poplib
 import smtplib
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -70,6 +72,14 @@ def deliver(port: int, subject: str) -> tuple[int, bytes]:
         return code, text
 
 
+def read_until_ok(reader) -> bytes:
+    """ManageSieve: lines up to the one that ends a response (OK, NO, BYE)."""
+    while True:
+        line = reader.readline()
+        if not line or line.startswith((b"OK", b"NO", b"BYE")):
+            return line
+
+
 def imap_session(port: int) -> imaplib.IMAP4:
     imap = imaplib.IMAP4("127.0.0.1", port)
     imap.authenticate("PLAIN", lambda _: plain(ALICE))
@@ -121,6 +131,11 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         await asyncio.to_thread(imap.select, "INBOX")
         pop = await asyncio.to_thread(poplib.POP3, "127.0.0.1", ports[0]["pop3"], timeout=30)
         await asyncio.to_thread(pop._shortcmd, "AUTH PLAIN " + base64.b64encode(plain(ALICE)).decode())
+        sieve = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", ports[0]["managesieve"]), 20)
+        sieve_in = sieve.makefile("rb")
+        await asyncio.to_thread(read_until_ok, sieve_in)  # the greeting
+        sieve.sendall(f'AUTHENTICATE "PLAIN" "{base64.b64encode(plain(ALICE)).decode()}"\r\n'.encode())
+        assert (await asyncio.to_thread(read_until_ok, sieve_in)).startswith(b"OK")
         fence = await clients[0].fence(ALICE, 1)
         assert fence["to"] == 1 and (await clients[0].observe())["fenced"][ALICE]["fence"] == fence["fence"]
 
@@ -131,6 +146,9 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         assert b"being moved to another server" in await asyncio.to_thread(imap_told)
         with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
             await asyncio.to_thread(pop.stat)
+        told = await asyncio.to_thread(read_until_ok, sieve_in)
+        assert told.startswith(b"BYE (TRYLATER)") and b"being moved" in told
+        sieve.close()
         with pytest.raises(imaplib.IMAP4.error):
             await asyncio.to_thread(imap_session, ports[0]["imap"])
         code, text = await asyncio.to_thread(deliver, ports[0]["lmtp"], "during")

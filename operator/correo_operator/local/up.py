@@ -9,7 +9,8 @@ rewrites the directory, which the servers reload without restarting; a change
 to a MailDomain restarts the services one at a time with the relay kept up
 (``Supervisor.roll``: no connection refused, no message turned away).
 ``apply`` does the same rewrite from
-another terminal.  Ctrl-C or SIGTERM stops everything cleanly.
+another terminal.  With mailstore shards it also moves mailboxes whose
+``spec.shard`` changed (``mover``: the operator's move code, run locally).  Ctrl-C or SIGTERM stops everything cleanly.
 """
 from __future__ import annotations
 

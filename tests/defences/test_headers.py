@@ -30,3 +30,20 @@ def test_removal_keeps_every_other_byte():
 def test_folded_values_are_unfolded():
     msg = b"Subject: a\r\n  long\r\n\tsubject\r\n\r\n"
     assert headers.values(msg, "subject") == ["a  long\tsubject"]
+
+
+def test_the_same_header_section_with_another_body_splits_alike():
+    """The checks of one message share one split of its header section;
+    a message with the same fields but another body gets its own rest."""
+    head = b"From: a@one.example\r\nSubject: hi\r\n\tthere\r\n\r\n"
+    first = headers.split(head + b"first body\r\n")
+    second = headers.split(head + b"second body\r\n")
+    assert [f.raw for f in first[0]] == [f.raw for f in second[0]] == [b"From: a@one.example\r\n",
+                                                                       b"Subject: hi\r\n\tthere\r\n"]
+    assert (first[1], second[1]) == (b"\r\nfirst body\r\n", b"\r\nsecond body\r\n")
+    first[0].clear()  # a caller changing its list changes nobody else's
+    assert len(headers.split(head + b"x")[0]) == 2
+    other = headers.split(b"From: b@two.example\r\n\r\nbody")
+    assert [f.value for f in other[0]] == ["b@two.example"] and other[1] == b"\r\nbody"
+    lenient = headers.split(b"From: c@three.example\r\nnot a field\r\n\r\nbody")
+    assert [f.lname for f in lenient[0]] == ["from"] and lenient[1] == b"not a field\r\n\r\nbody"

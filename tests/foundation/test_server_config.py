@@ -88,6 +88,18 @@ def test_forwards_expand_without_loops():
     assert d.expand("stranger@example.com") is None
 
 
+def test_asking_many_addresses_gives_the_same_answers_within_a_bound(monkeypatch):
+    """A snapshot remembers what it found per address (every service asks
+    the same addresses several times per message), within a bound."""
+    monkeypatch.setattr(dirmod, "_MEMO_ENTRIES", 8)
+    d = directory()
+    for i in range(50):
+        assert d.recipient(f"stranger{i}@example.com") is None
+        assert d.lookup("alice+lists@example.com").address == "alice@example.com"
+        assert d.expand("bob@example.com").remote == ("bob@far.test",)
+    assert len(d._resolved) <= 8 and len(d._expanded) <= 8
+
+
 def test_suspended_mailbox_never_passes_a_password_check():
     d = directory()
     assert d.lookup("alice@example.com").check_password("pw")

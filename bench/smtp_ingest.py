@@ -117,7 +117,8 @@ change judged by CPU per message from ``/proc`` and ``--cpu-profile``
   correo run, so correo's Maildir files paid for them: mailstore kernel
   0.82-0.94 ms/msg right after a run, 0.25 after a 35 s pause.  The work
   folders are now removed after the last run, and each correo run after
-  the first starts 31 s after the Postfix run before it (``--settle``).
+  the first starts 31 s after the Postfix run before it (``--settle``),
+  and each Postfix run 31 s after the correo run before it.
 * Full runs with Postfix on the loaded machine: correo 2.21-3.33 ms/msg
   (relay 0.91-1.21, queue 0.64-0.88, mailstore 0.55-1.31), Postfix
   1.49-3.82; end to end 1.10x (per run 0.72, 1.18, 0.69) in one set and
@@ -526,8 +527,9 @@ def main() -> None:
                              "machine) and print where it goes")
     parser.add_argument("--keep", action="store_true", help="keep the work folders (logs, profiles)")
     parser.add_argument("--settle", type=float, default=31.0,
-                        help="seconds to wait before each correo run after the first, so that the files the "
-                             "previous Postfix run deleted do not slow its file creation (see settle(); default 31)")
+                        help="seconds to wait before each run after the first (correo's and Postfix's), so that "
+                             "the files the previous run deleted do not slow its file creation (see settle(); "
+                             "default 31)")
     args = parser.parse_args()
     if not shutil.which("smtp-source"):
         raise SystemExit("smtp-source not found: apt-get install postfix")
@@ -547,6 +549,8 @@ def main() -> None:
                 results["correo"].append(run_correo(args, work))
                 print(f"run {run} " + line("correo", results["correo"][-1], n), flush=True)
             if args.only != "correo":
+                if args.settle and (run > 1 or args.only != "postfix"):
+                    settle(args.settle)  # the same for Postfix: neither pays for the other's deletions
                 postfix = run_postfix(args, work)
                 if postfix:
                     results["postfix"].append(postfix)

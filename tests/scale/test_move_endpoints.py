@@ -125,6 +125,8 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         stray.parent.joinpath("cur").rmdir()
         stray.parent.rmdir()
         assert "owns" in await clients[0].check(ALICE)
+        with pytest.raises(moverun.MoveFailed, match="409"):
+            await clients[1].fence(ALICE, 0)  # only the owner is fenced
 
         # sessions open when the fence comes
         imap = await asyncio.to_thread(imap_session, ports[0]["imap"])

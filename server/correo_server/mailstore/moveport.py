@@ -190,6 +190,8 @@ class MoveEndpoints:
             raise web.HTTPBadRequest(text="to=SHARD\n") from None
         if address is None:
             raise web.HTTPBadRequest(text="mailbox=ADDRESS\n")
+        if self._owner(address) != self._shard:  # only the owner is fenced (its directory may lag: try again)
+            raise web.HTTPConflict(text=f"{address} is not this shard's (shard {self._owner(address)} owns it)\n")
         store = self.ctx.store
         doc = await self._io(transfer.fence, self._data, address, to)
         store.fenced[address] = doc  # from here on nothing is written (the store checks under the lock)

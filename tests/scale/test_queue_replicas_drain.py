@@ -306,3 +306,16 @@ async def test_only_a_replica_of_this_stack_can_hand_over_mail_with_its_state(se
     payload, length = handover.encode(msg, data, replica=1, key=key)  # the replica's own
     assert await forged._transfer(msg, payload, length, target)
     assert receiver.state.get(msg.id) is not None
+
+
+async def test_the_relay_pool_waits_for_replicas_restarting_rather_than_answer_451(setup):
+    h, mx1, r = setup
+    pool = QueuePool([QueueClient(Listen("127.0.0.1", r.entries[i].lmtp), local_hostname="relay.test", timeout=30,
+                                  restart_wait=20) for i in range(2)])
+    sending = asyncio.ensure_future(hand(pool, "waited", ["bob@example.com"]))
+    await asyncio.sleep(1.0)  # no replica is up yet: the hand-off waits
+    assert not sending.done()
+    await r.start(1)
+    await asyncio.wait_for(sending, 20)
+    await r.settle()
+    assert [m.parsed()["Subject"] for m in h.mailstore.for_rcpt("bob@example.com")] == ["waited"]

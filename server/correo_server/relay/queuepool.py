@@ -18,15 +18,17 @@ the next one, never a ``451`` while another can take the message:
   failure after the message was sent (the replica may hold it: the client
   hears ``451`` and its retry carries the same ``XDELIVERY-KEY``).
 
-When every replica was down, the first one is given the client's
-``restart_wait`` (a queue restarting costs a short wait, not a retry),
-and its answer is the client's; when some refused, the last refusal is.  The ready check (``ping``) asks
+When every replica was down, they are all tried again, every 0.2 s, for
+up to the clients' ``restart_wait`` (replicas restarting one after the
+other cost a short wait, not a retry); when some refused, the last refusal
+is the answer.  The ready check (``ping``) asks
 every replica; the relay is ready while one answers.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 from .. import logs
 from .handoff import HandoffError, Outcome, QueueClient
@@ -72,36 +74,36 @@ class QueuePool:
         return any(self.up)
 
     async def deliver(self, sender: str, recipients: list[str], data, **kwargs) -> Outcome:
-        last: Outcome | HandoffError | None = None
-        refused = False
-        order = self.order()
-        for i in order:
-            try:
-                outcome = await self.clients[i].deliver(sender, recipients, data, wait=False, **kwargs)
-            except HandoffError as exc:
-                if exc.sent:
-                    raise  # the replica may hold it: not a second copy elsewhere
-                self.up[i] = False
-                log.info("queue_replica_skipped", replica=i, queue=self.names[i], reason=str(exc))
-                last = exc
-                continue
-            if not _refused_without_keeping(outcome):
-                return outcome
-            log.info("queue_replica_refused", replica=i, queue=self.names[i], reply=str(outcome.replies[0])[:120])
-            last, refused = outcome, True
-        # Every replica was down: the first gets the restart wait.
-        first = self.clients[order[0]]
-        if not refused and first.restart_wait > 0:
-            try:
-                outcome = await first.deliver(sender, recipients, data, wait=True, **kwargs)
-            except HandoffError as exc:
-                last = exc
-            else:
-                return outcome
-        if isinstance(last, HandoffError):
-            raise last
-        assert last is not None
-        return last
+        deadline: float | None = None
+        while True:
+            refusal: Outcome | None = None
+            error: HandoffError | None = None
+            for i in self.order():
+                try:
+                    outcome = await self.clients[i].deliver(sender, recipients, data, wait=False, **kwargs)
+                except HandoffError as exc:
+                    if exc.sent:
+                        raise  # the replica may hold it: not a second copy elsewhere
+                    self.up[i] = False
+                    log.info("queue_replica_skipped", replica=i, queue=self.names[i], reason=str(exc))
+                    error = exc
+                    continue
+                if not _refused_without_keeping(outcome):
+                    return outcome
+                log.info("queue_replica_refused", replica=i, queue=self.names[i],
+                         reply=str(outcome.replies[0])[:120])
+                refusal = outcome
+            if refusal is not None:
+                return refusal
+            assert error is not None
+            # Every replica was down: they are tried again for up to the
+            # clients' restart wait (replicas restarting, one after the other).
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + max(c.restart_wait for c in self.clients)
+            if now + 0.2 > deadline:
+                raise error
+            await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)

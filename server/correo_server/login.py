@@ -23,7 +23,8 @@ from .logincache import LoginCache
 @dataclass(frozen=True)
 class LoginResult:
     mailbox: MailboxEntry | None
-    # None on success; "invalid" (unknown user or wrong password) or "suspended"
+    # None on success; "invalid" (unknown user or wrong password), "suspended",
+    # or "moving" (a proxy login for a mailbox being moved to another shard)
     failure: str | None = None
     # After repeated failures from the client's address: the seconds it should
     # wait before trying again, which the reply says (:func:`wait_hint`).

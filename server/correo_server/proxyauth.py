@@ -88,8 +88,10 @@ async def login_as(credential: ProxyCredential | None, cfg: ServerConfig, direct
         await asyncio.sleep(throttle.failed(peer))
         return LoginResult(None, "invalid")
     entry = directory.lookup(authzid) if "@" in authzid else None
-    if entry is None or not shards.owns(cfg, entry.shard_id) or entry.address.lower() in moving:
+    if entry is None or not shards.owns(cfg, entry.shard_id):
         return LoginResult(None, "invalid")
+    if entry.address.lower() in moving:  # the proxy passes on "try again in a moment"
+        return LoginResult(entry, "moving", detail="mailbox_moving")
     if entry.suspended:
         return LoginResult(entry, "suspended")
     return LoginResult(entry)

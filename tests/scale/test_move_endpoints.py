@@ -151,8 +151,17 @@ async def test_the_move_endpoints_fence_copy_and_hand_a_mailbox_over(tmp_path):
         told = await asyncio.to_thread(read_until_ok, sieve_in)
         assert told.startswith(b"BYE (TRYLATER)") and b"being moved" in told
         sieve.close()
-        with pytest.raises(imaplib.IMAP4.error):
+        with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE.*being moved"):
             await asyncio.to_thread(imap_session, ports[0]["imap"])
+
+        def pop3_login() -> None:
+            again = poplib.POP3("127.0.0.1", ports[0]["pop3"], timeout=30)
+            try:
+                again._shortcmd("AUTH PLAIN " + base64.b64encode(plain(ALICE)).decode())
+            finally:
+                again.close()
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP.*being moved"):  # what the proxy passes on
+            await asyncio.to_thread(pop3_login)
         code, text = await asyncio.to_thread(deliver, ports[0]["lmtp"], "during")
         assert (code, text[:5]) == (451, b"4.2.0")
 

@@ -202,7 +202,9 @@ class Session:
                 raise relay.ShardDown(f"shard refused the proxy login: {reply[:200]!r}")
         except relay.ShardDown as exc:
             shard_w.close()
-            self.log.error("shard_login_failed", shard=shard, user=entry.address, error=str(exc))
+            # a mailbox being moved between shards says [UNAVAILABLE] itself: expected, not an error
+            (self.log.info if "[UNAVAILABLE]" in str(exc) else self.log.error)(
+                "shard_login_failed", shard=shard, user=entry.address, error=str(exc))
             return self.unavailable(tag, entry.address, shard)
         return await relay.pass_through(self, "imap", entry.address, shard, tag.encode("ascii") + reply[len(SHARD_TAG):], shard_r, shard_w)
 

@@ -170,7 +170,9 @@ class Session:
                 raise relay.ShardDown(f"shard refused the proxy login: {reply[:200]!r}")
         except relay.ShardDown as exc:
             shard_w.close()
-            self.log.error("shard_login_failed", shard=shard, user=entry.address, error=str(exc))
+            # a mailbox being moved between shards says (TRYLATER) itself: expected, not an error
+            (self.log.info if "TRYLATER" in str(exc) else self.log.error)(
+                "shard_login_failed", shard=shard, user=entry.address, error=str(exc))
             return self.unavailable(entry.address, shard)
         return await relay.pass_through(self, "managesieve", entry.address, shard, reply, shard_r, shard_w)
 

@@ -358,4 +358,6 @@ class Session:
             raise Closing()
         if why == "suspended":
             return no("This mailbox is suspended; contact your administrator.", "CONTACTADMIN")
+        if why == "moving":
+            return no("This mailbox is being moved to another server; try again in a moment.", "UNAVAILABLE")
         return no("Authentication failed." + wait_hint(retry_after), "AUTHENTICATIONFAILED")

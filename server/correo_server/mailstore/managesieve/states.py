@@ -147,6 +147,9 @@ class NonAuthenticated(State):
                     else "Authentication failed." + wait_hint(outcome.retry_after))
             if outcome.close:
                 return Reply(r.bye("Too many failed logins."), Then.CLOSE)
+            if outcome.failure == "moving":
+                return Reply(r.no("This mailbox is being moved to another server; try again in a moment.",
+                                  "TRYLATER"))
             return Reply(r.no(text))
         session.mailbox = outcome.mailbox
         session.state = Authenticated()

@@ -192,6 +192,9 @@ class Authorization(State):
         if outcome.mailbox is None or outcome.failure:
             if outcome.failure == "suspended":
                 return err("[AUTH] This mailbox is suspended; ask your administrator.", then=then)
+            if outcome.failure == "moving":
+                return err("[SYS/TEMP] This mailbox is being moved to another server; try again in a moment.",
+                           then=then)
             return err("[AUTH] Authentication failed." + wait_hint(outcome.retry_after), then=then)
         try:
             maildrop = await session.backend.open_maildrop(outcome.mailbox)

@@ -148,7 +148,6 @@ class Handler:
                   size=len(data), recipients=len(msg.env.recipients))
         return [Reply(250, "2.0.0", f"<{rcpt}> Ok: queued as {msg.id}") for rcpt in txn.rcpts]
 
-
     async def _transfer(self, blob: bytes, length: int) -> Reply:
         """A message a leaving replica hands over (:mod:`.handover`): ``250``
         only once it is on disk here with its state."""

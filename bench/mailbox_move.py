@@ -205,7 +205,7 @@ def dovecot_once(args) -> dict | None:
         conf = base / "dovecot.conf"
         conf.write_text(textwrap.dedent(DOVECOT_CONF.format(run=run, base=base, mail=mail)))
         proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=open(base / "dovecot.stderr", "wb"))
+                                stderr=open(base / "dovecot.stderr", "wb"), preexec_fn=_die_with_parent)
         try:
             deadline = time.monotonic() + 30
             while not (run / "auth-userdb").exists():

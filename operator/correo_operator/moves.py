@@ -41,10 +41,19 @@ by import, a mailbox the directory gives it).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 DEFAULT_GRACE_SECONDS = 3600.0
+GRACE_ENV = "CORREO_MOVE_GRACE_SECONDS"  # how long the old copy is kept (operator and correo up)
+
+
+def grace_from_environment() -> float:
+    try:
+        return max(0.0, float(os.environ.get(GRACE_ENV, DEFAULT_GRACE_SECONDS)))
+    except ValueError:
+        return DEFAULT_GRACE_SECONDS
 
 
 @dataclass(frozen=True)

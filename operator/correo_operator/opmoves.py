@@ -67,10 +67,10 @@ def flipped_secret(live: dict, address: str, shard: int) -> dict:
 
 
 class OperatorMoves:
-    def __init__(self, clients_for: ClientsFor = http_clients, *, grace: float = moves.DEFAULT_GRACE_SECONDS,
+    def __init__(self, clients_for: ClientsFor = http_clients, *, grace: float | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         self.clients_for = clients_for
-        self.grace = grace
+        self.grace = moves.grace_from_environment() if grace is None else grace  # $CORREO_MOVE_GRACE_SECONDS
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._last: dict[tuple[str, str], dict[str, moves.Step]] = {}

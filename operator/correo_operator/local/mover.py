@@ -11,13 +11,12 @@
 
 Each round's result goes to ``DATA/moves.json``, which ``correo status``
 reads for the Mailbox's ``Moving`` condition.  ``$CORREO_MOVE_GRACE_SECONDS``
-sets how long the old copy is kept (default an hour).
+sets how long the old copy is kept (default an hour: ``moves``).
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from .layout import Layout, apply_lock, read_json, write_atomic, write_json
 
 log = logs.get("correo.moves")
 
-GRACE_ENV = "CORREO_MOVE_GRACE_SECONDS"
 ROUND_SECONDS = 1.0
 IDLE_ROUND_SECONDS = 30.0
 
@@ -42,19 +40,12 @@ def moves_file(layout: Layout) -> Path:
     return layout.root / "moves.json"
 
 
-def grace_from_environment() -> float:
-    try:
-        return float(os.environ.get(GRACE_ENV, moves.DEFAULT_GRACE_SECONDS))
-    except ValueError:
-        return moves.DEFAULT_GRACE_SECONDS
-
-
 class LocalMover:
     def __init__(self, layout: Layout, ports: dict[str, int], shards: int, *, grace: float | None = None) -> None:
         self.layout = layout
         self.ports = ports
         self.shards = shards
-        self.grace = grace_from_environment() if grace is None else grace
+        self.grace = moves.grace_from_environment() if grace is None else grace
         self.session: aiohttp.ClientSession | None = None
         self.mover: moverun.Mover | None = None
         self._idle_since = -IDLE_ROUND_SECONDS  # the first round looks

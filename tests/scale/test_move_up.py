@@ -9,7 +9,10 @@ proxy, the queue, the relay), with mail arriving all along:
   disconnected by the move, logs in again through the proxy and sees the
   same UIDVALIDITY and the same UIDs; nothing is lost or delivered twice;
   ``correo status`` says ``Moving`` during the move and the new shard after;
-  the old copy is removed after the grace period.
+  the old copy is removed after the grace period;
+- a move to a shard that holds mail of the mailbox that no move put there
+  does not start (``Moving``: ``Blocked``): the mailbox stays available
+  where it is; once the folder is moved aside the move goes through.
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ from .scalekit import DOMAIN, PASSWORD
 pytestmark = pytest.mark.e2e
 
 SHARDS = 2
-ON_0 = [a for a in (f"user{i}@{DOMAIN}" for i in range(40)) if placement.rendezvous(a, SHARDS) == 0][:3]
-SENDER, CRASHED, LOADED = ON_0
+ON_0 = [a for a in (f"user{i}@{DOMAIN}" for i in range(40)) if placement.rendezvous(a, SHARDS) == 0][:4]
+SENDER, CRASHED, LOADED, BLOCKED = ON_0
 FAULTS = "mailstore.move.fenced,mailstore.move.exporting@3,mailstore.move.imported"
 
 
@@ -179,3 +182,26 @@ def test_a_move_under_load_keeps_uids_and_uidvalidity_and_loses_nothing(stack):
                           ("move_old_copy_removed", "Moved"), ("move_done", "Moved")):
         assert any(event in ln and f"reason={reason}" in ln for ln in said), (event, said)
     assert reasons & {("False", "Moved"), ("True", "Copying"), ("True", "Switching"), ("True", "Pending")}, reasons
+
+
+def test_a_move_the_target_cannot_take_leaves_the_mailbox_available(stack):
+    before = send_many(stack, BLOCKED, "kept", 3)
+    validity, seen = wait_delivered(stack, BLOCKED, before)
+    stray = stack.data / "mail-1" / BLOCKED  # mail an earlier placement left on shard 1
+    (stray / "cur").mkdir(parents=True)
+    (stray / "cur" / "1.stray:2,S").write_bytes(b"Subject: left behind\r\n\r\nold\r\n")
+    pin(stack, BLOCKED, 1)
+    cond = stack.wait_for(lambda: (c := moving(mailbox_status(stack, BLOCKED))).get("reason") == "Blocked" and c,
+                          120, "Moving=Blocked")
+    assert cond["status"] == "True" and str(stray) in cond["message"]
+    assert mailbox_status(stack, BLOCKED)["shard"] == 0
+    more = send_many(stack, BLOCKED, "still", 2)  # still delivered, and readable, where it is
+    assert wait_delivered(stack, BLOCKED, before + more)[0] == validity
+    assert "Blocked" in stack.correo("status").stdout
+
+    aside = stack.data.parent / "moved-aside"
+    stray.rename(aside)  # the administrator settles it
+    stack.wait_for(lambda: mailbox_status(stack, BLOCKED).get("shard") == 1, 120, "the move after the folder went")
+    after_validity, found = wait_delivered(stack, BLOCKED, before + more)
+    assert after_validity == validity and {u: s for u, s in found.items() if u in seen} == seen
+    assert (aside / "cur" / "1.stray:2,S").exists()  # nothing of it was touched

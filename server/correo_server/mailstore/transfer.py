@@ -138,19 +138,19 @@ def fence(data_dir: Path, address: str, to: int, now: float | None = None) -> di
 
 
 def unfence(data_dir: Path, address: str) -> bool:
-    root = mailbox_root(data_dir, address)
-    try:
-        os.unlink(root / OUT_MARKER)
-    except FileNotFoundError:
-        return False
-    fsync_dir(root)
-    return True
+    """Lift the source's fence (False when there was none)."""
+    return _drop_marker(data_dir, address, OUT_MARKER)
 
 
 def settle(data_dir: Path, address: str) -> bool:
+    """Forget the target's copy marker once the move is over."""
+    return _drop_marker(data_dir, address, IN_MARKER)
+
+
+def _drop_marker(data_dir: Path, address: str, marker: str) -> bool:
     root = mailbox_root(data_dir, address)
     try:
-        os.unlink(root / IN_MARKER)
+        os.unlink(root / marker)
     except FileNotFoundError:
         return False
     fsync_dir(root)

@@ -128,7 +128,7 @@ change judged by CPU per message from ``/proc`` and ``--cpu-profile``
 * Quiet machine (nothing else running, load < 1), 5 runs, both sides
   settled 31 s before each run: at fd676f2 (start of the session, Postfix
   not settled) correo 2.65 ms/msg and 600 msg/s end to end against
-  Postfix's 2.41 and 622 (0.96x, 3 runs); at 82cec4a correo 2.21 ms/msg
+  Postfix's 2.41 and 622 (0.96x, 3 runs); at faafeab correo 2.21 ms/msg
   (relay 0.93, queue 0.68, mailstore 0.58) and 703 msg/s against
   Postfix's 1.76 and 819: 0.86x (per run 1.06, 0.76, 0.88, 0.80, 0.79).
   Settling Postfix too took its kernel time from ~2.1 to ~1.25 ms/msg:

@@ -1,4 +1,4 @@
-"""Three mailstore shards on ``correo up``: mail for mailboxes on every shard
+"""Three mailstore shards behind two queue replicas on ``correo up``: mail for mailboxes on every shard
 arrives (the queue delivers each recipient to its shard); IMAP (imapclient),
 POP3 (poplib) and ManageSieve reach every mailbox through the proxy; a shard
 killed with SIGKILL costs only its own mailboxes (logins answer
@@ -18,6 +18,7 @@ import urllib.request
 
 import imapclient
 import pytest
+import yaml
 from imapclient.exceptions import LoginError
 from monitoring.test_chart_monitoring import PROXY_SECTION, documented_metrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +32,7 @@ from .scalekit import PASSWORD
 pytestmark = pytest.mark.e2e
 
 SHARDS = 3
+QUEUES = 2
 PLACED = scalekit.mailboxes_on_every_shard(SHARDS, 2)
 EVERYONE = [a for shard in sorted(PLACED) for a in PLACED[shard]]
 
@@ -39,7 +41,11 @@ EVERYONE = [a for shard in sorted(PLACED) for a in PLACED[shard]]
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
     scalekit.write_yaml(root / "yaml", SHARDS, EVERYONE)
-    s = scalekit.start(root / "data", root / "yaml", services=SHARDS + 4)  # shards, proxy, queue, relay, autoconfig
+    path = root / "yaml" / "scale.yaml"  # the issue's shape: 3 shards behind 2 queue replicas
+    docs = list(yaml.safe_load_all(path.read_text()))
+    docs[0]["spec"]["queue"] = {"replicas": QUEUES}
+    path.write_text(yaml.safe_dump_all(docs))
+    s = scalekit.start(root / "data", root / "yaml", services=SHARDS + QUEUES + 3)  # + proxy, relay, autoconfig
     yield s
     s.stop()
 

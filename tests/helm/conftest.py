@@ -43,6 +43,7 @@ def custom_values(tmp_path_factory) -> Path:
         "crds": {"enabled": False},
         "watchNamespaces": ["mail-a", "mail-b"],
         "statusInterval": 10,
+        "moveGraceSeconds": 600,
         "logLevel": "debug",
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
         "serviceAccount": {"create": True, "name": "correo-op", "annotations": {"example.org/role": "mail"}},

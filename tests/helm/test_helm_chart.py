@@ -12,7 +12,7 @@ import pytest
 import yaml
 from chartkit import CHART, NAMESPACE, RELEASE, ROOT
 
-from correo_operator import cli, kopfapp, loading
+from correo_operator import cli, kopfapp, loading, moves
 from correo_operator.kube import PERMISSIONS
 
 K8S_VERSION = "1.36.0"
@@ -45,6 +45,7 @@ class TestLint:
     @pytest.mark.parametrize("bad,complaint", [
         ("logLevel=loud", "logLevel"),
         ("statusInterval=0", "statusInterval"),
+        ("moveGraceSeconds=-1", "moveGraceSeconds"),
         ("metrics.port=80", "port"),
         ("watchNamespaces[0]=Not_A_Namespace", "watchNamespaces"),
         ("unknownKey=1", "unknownKey"),
@@ -101,6 +102,11 @@ class TestStrictValidity:
         assert deploy["spec"]["template"]["metadata"]["labels"]["team"] == "mail"
         assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
         assert {"name": "CORREO_LOG_LEVEL", "value": "debug"} in container["env"]
+        # moveGraceSeconds reaches the operator as the grace its move rounds read
+        grace = next(e["value"] for e in container["env"] if e["name"] == moves.GRACE_ENV)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(moves.GRACE_ENV, grace)
+            assert moves.grace_from_environment() == 600.0
         assert not by_kind(objects, "CustomResourceDefinition")
         (policy,) = by_kind(objects, "NetworkPolicy")
         assert policy["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]

@@ -59,13 +59,17 @@ def sync_filesystem(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temporary file beside it, fsync,
-    rename, fsync of the folder.  A crash leaves the old file or the new one."""
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``): a temporary file of
+    its own beside it (so that two writers of one file never rename each
+    other's away), fsync, rename, fsync of the folder.  A crash leaves the
+    old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
+        if mode != 0o600:  # mkstemp's own
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

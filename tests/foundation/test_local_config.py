@@ -179,7 +179,7 @@ def test_correo_apply_and_the_watcher_of_up_may_apply_one_edit_at_once(tmp_path,
     state = read_json(layout.state_file)
     assert state["services"] == {"relay": 1} and state["paths"] == [str(examples_dir.resolve() / "quickstart")]
     assert state["generations"]
-    assert not list(tmp_path.glob(".*.tmp")) and not list(layout.config.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*")) and not list(layout.config.glob(".tmp-*"))  # no temporary file left
 
 
 def test_two_writers_of_one_file_never_break_each_other(tmp_path):

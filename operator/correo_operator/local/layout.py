@@ -19,14 +19,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from correo_server import localstate
+from correo_server import localstate, osutil
 
 
 @dataclass(frozen=True)
@@ -103,21 +102,7 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> bool:
             return False
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temporary file of its own: `correo apply` and the watcher of
-    # `correo up` may write the same file at once, and a shared name let one
-    # rename the other's file away (FileNotFoundError, `correo up` stopped).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    osutil.write_atomic(path, raw, mode)
     return True
 
 

@@ -14,47 +14,14 @@ import base64
 import json
 
 import yaml
+from moveshards import MemoryShard
 
-from correo_operator import moverun, opmoves, placement, statuspoll
+from correo_operator import opmoves, placement, statuspoll
 from correo_operator.kube import Connection, HttpKube
 from correo_operator.reconcile import Reconciler
 
 NAME = "acme"
 ALICE = "alice@acme.test"
-
-
-class Shard(moverun.ShardClient):
-    def __init__(self, shard: int, world: dict) -> None:
-        super().__init__(shard, f"memory://{shard}", "", None)
-        self.world, self.up = world, True
-        self.fenced: dict[str, dict] = {}
-        self.imported: dict[str, dict] = {}
-        self.mail: dict[str, list[str]] = {}
-
-    async def check(self, address):
-        return self.world.get("blocked", "")
-
-    async def observe(self):
-        return {"shard": self.shard, "fenced": self.fenced, "imported": self.imported} if self.up else None
-
-    async def fence(self, address, to):
-        self.fenced.setdefault(address, {"address": address, "fence": f"f{self.shard}"})["to"] = to
-        return self.fenced[address]
-
-    async def copy_from(self, src, address, fence):
-        self.mail[address] = list(src.mail.get(address, []))
-        self.imported[address] = {"address": address, "from": src.shard, "fence": fence, "digest": "d",
-                                  "at": self.world["now"], "messages": len(self.mail[address])}
-        return {"digest": "d", "summary": {"messages": len(self.mail[address])}}
-
-    async def remove(self, address):
-        self.mail.pop(address, None)
-        self.fenced.pop(address, None)
-        return {}
-
-    async def settle(self, address):
-        self.imported.pop(address, None)
-        return {}
 
 
 def resources(pin: int | None = None) -> list[dict]:
@@ -70,7 +37,7 @@ def resources(pin: int | None = None) -> list[dict]:
 def test_the_operator_flips_the_directory_secret_after_the_copy(kubectl, control_plane, namespace):
     kubectl.run("apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(resources()))
     world = {"now": 1000.0}
-    shards = {i: Shard(i, world) for i in range(3)}
+    shards = {i: MemoryShard(i, world) for i in range(3)}
     moves = opmoves.OperatorMoves(lambda domain, secret, session, pin: shards, grace=60, clock=lambda: world["now"])
 
     async def passes(n: int = 1) -> None:
@@ -82,6 +49,8 @@ def test_the_operator_flips_the_directory_secret_after_the_copy(kubectl, control
     def recorded() -> dict[str, int]:
         secret = kubectl.json("get", "secret", f"{NAME}-directory", "-n", namespace)
         return placement.shards_in_directory(base64.b64decode(secret["data"]["directory.yaml"]).decode())
+
+    world["owners"] = recorded  # the stand-ins check the real directory Secret
 
     def status() -> dict:
         return kubectl.json("get", "mailbox", "alice", "-n", namespace).get("status") or {}

@@ -11,58 +11,14 @@ from __future__ import annotations
 import base64
 import copy
 
+from moveshards import MemoryShard
 from opkit import NS, FakeDataPlane, mailbox, maildomain, password_secret
 
-from correo_operator import moverun, opmoves, placement, statuspoll
+from correo_operator import opmoves, placement, statuspoll
 from correo_operator.reconcile import Reconciler
 
 DOMAIN = "example-com"
 PEOPLE = [f"user{i}" for i in range(6)]
-
-
-class Shard(moverun.ShardClient):
-    """One shard's move endpoints, in memory: fences, copies, mail."""
-
-    def __init__(self, shard: int, world: dict) -> None:
-        super().__init__(shard, f"memory://{shard}", "", None)
-        self.world = world
-        self.up = True
-        self.fenced: dict[str, dict] = {}
-        self.imported: dict[str, dict] = {}
-        self.mail: dict[str, list[str]] = {}
-
-    async def check(self, address):
-        return self.world.get("blocked", "")
-
-    async def observe(self):
-        return {"shard": self.shard, "fenced": self.fenced, "imported": self.imported} if self.up else None
-
-    async def fence(self, address, to):
-        self.fenced.setdefault(address, {"address": address, "fence": f"f{self.shard}", "since": 0})["to"] = to
-        return self.fenced[address]
-
-    async def copy_from(self, src, address, fence):
-        assert self.world["owners"]().get(address) != self.shard
-        self.mail[address] = list(src.mail.get(address, []))
-        self.fenced.pop(address, None)
-        self.imported[address] = {"address": address, "from": src.shard, "fence": fence, "digest": "d",
-                                  "at": self.world["now"], "messages": len(self.mail[address])}
-        return {"digest": "d", "summary": {"messages": len(self.mail[address])}}
-
-    async def unfence(self, address):
-        self.fenced.pop(address, None)
-        return {}
-
-    async def remove(self, address):
-        assert self.world["owners"]().get(address) != self.shard
-        self.mail.pop(address, None)
-        self.fenced.pop(address, None)
-        self.imported.pop(address, None)
-        return {}
-
-    async def settle(self, address):
-        self.imported.pop(address, None)
-        return {}
 
 
 def recorded(store) -> dict[str, int]:
@@ -76,7 +32,7 @@ def condition(store, name: str, type_: str) -> dict:
 
 async def test_the_operator_moves_a_pinned_mailbox_and_flips_the_directory_secret(store, kube, clock):
     world = {"now": 1000.0}
-    shards = {i: Shard(i, world) for i in range(3)}
+    shards = {i: MemoryShard(i, world) for i in range(3)}
     world["owners"] = lambda: recorded(store)
     moves = opmoves.OperatorMoves(lambda domain, secret, session, pin: shards, grace=60, clock=lambda: world["now"])
     r = Reconciler(kube, after=statuspoll.StatusWriter(FakeDataPlane(), clock=clock, moves=moves), debounce=0)
@@ -134,7 +90,7 @@ async def test_the_operator_moves_a_pinned_mailbox_and_flips_the_directory_secre
 
 async def test_a_move_the_target_cannot_take_never_fences_the_mailbox(store, kube, clock):
     world = {"now": 1000.0, "blocked": "this shard already holds mail for it that no move put here"}
-    shards = {i: Shard(i, world) for i in range(3)}
+    shards = {i: MemoryShard(i, world) for i in range(3)}
     world["owners"] = lambda: recorded(store)
     moves = opmoves.OperatorMoves(lambda domain, secret, session, pin: shards, clock=lambda: world["now"])
     r = Reconciler(kube, after=statuspoll.StatusWriter(FakeDataPlane(), clock=clock, moves=moves), debounce=0)

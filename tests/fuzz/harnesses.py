@@ -55,7 +55,7 @@ def smtp_data(data: bytes) -> None:
     more than its limit, it ends only at CRLF.CRLF, what it keeps has no
     bare CR or LF."""
     from correo_server.relay.data import MessageReader
-    from correo_server.relay.smtp import DataSink
+    from correo_server.relay.connection import DataSink
 
     loop = asyncio.new_event_loop()
     try:

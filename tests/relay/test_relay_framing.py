@@ -1,7 +1,7 @@
-"""How the relay splits what a client sends into commands and the message,
-in front of aiosmtpd (relay.smtp: data_line_end, DataSink): however the
-octets arrive, the message is exactly what came between the 354 and
-<CRLF>.<CRLF>, and what follows is commands again."""
+"""How the relay splits what a client sends into commands and the message
+(relay.connection: LineConnection, DataSink): however the octets arrive,
+the message is exactly what came between the 354 and <CRLF>.<CRLF>, and
+what follows is commands again."""
 from __future__ import annotations
 
 import asyncio
@@ -13,29 +13,7 @@ from hypothesis import strategies as st
 from relay_helpers import RawClient
 
 from correo_server.relay.data import MessageReader
-from correo_server.relay.smtp import DataSink, data_line_end
-
-
-class TestDataLine:
-    @pytest.mark.parametrize("chunks, where", [
-        ([b"MAIL FROM:<a@b>\r\nDATA\r\nbody"], (0, 23)),
-        ([b"data \r\nx"], (0, 7)),
-        ([b"NOOP\r\nDA", b"TA\r\nrest"], (1, 4)),
-        ([b"NOOP x", b"DATA\r\n"], None),  # the middle of a line is no command
-        ([b"DATA x\r\n"], None),  # DATA with an argument is refused, not answered 354
-        ([b"DATA\t\r\n"], None),  # not the verb DATA, for aiosmtpd either
-        ([b"DATA", b" ", b"  \r", b"\n"], (3, 1)),
-        ([b"RCPT TO:<data@x>\r\n", b"XDATA\r\n"], None),
-    ])
-    def test_where_the_data_line_ends(self, chunks, where):
-        tail = b""
-        found = None
-        for i, chunk in enumerate(chunks):
-            end, tail = data_line_end(chunk, tail)
-            if end >= 0:
-                found = (i, end)
-                break
-        assert found == where
+from correo_server.relay.connection import DataSink
 
 
 def sink_read(data: bytes, cuts: list[int], *, max_bytes: int = 10_000, max_line: int = 30) -> tuple[MessageReader,
@@ -126,3 +104,29 @@ async def test_pipelined_messages_on_one_connection(make_relay):
     assert (await client.reply())[0] == 250
     await client.close()
     assert [m.content[-14:] for m in relay.sink.messages] == [b"Subject: 1\r\n\r\n", b"Subject: 2\r\n\r\n"]
+
+
+@pytest.mark.parametrize("chunks, codes", [
+    ([b"MAIL FROM:<someone@foreign.example>\r\nRCPT TO:<alice@example.com>\r\nDA", b"TA\r\nSubj",
+      b"ect: x\r\n\r\nbody\r\n.", b"\r\nNOOP\r\n"], [250, 250, 354, 250, 250]),
+    ([b"MAIL FROM:<someone@foreign.example>\r\nRCPT TO:<alice@example.com>\r\ndata \r\nSubject: x\r\n\r\n",
+      b"body\r\n.\r", b"\n"], [250, 250, 354, 250]),
+    ([b"MAIL FROM:<someone@foreign.example>\r\nRCPT TO:<alice@example.com>\r\nD", b"A", b"T", b"A", b" ", b"\r",
+      b"\nSubject: x\r\n\r\nbody\r\n", b".\r\n"], [250, 250, 354, 250]),
+    # DATA with an argument is refused, not answered 354; "DATA<TAB>" is no verb at all
+    ([b"MAIL FROM:<someone@foreign.example>\r\nRCPT TO:<alice@example.com>\r\nDATA x\r\nDATA\t\r\nNOOP\r\n"],
+     [250, 250, 501, 500, 250]),
+    ([b"MAIL FROM:<someone@foreign.example>\r\nRCPT TO:<data@example.com>\r\nXDATA\r\nNOOP\r\n"],
+     [250, 550, 500, 250]),
+])
+async def test_commands_and_message_however_the_octets_are_cut(make_relay, chunks, codes):
+    relay = await make_relay()
+    client = await start(relay)
+    for chunk in chunks:
+        await client.send(chunk)
+        await asyncio.sleep(0.01)  # separate segments (the reply order is what is checked, not timing)
+    assert [(await client.reply())[0] for _ in codes] == codes
+    await client.close()
+    if 354 in codes:
+        (message,) = relay.sink.messages
+        assert message.content.endswith(b"Subject: x\r\n\r\nbody\r\n")

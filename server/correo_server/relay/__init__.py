@@ -22,6 +22,7 @@ wire layer, :mod:`correo_server.wire`: replies, paths, the LMTP client):
 * :mod:`.handoff`  -- the LMTP client that hands messages to the queue
 * :mod:`.queuepool` -- several queue replicas used as one (any ready one takes each message)
 * :mod:`.context`  -- what the listeners share, and the relay's metrics
-* :mod:`.smtp`     -- the aiosmtpd protocol: wiring the above to a socket
+* :mod:`.connection` -- one connection's I/O: command lines, replies, the message, STARTTLS
+* :mod:`.smtp`     -- the SMTP commands: wiring the above to a connection
 * :mod:`.service`  -- :class:`~.service.RelayService`, what ``correo serve relay`` runs
 """

@@ -1,35 +1,25 @@
-"""The relay's SMTP protocol: aiosmtpd at the public edge, with correo's
-commands on top.
+"""The relay's SMTP protocol (RFC 5321, with RFC 1870 SIZE, RFC 2920
+PIPELINING, RFC 2034 ENHANCEDSTATUSCODES, RFC 6152 8BITMIME, RFC 6531
+SMTPUTF8, RFC 3207 STARTTLS, RFC 4954 AUTH PLAIN/LOGIN): what each command
+means, on the connection I/O of :mod:`.connection`.
 
-:class:`RelaySMTP` keeps aiosmtpd's connection handling (the command loop,
-STARTTLS, the unknown-command budget, NOOP/RSET/QUIT/VRFY/HELP) and replaces
-the commands whose rules are correo's: EHLO/HELO (what is advertised where;
-HELP lists the same: no AUTH where AUTH is refused), AUTH (checked against
-the directory through :func:`correo_server.login.check_login`), MAIL, RCPT
-and DATA (decided by :mod:`.policy`, read by :mod:`.data`, stamped by
-:mod:`.received`, signed by :mod:`.dkim`, handed over by :mod:`.handoff`).
+The relay serves the open internet on correo's own server rather than
+aiosmtpd (issue 12): the same command rules, read from one class-level
+table, without a stream reader, a task and method tables per connection,
+or a timer reset per command.  Each command is decided by :mod:`.policy`;
+the message is read by :mod:`.data`, stamped by :mod:`.received`, signed by
+:mod:`.dkim` and handed over by :mod:`.handoff`; a login is checked against
+the directory through :func:`correo_server.login.check_login`.
 
-It uses aiosmtpd only the documented way (``smtp_<VERB>`` methods, the
-handler's hooks, ``push``, ``challenge_auth``, ``_create_session``,
-``_create_envelope``, ``line_length_limit``; aiosmtpd's range is pinned in
-``pyproject.toml``) and asyncio's protocol callbacks, which aiosmtpd's
-``SMTP`` documents itself as implementing:
-
-* ``connection_made``: the connection limits are applied before the
-  greeting (``421 4.7.0`` and close); where issue 11's connect-time checks
-  would start;
-* ``data_received``: every octet a client sends passes here first.  The
-  relay notes the time (its own idle timer says ``421 4.4.2`` after
-  ``timeout_seconds`` without input, as aiosmtpd's does not) and watches the
-  command stream for a ``DATA`` line: what follows it is held back until
-  :meth:`RelaySMTP.smtp_DATA` has answered.  After a ``354`` it is the
-  message, read by the relay itself in large pieces into a
-  :class:`~.data.MessageReader` (which keeps a message past
-  ``data_in_memory_bytes`` in an unlinked temporary file, and is closed
-  however the transfer ends), never by aiosmtpd line by line; after a refusal it goes to aiosmtpd as
-  commands again.  So the end of the message is found where the relay's
-  rules say (``<CRLF>.<CRLF>`` only) and pipelined commands after it are
-  read as commands.
+Commands answer at once unless they have to wait (SPF at ``MAIL``, the
+DNSBL verdict at ``RCPT``, a login, the message and its hand-off, the TLS
+handshake): those return a coroutine, which :mod:`.connection` runs while
+the rest of the input waits.  EHLO and HELP advertise only what the port
+offers (no AUTH where AUTH is refused, no STARTTLS once TLS is on).  The
+session's idle timer says ``421 4.4.2`` after ``timeout_seconds`` without
+input (and, on submission, after ``auth.loginTimeoutSeconds`` without a
+login); over-long command lines get ``500 5.5.2``; after
+:data:`BOGUS_LIMIT` unrecognised commands the client is told goodbye.
 
 On port 25 (never on submission, whose users have logged in) the relay
 runs the defences (:mod:`correo_server.defences`), each at the earliest
@@ -53,8 +43,8 @@ SIZE (``552 5.2.2``), is refused; at the end of DATA a message larger than
 a recipient's room left (``552 5.2.2``).  Every refusal with a reason of
 :mod:`correo_server.refusalreport` is counted for the domain's status.
 
-Every reply goes through :meth:`RelaySMTP.push`, which adds an enhanced
-status code where one is missing (:func:`~correo_server.wire.replies.with_status`).
+Every reply carries an enhanced status code (RFC 2034; the greeting and
+the EHLO/HELO lines excepted), and never echoes a control character back.
 Every command counts towards ``maxCommandsPerSession``; a NUL byte in a command is
 refused.
 """
@@ -63,13 +53,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any
-
-from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException, syntax
+from typing import Any, Awaitable, Callable
 
 from .. import deliverykeys, logs
 from ..backscatter import verdict as verdictmod
@@ -77,22 +64,24 @@ from ..defences import ConnectionDefences
 from ..guard import plaintext_login_allowed
 from ..login import SaslError, check_login, decode_sasl_plain, wait_hint
 from ..scanning.rspamd import Envelope as ScanEnvelope
-from ..wire.data import END
 from ..wire.paths import PathError, parse_params, parse_path, split_keyword
 from ..wire.replies import Reply, with_status
 from . import context as ctxmod
+from .connection import DataSink, LineConnection, LineTooLong
 from .context import RelayContext
 from .data import MessageReader
 from .handoff import HandoffError, client_reply
-from .policy import (Listener, check_mail_params, check_rcpt_params, check_recipient, check_sender,
+from .policy import (Listener, MailOptions, check_mail_params, check_rcpt_params, check_recipient, check_sender,
                      needs_smtputf8, resolve_postmaster)
 from .received import TLSInfo, protocol_name, received_header
 
 log = logs.get(__name__)
 
 _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
-AIOSMTPD_TIMEOUT = 24 * 3600.0  # aiosmtpd's own idle timer: a backstop; the relay's says 421 first
-HOLD_LIMIT = 1024 * 1024  # octets held after a DATA line before reading pauses
+COMMAND_LIMIT = 512  # octets of a command line without CRLF (RFC 5321 section 4.5.3.1.4)
+PATH_COMMAND_LIMIT = 1024  # MAIL and RCPT after EHLO: room for their parameters
+BOGUS_LIMIT = 5  # unrecognised commands before the client is told goodbye
+TLS_HANDSHAKE_SECONDS = 30.0
 
 
 def new_id() -> str:
@@ -113,248 +102,103 @@ def _printable(text: str) -> str:
     return "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in text)
 
 
-def _could_be_data(line: bytes) -> bool:
-    """Could this unfinished command line still turn out to be ``DATA``?"""
-    head = line[:4].upper()
-    if len(line) <= 4:
-        return b"DATA".startswith(head)
-    rest = line[4:]
-    return head == b"DATA" and (not rest.strip(b"\r") or (rest[:1] == b" " and not rest.strip()))
+class Session:
+    """What EHLO/HELO and AUTH established.  A new one after STARTTLS, which
+    forgets everything said before it (RFC 3207 section 4.2)."""
 
+    __slots__ = ("host_name", "extended_smtp", "mailbox")
 
-def data_line_end(chunk: bytes, tail: bytes) -> tuple[int, bytes]:
-    """Where the first command line that is ``DATA`` ends in ``chunk`` (the
-    offset after its LF), or -1; and the new ``tail``.  ``tail`` stands for
-    the unfinished line before ``chunk``: itself while it could still become
-    ``DATA``, else one NUL.  Lines end at LF and the verb is what aiosmtpd
-    makes of it: ``DATA``, any case, nothing but blanks after it."""
-    probe = tail + chunk
-    start = 0
-    if b"DATA" in probe.upper():
-        while True:
-            end = probe.find(b"\n", start)
-            if end < 0:
-                break
-            verb, _, rest = probe[start:end].rstrip(b"\r\n").partition(b" ")
-            if verb.upper() == b"DATA" and not rest.strip():
-                return end + 1 - len(tail), b""
-            start = end + 1
-    else:
-        start = probe.rfind(b"\n") + 1
-    unfinished = probe[start:]
-    return -1, (unfinished if _could_be_data(unfinished) else b"\x00")
-
-
-class DataSink:
-    """The message after ``354``, as it arrives: passed to a
-    :class:`~.data.MessageReader` up to the end marker (held back: the
-    octets that could be the start of one), then done."""
-
-    def __init__(self, reader: MessageReader, done: asyncio.Future) -> None:
-        self.reader = reader
-        self.done = done
-        self.pending = b"\r\n"  # not passed on yet; the first two are a virtual line end
-        self.virtual = 2
-
-    def feed(self, data: bytes) -> bytes | None:
-        """Take what arrived; returns what follows the end marker once it
-        has come (None before)."""
-        buf = self.pending + data
-        i = buf.find(END)
-        if i >= 0:
-            body, rest, self.pending = buf[:i + 2], buf[i + 5:], b""
-        else:
-            k = 4
-            while k and not buf.endswith(END[:k]):
-                k -= 1
-            body, rest, self.pending = buf[:len(buf) - k], None, buf[len(buf) - k:]
-        if self.virtual:
-            cut = min(self.virtual, len(body))
-            body, self.virtual = body[cut:], self.virtual - cut
-        if body:
-            self.reader.feed_bytes(body)
-        if rest is not None:
-            self.reader.finish()
-            if not self.done.done():
-                self.done.set_result(True)
-        return rest
-
-
-class RelaySession(Session):
-    """aiosmtpd's session plus who logged in.  A new one is made after
-    STARTTLS, which forgets everything said before it (RFC 3207 section 4.2)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
+    def __init__(self) -> None:
+        self.host_name: str | None = None
+        self.extended_smtp = False
         self.mailbox = None  # the authenticated MailboxEntry
-        self.mail_options = None  # policy.MailOptions of the current transaction
+
+
+class Envelope:
+    """One mail transaction: what MAIL and RCPT said."""
+
+    __slots__ = ("mail_from", "rcpt_tos", "smtp_utf8", "options", "rcpt_attempts", "unverified")
+
+    def __init__(self) -> None:
+        self.mail_from: str | None = None
+        self.rcpt_tos: list[str] = []
+        self.smtp_utf8 = False
+        self.options: MailOptions | None = None
         self.rcpt_attempts = 0
+        self.unverified = ""  # the port-25 verdict that no notice goes to this sender
 
 
-class _Hooks:
-    """aiosmtpd's handler: a command that raises is logged and answered 451."""
+# HELP: each command's syntax, and the attribute that says whether the port offers it now.
+_SYNTAX: dict[str, tuple[str, str, str | None]] = {
+    "AUTH": ("AUTH <mechanism> [initial-response]", "", "auth_offered"),
+    "DATA": ("DATA", "", None),
+    "EHLO": ("EHLO hostname", "", None),
+    "EXPN": ("EXPN <address>", "", None),
+    "HELO": ("HELO hostname", "", None),
+    "HELP": ("HELP [command]", "", None),
+    "MAIL": ("MAIL FROM: <address>", " [SP <mail-parameters>]", None),
+    "NOOP": ("NOOP [ignored]", "", None),
+    "QUIT": ("QUIT", "", None),
+    "RCPT": ("RCPT TO: <address>", "", None),
+    "RSET": ("RSET", "", None),
+    "STARTTLS": ("STARTTLS", "", "starttls_offered"),
+    "VRFY": ("VRFY <address>", "", None),
+}
 
-    def __dir__(self) -> list[str]:
-        # aiosmtpd looks for handle_<HOOK> and auth_<MECH> at every
-        # connection; listing only ours spares it the rest (see RelaySMTP).
-        return ["handle_exception"]
-
-    async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, TLSSetupException):  # a client's failed handshake is not our bug
-            log.info("tls_handshake_failed", error=str(error.__cause__ or error)[:200])
-            return "454 4.7.0 TLS handshake failed"
-        log.error("session_error", error=type(error).__name__, detail=str(error)[:200], exc_info=error)
-        return "451 4.3.0 Internal error; try again later"
-
-
-_HOOKS = _Hooks()  # stateless: one for every session
-
-
-def _guard(func):
-    """``smtp_<VERB>`` wrapped with the checks every command gets: the
-    per-session command budget and the NUL refusal."""
-
-    @functools.wraps(func)  # keeps aiosmtpd's HELP text
-    async def run(self: "RelaySMTP", arg: str | None) -> None:
-        task = asyncio.current_task()
-        if task is not self._handler and task is not None:  # aiosmtpd's command loop (a new one after STARTTLS)
-            self._handler = task
-            task.add_done_callback(self._handler_done)
-        self._commands += 1
-        limit = self.ctx.config.relay.max_commands_per_session
-        if limit and self._commands > limit:
-            self.ctx.count_rejection("too_many_commands")
-            await self.push("421 4.7.0 Too many commands in one session; closing connection")
-            self._close()
-            return
-        if arg is not None and "\x00" in arg:
-            self.ctx.count_rejection("nul")
-            await self.push("500 5.5.2 NUL characters are not allowed in commands")
-            return
-        await func(self, arg)
-    return run
+_OK = b"250 2.0.0 OK\r\n"
+_SENDER_OK = "250 2.1.0 Sender <{}> OK\r\n"
+_RECIPIENT_OK = "250 2.1.5 Recipient <{}> OK\r\n"
+_GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 
 
-def _guarded(cls):
-    """Every ``smtp_<VERB>`` of the class, aiosmtpd's included, guarded once
-    (at class creation, not per connection)."""
-    for name in dir(cls):
-        if name.startswith("smtp_"):
-            setattr(cls, name, _guard(getattr(cls, name)))
-    return cls
+class RelaySMTP(LineConnection):
+    """One client connection of one listener (see the module docstring)."""
 
-
-class _Limits(dict):
-    """Command line limits by verb; any other verb gets aiosmtpd's default
-    without being added (one table is shared by every session)."""
-
-    def __missing__(self, verb: str) -> int:
-        return SMTP.command_size_limit
-
-
-_EXTENSION_NAMES: dict[type, list[str]] = {}  # what RelaySMTP.__dir__ lists, by class
-
-
-@functools.lru_cache(maxsize=8)
-def _command_limits(line_length_limit: int) -> _Limits:
-    """aiosmtpd's per-command line limits for the relay (read, never changed)."""
-    return _Limits({"MAIL": 1024, "RCPT": 1024, "AUTH": line_length_limit})
-
-
-@_guarded
-class RelaySMTP(SMTP):
     def __init__(self, ctx: RelayContext, listener: Listener, *, starttls: Any = None,
                  implicit_tls: bool = False) -> None:
+        super().__init__(asyncio.get_running_loop())
         relay = ctx.config.relay
-        # Read buffer limit (aiosmtpd's documented class attribute, read when
-        # it builds its reader): the longest allowed line, its CRLF and a dot.
-        self.line_length_limit = relay.max_line_length + 3
         self.ctx = ctx
-        super().__init__(_HOOKS, data_size_limit=relay.max_message_bytes, enable_SMTPUTF8=True,
-                         decode_data=False, hostname=ctx.config.hostname, ident="ESMTP correo",
-                         tls_context=starttls, timeout=AIOSMTPD_TIMEOUT, auth_require_tls=True,
-                         loop=asyncio.get_running_loop())
-        # The rest after aiosmtpd's __init__, which looks at every attribute
-        # there is (inspect.getmembers): each one set before costs there.
         self.listener = listener
-        self._implicit_tls = implicit_tls
-        self._greeted = False
-        self._admitted = False
-        self._refused = False
-        self._commands = 0
-        self._auth_failures = 0
-        self._in_auth = False
-        self._auth_eol = False  # the AUTH answer's line end has come
-        self._skip_line = False  # dropping the rest of an over-long AUTH answer
+        self.hostname = ctx.config.hostname
+        self.tls_context = starttls
+        self.tls_active = implicit_tls
+        self.max_line = max(relay.max_line_length + 3, PATH_COMMAND_LIMIT)
+        self.auth_line_limit = relay.max_line_length + 3
+        self.session = Session()
+        self.envelope = Envelope()
         self.peer_ip = ""
+        self.log = log
         self.busy = False  # inside DATA: do not cut the connection on shutdown
         self.auth_offered = False  # what EHLO advertises and HELP lists (set per connection and after STARTTLS)
         self.starttls_offered = False
-        self.log = log
-        self._tail = b""  # the unfinished command line so far
-        self._held: bytearray | None = None  # octets after a DATA line, until smtp_DATA answered
-        self._sink: DataSink | None = None
+        self.defences: ConnectionDefences | None = None  # port 25 only
+        self._admitted = False
+        self._refused = False
+        self._commands = 0
+        self._bogus = 0
+        self._auth_failures = 0
+        self._auth_summary = ""  # the last message's SPF/DKIM/DMARC results, for its log line
         self._last_input = 0.0
         self._connected_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
-        self.defences: ConnectionDefences | None = None  # port 25 only
-        self._auth_summary = ""  # the last message's SPF/DKIM/DMARC results, for its log line
-        self._handler: asyncio.Task | None = None  # aiosmtpd's command loop, once a command has come
-        self._lost = False
-        # aiosmtpd keeps these limits on the class; this listener's own, made once.
-        self.command_size_limits = _command_limits(self.line_length_limit)
 
-    # -- plumbing ------------------------------------------------------------
-    def __dir__(self) -> list[str]:
-        """The commands and AUTH mechanisms only (``smtp_<VERB>``,
-        ``auth_<MECH>``): how aiosmtpd finds a subclass's (its documented
-        extension points), and all it looks for when it builds its tables at
-        every connection.  Listing every attribute made it fetch each one of
-        about two hundred, a third of the cost of accepting a connection."""
-        cls = type(self)
-        names = _EXTENSION_NAMES.get(cls)
-        if names is None:  # once per class (dir of the class is not this method)
-            names = _EXTENSION_NAMES[cls] = [n for n in dir(cls) if n.startswith(("smtp_", "auth_"))]
-        return names
+    # -- replies -------------------------------------------------------------------
+    def reply(self, text: str) -> None:
+        """One reply (lines joined by CRLF), with an enhanced status code
+        where it lacks one and no control character echoed back."""
+        if not text.isprintable():
+            text = "\r\n".join(_printable(line) for line in text.split("\r\n"))
+        self.send((with_status(text) + "\r\n").encode("utf-8", "surrogateescape"))
 
-    def _create_session(self) -> Session:
-        return RelaySession(self.loop)
+    async def push(self, text: str) -> None:
+        """:meth:`reply` for code that awaits it."""
+        self.reply(text)
 
-    @property
-    def tls_active(self) -> bool:
-        return getattr(self, "_implicit_tls", False) or (self.session is not None and self.session.ssl is not None)
-
-    def _ssl_object(self):
-        if self.session is not None and self.session.ssl:
-            return self.session.ssl.get("ssl_object")
-        return self.transport.get_extra_info("ssl_object") if self.transport else None
-
-    def _offers(self) -> None:
-        tls = self.tls_active
-        self.starttls_offered = self.tls_context is not None and not tls
-        self.auth_offered = self.listener.requires_auth and plaintext_login_allowed(
-            self.ctx.config.auth, self.peer_ip, tls)
-
-    def _reset_envelope(self) -> None:
-        self.envelope = self._create_envelope()
-
-    async def push(self, status) -> None:
-        if isinstance(status, str):
-            # Replies never echo control characters back (aiosmtpd quotes unknown commands).
-            status = "\r\n".join(_printable(line) for line in status.split("\r\n"))
-            if self._greeted:  # the greeting carries no enhanced code (RFC 2034)
-                status = with_status(status)
-            self._greeted = True
-        await super().push(status)
-
-    async def _raw(self, text: str) -> None:
-        self._greeted = True
-        await SMTP.push(self, text)
-
-    async def _refuse(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
+    def _refuse(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
         self.ctx.count_rejection(reply.reason)
         self._note_refusal(reply, sender=sender, recipient=recipient)
-        await self.push(str(reply))
+        self.reply(str(reply))
 
     def _note_refusal(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
         if self.ctx.backscatter is not None:
@@ -363,16 +207,38 @@ class RelaySMTP(SMTP):
                 client=self.peer_ip)
 
     def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self.close_after_reply()
 
-    # -- connection (asyncio's protocol callbacks) -------------------------------
+    def _ssl_object(self):
+        return self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+
+    def _offers(self) -> None:
+        tls = self.tls_active
+        self.starttls_offered = self.tls_context is not None and not tls
+        self.auth_offered = self.listener.requires_auth and plaintext_login_allowed(
+            self.ctx.config.auth, self.peer_ip, tls)
+
+    def _reset_envelope(self) -> None:
+        self.envelope = Envelope()
+
+    def failed(self, error: BaseException) -> None:
+        self.log.error("session_error", error=type(error).__name__, detail=str(error)[:200], exc_info=error)
+        self.reply("451 4.3.0 Internal error; try again later")
+
+    def too_long(self) -> None:
+        self.reply("500 5.5.2 Command line too long")
+
+    def line_limit(self, line: bytes) -> int:
+        if self.session.extended_smtp:
+            verb = line[:5].upper()
+            if verb == b"MAIL " or verb == b"RCPT ":
+                return PATH_COMMAND_LIMIT
+            if verb == b"AUTH ":
+                return self.auth_line_limit
+        return COMMAND_LIMIT
+
+    # -- connection (asyncio's protocol callbacks) -------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[override]
-        if self._admitted:  # again, after STARTTLS: a new stream, nothing held from before
-            self._tail, self._held = b"", None
-            super().connection_made(transport)
-            self._offers()
-            return
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
         self.log = log.bind(listener=self.listener.value, peer=self.peer_ip)
@@ -385,54 +251,43 @@ class RelaySMTP(SMTP):
             transport.write(f"421 4.7.0 {self.hostname} {refusal}; try again later\r\n".encode())
             transport.close()
             return
-        self._admitted = True
-        self._connected_at = time.monotonic()
-        self.ctx.sessions.add(self)
-        self.ctx.metrics.inc(ctxmod.CONNECTIONS, listener=self.listener.value)
-        self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
-        if self.ctx.defences is not None and self.listener is Listener.SMTP:
-            self.defences = self.ctx.defences.connection(self.peer_ip)
-            self.defences.connected()  # DNSBL lookups start now; their verdict is awaited at RCPT
         super().connection_made(transport)
+        self._admitted = True
+        ctx = self.ctx
+        ctx.sessions.add(self)
+        ctx.metrics.inc(ctxmod.CONNECTIONS, listener=self.listener.value)
+        ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, ctx.gate.total)
+        if ctx.defences is not None and self.listener is Listener.SMTP:
+            self.defences = ctx.defences.connection(self.peer_ip)
+            self.defences.connected()  # DNSBL lookups start now; their verdict is awaited at RCPT
         self._offers()
         self._last_input = self._connected_at = self.loop.time()
-        first = self._last_input + self.ctx.config.relay.timeout_seconds
+        first = self._last_input + ctx.config.relay.timeout_seconds
         self._idle_timer = self.loop.call_at(min(first, self._login_deadline() or first), self._idle_check)
-
-    def _handler_done(self, task: asyncio.Task) -> None:
-        if task is self._handler and self._lost:
-            self.loop.call_soon(self._forget)
-
-    def _forget(self) -> None:
-        """The connection is over and aiosmtpd's command loop has ended: let
-        go of everything.  aiosmtpd's tables of bound methods make every
-        connection's objects a reference cycle; without this each one waited
-        for the garbage collector (a few percent of the relay's CPU)."""
-        self.__dict__.clear()
+        transport.write(f"220 {self.hostname} ESMTP correo\r\n".encode())
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
-        self._lost = True
-        if self._handler is not None and self._handler.done():
-            self.loop.call_soon(self._forget)
+        super().connection_lost(error)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        if self._sink is not None and not self._sink.done.done():
-            self._sink.done.set_result(False)
+        task = self._task
+        if task is not None and not self.busy:  # a check or a login nobody waits for now; a hand-off finishes
+            task.cancel()
         if self._admitted:
             self._admitted = False
-            self.ctx.gate.release(self.peer_ip)
-            self.ctx.sessions.discard(self)
-            self.ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, self.ctx.gate.total)
-            self.ctx.metrics.observe(ctxmod.SESSION_SECONDS, time.monotonic() - self._connected_at,
-                                     listener=self.listener.value)
+            ctx = self.ctx
+            ctx.gate.release(self.peer_ip)
+            ctx.sessions.discard(self)
+            ctx.metrics.set(ctxmod.CONNECTIONS_OPEN, ctx.gate.total)
+            ctx.metrics.observe(ctxmod.SESSION_SECONDS, self.loop.time() - self._connected_at,
+                                listener=self.listener.value)
             if self.defences is not None:
                 self.defences.close()
-        super().connection_lost(error)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool:
         if self._refused:
             return False
         if self._sink is not None and not self._sink.done.done():
@@ -441,56 +296,13 @@ class RelaySMTP(SMTP):
             # the idle timeout, holding the connection slot and the message).
             self.log.info("data_aborted", received=self._sink.reader.received)
             self._sink.done.set_result(False)
-            return False  # asyncio closes the transport: connection_lost follows
         return super().eof_received()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         self._last_input = self.loop.time()
-        self._input(data)
-
-    def _input(self, data: bytes) -> None:
-        """Where the client's octets go: the message being read, held back
-        after a DATA line, or aiosmtpd's command reader."""
-        if self._sink is not None:
-            rest = self._sink.feed(data)
-            if rest is None:
-                return
-            self._sink = None
-            data = rest
-            if not data:
-                return
-        if self._held is not None:
-            self._held += data
-            if len(self._held) > HOLD_LIMIT and self.transport is not None:
-                self.transport.pause_reading()
-            return
-        if self._skip_line:  # the rest of an over-long AUTH answer
-            nl = data.find(b"\n")
-            if nl < 0:
-                return
-            self._skip_line = False
-            data = data[nl + 1:]
-            if not data:
-                return
-        if self._in_auth:
-            self._auth_eol = self._auth_eol or b"\n" in data
-            super().data_received(data)
-            return
-        end, self._tail = data_line_end(data, self._tail)
-        if end < 0:
-            super().data_received(data)
-            return
-        super().data_received(data[:end])
-        self._held = bytearray(data[end:])
-
-    def _release(self, held: bytearray | None) -> None:
-        """DATA was refused: what followed it is commands after all."""
-        if self.transport is not None and held is not None and len(held) > HOLD_LIMIT:
-            self.transport.resume_reading()
-        if held:
-            self._input(bytes(held))
+        super().data_received(data)
 
     def _idle_check(self) -> None:
         """Idle too long: say so (RFC 5321 section 4.5.3.2 allows the 421), then close."""
@@ -522,15 +334,49 @@ class RelaySMTP(SMTP):
         logged in is disconnected (``auth.loginTimeoutSeconds`` after it
         connected, as Dovecot's login processes); None elsewhere, or once
         logged in."""
-        if not self.listener.requires_auth or (self.session is not None and self.session.mailbox is not None):
+        if not self.listener.requires_auth or self.session.mailbox is not None:
             return None
         return self._connected_at + self.ctx.config.auth.login_timeout_seconds
 
-    # -- greeting and capabilities -------------------------------------------
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str | None) -> None:
+    # -- the command table -----------------------------------------------------------
+    def command(self, line: bytes) -> Awaitable[None] | None:
+        if not line:
+            self.reply("500 5.5.2 Error: bad syntax")
+            return None
+        verb_bytes, _, arg_bytes = line.partition(b" ")
+        try:
+            verb = verb_bytes.upper().decode("ascii")
+        except UnicodeDecodeError:
+            self.reply("500 5.5.2 Error: bad syntax")
+            return None
+        method = _COMMANDS.get(verb)
+        if method is None:
+            self._bogus += 1
+            if self._bogus >= BOGUS_LIMIT:
+                self.log.info("too_many_unrecognized_commands")
+                self.reply("502 5.5.1 Too many unrecognized commands, goodbye.")
+                self._close()
+                return None
+            self.reply(f'500 5.5.2 Error: command "{verb[:40]}" not recognized')
+            return None
+        self._commands += 1
+        limit = self.ctx.config.relay.max_commands_per_session
+        if limit and self._commands > limit:
+            self.ctx.count_rejection("too_many_commands")
+            self.reply("421 4.7.0 Too many commands in one session; closing connection")
+            self._close()
+            return None
+        arg = arg_bytes.strip().decode("utf-8", "surrogateescape") if arg_bytes else None
+        if arg is not None and "\x00" in arg:
+            self.ctx.count_rejection("nul")
+            self.reply("500 5.5.2 NUL characters are not allowed in commands")
+            return None
+        return method(self, arg or None)
+
+    # -- greeting and capabilities ------------------------------------------------
+    def smtp_EHLO(self, hostname: str | None) -> None:
         if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            self.reply("501 5.5.4 Syntax: EHLO hostname")
             return
         self._reset_envelope()
         self.session.extended_smtp = True
@@ -541,48 +387,97 @@ class RelaySMTP(SMTP):
             lines.append("STARTTLS")
         if self.auth_offered:
             lines.append("AUTH PLAIN LOGIN")
-        await self._raw("\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}"
-                                    for i, line in enumerate(lines)))
+        self.send("".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n"
+                          for i, line in enumerate(lines)).encode())
 
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str | None) -> None:
+    def smtp_HELO(self, hostname: str | None) -> None:
         if not hostname:
-            await self.push("501 5.5.4 Syntax: HELO hostname")
+            self.reply("501 5.5.4 Syntax: HELO hostname")
             return
         self._reset_envelope()
         self.session.extended_smtp = False
         self.session.host_name = hostname
-        await self._raw(f"250 {self.hostname}")
+        self.send(f"250 {self.hostname}\r\n".encode())
 
-    @syntax("STARTTLS", when="starttls_offered")
-    async def smtp_STARTTLS(self, arg: str | None) -> None:
+    def smtp_NOOP(self, arg: str | None) -> None:
+        self.send(_OK)
+
+    def smtp_RSET(self, arg: str | None) -> None:
+        if arg:
+            self.reply("501 5.5.4 Syntax: RSET")
+            return
+        self._reset_envelope()
+        self.send(_OK)
+
+    def smtp_QUIT(self, arg: str | None) -> None:
+        if arg:
+            self.reply("501 5.5.4 Syntax: QUIT")
+            return
+        self.send(b"221 2.0.0 Bye\r\n")
+        self._close()
+
+    def smtp_VRFY(self, arg: str | None) -> None:
+        if not arg:
+            self.reply("501 5.5.4 Syntax: VRFY <address>")
+            return
+        self.reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    def smtp_EXPN(self, arg: str | None) -> None:
+        self.reply("502 5.5.1 EXPN not implemented")
+
+    def smtp_HELP(self, arg: str | None) -> None:
+        code = 250
+        if arg:
+            found = _SYNTAX.get(arg.upper())
+            if found is not None and (found[2] is None or getattr(self, found[2])):
+                text = found[0] + (found[1] if self.session.extended_smtp else "")
+                self.reply(f"250 2.0.0 Syntax: {text}")
+                return
+            code = 501
+        offered = sorted(verb for verb, (_, _, when) in _SYNTAX.items() if when is None or getattr(self, when))
+        self.reply(f"{code} {'2.0.0' if code == 250 else '5.5.4'} Supported commands: {' '.join(offered)}")
+
+    def smtp_STARTTLS(self, arg: str | None) -> Awaitable[None] | None:
+        if arg:
+            self.reply("501 5.5.4 Syntax: STARTTLS")
+            return None
         if self.tls_active:
-            await self.push("503 5.5.1 TLS is already active")
-            return
+            self.reply("503 5.5.1 TLS is already active")
+            return None
         if self.tls_context is None:
-            await self.push("454 4.7.0 TLS not available")
-            return
-        await super().smtp_STARTTLS(arg)
+            self.reply("454 4.7.0 TLS not available")
+            return None
+        return self._starttls()
 
-    # -- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) --------------------------------
+    async def _starttls(self) -> None:
+        self.reply("220 2.0.0 Ready to start TLS")
+        if not await self.upgrade(self.tls_context, TLS_HANDSHAKE_SECONDS):
+            return
+        self.tls_active = True
+        self.session = Session()  # everything said before TLS is forgotten (RFC 3207 section 4.2)
+        self._reset_envelope()
+        self._offers()
+
+    # -- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) -----------------------------------------
     async def _challenge(self, text: str) -> bytes | None:
         """Send a 334 challenge, return the client's answer, base64-decoded
         (None if it aborted or sent nonsense; the reply has then been sent)."""
-        self._greeted = True
-        self._in_auth = True  # an answer is no command, whatever it looks like
-        self._auth_eol = False
+        self.send(f"334 {base64.b64encode(text.encode()).decode()}\r\n".encode())
         try:
-            answer = await self.challenge_auth(text, encode_to_b64=True)
-        except ValueError:  # longer than the read buffer
-            # The reader dropped what it held; unless the line's end had
-            # come, the rest of it is still on its way: dropped as it comes
-            # (:meth:`_input`), so that it gets no reply of its own.
-            self._skip_line = not self._auth_eol
-            await self.push("501 5.5.2 Authentication line too long")
+            line = await self.read_line(self.auth_line_limit)
+        except LineTooLong:
+            self.reply("501 5.5.2 Authentication line too long")
             return None
-        finally:
-            self._in_auth = False
-        return None if answer is MISSING else answer
+        if line is None:  # the connection went away
+            return None
+        if line == b"*":
+            self.reply("501 5.7.0 Authentication aborted")
+            return None
+        try:
+            return base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self.reply("501 5.5.2 Can't decode base64")
+            return None
 
     async def _sasl_credentials(self, mechanism: str, initial: str | None) -> tuple[str, str] | None:
         if mechanism == "PLAIN":
@@ -594,7 +489,7 @@ class RelaySMTP(SMTP):
             try:
                 _authz, user, password = decode_sasl_plain("" if initial == "=" else initial)
             except SaslError as exc:
-                await self.push(f"501 5.5.2 Invalid PLAIN response: {exc}")
+                self.reply(f"501 5.5.2 Invalid PLAIN response: {exc}")
                 return None
             return user, password
         # LOGIN: username, then password, each base64
@@ -602,7 +497,7 @@ class RelaySMTP(SMTP):
             try:
                 user_raw: bytes | None = base64.b64decode(initial, validate=True)
             except (binascii.Error, ValueError):
-                await self.push("501 5.5.2 Cannot decode base64")
+                self.reply("501 5.5.2 Cannot decode base64")
                 return None
         else:
             user_raw = await self._challenge("Username:")
@@ -614,48 +509,51 @@ class RelaySMTP(SMTP):
         try:
             return user_raw.decode("utf-8"), password_raw.decode("utf-8")
         except UnicodeDecodeError:
-            await self.push("501 5.5.2 Credentials are not UTF-8")
+            self.reply("501 5.5.2 Credentials are not UTF-8")
             return None
 
-    @syntax("AUTH <mechanism> [initial-response]", when="auth_offered")
-    async def smtp_AUTH(self, arg: str | None) -> None:
+    def smtp_AUTH(self, arg: str | None) -> Awaitable[None] | None:
         session = self.session
         if not self.listener.requires_auth:
-            await self._refuse(Reply(503, "5.5.1", "AUTH is not available on this port; use submission",
-                                     "auth_not_offered"))
-            return
+            self._refuse(Reply(503, "5.5.1", "AUTH is not available on this port; use submission",
+                               "auth_not_offered"))
+            return None
         if not session.host_name or not session.extended_smtp:
-            await self.push("503 5.5.1 Send EHLO first")
-            return
+            self.reply("503 5.5.1 Send EHLO first")
+            return None
         if session.mailbox is not None:
-            await self.push("503 5.5.1 Already authenticated")
-            return
+            self.reply("503 5.5.1 Already authenticated")
+            return None
         if self.envelope.mail_from is not None:
-            await self.push("503 5.5.1 AUTH is not permitted during a mail transaction")
-            return
+            self.reply("503 5.5.1 AUTH is not permitted during a mail transaction")
+            return None
         if not plaintext_login_allowed(self.ctx.config.auth, self.peer_ip, self.tls_active):
-            await self._refuse(Reply(538, "5.7.11", "Encryption required for requested authentication mechanism "
-                                     "(use STARTTLS first)", "auth_without_tls"))
-            return
+            self._refuse(Reply(538, "5.7.11", "Encryption required for requested authentication mechanism "
+                               "(use STARTTLS first)", "auth_without_tls"))
+            return None
         parts = (arg or "").split()
         if not parts or len(parts) > 2:
-            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
-            return
+            self.reply("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return None
         mechanism = parts[0].upper()
         if mechanism not in ("PLAIN", "LOGIN"):
-            await self.push("504 5.5.4 Unrecognized authentication type")
-            return
-        creds = await self._sasl_credentials(mechanism, parts[1] if len(parts) == 2 else None)
+            self.reply("504 5.5.4 Unrecognized authentication type")
+            return None
+        return self._auth(mechanism, parts[1] if len(parts) == 2 else None)
+
+    async def _auth(self, mechanism: str, initial: str | None) -> None:
+        creds = await self._sasl_credentials(mechanism, initial)
         if creds is None:
             return
         user, password = creds
+        session = self.session
         result = await check_login(self.ctx.directory.get(), self.ctx.throttle, self.peer_ip, user, password)
         if result.ok:
             session.mailbox = result.mailbox
             self._auth_failures = 0
             self.ctx.metrics.inc(ctxmod.AUTH, result="ok")
             self.log.info("auth_ok", mechanism=mechanism, mailbox=result.mailbox.address)
-            await self.push("235 2.7.0 Authentication successful")
+            self.reply("235 2.7.0 Authentication successful")
             return
         self._auth_failures += 1
         self.ctx.metrics.inc(ctxmod.AUTH, result=result.failure or "failed")
@@ -663,173 +561,187 @@ class RelaySMTP(SMTP):
         self.log.info("auth_failed", mechanism=mechanism, user=user[:200], failure=result.failure,
                       reason=result.detail or result.failure)
         if result.failure == "suspended":
-            await self.push("535 5.7.8 Authentication refused: the mailbox is suspended")
+            self.reply("535 5.7.8 Authentication refused: the mailbox is suspended")
         else:
             hint = wait_hint(result.retry_after)
-            await self.push("535 5.7.8 Authentication credentials invalid" + (f".{hint}" if hint else ""))
+            self.reply("535 5.7.8 Authentication credentials invalid" + (f".{hint}" if hint else ""))
         limit = self.ctx.config.auth.max_failures_per_session
         if limit and self._auth_failures >= limit:
-            await self.push("421 4.7.0 Too many failed authentication attempts; closing connection")
+            self.reply("421 4.7.0 Too many failed authentication attempts; closing connection")
             self._close()
 
-    # -- the mail transaction ------------------------------------------------
-    async def _transaction_refusal(self) -> Reply | None:
+    # -- the mail transaction --------------------------------------------------------------
+    def _transaction_refusal(self) -> Reply | None:
         if not self.session.host_name:
             return Reply(503, "5.5.1", "Send HELO or EHLO first")
         if self.listener.requires_auth and self.session.mailbox is None:
             return Reply(530, "5.7.0", "Authentication required", "auth_required")
         return None
 
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        refusal = await self._transaction_refusal()
+    def smtp_MAIL(self, arg: str | None) -> Awaitable[None] | None:
+        refusal = self._transaction_refusal()
         if refusal:
-            await self._refuse(refusal)
-            return
+            self._refuse(refusal)
+            return None
         if self.envelope.mail_from is not None:
-            await self.push("503 5.5.1 Nested MAIL command")
-            return
+            self.reply("503 5.5.1 Nested MAIL command")
+            return None
         rest = split_keyword(arg, "FROM:")
         if rest is None:
-            await self.push("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
-            return
+            self.reply("501 5.5.4 Syntax: MAIL FROM:<address> [parameters]")
+            return None
         relay = self.ctx.config.relay
         try:
             sender, param_text = parse_path(rest, allow_null=True)
             params = parse_params(param_text)
         except PathError as exc:
-            await self._refuse(exc.reply)
-            return
+            self._refuse(exc.reply)
+            return None
         options = check_mail_params(params, extended=self.session.extended_smtp, max_bytes=relay.max_message_bytes)
         if isinstance(options, Reply):
-            await self._refuse(options)
-            return
+            self._refuse(options)
+            return None
         refusal = sender and needs_smtputf8(sender, options.smtputf8)
         if refusal:
-            await self._refuse(refusal)
-            return
+            self._refuse(refusal)
+            return None
         if not self.ctx.limiter.allowed(self.peer_ip):
-            await self._refuse(self.ctx.limiter.rate_limited_reply(self.peer_ip))
-            return
+            self._refuse(self.ctx.limiter.rate_limited_reply(self.peer_ip))
+            return None
+        address = sender.address if sender else ""
         refusal = check_sender(self.listener, self.session.mailbox, sender, self.ctx.directory.get())
         if refusal:
-            self.log.info("sender_refused", sender=sender.address if sender else "", reason=refusal.reason)
-            await self._refuse(refusal)
-            return
+            self.log.info("sender_refused", sender=address, reason=refusal.reason)
+            self._refuse(refusal)
+            return None
         if self.defences is not None:  # SPF
-            refusal = await self.defences.at_mail(self.session.host_name or "", sender.address if sender else "")
-            self.ctx.count_verdicts(self.defences.mail_verdicts())
-            if refusal:
-                self.log.info("sender_refused", sender=sender.address if sender else "", reason=refusal.reason,
-                              reply=str(refusal))
-                await self._refuse(refusal, sender=sender.address if sender else "")
-                return
-        self.envelope.mail_from = sender.address if sender else ""
-        self.envelope.smtp_utf8 = options.smtputf8
-        self.envelope.mail_options = [f"{k}={v}" if v is not None else k for k, v in params.items()]
-        self.session.mail_options = options
-        self.session.rcpt_attempts = 0
-        await self.push(f"250 2.1.0 Sender <{self.envelope.mail_from}> OK")
+            return self._mail_checked(address, options)
+        self._mail_accepted(address, options)
+        return None
 
-    @syntax("RCPT TO: <address>")
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        refusal = await self._transaction_refusal()
+    async def _mail_checked(self, address: str, options: MailOptions) -> None:
+        refusal = await self.defences.at_mail(self.session.host_name or "", address)
+        self.ctx.count_verdicts(self.defences.mail_verdicts())
         if refusal:
-            await self._refuse(refusal)
+            self.log.info("sender_refused", sender=address, reason=refusal.reason, reply=str(refusal))
+            self._refuse(refusal, sender=address)
             return
-        if self.envelope.mail_from is None:
-            await self.push("503 5.5.1 Need MAIL command first")
-            return
-        self.session.rcpt_attempts += 1
+        self._mail_accepted(address, options)
+
+    def _mail_accepted(self, address: str, options: MailOptions) -> None:
+        envelope = self.envelope
+        envelope.mail_from = address
+        envelope.smtp_utf8 = options.smtputf8
+        envelope.options = options
+        envelope.rcpt_attempts = 0
+        self.send(_SENDER_OK.format(address).encode("utf-8", "surrogateescape"))
+
+    def smtp_RCPT(self, arg: str | None) -> Awaitable[None] | None:
+        refusal = self._transaction_refusal()
+        if refusal:
+            self._refuse(refusal)
+            return None
+        envelope = self.envelope
+        if envelope.mail_from is None:
+            self.reply("503 5.5.1 Need MAIL command first")
+            return None
+        envelope.rcpt_attempts += 1
         rest = split_keyword(arg, "TO:")
         if rest is None:
-            await self.push("501 5.5.4 Syntax: RCPT TO:<address>")
-            return
+            self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
+            return None
         config = self.ctx.config
         try:
             rcpt, param_text = parse_path(rest, allow_null=False)
             params = parse_params(param_text)
         except PathError as exc:
-            await self._refuse(exc.reply)
-            return
+            self._refuse(exc.reply)
+            return None
         assert rcpt is not None
-        refusal = check_rcpt_params(params) or needs_smtputf8(rcpt, self.envelope.smtp_utf8)
+        refusal = check_rcpt_params(params) or needs_smtputf8(rcpt, envelope.smtp_utf8)
         if refusal:
-            await self._refuse(refusal)
-            return
+            self._refuse(refusal)
+            return None
         rcpt = resolve_postmaster(rcpt, config)
-        if len(self.envelope.rcpt_tos) >= config.relay.max_recipients:
-            await self._refuse(Reply(452, "4.5.3", f"Too many recipients (at most {config.relay.max_recipients} "
-                                     "per message)", "too_many_recipients"))
-            return
+        if len(envelope.rcpt_tos) >= config.relay.max_recipients:
+            self._refuse(Reply(452, "4.5.3", f"Too many recipients (at most {config.relay.max_recipients} "
+                               "per message)", "too_many_recipients"))
+            return None
         if self.defences is not None:  # the DNSBL verdict, SRS bounce addresses
-            outcome = await self.defences.at_rcpt(rcpt.address)
-            if outcome.reply is not None:
-                self.log.info("recipient_refused", recipient=rcpt.address, reason=outcome.reply.reason,
-                              reply=str(outcome.reply))
-                await self._refuse(outcome.reply, recipient=rcpt.address)
-                return
-            if outcome.srs:  # a bounce to a sender we forwarded for: it goes back to them
-                self.log.info("srs_bounce", recipient=rcpt.address, to=outcome.recipient)
-                if outcome.recipient.lower() not in (r.lower() for r in self.envelope.rcpt_tos):
-                    self.envelope.rcpt_tos.append(outcome.recipient)
-                await self.push(f"250 2.1.5 Recipient <{rcpt.address}> OK")
-                return
+            return self._rcpt_checked(rcpt)
+        self._rcpt_judged(rcpt)
+        return None
+
+    async def _rcpt_checked(self, rcpt) -> None:
+        outcome = await self.defences.at_rcpt(rcpt.address)
+        if outcome.reply is not None:
+            self.log.info("recipient_refused", recipient=rcpt.address, reason=outcome.reply.reason,
+                          reply=str(outcome.reply))
+            self._refuse(outcome.reply, recipient=rcpt.address)
+            return
+        if outcome.srs:  # a bounce to a sender we forwarded for: it goes back to them
+            self.log.info("srs_bounce", recipient=rcpt.address, to=outcome.recipient)
+            envelope = self.envelope
+            if outcome.recipient.lower() not in (r.lower() for r in envelope.rcpt_tos):
+                envelope.rcpt_tos.append(outcome.recipient)
+            self.send(_RECIPIENT_OK.format(rcpt.address).encode("utf-8", "surrogateescape"))
+            return
+        self._rcpt_judged(rcpt)
+
+    def _rcpt_judged(self, rcpt) -> None:
+        """The recipient rules and the backscatter checks; then the recipient is in."""
+        config = self.ctx.config
         refusal = check_recipient(self.listener, self.session.mailbox is not None, rcpt, config,
                                   self.ctx.directory.get())
         if refusal:
             self.log.info("recipient_refused", recipient=rcpt.address, reason=refusal.reason)
-            await self._refuse(refusal, recipient=rcpt.address)
+            self._refuse(refusal, recipient=rcpt.address)
             return
+        envelope = self.envelope
         if self.ctx.backscatter is not None:  # forwards to broken mailboxes, quota
             found = self.ctx.backscatter.checks.at_rcpt(self.ctx.directory.get(), rcpt.address,
-                                                        self.session.mail_options.size if self.session.mail_options
-                                                        else None)
+                                                        envelope.options.size if envelope.options else None)
             if found is not None:
                 self.log.info("recipient_refused", recipient=rcpt.address, reason=found[0].reason, target=found[1])
-                await self._refuse(found[0], recipient=rcpt.address)
+                self._refuse(found[0], recipient=rcpt.address)
                 return
         address = rcpt.address
-        if address.lower() not in (r.lower() for r in self.envelope.rcpt_tos):
-            self.envelope.rcpt_tos.append(address)
-        await self.push(f"250 2.1.5 Recipient <{address}> OK")
+        if not envelope.rcpt_tos:
+            envelope.rcpt_tos.append(address)
+        elif address.lower() not in (r.lower() for r in envelope.rcpt_tos):
+            envelope.rcpt_tos.append(address)
+        self.send(_RECIPIENT_OK.format(address).encode("utf-8", "surrogateescape"))
 
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str | None) -> None:
-        held, self._held = self._held, None
-        refusal = await self._transaction_refusal()
+    def smtp_DATA(self, arg: str | None) -> Awaitable[None] | None:
+        refusal = self._transaction_refusal()
+        envelope = self.envelope
         if refusal:
-            await self._refuse(refusal)
+            self._refuse(refusal)
         elif arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-        elif self.envelope.mail_from is None:
-            await self.push("503 5.5.1 Need MAIL command first")
-        elif not self.envelope.rcpt_tos:
-            if self.session.rcpt_attempts:
-                await self.push("554 5.5.1 No valid recipients")
+            self.reply("501 5.5.4 Syntax: DATA")
+        elif envelope.mail_from is None:
+            self.reply("503 5.5.1 Need MAIL command first")
+        elif not envelope.rcpt_tos:
+            if envelope.rcpt_attempts:
+                self.reply("554 5.5.1 No valid recipients")
             else:
-                await self.push("503 5.5.1 Need RCPT command first")
+                self.reply("503 5.5.1 Need RCPT command first")
         else:
-            await self._message(held)
-            return
-        self._release(held)
+            self.send(_GO_AHEAD)
+            return self._message()
+        return None
 
-    async def _message(self, held: bytearray | None) -> None:
-        """``354``, the message (read by :meth:`_input` into a sink), its
-        checks, the hand-off, the reply."""
+    async def _message(self) -> None:
+        """The message (read by :mod:`.connection` into a sink), its checks,
+        the hand-off, the reply."""
         relay = self.ctx.config.relay
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = MessageReader(relay.max_message_bytes, relay.max_line_length,
                                spool_over=relay.data_in_memory_bytes, spool_dir=relay.data_spool_dir or None)
         sink = DataSink(reader, self.loop.create_future())
         inflight = 0
         self.busy = True
         try:
-            self._sink = sink
-            if held is not None and len(held) > HOLD_LIMIT and self.transport is not None:
-                self.transport.resume_reading()
-            if held:
-                self._input(bytes(held))
+            self.start_message(sink)
             if not await sink.done:  # the connection went away first
                 return
             self.ctx.metrics.inc(ctxmod.BYTES, reader.received, listener=self.listener.value)
@@ -837,13 +749,13 @@ class RelaySMTP(SMTP):
             if refusal is not None:
                 self.log.info("message_refused", reason=refusal.reason, size=reader.size)
                 self._reset_envelope()
-                await self._refuse(refusal)
+                self._refuse(refusal)
                 return
             if self.ctx.inflight_bytes and self.ctx.inflight_bytes + reader.size > relay.max_inflight_bytes:
                 self.log.warning("message_deferred_memory", size=reader.size, inflight=self.ctx.inflight_bytes)
                 self._reset_envelope()
-                await self._refuse(Reply(452, "4.3.1", "Insufficient system resources for this message now; "
-                                         "try again later", "inflight_limit"))
+                self._refuse(Reply(452, "4.3.1", "Insufficient system resources for this message now; "
+                                   "try again later", "inflight_limit"))
                 return
             inflight = reader.size
             self.ctx.inflight_bytes += inflight
@@ -860,7 +772,7 @@ class RelaySMTP(SMTP):
                               "internal_error")
                 self.ctx.count_rejection(reply.reason)
             self._reset_envelope()
-            await self.push(str(reply))
+            self.reply(str(reply))
         finally:
             self.ctx.inflight_bytes -= inflight
             reader.close()  # the message's memory or temporary file, however the transfer ended
@@ -904,7 +816,7 @@ class RelaySMTP(SMTP):
         ``key``: the message key of what the client sent (:mod:`correo_server.deliverykeys`)."""
         envelope, session = self.envelope, self.session
         relay_id = new_id()
-        options = session.mail_options
+        options = envelope.options
         tls = TLSInfo.from_ssl_object(self._ssl_object()) if self.tls_active else None
         protocol = protocol_name(esmtp=session.extended_smtp, tls=self.tls_active,
                                  authenticated=session.mailbox is not None, smtputf8=envelope.smtp_utf8)
@@ -943,3 +855,7 @@ class RelaySMTP(SMTP):
             self.ctx.count_rejection(reply.reason)
             self.log.info("message_not_accepted", id=relay_id, reply=str(reply), sender=envelope.mail_from)
         return reply
+
+
+_COMMANDS: dict[str, Callable[[RelaySMTP, str | None], Awaitable[None] | None]] = {
+    verb: getattr(RelaySMTP, f"smtp_{verb}") for verb in _SYNTAX}

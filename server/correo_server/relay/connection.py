@@ -243,7 +243,11 @@ class LineConnection(asyncio.Protocol):
                     self._skipping = False
                     self.too_long()
                     continue
-                pending = self.command(line)
+                try:
+                    pending = self.command(line)
+                except Exception as exc:  # a bug answers 451 for its command; the session goes on
+                    self.failed(exc)
+                    continue
                 if pending is not None:
                     self._start(pending)
         finally:

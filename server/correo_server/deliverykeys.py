@@ -39,7 +39,6 @@ message without a Message-ID when the relay died after the queue took it.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 
@@ -56,12 +55,28 @@ def valid(key: str | None) -> bool:
     return bool(key) and _VALID.fullmatch(key) is not None  # type: ignore[arg-type]
 
 
+# Base32 (RFC 4648, lower case) of a 15-octet digest, ten bits (two letters)
+# at a time: what ``base64.b32encode(digest).decode().lower()`` gives (keys
+# are persisted: index rows, file names), without 3.11's pure-Python
+# encoder (~1.8 us a key here, this 0.7).
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [a + b for a in _B32 for b in _B32]
+
+
+def _b32(digest: bytes) -> str:
+    n = int.from_bytes(digest, "big")
+    p = _PAIRS
+    return "".join([p[(n >> 110) & 1023], p[(n >> 100) & 1023], p[(n >> 90) & 1023], p[(n >> 80) & 1023],
+                    p[(n >> 70) & 1023], p[(n >> 60) & 1023], p[(n >> 50) & 1023], p[(n >> 40) & 1023],
+                    p[(n >> 30) & 1023], p[(n >> 20) & 1023], p[(n >> 10) & 1023], p[n & 1023]])
+
+
 def _digest(*parts: bytes) -> str:
     h = hashlib.blake2b(digest_size=15, person=b"correo-key")
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
-    return base64.b32encode(h.digest()).decode("ascii").lower()
+    return _b32(h.digest())
 
 
 def message_key(sender: str, recipients: list[str], content: bytes) -> str | None:

@@ -47,3 +47,22 @@ async def test_the_queue_offers_the_extension_and_refuses_a_bad_key(harness):
     writer.write(b"MAIL FROM:<a@example.org> XDELIVERY-KEY=../../x\r\n")
     assert (await asyncio.wait_for(reader.readline(), 15)).startswith(b"501")
     writer.close()
+
+
+def test_keys_are_the_ones_earlier_versions_persisted():
+    """Keys are kept across restarts and upgrades (the mailstore's index
+    rows and file names): the same message and mailbox give the same key
+    as before, base32 of the digest in lower case."""
+    import base64
+    import hashlib
+    import os
+
+    assert deliverykeys.delivery_key("0190ABCDEF12345", "Bob@Example.com") == "dt7dhgrihosazkuie5dnohr3"
+    data = b"Message-ID: <k@example.org>\r\n\r\nhi\r\n"
+    assert deliverykeys.message_key("a@example.org", ["bob@example.com", "c@example.com"], data) \
+        == "mbuowmi4xyheoaeyva7yjra6"
+    for _ in range(2000):
+        digest = os.urandom(15)
+        assert deliverykeys._b32(digest) == base64.b32encode(digest).decode("ascii").lower()
+    h = hashlib.blake2b(digest_size=15, person=b"correo-key")
+    assert deliverykeys.valid(deliverykeys._b32(h.digest()))

@@ -14,17 +14,34 @@ between are ``debug``.  A service (``setup(..., cache=True)``) keeps its
 loggers once configured, and writes its lines every 50 ms in one piece
 rather than one write each (what a ``kill -9`` can lose is the last 50 ms
 of lines), which also spares ``correo up`` a wake-up per line it forwards.
+
+In JSON the processor chain is one function (:class:`_JsonLine`: service,
+structlog's context variables, level, timestamp, exception, rendering)
+with the encoder built once, the timestamp's date and time of day
+formatted once a second; the line is what structlog's own processors
+(``merge_contextvars``, ``add_log_level``, ``TimeStamper(fmt="iso",
+utc=True)``, ``format_exc_info``, ``JSONRenderer``) wrote, key for key.
+With ``cache`` the module loggers of :func:`get` keep their resolved
+methods (``log.info`` is then an attribute, not a lazy proxy's lookup and
+bind per call).
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import sys
+import time
+import weakref
 
 import structlog
+import structlog.contextvars
+from structlog.processors import format_exc_info
 
 _configured = False
+_cache = False  # resolved logger methods are kept (setup(cache=True))
+_loggers: "weakref.WeakSet[_Lazy]" = weakref.WeakSet()  # what get() handed out, to forget at setup()
 
 
 class _Stderr:
@@ -118,13 +135,64 @@ class _LoggerFactory:
         return _Logger(self._file)
 
 
+def _json_default(obj):
+    """What JSONRenderer does with what json cannot encode."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+_encode_json = json.JSONEncoder(default=_json_default).encode  # json.dumps(..., default=...) builds one per call
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # structlog's map_method_name
+# structlog's context variables, when any were ever bound (none in the services);
+# unknown (another structlog): merged on every line, as merge_contextvars does.
+_CONTEXT_VARS = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+
+
+class _UtcNow:
+    """``2026-12-05T03:32:25.325148Z`` (TimeStamper's ISO UTC form), the part
+    up to the second formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+class _JsonLine:
+    """The JSON processor chain in one call (see the module docstring)."""
+
+    def __init__(self, service: str | None) -> None:
+        self.service = service
+        self.now = _UtcNow()
+
+    def __call__(self, logger, method_name: str, event_dict: dict) -> str:
+        if self.service is not None:
+            event_dict.setdefault("service", self.service)
+        if _CONTEXT_VARS is None or _CONTEXT_VARS:
+            event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
+        event_dict["level"] = _LEVEL_NAMES.get(method_name, method_name)
+        event_dict["timestamp"] = self.now()
+        if "exc_info" in event_dict:
+            event_dict = format_exc_info(logger, method_name, event_dict)
+        return _encode_json(event_dict)
+
+
 def setup(fmt: str = "json", level: str = "info", service: str | None = None, stream=None,
           cache: bool = False) -> None:
     """Configure structlog and the standard library's logging (aiosmtpd,
     kopf, asyncio).  ``cache``: for a process that configures logging once
     (``correo serve``): loggers are kept after their first use and lines are
     written once per event-loop turn."""
-    global _configured
+    global _configured, _cache
     level_no = getattr(logging, level.upper(), logging.INFO)
     stream = stream or _Stderr()
     renderer = (
@@ -140,8 +208,9 @@ def setup(fmt: str = "json", level: str = "info", service: str | None = None, st
     if service:
         processors.insert(0, _add_service(service))
     out = TurnBuffer(stream) if cache else stream
+    chain = [_JsonLine(service)] if fmt == "json" else [*processors, format_exc_info, renderer]
     structlog.configure(
-        processors=[*processors, structlog.processors.format_exc_info, renderer],
+        processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=_LoggerFactory(out) if cache else structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=cache,
@@ -159,6 +228,9 @@ def setup(fmt: str = "json", level: str = "info", service: str | None = None, st
     root.handlers[:] = [handler]
     root.setLevel(max(level_no, logging.INFO))
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    _cache = cache
+    for lazy in list(_loggers):  # resolved under the previous configuration
+        lazy._forget()
     _configured = True
 
 
@@ -169,5 +241,34 @@ def _add_service(service: str):
     return processor
 
 
+class _Lazy:
+    """A module's logger (what :func:`get` returns before logging is set
+    up): each use asks structlog as configured then; once a caching
+    configuration is in place, the methods it resolved stay on the object
+    (until :func:`setup` runs again)."""
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+        self._proxy = structlog.get_logger(name)
+        _loggers.add(self)
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        value = getattr(self._proxy, attr)
+        if _cache:
+            self.__dict__[attr] = value
+        return value
+
+    def _forget(self) -> None:
+        name = self._name
+        self.__dict__.clear()
+        self._name = name
+        self._proxy = structlog.get_logger(name)  # structlog's own proxy may have cached its logger
+
+    def __repr__(self) -> str:
+        return f"<correo logger {self._proxy!r}>"
+
+
 def get(name: str | None = None, **context):
-    return structlog.get_logger(name).bind(**context) if context else structlog.get_logger(name)
+    return structlog.get_logger(name).bind(**context) if context else _Lazy(name)

@@ -21,6 +21,32 @@ class TestReplies:
             with pytest.raises(ProtocolError):
                 parse_reply_line(bad)
 
+    def test_a_reply_read_again_is_read_the_same(self):
+        """The client remembers short single-line replies it has parsed; what
+        it hands on does not depend on whether a line was seen before."""
+        import asyncio
+
+        from correo_server.wire.client import _ReplyReader
+
+        def read(*parts: bytes) -> list[tuple]:
+            reader = _ReplyReader(asyncio.new_event_loop())
+            for part in parts:
+                reader.data_received(part)
+            reader.loop.close()
+            assert reader.error is None
+            return [(r.code, r.status, r.text, r.lines) for r in reader.replies]
+
+        data = (b"250 2.1.0 Ok\r\n250-2.1.0 Ok\r\n250 2.1.0 more\r\n354 go on\r\n"
+                b"451 4.7.1 greylisted, try later\r\n250 2.1.0 Ok\r\n")
+        first = read(data)
+        assert first == read(data) == read(data[:30], data[30:])
+        assert first[1] == (250, "2.1.0", "Ok more", ("2.1.0 Ok", "2.1.0 more"))
+        assert first[3] == (451, "4.7.1", "greylisted, try later", ("4.7.1 greylisted, try later",))
+        bad = _ReplyReader(asyncio.new_event_loop())
+        bad.data_received(b"250 2.1.0 Ok\r\n250-x\r\n251 y\r\n")
+        bad.loop.close()
+        assert bad.error == "inconsistent multi-line reply" and len(bad.replies) == 1
+
     def test_one_status_parser_for_every_reply(self):
         assert Reply.parse(550, ["5.1.1 no such user"]) == Reply(550, "5.1.1", "no such user")
         assert Reply.parse(550, ["no such user"]).enhanced == "5.0.0"

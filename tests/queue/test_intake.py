@@ -3,6 +3,7 @@ what it refuses."""
 from __future__ import annotations
 
 import asyncio
+import time
 import errno
 import os
 import threading
@@ -260,6 +261,15 @@ async def test_a_failed_sync_of_messages_and_events_together_loses_nothing_ackno
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(spoolmod, "sync_filesystem", failing)
+    # Each append takes a little longer than on a fast disk, so that while one
+    # disk call runs, new records and deferral events both wait for the next.
+    write_all = spoolmod.Spool._write_all
+
+    def slow_write_all(self, blob, sync=True):
+        time.sleep(0.005)
+        return write_all(self, blob, sync)
+
+    monkeypatch.setattr(spoolmod.Spool, "_write_all", slow_write_all)
 
     async def one(i: int) -> tuple[str, str]:
         replies = await harness.send("alice@example.com", ["bob@remote.test"], message(f"m{i}"))

@@ -222,16 +222,16 @@ class Runner:
             return
         if msg.complete() and not msg.busy:
             if not msg.removing:
-                # Stays in the state (complete) until the file is gone, so that
-                # a snapshot taken meanwhile still lists it and recovery would
-                # finish the removal.
                 msg.removing = True
-                self._track(self._background, asyncio.create_task(self._remove(msg)))
+                self._remove(msg)
         else:
             self.reschedule(msg)
 
-    async def _remove(self, msg: Message) -> None:
-        await self.spool.discard(msg.id)
+    def _remove(self, msg: Message) -> None:
+        """A finished message leaves the spool and the state at once (its
+        final events are committed; its segment's space goes with a later
+        disk batch): no task per message."""
+        self.spool.remove(msg.id)
         self.state.remove(msg.id)
         self.metrics.inc("queue_finished_total")
         log.debug("removed", queue_id=msg.id)

@@ -36,7 +36,9 @@ that was asked for since the previous call: new messages (appended, one
 segments (and of old ``msg/`` files).  Each caller resumes once the call
 holding its work is done, so nobody hears 250 before its own message was
 on disk.  A thread hand-off costs more CPU than a small write, hence one
-for everything rather than one each.
+for everything rather than one each, on the spool's own thread
+(:class:`_DiskThread`: a queue and ``call_soon_threadsafe``, not the
+executor's concurrent future chained to an asyncio one).
 
 **State changes** go to the journal: :meth:`Journal.append` queues events and
 returns a future that completes once they are on disk (group commit, in the
@@ -60,8 +62,10 @@ import asyncio
 import errno
 import json
 import os
+import queue
 import secrets
 import shutil
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -140,6 +144,60 @@ def _parse_records(blob: bytes) -> tuple[list[tuple[Envelope, int, int, int, int
     return out, pos, None
 
 
+class _DiskThread:
+    """The thread that does a spool's disk batches, one at a time; it ends
+    after :data:`IDLE_SECONDS` without work (and starts again when asked)."""
+
+    IDLE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def run(self, fn: Callable[[], Any]) -> asyncio.Future:
+        """``fn()`` on the thread; the future has its result (or exception)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            self._queue.put((loop, fut, fn))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="queue-spool-disk", daemon=True).start()
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._running = False
+                        return
+                continue
+            loop, fut, fn = item
+            try:
+                result, done = fn(), _thread_result
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                result, done = exc, _thread_exception
+            try:
+                loop.call_soon_threadsafe(done, fut, result)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+            del item, loop, fut, fn, result
+
+
+def _thread_result(fut: asyncio.Future, result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _thread_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 class DiskWork:
     """The spool's disk work in batches: each worker-thread call performs, in
     this order, everything asked for since the previous call:
@@ -160,6 +218,7 @@ class DiskWork:
         self._writes: list[tuple[tuple[Envelope, bytes], asyncio.Future]] = []
         self._unlinks: list[tuple[str, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
+        self._thread = _DiskThread()
         self.calls = 0  # worker-thread calls made (for tests and curiosity)
 
     def kick(self) -> None:
@@ -170,14 +229,14 @@ class DiskWork:
         fut = asyncio.get_running_loop().create_future()
         self._writes.append(((env, data), fut))
         self.kick()
-        await asyncio.shield(fut)
+        await fut  # (a caller cancelled meanwhile leaves it cancelled: the batch skips it)
 
     async def unlink(self, name: str) -> None:
         """Delete a segment (``data.<seq>``) or an old ``msg/<id>`` file."""
         fut = asyncio.get_running_loop().create_future()
         self._unlinks.append((name, fut))
         self.kick()
-        await asyncio.shield(fut)
+        await fut
 
     async def drain(self) -> None:
         """Wait until nothing is pending."""
@@ -228,7 +287,7 @@ class DiskWork:
                 return written, moved, failed, unlinked[:len(unlinks)]
 
             try:
-                written, moved, failed, unlinked = await asyncio.to_thread(work)
+                written, moved, failed, unlinked = await self._thread.run(work)
             except BaseException as exc:  # a bug, or cancelled at shutdown: nobody may wait forever
                 error = exc if isinstance(exc, Exception) else OSError(errno.EIO, "spool stopped")
                 for _, fut in writes + unlinks:

@@ -149,6 +149,19 @@ class ConnectionDefences:
         self.mail = await self.auth.at_mail(helo, sender)
         return self.mail.reply
 
+    def at_mail_known(self, helo: str, sender: str) -> tuple[bool, Reply | None]:
+        """:meth:`at_mail` without waiting: ``(True, refusal or None)`` when
+        the SPF results it needs are known already, ``(False, None)`` when
+        :meth:`at_mail` has to be awaited."""
+        self.mail = None
+        if self.auth is None:
+            return True, None
+        verdict = self.auth.at_mail_known(helo, sender)
+        if verdict is None:
+            return False, None
+        self.mail = verdict
+        return True, verdict.reply
+
     def mail_verdicts(self) -> list[tuple[str, str]]:
         """(check, result) pairs for metrics after :meth:`at_mail`."""
         if self.mail is None:
@@ -156,9 +169,20 @@ class ConnectionDefences:
         return [("spf", self.mail.mailfrom.result)] + ([("spf_helo", self.mail.helo.result)] if self.mail.helo else [])
 
     # -- RCPT TO ----------------------------------------------------------------
+    def rcpt_ready(self) -> bool:
+        """Whether :meth:`at_rcpt` can answer without waiting (the DNSBL
+        verdict, if any, has come): then :meth:`at_rcpt_now` gives it."""
+        return self._dnsbl is None or self._dnsbl.done()
+
     async def at_rcpt(self, recipient: str) -> RcptOutcome:
         if self._dnsbl is not None:
-            verdict = await asyncio.shield(self._dnsbl)
+            await asyncio.shield(self._dnsbl)
+        return self.at_rcpt_now(recipient)
+
+    def at_rcpt_now(self, recipient: str) -> RcptOutcome:
+        """:meth:`at_rcpt` once :meth:`rcpt_ready`."""
+        if self._dnsbl is not None:
+            verdict = self._dnsbl.result()
             if verdict.reply is not None:
                 return RcptOutcome(verdict.reply, recipient)
         srs = self.defences.srs

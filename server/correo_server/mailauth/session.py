@@ -136,6 +136,20 @@ class ConnectionAuth:
             auth.spf_cache.put(self.peer_ip, sender, helo, auth.authserv_id, result, used, self.view.answers)
         return result
 
+    def at_mail_known(self, helo: str, sender: str) -> MailVerdict | None:
+        """:meth:`at_mail` without waiting, when every SPF result it needs is
+        known already (this connection's, or the SPF cache's); None otherwise."""
+        helo = helo or ""
+        mailfrom = self._spf_known(sender, helo)
+        if mailfrom is None:
+            return None
+        if not sender:
+            return self._mail_verdict(mailfrom, None, sender, helo)
+        helo_result = self._spf_known("", helo)
+        if helo_result is None:
+            return None
+        return self._mail_verdict(mailfrom, helo_result, sender, helo)
+
     async def at_mail(self, helo: str, sender: str) -> MailVerdict:
         """SPF at MAIL FROM (``sender`` empty for the null sender)."""
         helo = helo or ""
@@ -146,6 +160,10 @@ class ConnectionAuth:
                                                              self._spf_check("", helo))
         else:
             mailfrom, helo_result = await self._spf_check("", helo), None
+        return self._mail_verdict(mailfrom, helo_result, sender, helo)
+
+    def _mail_verdict(self, mailfrom: SpfResult, helo_result: SpfResult | None, sender: str,
+                      helo: str) -> MailVerdict:
         policy = self.auth.policy
         reply = spf.reply_for(mailfrom, reject_fail=policy.reject_spf_fail)
         if reply is None and helo_result is not None and helo_result.result == "fail" and policy.reject_spf_fail:

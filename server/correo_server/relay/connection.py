@@ -249,6 +249,8 @@ class LineConnection(asyncio.Protocol):
                     self.failed(exc)
                     continue
                 if pending is not None:
+                    del buf[:pos]  # what the command may read next (the message) starts here
+                    pos = 0
                     self._start(pending)
         finally:
             if pos:
@@ -297,8 +299,9 @@ class LineConnection(asyncio.Protocol):
         """From now on the input is the message, up to its end marker."""
         self._sink = sink
         if self._buf:  # sent right behind DATA
-            buf, self._buf = bytes(self._buf), bytearray()
-            rest = sink.feed(buf)
+            data = bytes(self._buf)
+            self._buf.clear()
+            rest = sink.feed(data)
             if rest is not None:
                 self._sink = None
                 self._buf += rest

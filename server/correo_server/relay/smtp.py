@@ -614,13 +614,20 @@ class RelaySMTP(LineConnection):
             self.log.info("sender_refused", sender=address, reason=refusal.reason)
             self._refuse(refusal)
             return None
-        if self.defences is not None:  # SPF
-            return self._mail_checked(address, options)
+        if self.defences is not None:  # SPF: known already (the cache), or awaited
+            known, refusal = self.defences.at_mail_known(self.session.host_name or "", address)
+            if not known:
+                return self._mail_checked(address, options)
+            self._mail_judged(address, options, refusal)
+            return None
         self._mail_accepted(address, options)
         return None
 
     async def _mail_checked(self, address: str, options: MailOptions) -> None:
         refusal = await self.defences.at_mail(self.session.host_name or "", address)
+        self._mail_judged(address, options, refusal)
+
+    def _mail_judged(self, address: str, options: MailOptions, refusal: Reply | None) -> None:
         self.ctx.count_verdicts(self.defences.mail_verdicts())
         if refusal:
             self.log.info("sender_refused", sender=address, reason=refusal.reason, reply=str(refusal))
@@ -667,13 +674,18 @@ class RelaySMTP(LineConnection):
             self._refuse(Reply(452, "4.5.3", f"Too many recipients (at most {config.relay.max_recipients} "
                                "per message)", "too_many_recipients"))
             return None
-        if self.defences is not None:  # the DNSBL verdict, SRS bounce addresses
-            return self._rcpt_checked(rcpt)
+        if self.defences is not None:  # the DNSBL verdict (come already, or awaited), SRS bounce addresses
+            if not self.defences.rcpt_ready():
+                return self._rcpt_checked(rcpt)
+            self._rcpt_defended(rcpt, self.defences.at_rcpt_now(rcpt.address))
+            return None
         self._rcpt_judged(rcpt)
         return None
 
     async def _rcpt_checked(self, rcpt) -> None:
-        outcome = await self.defences.at_rcpt(rcpt.address)
+        self._rcpt_defended(rcpt, await self.defences.at_rcpt(rcpt.address))
+
+    def _rcpt_defended(self, rcpt, outcome) -> None:
         if outcome.reply is not None:
             self.log.info("recipient_refused", recipient=rcpt.address, reason=outcome.reply.reason,
                           reply=str(outcome.reply))

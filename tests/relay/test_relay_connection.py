@@ -67,3 +67,53 @@ async def test_a_client_that_closes_mid_message_ends_the_transfer_at_once(make_r
     await client.close()
     assert relay.sink.messages == []
     assert not relay.service.context.sessions
+
+
+async def test_garbage_cut_anywhere_gets_well_formed_replies_and_the_relay_stays_up(make_relay):
+    """Fixed-seed random sessions: valid commands, garbage, NULs, bare CR/LF,
+    over-long lines, AUTH exchanges and messages, cut at random points.
+    Every reply line is a well-formed reply and the relay still serves the
+    next client."""
+    import random
+    import re
+
+    relay = await make_relay(relay={"max_commands_per_session": 0})
+    rng = random.Random(12)
+    pieces = [b"EHLO client.example\r\n", b"HELO x\r\n", b"MAIL FROM:<someone@foreign.example>\r\n",
+              b"RCPT TO:<alice@example.com>\r\n", b"DATA\r\n", b"Subject: x\r\n\r\nbody\r\n.\r\n", b"RSET\r\n",
+              b"NOOP\r\n", b"AUTH LOGIN\r\n", b"AUTH PLAIN\r\n", b"*\r\n", b"STARTTLS\r\n", b"HELP MAIL\r\n",
+              b"VRFY x\r\n", b"\r\n", b"\x00\xff\xfe\r\n", b"MAIL FROM:<a\x00b@x>\r\n", b"a\rb\nc\r\n",
+              b"x" * 3000 + b"\r\n", b"RCPT TO:<" + b"y" * 1100 + b"@example.com>\r\n", b"DATA x\r\n", b".\r\n"]
+    well_formed = re.compile(rb"^\d{3}[ -]")
+    for i in range(40):
+        stream = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 25))) + b"QUIT\r\n"
+        client = await RawClient.connect(relay.smtp if i % 2 else relay.submission)  # AUTH exchanges on 587
+        at = 0
+        try:
+            while at < len(stream):
+                step = rng.randint(1, 400)
+                client.writer.write(stream[at:at + step])
+                at += step
+                if rng.random() < 0.3:
+                    await asyncio.sleep(0)
+            await client.writer.drain()
+        except (ConnectionResetError, BrokenPipeError):  # the relay said goodbye (too many bad commands)
+            pass
+        got = b""
+        while True:  # read until the relay closes (QUIT, or a message that never ended and a 421)
+            try:
+                chunk = await asyncio.wait_for(client.reader.read(65536), 3)
+            except asyncio.TimeoutError:  # inside a message or an AUTH exchange the QUIT was data: fine
+                break
+            except ConnectionResetError:  # closed (too many bad commands) with our input unread: TCP resets
+                break
+            if not chunk:
+                break
+            got += chunk
+        await client.close()
+        lines = got.split(b"\r\n")
+        assert lines[-1] == b"", got[-200:]
+        assert all(well_formed.match(line) for line in lines[:-1]), got[-500:]
+    client = await RawClient.connect(relay.smtp)
+    assert (await client.cmd("NOOP"))[0] == 250
+    await client.close()

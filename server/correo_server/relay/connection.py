@@ -205,6 +205,7 @@ class LineConnection(asyncio.Protocol):
             return False  # mid-message: the transfer is over (the waiting command sees the sink end)
         if self._task is None:
             self._process()
+        if self._task is None:
             return False  # answered what came; asyncio closes the transport
         # A command is waiting: its reply (and those to the commands after it) still go out.
         return not isinstance(self.transport, asyncio.Transport) or \

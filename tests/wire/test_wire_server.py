@@ -204,3 +204,76 @@ async def test_idle_connections_are_told_and_closed():
     assert (await raw.reply())[0] == 421
     assert await raw.reader.read() == b""
     await listener.close(1.0)
+
+
+async def test_bdat_chunks_are_taken_as_they_are_in_one_round_trip(lmtp):
+    """CHUNKING (RFC 3030): MAIL, RCPT, BDAT and the message in one write;
+    the chunks' octets are the message (dots and CRLF.CRLF included), and
+    each accepted recipient gets its reply after BDAT LAST."""
+    raw = await Raw.connect(lmtp.port)
+    await raw.send(b"LHLO c\r\n")
+    assert "CHUNKING" in (await raw.reply())[1]
+    first, last = b"Subject: x\r\n\r\n.dot\r\n.\r\n", b"MAIL FROM:<x@y.example>\r\nend\r\n"
+    await raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<nobody@example.com>\r\n"
+                   b"BDAT %d\r\n%sBDAT %d LAST\r\n%sNOOP\r\n" % (len(first), first, len(last), last))
+    assert await raw.replies(6) == ["250 2.1.0 Ok", "250 2.1.5 Ok", "550 5.1.1 <nobody@example.com>: no such mailbox",
+                                    f"250 2.0.0 {len(first)} octets received", "250 2.0.0 <b@example.com> stored",
+                                    "250 2.0.0 Ok"]
+    ((txn, content),) = lmtp.recorder.messages
+    assert content == first + last and txn.rcpts == ["b@example.com"]
+    # one octet at a time, and an empty last chunk
+    await raw.send(b"MAIL FROM:<>\r\nRCPT TO:<c@example.com>\r\nBDAT 5\r\n")
+    for octet in b"a\r\n.\r":
+        await raw.send(bytes([octet]))
+        await asyncio.sleep(0.002)
+    await raw.send(b"BDAT 0 LAST\r\n")
+    assert await raw.replies(4) == ["250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.0.0 5 octets received",
+                                    "250 2.0.0 <c@example.com> stored"]
+    assert lmtp.recorder.messages[1][1] == b"a\r\n.\r"
+    raw.close()
+
+
+async def test_bdat_out_of_order_is_refused_after_its_octets(lmtp):
+    raw = await Raw.connect(lmtp.port)
+    await raw.send(b"LHLO c\r\n")
+    await raw.reply()
+    # No MAIL: the chunk is read and dropped (its octets are not commands).
+    await raw.send(b"BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n")
+    assert await raw.replies(2) == ["503 5.5.1 Error: need MAIL command", "250 2.0.0 Ok"]
+    # No recipient accepted: refused, and the transaction is over.
+    await raw.send(b"MAIL FROM:<>\r\nRCPT TO:<nobody@example.com>\r\nBDAT 3 LAST\r\nabcMAIL FROM:<>\r\n")
+    assert await raw.replies(4) == ["250 2.1.0 Ok", "550 5.1.1 <nobody@example.com>: no such mailbox",
+                                    "503 5.5.1 Error: need RCPT command", "250 2.1.0 Ok"]
+    # DATA after BDAT in one transaction; RSET ends it.
+    await raw.send(b"RCPT TO:<b@example.com>\r\nBDAT 3\r\nabcDATA\r\nRSET\r\n")
+    assert await raw.replies(4) == ["250 2.1.5 Ok", "250 2.0.0 3 octets received",
+                                    "503 5.5.1 Error: DATA after BDAT in one transaction", "250 2.0.0 Ok"]
+    # Over the size limit: read, and refused per recipient.
+    big = b"x" * 10_001
+    await raw.send(b"MAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\nBDAT %d LAST\r\n%s" % (len(big), big))
+    assert (await raw.replies(3))[2].startswith("552 5.3.4")
+    assert lmtp.recorder.messages == []
+    # A size that is not a number: the input cannot be followed, the connection ends.
+    await raw.send(b"BDAT lots\r\n")
+    assert (await raw.replies(1))[0].startswith("501 5.5.4")
+    assert await raw.reader.read() == b""
+
+
+async def test_the_wire_client_sends_the_message_with_bdat_when_given_it(lmtp):
+    from correo_server.wire.data import crlf_message
+
+    conn = await Connection.open("lmtp.test", "127.0.0.1", lmtp.port, connect_timeout=5, timeout=5)
+    assert (await conn.hello("client.test", lmtp=True)).ok and "CHUNKING" in conn.extensions
+    data = b".hidden\r\nbare\nline\r\n.\r\nend"
+    outcome = await conn.transaction("a@example.org", ["b@example.com", "nobody@example.com"], wire_data(data),
+                                     size=40, ident="Q1", content=crlf_message(data))
+    assert [r.code for r in outcome.replies] == [250, 550] and outcome.stage == "data" and conn.payload_sent
+    refused = await conn.transaction("a@example.org", ["nobody@example.com"], wire_data(data), size=40,
+                                     content=crlf_message(data))
+    assert [r.code for r in refused.replies] == [550] and refused.stage == "rcpt"
+    again = await conn.transaction("a@example.org", ["c@example.com"], wire_data(data), size=40)  # DATA
+    assert again.replies[0].code == 250
+    await conn.quit()
+    # The same octets arrive either way: what DATA would have delivered.
+    assert [c for _, c in lmtp.recorder.messages] == [crlf_message(data)] * 2
+    assert crlf_message(data) == b".hidden\r\nbare\r\nline\r\n.\r\nend\r\n"

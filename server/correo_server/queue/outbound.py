@@ -52,7 +52,7 @@ from .mx import MXResolver
 from .ownership import owner_of
 from .records import Envelope, Rcpt
 from ..wire.client import Connection, Failure
-from ..wire.data import wire_data
+from ..wire.data import crlf_message, dot_stuff, wire_data
 from ..wire.replies import Reply, local_reply
 
 log = logs.get(__name__)
@@ -151,13 +151,14 @@ class Session:
             self.conn = None
 
     async def deliver(self, env: Envelope, data: bytes, rcpts: Sequence[tuple[int, Rcpt]]) -> list[Result]:
-        payload = wire_data(data)
         body8 = env.body == "8BITMIME" or not data.isascii()
         if self.route.kind == "mailstore":
             host, port = self._mailstore_target()
             name = "mailstore" if self.route.shard is None else f"mailstore-{self.route.shard}"
-            return await self._deliver_simple(env, payload, body8, rcpts, self._open_mailstore, name,
-                                              f"{name}[{host}]:{port}")
+            content = crlf_message(data)  # as the mailstore gets it, in a BDAT chunk or (dots added) after DATA
+            return await self._deliver_simple(env, dot_stuff(content) + b".\r\n", body8, rcpts,
+                                              self._open_mailstore, name, f"{name}[{host}]:{port}", content)
+        payload = wire_data(data)
         if self.route.kind == "smarthost":
             sh = self.route.smarthost
             assert sh is not None
@@ -167,19 +168,23 @@ class Session:
 
     # -- one transaction on the current connection -------------------------
     async def _transact(self, conn: Connection, env: Envelope, payload: bytes, body8: bool,
-                        rcpts: Sequence[tuple[int, Rcpt]]) -> list[Reply]:
+                        rcpts: Sequence[tuple[int, Rcpt]], content: bytes | None = None) -> list[Reply]:
+        """``content``: the message without dots, for BDAT (the mailstore)."""
         keys = None
         if conn.lmtp and deliverykeys.EXTENSION in conn.extensions:  # the mailstore: exactly once
             base = env.key or env.id
             keys = [f"{deliverykeys.EXTENSION}={deliverykeys.delivery_key(base, r.address)}" for _, r in rcpts]
+        else:
+            content = None  # BDAT sends the message before the recipients are accepted: only where repeats are kept once
         sender = env.sender if self.route.kind == "mailstore" else \
             forward_sender(self.settings.srs, env.sender, env.domain, self.settings.config.is_hosted)
         outcome = await conn.transaction(sender, [r.address for _, r in rcpts], payload, size=len(payload),
-                                         smtputf8=env.smtputf8, body8=body8, ident=env.id, rcpt_params=keys)
+                                         smtputf8=env.smtputf8, body8=body8, ident=env.id, rcpt_params=keys,
+                                         content=content)
         return outcome.replies
 
     async def _deliver_simple(self, env, payload, body8, rcpts, opener, destination: str,
-                              where: str) -> list[Result]:
+                              where: str, content: bytes | None = None) -> list[Result]:
         """Mailstore and smarthost: one place to go; a reused connection that
         turns out dead is replaced once."""
         for fresh in (False, True):
@@ -194,7 +199,7 @@ class Session:
             assert conn is not None
             mta = conn.host if self.route.kind != "mailstore" else ""
             try:
-                replies = await self._transact(conn, env, payload, body8, rcpts)
+                replies = await self._transact(conn, env, payload, body8, rcpts, content)
             except Failure as exc:
                 self._drop()
                 if reused and not conn.payload_sent:

@@ -349,7 +349,7 @@ class Connection:
     async def transaction(self, sender: str, recipients: list[str], payload: bytes | list[bytes], *, size: int,
                           smtputf8: bool = False, body8: bool = False, ident: str | None = None,
                           all_or_nothing: bool = False, mail_params: tuple[str, ...] = (),
-                          rcpt_params: list[str] | None = None) -> Outcome:
+                          rcpt_params: list[str] | None = None, content: bytes | None = None) -> Outcome:
         """One message: ``payload`` is its DATA section as sent, end marker
         included (:func:`~.data.wire_data`, :func:`~.data.data_lines`).
         Returns one reply per recipient, the one that decides its fate.
@@ -360,7 +360,17 @@ class Connection:
         the server offers it (Postfix's extension; it logs the id).
         ``mail_params`` go on the MAIL command, ``rcpt_params`` (one per
         recipient, "" for none) on each RCPT: the caller checks that the
-        server offers them (correo's ``XDELIVERY-KEY``, ``XVERDICT``, ``XOWNER``)."""
+        server offers them (correo's ``XDELIVERY-KEY``, ``XVERDICT``, ``XOWNER``).
+
+        ``content``: the message as :func:`~.data.crlf_message` makes it
+        (the same bytes the server gets from ``payload``); with it, a server
+        that offers CHUNKING and PIPELINING gets MAIL, RCPT, ``BDAT <size>
+        LAST`` and the message in one write, and every reply is read at once
+        (one round trip, RFC 3030).  The message then goes out before the
+        recipients are known to be accepted: for callers whose server keeps
+        a repeated message once (correo's delivery keys), not with
+        ``all_or_nothing``.  ``payload_sent`` is set once the server has
+        answered the MAIL command of such a transaction."""
         n = len(recipients)
         self.payload_sent = False
         ext = self.extensions
@@ -384,6 +394,8 @@ class Connection:
         xforward = bool(ident) and "IDENT" in ext.get("XFORWARD", "").upper().split()
         if xforward:
             group.insert(0, f"XFORWARD IDENT={xtext(ident or '')}")
+        if content is not None and not all_or_nothing and "CHUNKING" in ext and "PIPELINING" in ext:
+            return await self._chunked(group, xforward, recipients, content)
         data_reply: Reply | None = None
         if "PIPELINING" in ext:
             # RFC 2920: DATA may end the group; the message waits for its 354.
@@ -417,6 +429,31 @@ class Connection:
             return Outcome(recipients, results, "data")
         self.payload_sent = True
         await self.send(payload)
+        if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
+            for i, reply in zip(accepted, await self.read_replies(len(accepted))):
+                results[i] = reply
+        else:
+            final = await self.read_reply()
+            for i in accepted:
+                results[i] = final
+        return Outcome(recipients, results, "data")
+
+    async def _chunked(self, group: list[str], xforward: bool, recipients: list[str], content: bytes) -> Outcome:
+        """The transaction in one write with ``BDAT <size> LAST`` (see :meth:`transaction`)."""
+        n = len(recipients)
+        await self.send([b"".join(map(self.line, group)), b"BDAT %d LAST\r\n" % len(content), content])
+        replies = await self.read_replies(len(group))
+        self.payload_sent = True
+        if xforward:
+            replies.pop(0)
+        mail_reply, rcpt_replies = replies[0], replies[1:]
+        results = list(rcpt_replies)
+        accepted = [i for i, r in enumerate(rcpt_replies) if r.ok] if mail_reply.ok else []
+        if not accepted:  # the BDAT is refused too (no transaction, or no recipient)
+            await self.read_reply()
+            await self.rset()
+            return Outcome(recipients, [mail_reply] * n, "mail") if not mail_reply.ok else \
+                Outcome(recipients, results, "rcpt")
         if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
             for i, reply in zip(accepted, await self.read_replies(len(accepted))):
                 results[i] = reply

@@ -3,7 +3,8 @@
 Sending: a message goes out with every line that starts with a dot given a
 second one, a CRLF at its end and the ``.<CRLF>`` end marker
 (:func:`wire_data` for any bytes, :func:`data_lines` for pieces that are
-known to be CRLF-clean, as the relay's are).  Receiving: only
+known to be CRLF-clean, as the relay's are); in a ``BDAT`` chunk, as
+:func:`crlf_message` makes it (no dots, no end marker).  Receiving: only
 ``<CRLF>.<CRLF>`` ends the data (a bare LF or CR before or after the dot
 does not: SMTP smuggling), and the transparency dots are removed
 (:func:`find_end`, :func:`unstuff`).
@@ -34,16 +35,23 @@ def data_lines(pieces: list[bytes]) -> list[bytes]:
     return out
 
 
-def wire_data(data: bytes) -> bytes:
-    """What goes on the wire after ``354`` for any message: CRLF line ends
-    everywhere (a bare CR or LF becomes CRLF, so that nothing can be
-    smuggled past the end of data), leading dots doubled, the end marker."""
+def crlf_message(data: bytes) -> bytes:
+    """Any message as a server receives it after :func:`wire_data`: CRLF
+    line ends everywhere (a bare CR or LF becomes CRLF) and a CRLF at the
+    end; what goes in a ``BDAT`` chunk (RFC 3030), which has no dots."""
     crlf = data.count(b"\r\n")
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return dot_stuff(data) + b".\r\n"
+    return data
+
+
+def wire_data(data: bytes) -> bytes:
+    """What goes on the wire after ``354`` for any message: CRLF line ends
+    everywhere (a bare CR or LF becomes CRLF, so that nothing can be
+    smuggled past the end of data), leading dots doubled, the end marker."""
+    return dot_stuff(crlf_message(data)) + b".\r\n"
 
 
 def find_end(buf: bytes | bytearray, begin: int = 0, scanned: int = 0) -> int:

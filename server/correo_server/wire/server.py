@@ -13,6 +13,12 @@ rather than for the open internet (that is the relay's aiosmtpd):
   is answered in order and the answers go out in one write; the DATA
   section is cut from the same buffer at its ``<CRLF>.<CRLF>`` (nothing
   else ends it) and unstuffed in one pass (:mod:`.data`);
+* CHUNKING (RFC 3030): ``BDAT <size> [LAST]`` takes exactly ``size``
+  octets as they are (no transparency dots, no end marker), so a client
+  can send MAIL, RCPT, ``BDAT ... LAST`` and the message in one write and
+  read every reply at once: one round trip per message instead of two
+  (the queue's client does, to the mailstore).  After ``BDAT ... LAST``
+  come the per-recipient replies, as after DATA;
 * a :class:`Handler` decides: ``mail`` and ``rcpt`` synchronously (they
   only consult memory), ``data`` asynchronously, returning one reply per
   accepted recipient (RFC 2033 section 4.2).  Commands that arrive while a
@@ -99,7 +105,7 @@ class Listener:
         self.timeout = timeout
         self.greeting = f"220 {hostname} {ident} ready\r\n".encode()
         lines = [hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", f"SIZE {max_bytes}",
-                 "XFORWARD IDENT", *extensions]
+                 "CHUNKING", "XFORWARD IDENT", *extensions]
         self.lhlo = "".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n"
                             for i, line in enumerate(lines)).encode()
         self.too_big = _reply(552, "5.3.4", f"Message size exceeds fixed maximum message size ({max_bytes} octets)")
@@ -150,9 +156,14 @@ class LMTPConnection(asyncio.Protocol):
         self.txn: Transaction | None = None
         self.ident = ""  # from XFORWARD, for the next transaction
         self.in_data = False
+        self.chunk_left = 0  # octets of a BDAT chunk still to take from the input
+        self.chunk_last = False  # the chunk being taken is the last (BDAT ... LAST)
+        self.chunk_refusal: bytes | None = None  # what the chunk being taken gets instead of being kept
+        self.chunks: list[bytes] | None = None  # the message so far, in a BDAT transaction
+        self.chunked = 0  # octets taken by BDAT in this transaction
         self.scanned = 0  # octets of the DATA section known to hold no end marker
         self.dropped = False  # the DATA section went over the size limit
-        self.busy = False  # a message is being stored
+        self.busy = False  # a message is being stored (after BDAT LAST: the replies before it wait for its own)
         self.paused = False
         self.bogus = 0
         self.skipping = False  # inside an over-long command line
@@ -218,6 +229,21 @@ class LMTPConnection(asyncio.Protocol):
         buf = self.buf
         pos = 0
         while not self.busy and not self.closing:
+            if self.chunk_left:
+                take = min(len(buf) - pos, self.chunk_left)
+                if not take:
+                    break
+                if self.chunk_refusal is None and self.chunks is not None:
+                    if self.chunked + take <= self.listener.max_bytes:
+                        self.chunks.append(bytes(buf[pos:pos + take]))
+                    else:
+                        self.dropped = True
+                    self.chunked += take
+                pos += take
+                self.chunk_left -= take
+                if not self.chunk_left:
+                    self._chunk_done()
+                continue
             if self.in_data:
                 end = find_end(buf, pos, self.scanned)
                 if end < 0:
@@ -257,7 +283,7 @@ class LMTPConnection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        if self.out and self.transport is not None:
+        if self.out and self.transport is not None and not (self.busy and self.chunk_last):
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
@@ -289,6 +315,7 @@ class LMTPConnection(asyncio.Protocol):
             return
         self.greeted = True
         self.txn = None
+        self.chunks = None
         self.out.append(self.listener.lhlo)
 
     def _helo(self, arg: str) -> None:
@@ -376,12 +403,52 @@ class LMTPConnection(asyncio.Protocol):
         if arg:
             self.out.append(_reply(501, "5.5.4", "Syntax: DATA"))
             return
+        if self.chunks is not None:
+            self.out.append(_reply(503, "5.5.1", "Error: DATA after BDAT in one transaction"))
+            return
         self.in_data = True
         self.dropped = False
         self.scanned = 0
         self.out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
 
-    def _end_of_data(self, body: bytes) -> None:
+    def _bdat(self, arg: str) -> None:
+        size, _, last = arg.partition(" ")
+        last = last.strip(" ")
+        if not size.isdigit() or len(size) > 20 or last.upper() not in ("", "LAST"):
+            # How many octets follow is unknown: the input cannot be followed any further.
+            self.out.append(_reply(501, "5.5.4", "Syntax: BDAT size [LAST]; closing the connection"))
+            self.closing = True
+            return
+        txn = self.txn
+        self.chunk_left = int(size)
+        self.chunk_last = bool(last)
+        self.chunk_refusal = None
+        if txn is None:
+            self.chunk_refusal = _reply(503, "5.5.1", "Error: need MAIL command")
+        elif not txn.rcpts:
+            self.chunk_refusal = _reply(503, "5.5.1", "Error: need RCPT command")
+        elif self.chunks is None:
+            self.chunks = []
+            self.chunked = 0
+            self.dropped = False
+        if not self.chunk_left:
+            self._chunk_done()
+
+    def _chunk_done(self) -> None:
+        """A BDAT chunk is in: answered, or, the last one, the message is."""
+        if self.chunk_refusal is not None:
+            self.out.append(self.chunk_refusal)
+            self.chunk_refusal = None
+            if self.chunk_last:  # the transaction ends here
+                self.txn, self.chunks = None, None
+            return
+        if not self.chunk_last:
+            self.out.append(b"250 2.0.0 %d octets received\r\n" % self.chunked)
+            return
+        chunks, self.chunks = self.chunks or [], None
+        self._end_of_data(chunks[0] if len(chunks) == 1 else b"".join(chunks), stuffed=False)
+
+    def _end_of_data(self, body: bytes, stuffed: bool = True) -> None:
         txn = self.txn
         assert txn is not None
         n = len(txn.rcpts)
@@ -399,7 +466,7 @@ class LMTPConnection(asyncio.Protocol):
         listener.in_flight += 1
         listener.idle.clear()
         try:
-            pending = listener.handler.data(txn, unstuff(body))
+            pending = listener.handler.data(txn, unstuff(body) if stuffed else body)
         except Exception as exc:  # noqa: BLE001 - the handler's bug: still one reply per recipient
             self._stored(txn, exc)
             return
@@ -428,6 +495,7 @@ class LMTPConnection(asyncio.Protocol):
             self.out.append(b"".join(r.wire() for r in replies))
         self.txn = None
         self.busy = False
+        self.chunk_last = False
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
@@ -440,6 +508,7 @@ class LMTPConnection(asyncio.Protocol):
 
     def _rset(self, arg: str) -> None:
         self.txn = None
+        self.chunks = None
         self.out.append(_OK)
 
     def _noop(self, arg: str) -> None:
@@ -449,7 +518,7 @@ class LMTPConnection(asyncio.Protocol):
         self.out.append(_reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"))
 
     def _help(self, arg: str) -> None:
-        self.out.append(_reply(214, "2.0.0", "Commands: LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP XFORWARD"))
+        self.out.append(_reply(214, "2.0.0", "Commands: LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP XFORWARD"))
 
     def _quit(self, arg: str) -> None:
         self.out.append(_reply(221, "2.0.0", "Bye"))
@@ -459,7 +528,7 @@ class LMTPConnection(asyncio.Protocol):
 _COMMANDS: dict[str, Callable[[LMTPConnection, str], None]] = {
     "LHLO": LMTPConnection._lhlo, "HELO": LMTPConnection._helo, "EHLO": LMTPConnection._helo,
     "XFORWARD": LMTPConnection._xforward, "MAIL": LMTPConnection._mail, "RCPT": LMTPConnection._rcpt,
-    "DATA": LMTPConnection._data, "RSET": LMTPConnection._rset, "NOOP": LMTPConnection._noop,
+    "DATA": LMTPConnection._data, "BDAT": LMTPConnection._bdat, "RSET": LMTPConnection._rset, "NOOP": LMTPConnection._noop,
     "VRFY": LMTPConnection._vrfy, "HELP": LMTPConnection._help, "QUIT": LMTPConnection._quit,
 }
 

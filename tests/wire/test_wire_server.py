@@ -277,3 +277,42 @@ async def test_the_wire_client_sends_the_message_with_bdat_when_given_it(lmtp):
     # The same octets arrive either way: what DATA would have delivered.
     assert [c for _, c in lmtp.recorder.messages] == [crlf_message(data)] * 2
     assert crlf_message(data) == b".hidden\r\nbare\r\nline\r\n.\r\nend\r\n"
+
+
+async def test_an_atomic_transaction_keeps_nothing_when_a_recipient_is_refused(lmtp):
+    """``MAIL FROM:<...> XATOMIC``: one refused recipient and the message is
+    refused for the accepted ones too, after BDAT LAST or DATA alike."""
+    raw = await Raw.connect(lmtp.port)
+    await raw.send(b"LHLO c\r\n")
+    assert "XATOMIC" in (await raw.reply())[1]
+    await raw.send(b"MAIL FROM:<a@example.org> XATOMIC\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<nobody@example.com>\r\n"
+                   b"RCPT TO:<c@example.com>\r\nBDAT 3 LAST\r\nabcMAIL FROM:<a@example.org> XATOMIC\r\n"
+                   b"RCPT TO:<nobody@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    replies = await raw.replies(10)
+    assert replies[4:6] == ["554 5.5.0 Not every recipient was accepted (XATOMIC): nothing kept"] * 2
+    assert replies[6:] == ["250 2.1.0 Ok", "550 5.1.1 <nobody@example.com>: no such mailbox", "250 2.1.5 Ok",
+                           "354 End data with <CR><LF>.<CR><LF>"]
+    await raw.send(b"x\r\n.\r\nMAIL FROM:<a@example.org> XATOMIC\r\nRCPT TO:<b@example.com>\r\nBDAT 3 LAST\r\nxyz")
+    assert await raw.replies(4) == ["554 5.5.0 Not every recipient was accepted (XATOMIC): nothing kept",
+                                    "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.0.0 <b@example.com> stored"]
+    assert [c for _, c in lmtp.recorder.messages] == [b"xyz"]
+    raw.close()
+
+
+async def test_the_wire_client_keeps_all_or_nothing_with_bdat(lmtp):
+    from correo_server.wire.data import chunk_pieces, data_lines
+
+    conn = await Connection.open("lmtp.test", "127.0.0.1", lmtp.port, connect_timeout=5, timeout=5)
+    await conn.hello("client.test", lmtp=True)
+    pieces = [b"Subject: x\r\n\r\n", b".dot\r\nend"]
+    refused = await conn.transaction("a@example.org", ["b@example.com", "nobody@example.com"], data_lines(pieces),
+                                     size=30, all_or_nothing=True, ident="Q1", content=chunk_pieces(pieces))
+    assert refused.stage == "rcpt" and [r.code for r in refused.replies] == [250, 550]
+    kept = await conn.transaction("a@example.org", ["b@example.com", "c@example.com"], data_lines(pieces),
+                                  size=30, all_or_nothing=True, content=chunk_pieces(pieces))
+    assert kept.stage == "data" and [r.code for r in kept.replies] == [250, 250]
+    plain = await conn.transaction("a@example.org", ["c@example.com"], data_lines(pieces), size=30)  # DATA
+    assert plain.stage == "data"
+    await conn.quit()
+    # what BDAT delivered is what DATA delivered
+    assert [c for _, c in lmtp.recorder.messages] == [b"Subject: x\r\n\r\n.dot\r\nend\r\n"] * 2

@@ -30,6 +30,7 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 
+from .server import ATOMIC
 from .replies import (MAX_REPLY_LINES, ProtocolError, Reply, local_reply, parse_extensions,
                       parse_reply_line)
 
@@ -362,15 +363,16 @@ class Connection:
         recipient, "" for none) on each RCPT: the caller checks that the
         server offers them (correo's ``XDELIVERY-KEY``, ``XVERDICT``, ``XOWNER``).
 
-        ``content``: the message as :func:`~.data.crlf_message` makes it
-        (the same bytes the server gets from ``payload``); with it, a server
-        that offers CHUNKING and PIPELINING gets MAIL, RCPT, ``BDAT <size>
-        LAST`` and the message in one write, and every reply is read at once
-        (one round trip, RFC 3030).  The message then goes out before the
-        recipients are known to be accepted: for callers whose server keeps
-        a repeated message once (correo's delivery keys), not with
-        ``all_or_nothing``.  ``payload_sent`` is set once the server has
-        answered the MAIL command of such a transaction."""
+        ``content``: the message as :func:`~.data.crlf_message` (or, in
+        pieces, :func:`~.data.chunk_pieces`) makes it: the same octets the
+        server gets from ``payload``.  With it, a server that offers
+        CHUNKING and PIPELINING gets MAIL, RCPT, ``BDAT <size> LAST`` and the
+        message in one write, and every reply is read at once (one round
+        trip, RFC 3030); the message goes out before the recipients are
+        known to be accepted, so ``all_or_nothing`` takes a server that also
+        offers correo's ``XATOMIC`` (:mod:`.server`), else DATA is used.
+        ``payload_sent`` is set once the server has answered the commands
+        of such a transaction."""
         n = len(recipients)
         self.payload_sent = False
         ext = self.extensions
@@ -394,8 +396,11 @@ class Connection:
         xforward = bool(ident) and "IDENT" in ext.get("XFORWARD", "").upper().split()
         if xforward:
             group.insert(0, f"XFORWARD IDENT={xtext(ident or '')}")
-        if content is not None and not all_or_nothing and "CHUNKING" in ext and "PIPELINING" in ext:
-            return await self._chunked(group, xforward, recipients, content)
+        if (content is not None and "CHUNKING" in ext and "PIPELINING" in ext
+                and (not all_or_nothing or ATOMIC in ext)):
+            if all_or_nothing:
+                group[1 if xforward else 0] += f" {ATOMIC}"
+            return await self._chunked(group, xforward, recipients, content, all_or_nothing)
         data_reply: Reply | None = None
         if "PIPELINING" in ext:
             # RFC 2920: DATA may end the group; the message waits for its 354.
@@ -438,10 +443,13 @@ class Connection:
                 results[i] = final
         return Outcome(recipients, results, "data")
 
-    async def _chunked(self, group: list[str], xforward: bool, recipients: list[str], content: bytes) -> Outcome:
+    async def _chunked(self, group: list[str], xforward: bool, recipients: list[str], content: bytes | list[bytes],
+                       all_or_nothing: bool) -> Outcome:
         """The transaction in one write with ``BDAT <size> LAST`` (see :meth:`transaction`)."""
         n = len(recipients)
-        await self.send([b"".join(map(self.line, group)), b"BDAT %d LAST\r\n" % len(content), content])
+        pieces = [content] if isinstance(content, bytes) else content
+        size = sum(map(len, pieces))
+        await self.send([b"".join(map(self.line, group)), b"BDAT %d LAST\r\n" % size, *pieces])
         replies = await self.read_replies(len(group))
         self.payload_sent = True
         if xforward:
@@ -454,6 +462,9 @@ class Connection:
             await self.rset()
             return Outcome(recipients, [mail_reply] * n, "mail") if not mail_reply.ok else \
                 Outcome(recipients, results, "rcpt")
+        if all_or_nothing and len(accepted) < n:  # XATOMIC: refused for the accepted ones too, nothing kept
+            await self.read_replies(len(accepted))
+            return Outcome(recipients, results, "rcpt")
         if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
             for i, reply in zip(accepted, await self.read_replies(len(accepted))):
                 results[i] = reply

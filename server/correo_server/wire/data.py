@@ -47,6 +47,16 @@ def crlf_message(data: bytes) -> bytes:
     return data
 
 
+def chunk_pieces(pieces: list[bytes]) -> list[bytes]:
+    """A message in pieces known to be CRLF-clean (as :func:`data_lines`
+    takes them) as a ``BDAT`` chunk: the same octets the server keeps from
+    :func:`data_lines` (no dots; a CRLF at the end)."""
+    out = [p for p in pieces if p]
+    if out and not out[-1].endswith(b"\r\n"):
+        out.append(b"\r\n")
+    return out
+
+
 def wire_data(data: bytes) -> bytes:
     """What goes on the wire after ``354`` for any message: CRLF line ends
     everywhere (a bare CR or LF becomes CRLF, so that nothing can be

@@ -13,6 +13,11 @@ rather than for the open internet (that is the relay's aiosmtpd):
   is answered in order and the answers go out in one write; the DATA
   section is cut from the same buffer at its ``<CRLF>.<CRLF>`` (nothing
   else ends it) and unstuffed in one pass (:mod:`.data`);
+* ``MAIL FROM:<...> XATOMIC`` (offered in the LHLO reply): when any
+  recipient of the transaction was refused, the message is refused for
+  the others too (``554 5.5.0`` after DATA or BDAT LAST): a client that
+  sends the message before it knows the recipients' fate (BDAT in one
+  write) keeps all-or-nothing delivery;
 * CHUNKING (RFC 3030): ``BDAT <size> [LAST]`` takes exactly ``size``
   octets as they are (no transparency dots, no end marker), so a client
   can send MAIL, RCPT, ``BDAT ... LAST`` and the message in one write and
@@ -45,6 +50,7 @@ from .replies import Reply
 log = logs.get(__name__)
 
 MAX_COMMAND = 2048  # octets of a command line, CRLF included
+ATOMIC = "XATOMIC"  # LHLO keyword and MAIL parameter: a refused recipient means nothing is kept
 BOGUS_LIMIT = 5  # unrecognised commands before the connection is closed
 PAUSE_BYTES = 1024 * 1024  # input held while a message is stored, before reading pauses
 
@@ -60,6 +66,12 @@ class Transaction:
     ident: str = ""  # the client's id for this message (XFORWARD IDENT)
     rcpts: list[str] = field(default_factory=list)
     notes: list[Any] = field(default_factory=list)
+    refused: int = 0  # RCPT commands refused
+
+    @property
+    def atomic(self) -> bool:
+        """``MAIL FROM:<...> XATOMIC``: all the recipients, or nothing is kept."""
+        return ATOMIC in self.params
 
     @property
     def smtputf8(self) -> bool:
@@ -105,7 +117,7 @@ class Listener:
         self.timeout = timeout
         self.greeting = f"220 {hostname} {ident} ready\r\n".encode()
         lines = [hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", f"SIZE {max_bytes}",
-                 "CHUNKING", "XFORWARD IDENT", *extensions]
+                 "CHUNKING", ATOMIC, "XFORWARD IDENT", *extensions]
         self.lhlo = "".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n"
                             for i, line in enumerate(lines)).encode()
         self.too_big = _reply(552, "5.3.4", f"Message size exceeds fixed maximum message size ({max_bytes} octets)")
@@ -372,25 +384,30 @@ class LMTPConnection(asyncio.Protocol):
         if txn is None:
             self.out.append(_reply(503, "5.5.1", "Error: need MAIL command"))
             return
+        refusal = self._recipient(txn, arg)
+        if refusal is not None:
+            txn.refused += 1
+            self.out.append(refusal)
+            return
+        self.out.append(b"250 2.1.5 Ok\r\n")
+
+    def _recipient(self, txn: Transaction, arg: str) -> bytes | None:
+        """RCPT: None when the recipient is added, else the refusal."""
         rest = split_keyword(arg, "TO:")
         if rest is None:
-            self.out.append(_reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
-            return
+            return _reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
         try:
             address, param_text = path_text(rest, allow_null=False)
             params = parse_params(param_text) if param_text else {}
         except PathError as exc:
-            self.out.append(exc.reply.wire())
-            return
+            return exc.reply.wire()
         if len(txn.rcpts) >= self.listener.max_recipients:
-            self.out.append(_reply(452, "4.5.3", "Too many recipients"))
-            return
+            return _reply(452, "4.5.3", "Too many recipients")
         refusal = self.listener.handler.rcpt(txn, address, params)
         if refusal is not None:
-            self.out.append(refusal.wire())
-            return
+            return refusal.wire()
         txn.rcpts.append(address)
-        self.out.append(b"250 2.1.5 Ok\r\n")
+        return None
 
     def _data(self, arg: str) -> None:
         txn = self.txn
@@ -454,7 +471,9 @@ class LMTPConnection(asyncio.Protocol):
         n = len(txn.rcpts)
         listener = self.listener
         refusal = None
-        if self.dropped or len(body) > listener.max_bytes + 2:
+        if txn.refused and txn.atomic:
+            refusal = _reply(554, "5.5.0", f"Not every recipient was accepted ({ATOMIC}): nothing kept")
+        elif self.dropped or len(body) > listener.max_bytes + 2:
             refusal = listener.too_big
         elif listener.max_line and len(body) > listener.max_line and longest_line(body) + 2 > listener.max_line:
             refusal = _reply(500, "5.5.2", "Line too long (see RFC 5321 4.5.3.1.6)")

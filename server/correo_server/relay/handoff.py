@@ -19,7 +19,12 @@ PIPELINING (RFC 2920; every LMTP server offers it, RFC 2033) ``MAIL``, the
 ``RCPT`` commands and ``DATA`` go in one write and the message follows the
 ``354``: two round trips per message instead of four.  Should the queue answer ``354``
 although it refused a recipient, the connection is dropped instead of
-sending the data, so that the queue still keeps nothing.  The queue
+sending the data, so that the queue still keeps nothing.  A queue that
+offers CHUNKING (RFC 3030) and correo's ``XATOMIC`` gets ``MAIL ...
+XATOMIC``, the ``RCPT`` commands, ``BDAT <size> LAST`` and the message in
+one write: one round trip; ``XATOMIC`` makes it refuse the message for
+everyone when it refused anyone (:mod:`correo_server.wire.server`), so it
+still keeps nothing then.  The queue
 being unreachable, slow past ``timeout`` or talking nonsense ends in
 ``451 4.3.0``; the connection is then dropped, never reused.
 
@@ -45,7 +50,8 @@ from collections import deque
 from .. import deliverykeys, logs
 from ..config import Listen
 from ..wire.client import Connection, Failure, Outcome
-from ..wire.data import data_lines, dot_stuff
+from ..wire.data import chunk_pieces, data_lines, dot_stuff
+from ..wire.server import ATOMIC
 from ..wire.replies import Reply
 
 log = logs.get(__name__)
@@ -91,6 +97,9 @@ def client_reply(outcome: Outcome | HandoffError, relay_id: str) -> Reply:
                      "queue_deferred")
     return Reply(451, "4.3.0", "Queue accepted the message for only some recipients; try again later",
                  "queue_partial")
+
+
+_ONE_WRITE = {"PIPELINING", "CHUNKING", ATOMIC}  # what the queue must offer for a one-round-trip hand-off
 
 
 def _printable(text: str) -> str:
@@ -206,16 +215,22 @@ class QueueClient:
         queue that refuses connections ``restart_wait`` (the pool of several
         replicas tries the next one instead)."""
         pieces = [data] if isinstance(data, bytes) else data
-        payload = data_lines(pieces)
+        payload: list[bytes] | None = None
+        content: list[bytes] | None = None
         size = sum(len(p) for p in pieces)
         for _attempt in range(3):
             conn, pooled = await self._acquire(wait=wait)
             keyed = (f"{deliverykeys.EXTENSION}={key}",) if key and deliverykeys.EXTENSION in conn.extensions else ()
             offered = tuple(p for p in params if p.partition("=")[0].upper() in conn.extensions)
+            if _ONE_WRITE <= conn.extensions.keys():  # MAIL, RCPT, BDAT and the message in one write
+                content = content if content is not None else chunk_pieces(pieces)
+            elif payload is None:
+                payload = data_lines(pieces)
             try:
-                outcome = await conn.transaction(sender, recipients, payload, size=size, smtputf8=smtputf8,
+                outcome = await conn.transaction(sender, recipients, payload or [], size=size, smtputf8=smtputf8,
                                                  body8=body == "8BITMIME", ident=ident, all_or_nothing=True,
-                                                 mail_params=keyed + offered)
+                                                 mail_params=keyed + offered,
+                                                 content=content if _ONE_WRITE <= conn.extensions.keys() else None)
             except Failure as exc:
                 conn.abort()
                 if pooled and not conn.payload_sent and exc.kind == "unreachable":

@@ -434,14 +434,7 @@ class Connection:
             return Outcome(recipients, results, "data")
         self.payload_sent = True
         await self.send(payload)
-        if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
-            for i, reply in zip(accepted, await self.read_replies(len(accepted))):
-                results[i] = reply
-        else:
-            final = await self.read_reply()
-            for i in accepted:
-                results[i] = final
-        return Outcome(recipients, results, "data")
+        return Outcome(recipients, await self._final_replies(accepted, results), "data")
 
     async def _chunked(self, group: list[str], xforward: bool, recipients: list[str], content: bytes | list[bytes],
                        all_or_nothing: bool) -> Outcome:
@@ -463,16 +456,21 @@ class Connection:
             return Outcome(recipients, [mail_reply] * n, "mail") if not mail_reply.ok else \
                 Outcome(recipients, results, "rcpt")
         if all_or_nothing and len(accepted) < n:  # XATOMIC: refused for the accepted ones too, nothing kept
-            await self.read_replies(len(accepted))
+            await self._final_replies(accepted, list(results))
             return Outcome(recipients, results, "rcpt")
-        if self.lmtp:  # RFC 2033: one reply per accepted recipient, in order
+        return Outcome(recipients, await self._final_replies(accepted, results), "data")
+
+    async def _final_replies(self, accepted: list[int], results: list[Reply]) -> list[Reply]:
+        """The replies to the message, into ``results`` at the accepted
+        recipients: one each for LMTP (RFC 2033, in order), one for all for SMTP."""
+        if self.lmtp:
             for i, reply in zip(accepted, await self.read_replies(len(accepted))):
                 results[i] = reply
         else:
             final = await self.read_reply()
             for i in accepted:
                 results[i] = final
-        return Outcome(recipients, results, "data")
+        return results
 
     async def _end_refused(self, data_reply: Reply | None) -> None:
         """Nothing to send after all: RSET, or, when a pipelined DATA got

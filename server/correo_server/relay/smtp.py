@@ -191,10 +191,6 @@ class RelaySMTP(LineConnection):
             text = "\r\n".join(_printable(line) for line in text.split("\r\n"))
         self.send((with_status(text) + "\r\n").encode("utf-8", "surrogateescape"))
 
-    async def push(self, text: str) -> None:
-        """:meth:`reply` for code that awaits it."""
-        self.reply(text)
-
     def _refuse(self, reply: Reply, *, sender: str | None = None, recipient: str = "") -> None:
         self.ctx.count_rejection(reply.reason)
         self._note_refusal(reply, sender=sender, recipient=recipient)

@@ -4,7 +4,9 @@ The queue listens here for the relay (:mod:`correo_server.queue.lmtp_in`),
 the mailstore for the queue (:mod:`correo_server.mailstore.lmtp`).  Their
 clients are correo's own (:mod:`.client`), on long-lived pooled
 connections, so this server is built for many messages per connection
-rather than for the open internet (that is the relay's aiosmtpd):
+rather than for the open internet (that is the relay's own server,
+:mod:`correo_server.relay.connection`, which streams a message into a
+sink that spools to disk instead of cutting it out of its buffer):
 
 * one :class:`asyncio.Protocol` per connection and nothing else: no stream
   reader, no task per connection, no method tables built per connection

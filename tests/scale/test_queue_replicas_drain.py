@@ -253,14 +253,19 @@ async def test_the_relay_pool_skips_a_replica_that_is_down(setup):
     assert {s.status()["totals"]["delivered"] > 0 for s in r.services.values()} == {True}
 
 
-async def test_what_the_relays_reported_as_refused_moves_with_the_leaving_replica(setup):
-    h, mx1, r = setup
+def with_srs_secret(r) -> None:
+    """Give the first domain an SRS secret (what signs the replicas' transfers)."""
     from correo_server.srs import generate_key
     (r.config_dir / "srs").mkdir(exist_ok=True)
     (r.config_dir / "srs" / "example.com.keys").write_text(generate_key() + "\n")
     first, *rest = r.cfg.domains
     r.cfg = dataclasses.replace(r.cfg, domains=(dataclasses.replace(first, srs_key_file="srs/example.com.keys"),
                                                 *rest))
+
+
+async def test_what_the_relays_reported_as_refused_moves_with_the_leaving_replica(setup):
+    h, mx1, r = setup
+    with_srs_secret(r)
     staying = await r.start(0)
     spool1 = Path(r.entries[1].spool_dir)
     spool1.mkdir(parents=True, exist_ok=True)
@@ -280,12 +285,7 @@ async def test_only_a_replica_of_this_stack_can_hand_over_mail_with_its_state(se
     """With the domain's SRS secret in place, transfers are signed: a relay
     or a mailstore speaking LMTP to the queue cannot make up a message's state."""
     h, mx1, r = setup
-    from correo_server.srs import generate_key
-    (r.config_dir / "srs").mkdir(exist_ok=True)
-    (r.config_dir / "srs" / "example.com.keys").write_text(generate_key() + "\n")
-    first, *rest = r.cfg.domains
-    r.cfg = dataclasses.replace(r.cfg, domains=(dataclasses.replace(first, srs_key_file="srs/example.com.keys"),
-                                                *rest))
+    with_srs_secret(r)
     receiver = await r.start(0)
     sender = await r.start(1)
     await hand(r.pool([1]), "signed", ["x@remote.test"])

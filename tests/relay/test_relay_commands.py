@@ -37,9 +37,9 @@ async def test_unknown_commands_are_answered_then_the_client_is_let_go(make_rela
     await client.close()
 
 
-async def test_pipelined_commands_are_answered_in_order_in_one_write(make_relay):
-    """RFC 2920: the replies to a pipelined group come back in order; the
-    relay writes them together (one segment for the group)."""
+async def test_pipelined_commands_are_answered_in_order(make_relay):
+    """RFC 2920: the replies to a pipelined group come back in order, and
+    the message right after the group's DATA is the message."""
     relay = await make_relay()
     client = await RawClient.connect(relay.smtp)
     await client.send(b"EHLO client.example\r\nMAIL FROM:<someone@foreign.example>\r\n"
